@@ -1,0 +1,124 @@
+import { createHash } from 'node:crypto';
+import { LATEST } from '../identifiers.ts';
+import { rolloutBucket } from './rollout.ts';
+import { modelKey, type Assignment, type LayerContent, type LayerName, type ModelRecord, type ModelRef } from './types.ts';
+
+export interface EffectiveModel extends ModelRecord {
+  layer: LayerName;
+}
+
+export interface EffectiveAssignment extends Assignment {
+  layer: LayerName;
+}
+
+export interface Resolution {
+  model: EffectiveModel;
+  /** The assignment that decided, found by device, then group, then default. */
+  assignment: EffectiveAssignment;
+  /** True when a staged rollout put the device on `rollout.previous`. */
+  held: boolean;
+}
+
+const newestFirst = (a: ModelRecord, b: ModelRecord) =>
+  b.createdAt.localeCompare(a.createdAt) || b.version.localeCompare(a.version, 'en', { numeric: true });
+
+/**
+ * The catalog as devices see it: the layers merged, local over upstream, into an immutable
+ * value built once per change. Everything the request path asks is a map lookup here.
+ */
+export class EffectiveCatalog {
+  readonly models = new Map<string, EffectiveModel>();
+  readonly assignments = new Map<string, EffectiveAssignment>();
+  readonly groups = new Map<string, { members: string[]; layer: LayerName }>();
+  readonly #versionsByName = new Map<string, EffectiveModel[]>();
+  readonly #groupOfDevice = new Map<string, string>();
+  /** Changes whenever any model, assignment or group changes; the same content gives the same value. */
+  readonly revision: string;
+
+  constructor(layers: ReadonlyArray<{ name: LayerName; content: LayerContent }>) {
+    // Layers arrive highest precedence first, so the first to claim a key keeps it.
+    for (const { name: layer, content } of layers) {
+      for (const model of content.models) {
+        const key = modelKey(model.name, model.version);
+        if (!this.models.has(key)) this.models.set(key, { ...model, layer });
+      }
+      for (const assignment of content.assignments) {
+        if (!this.assignments.has(assignment.selector)) this.assignments.set(assignment.selector, { ...assignment, layer });
+      }
+      for (const [group, members] of Object.entries(content.groups)) {
+        if (!this.groups.has(group)) this.groups.set(group, { members, layer });
+      }
+    }
+    for (const model of this.models.values()) {
+      const list = this.#versionsByName.get(model.name) ?? [];
+      list.push(model);
+      this.#versionsByName.set(model.name, list);
+    }
+    for (const list of this.#versionsByName.values()) list.sort(newestFirst);
+    for (const { name: layer } of layers) {
+      for (const [group, { members, layer: owner }] of this.groups) {
+        if (owner !== layer) continue;
+        for (const mac of members) if (!this.#groupOfDevice.has(mac)) this.#groupOfDevice.set(mac, group);
+      }
+    }
+    this.revision = this.#computeRevision();
+  }
+
+  versionsOf(name: string): readonly EffectiveModel[] {
+    return this.#versionsByName.get(name) ?? [];
+  }
+
+  groupOf(mac: string): string | undefined {
+    return this.#groupOfDevice.get(mac);
+  }
+
+  /** A concrete version, or the newest one for `latest`. */
+  resolveRef(ref: ModelRef): EffectiveModel | undefined {
+    if (ref.version === LATEST) return this.versionsOf(ref.model)[0];
+    return this.models.get(modelKey(ref.model, ref.version));
+  }
+
+  assignmentFor(mac: string): EffectiveAssignment | undefined {
+    const group = this.groupOf(mac);
+    return this.assignments.get(mac)
+      ?? (group === undefined ? undefined : this.assignments.get(`group:${group}`))
+      ?? this.assignments.get('default');
+  }
+
+  resolveDevice(mac: string): Resolution | undefined {
+    const assignment = this.assignmentFor(mac);
+    if (!assignment) return undefined;
+    const target = this.resolveRef(assignment);
+    if (!target) return undefined;
+    if (assignment.rollout && rolloutBucket(mac, target.name, target.version) >= assignment.rollout.percent) {
+      const previous = this.resolveRef(assignment.rollout.previous);
+      return previous ? { model: previous, assignment, held: true } : undefined;
+    }
+    return { model: target, assignment, held: false };
+  }
+
+  /** The selectors whose assignment resolves to this model now, for `409 in_use`. */
+  selectorsUsing(name: string, version: string): string[] {
+    const using: string[] = [];
+    for (const assignment of this.assignments.values()) {
+      const refs = assignment.rollout ? [assignment, assignment.rollout.previous] : [assignment];
+      if (refs.some((ref) => {
+        const model = this.resolveRef(ref);
+        return model?.name === name && model.version === version;
+      })) using.push(assignment.selector);
+    }
+    return using;
+  }
+
+  #computeRevision(): string {
+    const sorted = <T>(items: Iterable<T>, key: (item: T) => string) => [...items].sort((a, b) => key(a).localeCompare(key(b)));
+    const canonical = JSON.stringify({
+      models: sorted(this.models.values(), (m) => modelKey(m.name, m.version))
+        .map((m) => [m.name, m.version, m.sha256, m.size, m.signature, m.keyId, m.createdAt]),
+      assignments: sorted(this.assignments.values(), (a) => a.selector)
+        .map((a) => [a.selector, a.model, a.version, a.rollout]),
+      groups: sorted(this.groups.entries(), ([group]) => group).map(([group, { members }]) => [group, [...members].sort()]),
+    });
+    return createHash('sha256').update(canonical).digest('hex').slice(0, 16);
+  }
+}

@@ -1,0 +1,49 @@
+// The catalog's records, as stored in LevelDB and as the admin API shows them.
+
+export interface ModelRecord {
+  name: string;
+  version: string;
+  sha256: string;
+  size: number;
+  /** `executorch`, or `unknown` when artifacts.formats lets other bytes in. */
+  format: 'executorch' | 'unknown';
+  signature: string | null;
+  keyId: string | null;
+  createdAt: string;
+}
+
+export interface ModelRef {
+  model: string;
+  /** A concrete version, or `latest`: the newest version of that name. */
+  version: string;
+}
+
+export interface Rollout {
+  /** 0..100: devices whose bucket is below it get the assignment, the others `previous`. */
+  percent: number;
+  previous: ModelRef;
+}
+
+export interface Assignment extends ModelRef {
+  /** A MAC, `group:<name>` or `default`, in canonical form. */
+  selector: string;
+  rollout: Rollout | null;
+  updatedAt: string;
+}
+
+/**
+ * Assignments, models and groups come in layers: `upstream` is replaced whole by each
+ * successful sync, `local` holds what was pushed to this gateway. Local wins.
+ */
+export type LayerName = 'local' | 'upstream';
+export const LAYERS_BY_PRECEDENCE: readonly LayerName[] = ['local', 'upstream'];
+
+export interface LayerContent {
+  models: ModelRecord[];
+  assignments: Assignment[];
+  groups: Record<string, string[]>;
+}
+
+export function modelKey(name: string, version: string): string {
+  return `${name}@${version}`;
+}

@@ -1,0 +1,77 @@
+import { z } from 'zod';
+
+// The shape of a valid configuration. Defaults live in config/default.yaml, not here, so
+// that the file a person reads is the one that runs.
+
+const SIZE_UNITS: Record<string, number> = {
+  b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3,
+};
+
+/** `16 MiB`, `512kb`, `1048576`: a byte count as a person writes it. */
+const byteSize = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  if (typeof value === 'number') {
+    if (Number.isSafeInteger(value) && value > 0) return value;
+  } else {
+    const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
+    const unit = SIZE_UNITS[(match?.[2] || 'b').toLowerCase()];
+    if (match && unit) {
+      const bytes = Math.floor(Number(match[1]) * unit);
+      if (bytes > 0) return bytes;
+    }
+  }
+  ctx.addIssue({ code: 'custom', message: 'must be a positive size such as 16 MiB, 512 KiB or a byte count' });
+  return z.NEVER;
+});
+
+const seconds = (max: number) => z.number().int().min(0).max(max);
+const token = z.string().min(16, 'must be at least 16 characters (use a random secret)');
+
+export const scopes = ['push', 'admin', 'sync'] as const;
+export type Scope = (typeof scopes)[number];
+
+export const configSchema = z.strictObject({
+  http: z.strictObject({
+    host: z.string().min(1),
+    port: z.number().int().min(0).max(65535),
+    shutdownGraceSeconds: seconds(3600),
+  }),
+  paths: z.strictObject({
+    state: z.string().min(1),
+    cache: z.string().min(1),
+  }),
+  log: z.strictObject({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  }),
+  mdns: z.strictObject({
+    enabled: z.boolean(),
+    name: z.string().max(63),
+    priority: z.number().int().min(0).max(65535),
+  }),
+  auth: z.strictObject({
+    tokens: z.array(z.strictObject({
+      name: z.string().min(1),
+      token,
+      scopes: z.array(z.enum(scopes)).min(1),
+    })),
+  }),
+  devices: z.strictObject({
+    token: token.nullable(),
+    maxWaitSeconds: seconds(3600),
+    pollIntervalSeconds: z.number().int().min(1).max(86400),
+    pollJitterSeconds: seconds(86400),
+    seenFlushSeconds: z.number().int().min(1).max(3600),
+  }),
+  trust: z.strictObject({
+    keys: z.array(z.strictObject({
+      id: z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lower-case hex characters').optional(),
+      publicKey: z.string().min(1),
+    })),
+    requireSignatures: z.boolean(),
+  }),
+  artifacts: z.strictObject({
+    maxBytes: byteSize,
+    formats: z.array(z.enum(['executorch', 'any'])).min(1),
+  }),
+});
+
+export type Config = z.infer<typeof configSchema>;

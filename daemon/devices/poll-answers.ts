@@ -1,0 +1,132 @@
+import { createHash } from 'node:crypto';
+import type { Catalog } from '../catalog/catalog.ts';
+import type { EffectiveCatalog, Resolution } from '../catalog/effective-catalog.ts';
+import type { BlobStore } from '../store/blob-store.ts';
+
+export type PollAnswer =
+  | { kind: 'model'; body: Buffer; etag: string; resolution: Resolution }
+  | { kind: 'none'; reason: string };
+
+export interface PollTiming {
+  intervalSeconds: number;
+  jitterSeconds: number;
+}
+
+interface Waiter {
+  mac: string;
+  etag: string;
+  done: (answer: PollAnswer | undefined) => void;
+}
+
+/** Past this many devices the memo starts over rather than grow without bound. */
+const MEMO_LIMIT = 100_000;
+
+/**
+ * The answer to `GET /v1/devices/{mac}/model`, serialized once per device per catalog
+ * change and then served from memory: a poll storm costs map lookups, not JSON and hashing.
+ * Long polls wait here for the next change that alters their device's answer.
+ */
+export class PollAnswers {
+  readonly #catalog: Catalog;
+  readonly #blobs: BlobStore;
+  readonly #timing: PollTiming;
+  #memo = new Map<string, PollAnswer>();
+  #memoFor: EffectiveCatalog | undefined;
+  readonly #waiters = new Set<Waiter>();
+  #unsubscribe: (() => void) | undefined;
+
+  constructor(catalog: Catalog, blobs: BlobStore, timing: PollTiming) {
+    this.#catalog = catalog;
+    this.#blobs = blobs;
+    this.#timing = timing;
+  }
+
+  async start(): Promise<void> {
+    this.#unsubscribe = this.#catalog.onChange(() => this.#wakeWaiters());
+  }
+
+  /** Releases every long poll with "unchanged" so that shutdown does not wait on them. */
+  async stop(): Promise<void> {
+    this.#unsubscribe?.();
+    for (const waiter of this.#waiters) waiter.done(undefined);
+    this.#waiters.clear();
+  }
+
+  get waiting(): number {
+    return this.#waiters.size;
+  }
+
+  /** Recomputes every answer: for when blobs vanished without a catalog change. */
+  refresh(): void {
+    this.#memoFor = undefined;
+    this.#wakeWaiters();
+  }
+
+  answerFor(mac: string): PollAnswer {
+    const catalog = this.#catalog.current;
+    if (this.#memoFor !== catalog || this.#memo.size >= MEMO_LIMIT) {
+      this.#memo = new Map();
+      this.#memoFor = catalog;
+    }
+    let answer = this.#memo.get(mac);
+    if (!answer) {
+      answer = this.#compute(catalog, mac);
+      this.#memo.set(mac, answer);
+    }
+    return answer;
+  }
+
+  /**
+   * Resolves with the new answer once it differs from `etag`, or with undefined after
+   * `timeoutMs`, at shutdown, or when `signal` aborts (the device hung up).
+   */
+  waitForChange(mac: string, etag: string, timeoutMs: number, signal: AbortSignal): Promise<PollAnswer | undefined> {
+    return new Promise((resolve) => {
+      const waiter: Waiter = {
+        mac,
+        etag,
+        done: (answer) => {
+          clearTimeout(timer);
+          signal.removeEventListener('abort', onAbort);
+          this.#waiters.delete(waiter);
+          resolve(answer);
+        },
+      };
+      const onAbort = () => waiter.done(undefined);
+      const timer = setTimeout(onAbort, timeoutMs);
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.add(waiter);
+    });
+  }
+
+  #wakeWaiters(): void {
+    for (const waiter of [...this.#waiters]) {
+      const answer = this.answerFor(waiter.mac);
+      if (answer.kind === 'none' || answer.etag !== waiter.etag) waiter.done(answer);
+    }
+  }
+
+  #compute(catalog: EffectiveCatalog, mac: string): PollAnswer {
+    const resolution = catalog.resolveDevice(mac);
+    if (!resolution) return { kind: 'none', reason: `no assignment resolves for ${mac}: none for the device, its group or default` };
+    const { model } = resolution;
+    if (this.#blobs.size(model.sha256) !== model.size) {
+      return { kind: 'none', reason: `the model assigned to ${mac} (${model.name}@${model.version}) is not in this gateway's cache` };
+    }
+    const body = Buffer.from(JSON.stringify({
+      device: mac,
+      model: {
+        name: model.name,
+        version: model.version,
+        sha256: model.sha256,
+        size: model.size,
+        url: `/v1/artifacts/${model.sha256}`,
+        signature: model.signature,
+        keyId: model.keyId,
+      },
+      poll: this.#timing,
+    }));
+    const etag = `"${createHash('sha256').update(body).digest('base64url')}"`;
+    return { kind: 'model', body, etag, resolution };
+  }
+}

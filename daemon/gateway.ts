@@ -1,0 +1,110 @@
+import { randomBytes } from 'node:crypto';
+import { Catalog } from './catalog/catalog.ts';
+import type { Config } from './config/schema.ts';
+import { DeviceRegistry } from './devices/device-registry.ts';
+import { PollAnswers } from './devices/poll-answers.ts';
+import { createApp } from './http/app.ts';
+import { TokenAuth } from './http/auth.ts';
+import { HttpServer } from './http/http-server.ts';
+import type { Logger } from './log.ts';
+import { Metrics } from './metrics.ts';
+import { TrustPolicy } from './signing/trust.ts';
+import { BlobStore } from './store/blob-store.ts';
+import { Database } from './store/database.ts';
+
+interface Part {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The gateway daemon: starts its parts in dependency order and stops them in reverse.
+ * Parts do nothing in their constructors, so a failure at start stops exactly the parts
+ * that were started.
+ */
+export class Gateway {
+  readonly #config: Config;
+  readonly #log: Logger;
+  readonly #started: Array<{ name: string; part: Part }> = [];
+  #http: HttpServer | undefined;
+
+  constructor(config: Config, log: Logger) {
+    this.#config = config;
+    this.#log = log;
+  }
+
+  async start(): Promise<void> {
+    const config = this.#config;
+    const log = this.#log;
+    // Both parse configured keys and tokens: a bad one stops start-up before anything opens.
+    const trust = new TrustPolicy(config.trust);
+    const auth = new TokenAuth(config.auth, config.devices);
+
+    const database = new Database(config.paths.state, log);
+    const blobs = new BlobStore(config.paths.cache, log);
+    const catalog = new Catalog(database, blobs, log);
+    const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds);
+    const answers = new PollAnswers(catalog, blobs, {
+      intervalSeconds: config.devices.pollIntervalSeconds,
+      jitterSeconds: config.devices.pollJitterSeconds,
+    });
+    try {
+      await this.#startPart('database', database);
+      await this.#startPart('blob store', blobs);
+      await this.#startPart('catalog', catalog);
+      await this.#startPart('device registry', devices);
+      await this.#startPart('poll answers', answers);
+      const app = createApp({
+        config, log, trust, auth, catalog, blobs, devices, answers,
+        gatewayId: await gatewayIdOf(database),
+        startedAt: new Date(),
+        metrics: new Metrics(),
+      });
+      this.#http = new HttpServer(app, {
+        host: config.http.host,
+        port: config.http.port,
+        shutdownGraceSeconds: config.http.shutdownGraceSeconds,
+        onDrain: () => void answers.stop(),
+      }, log);
+      await this.#startPart('http server', this.#http);
+    } catch (error) {
+      await this.stop();
+      throw error;
+    }
+    if (config.mdns.enabled) log.warn('mDNS advertisement is not part of this build yet; devices need the gateway URL configured');
+    log.info({ state: config.paths.state, cache: config.paths.cache, revision: catalog.current.revision }, 'gateway ready');
+  }
+
+  /** Where the HTTP API listens (after start). */
+  get address(): { address: string; port: number } {
+    if (!this.#http) throw new Error('the gateway is not started');
+    return this.#http.address;
+  }
+
+  async stop(): Promise<void> {
+    while (this.#started.length > 0) {
+      const { name, part } = this.#started.pop()!;
+      try {
+        await part.stop();
+      } catch (error) {
+        this.#log.error({ err: error, part: name }, 'part failed to stop cleanly');
+      }
+    }
+    this.#http = undefined;
+  }
+
+  async #startPart(name: string, part: Part): Promise<void> {
+    await part.start();
+    this.#started.push({ name, part });
+  }
+}
+
+/** A stable random id for this gateway, made on first start and kept in the database. */
+async function gatewayIdOf(database: Database): Promise<string> {
+  const meta = database.table<string>('meta');
+  const existing = await meta.get('gatewayId');
+  if (existing) return existing;
+  const id = randomBytes(8).toString('hex');
+  await meta.put('gatewayId', id);
+  return id;
+}

@@ -1,0 +1,26 @@
+import Koa from 'koa';
+import Router from '@koa/router';
+import { errorHandler } from './error-handler.ts';
+import { artifactRoutes } from './routes/artifact-routes.ts';
+import { assignmentRoutes } from './routes/assignment-routes.ts';
+import { cacheRoutes } from './routes/cache-routes.ts';
+import { deviceRoutes } from './routes/device-routes.ts';
+import { healthRoutes } from './routes/health-routes.ts';
+import { inventoryRoutes } from './routes/inventory-routes.ts';
+import { manifestRoutes } from './routes/manifest-routes.ts';
+import { modelRoutes } from './routes/model-routes.ts';
+import type { Services } from './services.ts';
+
+/** The gateway's HTTP API (DESIGN.md sections 2 and 3) as one Koa application. */
+export function createApp(services: Services): Koa {
+  const app = new Koa();
+  app.silent = true;
+  const router = new Router();
+  for (const register of [deviceRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, cacheRoutes, healthRoutes]) {
+    register(router, services);
+  }
+  app.use(errorHandler(services.log));
+  app.use(router.routes());
+  app.use(router.allowedMethods({ throw: true }));
+  return app;
+}

@@ -1,0 +1,78 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Middleware } from 'koa';
+import type { Config, Scope } from '../config/schema.ts';
+import { fail } from '../errors.ts';
+
+const CHALLENGE = { 'WWW-Authenticate': 'Bearer realm="modelferry"' };
+
+interface Credential {
+  name: string;
+  scopes: readonly Scope[];
+  digest: Buffer;
+}
+
+const digestOf = (secret: string) => createHash('sha256').update(secret).digest();
+
+/**
+ * Bearer tokens. Secrets are compared as sha256 digests with timingSafeEqual, against every
+ * configured token without stopping early, so timing tells nothing about which one is close.
+ */
+export class TokenAuth {
+  readonly #credentials: Credential[];
+  readonly #deviceToken: Buffer | null;
+
+  constructor(auth: Config['auth'], devices: Config['devices']) {
+    this.#credentials = auth.tokens.map(({ name, token, scopes }) => ({ name, scopes, digest: digestOf(token) }));
+    this.#deviceToken = devices.token === null ? null : digestOf(devices.token);
+  }
+
+  /** The configured token presented in this Authorization header, if any. */
+  identify(header: string | undefined): Credential | undefined {
+    const presented = bearerOf(header);
+    if (presented === undefined) return undefined;
+    const digest = digestOf(presented);
+    let found: Credential | undefined;
+    for (const credential of this.#credentials) {
+      if (timingSafeEqual(credential.digest, digest) && !found) found = credential;
+    }
+    return found;
+  }
+
+  /** Admin and pipeline routes: GET takes any token, writes need `scope`. */
+  require(scope: Scope, options: { evenForReads?: boolean } = {}): Middleware {
+    return async (ctx, next) => {
+      const credential = this.identify(ctx.get('Authorization'));
+      if (!credential) {
+        fail('unauthorized', ctx.get('Authorization') ? 'the bearer token is not valid for this gateway' : 'this route needs Authorization: Bearer <token>', CHALLENGE);
+      }
+      const reading = ctx.method === 'GET' || ctx.method === 'HEAD';
+      if ((!reading || options.evenForReads) && !credential.scopes.includes(scope)) {
+        fail('forbidden', `token "${credential.name}" lacks the ${scope} scope`);
+      }
+      ctx.state.client = credential.name;
+      await next();
+    };
+  }
+
+  /**
+   * Device routes: open unless devices.token is set. Any configured admin token is accepted
+   * too, so that a downstream gateway can fetch artifacts with its sync token.
+   */
+  devices(): Middleware {
+    return async (ctx, next) => {
+      if (this.#deviceToken !== null) {
+        const header = ctx.get('Authorization');
+        const presented = bearerOf(header);
+        const ok = presented !== undefined
+          && (timingSafeEqual(digestOf(presented), this.#deviceToken) || this.identify(header) !== undefined);
+        if (!ok) fail('unauthorized', 'this gateway requires devices to send Authorization: Bearer <devices.token>', CHALLENGE);
+      }
+      await next();
+    };
+  }
+}
+
+function bearerOf(header: string | undefined): string | undefined {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  return match?.[1];
+}

@@ -1,0 +1,48 @@
+import type { Middleware } from 'koa';
+import { errorCatalogue, isModelferryError, type ErrorCode } from '../errors.ts';
+import type { Logger } from '../log.ts';
+
+const STATUS_CODES = new Map<number, ErrorCode>([
+  [404, 'not_found'],
+  [405, 'method_not_allowed'],
+  [413, 'body_too_large'],
+  [501, 'method_not_allowed'],
+]);
+
+/**
+ * Turns every failure into `{"error": code, "message": sentence}` with the catalogue's
+ * status. Anything that is not a ModelferryError is a bug: it is logged with its stack
+ * and answered as `internal`, without details.
+ */
+export function errorHandler(log: Logger): Middleware {
+  return async (ctx, next) => {
+    try {
+      await next();
+      if (ctx.status === 404 && ctx.body === undefined) {
+        ctx.status = 404;
+        ctx.body = { error: 'not_found', message: `no route for ${ctx.method} ${ctx.path}` };
+      }
+    } catch (error) {
+      if (isModelferryError(error)) {
+        ctx.status = error.status;
+        ctx.set(error.headers);
+        ctx.body = { error: error.code, message: error.message };
+        return;
+      }
+      const status = (error as { status?: number }).status;
+      const code = status === undefined ? undefined : STATUS_CODES.get(status);
+      if (code) {
+        ctx.status = errorCatalogue[code];
+        ctx.body = { error: code, message: code === 'method_not_allowed' ? `${ctx.method} is not allowed on ${ctx.path}` : `no route for ${ctx.method} ${ctx.path}` };
+        return;
+      }
+      if ((error as NodeJS.ErrnoException).code === 'ECONNRESET' || (error as Error).message === 'aborted') {
+        log.warn({ method: ctx.method, path: ctx.path }, 'client went away mid-request');
+        return;
+      }
+      log.error({ err: error, method: ctx.method, path: ctx.path }, 'request failed');
+      ctx.status = 500;
+      ctx.body = { error: 'internal', message: 'the gateway failed to handle this request; see its log' };
+    }
+  };
+}

@@ -1,0 +1,47 @@
+import type { Context } from 'koa';
+import type { z } from 'zod';
+import { fail } from '../errors.ts';
+
+/**
+ * Reads a JSON request body of at most `limit` bytes. Bigger bodies are refused as soon as
+ * the limit is passed (or at once from Content-Length), so memory stays bounded.
+ */
+export async function readJson(ctx: Context, limit: number): Promise<unknown> {
+  const type = ctx.get('Content-Type');
+  if (type && !/^application\/([\w.+-]+\+)?json\b/i.test(type)) {
+    fail('unsupported_media_type', `expected Content-Type: application/json, got ${type.split(';')[0]}`);
+  }
+  const declared = Number(ctx.get('Content-Length') || 0);
+  if (declared > limit) tooLarge(ctx, limit);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) tooLarge(ctx, limit);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    fail('invalid_json', `the body is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+/** Reads and validates a JSON body; the message names the first field that is wrong. */
+export async function readJsonAs<S extends z.ZodType>(ctx: Context, limit: number, schema: S): Promise<z.infer<S>> {
+  const result = schema.safeParse(await readJson(ctx, limit));
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const field = issue.path.length > 0 ? issue.path.join('.') : 'body';
+    fail('invalid_body', `${field}: ${issue.message}`);
+  }
+  return result.data;
+}
+
+/** Stops reading, lets the rest of the body drain unread and closes the connection after. */
+export function tooLarge(ctx: Context, limit: number): never {
+  ctx.set('Connection', 'close');
+  ctx.req.resume();
+  fail('body_too_large', `the body is larger than the ${limit} bytes this route takes`);
+}

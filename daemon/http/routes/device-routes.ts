@@ -1,0 +1,89 @@
+import type Router from '@koa/router';
+import type { Context } from 'koa';
+import { z } from 'zod';
+import { fail } from '../../errors.ts';
+import { parseMac } from '../../identifiers.ts';
+import type { PollAnswer } from '../../devices/poll-answers.ts';
+import { etagMatches } from '../etag.ts';
+import { readJsonAs } from '../json-body.ts';
+import { REPORT_BODY_LIMIT, type Services } from '../services.ts';
+
+const digest = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lower-case hex characters');
+
+// Unknown fields are dropped (devices of newer firmware may send more); known ones must be valid.
+const reportSchema = z.object({
+  state: z.enum(['idle', 'downloading', 'verifying', 'installed', 'failed']),
+  sha256: digest.optional(),
+  model: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be a model name').optional(),
+  version: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, 'must be a version').optional(),
+  error: z.string().max(512).optional(),
+  progress: z.number().min(0).max(1).optional(),
+  firmware: z.string().max(64).optional(),
+  freeHeap: z.number().int().min(0).optional(),
+  rssi: z.number().int().min(-150).max(0).optional(),
+  uptimeSeconds: z.number().int().min(0).optional(),
+});
+
+export function deviceRoutes(router: Router, services: Services): void {
+  const { answers, devices, metrics, config } = services;
+  const deviceAuth = services.auth.devices();
+
+  router.get('/v1/devices/:mac/model', deviceAuth, async (ctx) => {
+    const mac = parseMac(ctx.params.mac!);
+    const wait = parseWait(ctx.query.wait, config.devices.maxWaitSeconds);
+    devices.seen(mac, remoteAddress(ctx));
+    let answer: PollAnswer | undefined = answers.answerFor(mac);
+    if (answer.kind === 'model' && etagMatches(ctx.get('If-None-Match'), answer.etag) && wait > 0) {
+      metrics.longPolls.inc();
+      try {
+        answer = await answers.waitForChange(mac, answer.etag, wait * 1000, closed(ctx)) ?? answer;
+      } finally {
+        metrics.longPolls.dec();
+      }
+    }
+    if (answer.kind === 'none') {
+      metrics.polls.inc({ status: '404' });
+      fail('no_assignment', answer.reason);
+    }
+    ctx.set('ETag', answer.etag);
+    ctx.set('Cache-Control', 'no-cache');
+    if (etagMatches(ctx.get('If-None-Match'), answer.etag)) {
+      metrics.polls.inc({ status: '304' });
+      ctx.status = 304;
+      return;
+    }
+    metrics.polls.inc({ status: '200' });
+    ctx.type = 'application/json';
+    ctx.body = answer.body;
+  });
+
+  router.post('/v1/devices/:mac/report', deviceAuth, async (ctx) => {
+    const mac = parseMac(ctx.params.mac!);
+    const report = await readJsonAs(ctx, REPORT_BODY_LIMIT, reportSchema);
+    devices.report(mac, remoteAddress(ctx), report);
+    metrics.reports.inc({ state: report.state });
+    ctx.status = 204;
+  });
+
+}
+
+function parseWait(value: unknown, max: number): number {
+  if (value === undefined) return 0;
+  const text = Array.isArray(value) ? value[0] : value;
+  if (typeof text !== 'string' || !/^\d{1,6}$/.test(text) || Number(text) > max) {
+    fail('invalid_query', `wait must be a whole number of seconds from 0 to ${max}`);
+  }
+  return Number(text);
+}
+
+/** Aborts when the device hangs up, so an abandoned long poll is dropped at once. */
+function closed(ctx: Context): AbortSignal {
+  const controller = new AbortController();
+  ctx.res.once('close', () => controller.abort());
+  return controller.signal;
+}
+
+export function remoteAddress(ctx: Context): string | null {
+  const address = ctx.req.socket.remoteAddress;
+  return address ? address.replace(/^::ffff:/, '') : null;
+}

@@ -1,0 +1,45 @@
+import type Router from '@koa/router';
+import { etagMatches } from '../etag.ts';
+import type { Services } from '../services.ts';
+
+export const MANIFEST_FORMAT = 'modelferry.manifest/v1';
+
+/**
+ * This gateway's effective catalog in the central store's format (DESIGN.md section 4), so
+ * that a downstream gateway can use this one as its upstream.
+ */
+export function manifestRoutes(router: Router, services: Services): void {
+  const { catalog, blobs, auth } = services;
+
+  router.get('/v1/manifest', auth.require('sync', { evenForReads: true }), (ctx) => {
+    const current = catalog.current;
+    const etag = `"${current.revision}"`;
+    ctx.set('ETag', etag);
+    ctx.set('Cache-Control', 'no-cache');
+    if (etagMatches(ctx.get('If-None-Match'), etag)) {
+      ctx.status = 304;
+      return;
+    }
+    const models = [...current.models.values()].filter((model) => blobs.size(model.sha256) === model.size);
+    ctx.body = {
+      format: MANIFEST_FORMAT,
+      revision: current.revision,
+      generatedAt: new Date().toISOString(),
+      models: models.map((model) => ({
+        name: model.name,
+        version: model.version,
+        sha256: model.sha256,
+        size: model.size,
+        // Relative to /v1/manifest, so it resolves to /v1/artifacts/<sha256> on this gateway.
+        url: `artifacts/${model.sha256}`,
+        signature: model.signature,
+        keyId: model.keyId,
+        createdAt: model.createdAt,
+      })),
+      assignments: [...current.assignments.values()].map(({ selector, model, version, rollout }) =>
+        rollout ? { selector, model, version, rollout } : { selector, model, version }),
+      groups: Object.fromEntries([...current.groups.entries()].map(([name, { members }]) => [name, members])),
+    };
+  });
+
+}

@@ -1,0 +1,125 @@
+import type Router from '@koa/router';
+import type { Context } from 'koa';
+import type { ModelRecord } from '../../catalog/types.ts';
+import { fail, isModelferryError } from '../../errors.ts';
+import { parseModelName, parseVersion } from '../../identifiers.ts';
+import { inspectProgram } from '../../store/executorch.ts';
+import { tooLarge } from '../json-body.ts';
+import type { Services } from '../services.ts';
+
+export function modelRoutes(router: Router, services: Services): void {
+  const { catalog, blobs, trust, config, metrics } = services;
+
+  router.put('/v1/models/:name/:version', services.auth.require('push'), async (ctx) => {
+    try {
+      const { status, record } = await receiveModel(ctx);
+      metrics.pushes.inc({ outcome: status === 201 ? 'created' : 'unchanged' });
+      ctx.status = status;
+      ctx.set('Location', `/v1/models/${record.name}/${record.version}`);
+      ctx.body = record;
+    } catch (error) {
+      metrics.pushes.inc({ outcome: isModelferryError(error) ? error.code : 'internal' });
+      throw error;
+    }
+  });
+
+  /**
+   * The push: stream to a temporary blob while hashing, check format, declared digest and
+   * signature, then commit blob and catalog entry, in that order. Any refusal leaves the
+   * catalog and the blob folder exactly as they were.
+   */
+  async function receiveModel(ctx: Context): Promise<{ status: 200 | 201; record: ModelRecord }> {
+    const name = parseModelName(ctx.params.name!);
+    const version = parseVersion(ctx.params.version!);
+    const declared = declaredDigest(ctx);
+    const claim = { signature: ctx.get('X-Signature') || null, keyId: ctx.get('X-Signature-Key-Id') || null };
+    trust.precheck(claim);
+    const maxBytes = config.artifacts.maxBytes;
+    if (Number(ctx.get('Content-Length') || 0) > maxBytes) tooLarge(ctx, maxBytes);
+
+    let pending;
+    try {
+      pending = await blobs.receive(ctx.req, maxBytes);
+    } catch (error) {
+      if (isModelferryError(error) && error.code === 'body_too_large') tooLarge(ctx, maxBytes);
+      throw error;
+    }
+    try {
+      const { sha256, size } = pending;
+      const program = inspectProgram(pending.head, size);
+      if (program.format !== 'executorch' && !config.artifacts.formats.includes('any')) {
+        fail('unsupported_format', `the body is not an ExecuTorch program: ${program.reason}; artifacts.formats allows ${config.artifacts.formats.join(', ')}`);
+      }
+      if (declared !== null && declared !== sha256) {
+        fail('digest_mismatch', `the body's sha256 is ${sha256}, not the declared ${declared}; nothing was stored`);
+      }
+      trust.check({ name, version, sha256, size }, claim);
+      const { created, record } = await catalog.addModel({
+        name, version, sha256, size,
+        format: program.format,
+        signature: claim.signature,
+        keyId: claim.keyId,
+        createdAt: new Date().toISOString(),
+      }, () => pending.commit());
+      if (created) services.log.info({ model: name, version, sha256, size, client: ctx.state.client }, 'model stored');
+      return { status: created ? 201 : 200, record };
+    } finally {
+      await pending.discard();
+    }
+  }
+
+  router.get('/v1/models', services.auth.require('admin'), (ctx) => {
+    ctx.body = { revision: catalog.current.revision, models: [...catalog.current.models.values()].map(withCacheState) };
+  });
+
+  router.get('/v1/models/:name', services.auth.require('admin'), (ctx) => {
+    const name = parseModelName(ctx.params.name!);
+    const versions = catalog.current.versionsOf(name);
+    if (versions.length === 0) fail('model_not_found', `no model named ${name} in the catalog`);
+    ctx.body = { name, versions: versions.map(withCacheState) };
+  });
+
+  router.get('/v1/models/:name/:version', services.auth.require('admin'), (ctx) => {
+    const name = parseModelName(ctx.params.name!);
+    const version = parseVersion(ctx.params.version!);
+    const model = catalog.current.resolveRef({ model: name, version });
+    if (!model) fail('model_not_found', `no model ${name}@${version} in the catalog`);
+    ctx.body = withCacheState(model);
+  });
+
+  router.delete('/v1/models/:name/:version', services.auth.require('admin'), async (ctx) => {
+    const name = parseModelName(ctx.params.name!);
+    const version = parseVersion(ctx.params.version!);
+    await catalog.deleteModel(name, version);
+    services.log.info({ model: name, version, client: ctx.state.client }, 'model deleted');
+    ctx.status = 204;
+  });
+
+  function withCacheState<T extends ModelRecord>(model: T): T & { cached: boolean } {
+    return { ...model, cached: blobs.size(model.sha256) === model.size };
+  }
+
+}
+
+/** `Repr-Digest: sha-256=:<base64>:` (RFC 9530) or `X-Content-SHA256: <hex>`; both must agree. */
+function declaredDigest(ctx: Context): string | null {
+  const found: string[] = [];
+  const repr = ctx.get('Repr-Digest');
+  if (repr) {
+    for (const member of repr.split(',')) {
+      const match = /^\s*sha-256\s*=\s*:([A-Za-z0-9+/=]*):\s*$/i.exec(member);
+      if (!match) continue;
+      const bytes = Buffer.from(match[1]!, 'base64');
+      if (bytes.length !== 32) fail('invalid_digest', 'Repr-Digest sha-256 must be the base64 of 32 bytes');
+      found.push(bytes.toString('hex'));
+    }
+  }
+  const hex = ctx.get('X-Content-SHA256');
+  if (hex) {
+    if (!/^[0-9a-fA-F]{64}$/.test(hex.trim())) fail('invalid_digest', 'X-Content-SHA256 must be 64 hex characters');
+    found.push(hex.trim().toLowerCase());
+  }
+  if (found.length === 0) return null;
+  if (found.some((digest) => digest !== found[0])) fail('digest_mismatch', 'Repr-Digest and X-Content-SHA256 name different digests');
+  return found[0]!;
+}

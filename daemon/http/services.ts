@@ -1,0 +1,29 @@
+import type { Catalog } from '../catalog/catalog.ts';
+import type { Config } from '../config/schema.ts';
+import type { DeviceRegistry } from '../devices/device-registry.ts';
+import type { PollAnswers } from '../devices/poll-answers.ts';
+import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import type { TrustPolicy } from '../signing/trust.ts';
+import type { BlobStore } from '../store/blob-store.ts';
+import type { TokenAuth } from './auth.ts';
+
+/** What the routes read and change: the gateway's parts, already started. */
+export interface Services {
+  config: Config;
+  log: Logger;
+  gatewayId: string;
+  startedAt: Date;
+  catalog: Catalog;
+  blobs: BlobStore;
+  devices: DeviceRegistry;
+  answers: PollAnswers;
+  trust: TrustPolicy;
+  auth: TokenAuth;
+  metrics: Metrics;
+}
+
+/** JSON bodies of the admin API are small documents; nothing legitimate comes near this. */
+export const JSON_BODY_LIMIT = 64 * 1024;
+/** DESIGN.md section 2: a device report is at most 4 KiB. */
+export const REPORT_BODY_LIMIT = 4 * 1024;

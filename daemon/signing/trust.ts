@@ -1,0 +1,74 @@
+import { fail } from '../errors.ts';
+import type { Config } from '../config/schema.ts';
+import { ConfigError } from '../config/load.ts';
+import { parsePublicKey, verifyModel, type PublicKey, type SignedFields } from './signature.ts';
+
+const KEY_ID = /^[0-9a-f]{16}$/;
+
+export interface SignatureClaim {
+  signature: string | null;
+  keyId: string | null;
+}
+
+/**
+ * The gateway's side of signatures: with trust keys it verifies every signature it is
+ * given, with `requireSignatures` it refuses unsigned models, and either way it passes
+ * signatures through to devices, which verify again against keys in their firmware.
+ */
+export class TrustPolicy {
+  readonly #keys = new Map<string, PublicKey>();
+  readonly #requireSignatures: boolean;
+
+  constructor(config: Config['trust']) {
+    config.keys.forEach((entry, index) => {
+      let key: PublicKey;
+      try {
+        key = parsePublicKey(entry.publicKey);
+      } catch (error) {
+        throw new ConfigError(`config: trust.keys.${index}.publicKey: ${(error as Error).message}`);
+      }
+      if (entry.id !== undefined && entry.id !== key.keyId) {
+        throw new ConfigError(`config: trust.keys.${index}.id = "${entry.id}" does not match its public key, whose key id is ${key.keyId}`);
+      }
+      this.#keys.set(key.keyId, key);
+    });
+    if (config.requireSignatures && this.#keys.size === 0) {
+      throw new ConfigError('config: trust.requireSignatures = true needs at least one key in trust.keys');
+    }
+    this.#requireSignatures = config.requireSignatures;
+  }
+
+  get keyIds(): string[] {
+    return [...this.#keys.keys()];
+  }
+
+  /** Checks what can be checked before the body arrives, so a doomed push fails fast. */
+  precheck(claim: SignatureClaim): void {
+    if (claim.signature === null) {
+      if (claim.keyId !== null) fail('invalid_signature', 'X-Signature-Key-Id was sent without X-Signature');
+      if (this.#requireSignatures) fail('signature_required', 'this gateway requires signed models (trust.requireSignatures); send X-Signature and X-Signature-Key-Id');
+      return;
+    }
+    const bytes = Buffer.from(claim.signature, 'base64');
+    if (bytes.length !== 64 || bytes.toString('base64') !== claim.signature) {
+      fail('invalid_signature', 'the signature must be base64 of a 64-byte ed25519 signature');
+    }
+    if (claim.keyId === null || !KEY_ID.test(claim.keyId)) {
+      fail('invalid_signature', 'a signature needs its key id: 16 lower-case hex characters in X-Signature-Key-Id');
+    }
+    if (this.#keys.size > 0 && !this.#keys.has(claim.keyId)) {
+      fail('unknown_key', `key id ${claim.keyId} is not among this gateway's trusted keys (trust.keys)`);
+    }
+  }
+
+  /** Verifies the signature over the received bytes' digest and size. */
+  check(fields: SignedFields, claim: SignatureClaim): void {
+    this.precheck(claim);
+    if (claim.signature === null || claim.keyId === null) return;
+    const key = this.#keys.get(claim.keyId);
+    if (!key) return;
+    if (!verifyModel(key.key, fields, Buffer.from(claim.signature, 'base64'))) {
+      fail('invalid_signature', `the signature does not verify for ${fields.name}@${fields.version} (sha256 ${fields.sha256}, ${fields.size} bytes) with key ${claim.keyId}`);
+    }
+  }
+}

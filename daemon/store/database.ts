@@ -1,0 +1,53 @@
+import { mkdir } from 'node:fs/promises';
+import type { AbstractSublevel } from 'abstract-level';
+import { Level } from 'level';
+import type { Logger } from '../log.ts';
+
+export type Table<V> = AbstractSublevel<Level<string, unknown>, string | Buffer | Uint8Array, string, V>;
+
+
+/**
+ * The gateway's one LevelDB database. It belongs to this process alone: LevelDB locks the
+ * folder, so the CLI talks to the daemon over HTTP instead of opening it.
+ */
+export class Database {
+  readonly #dir: string;
+  readonly #log: Logger;
+  #db: Level<string, unknown> | undefined;
+
+  constructor(dir: string, log: Logger) {
+    this.#dir = dir;
+    this.#log = log;
+  }
+
+  async start(): Promise<void> {
+    await mkdir(this.#dir, { recursive: true });
+    const db = new Level<string, unknown>(this.#dir, { valueEncoding: 'json' });
+    try {
+      await db.open();
+    } catch (error) {
+      const cause = (error as { cause?: { code?: string } }).cause;
+      if (cause?.code === 'LEVEL_LOCKED') {
+        throw new Error(`the database in ${this.#dir} is in use by another modelferry process`);
+      }
+      throw error;
+    }
+    this.#db = db;
+    this.#log.info({ dir: this.#dir }, 'database open');
+  }
+
+  async stop(): Promise<void> {
+    await this.#db?.close();
+    this.#db = undefined;
+  }
+
+  get level(): Level<string, unknown> {
+    if (!this.#db) throw new Error('database is not open');
+    return this.#db;
+  }
+
+  /** A JSON-valued sublevel: one table of the database. */
+  table<V>(name: string): Table<V> {
+    return this.level.sublevel<string, V>(name, { valueEncoding: 'json' });
+  }
+}
