@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type Koa from 'koa';
 import type { Logger } from '../log.ts';
@@ -21,6 +21,9 @@ export class HttpServer {
   readonly #options: HttpServerOptions;
   readonly #log: Logger;
   #server: Server | undefined;
+  /** Responses not yet finished, and whether stop() has begun (see stop). */
+  readonly #inFlight = new Set<ServerResponse>();
+  #stopping = false;
 
   constructor(app: Koa, options: HttpServerOptions, log: Logger) {
     this.#app = app;
@@ -35,6 +38,16 @@ export class HttpServer {
     server.requestTimeout = 0;
     server.headersTimeout = 30_000;
     server.keepAliveTimeout = 65_000;
+    server.on('request', (_req, res: ServerResponse) => {
+      this.#inFlight.add(res);
+      if (this.#stopping) res.shouldKeepAlive = false;
+      res.once('close', () => {
+        this.#inFlight.delete(res);
+        // A request that was in flight at stop leaves a keep-alive connection behind when
+        // it ends; close it then, or server.close() waits out the whole grace period.
+        if (this.#stopping) server.closeIdleConnections();
+      });
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.#options.port, this.#options.host, () => {
@@ -57,6 +70,9 @@ export class HttpServer {
     const server = this.#server;
     if (!server) return;
     this.#server = undefined;
+    this.#stopping = true;
+    // Answers still to be written (long polls released just below) say Connection: close.
+    for (const res of this.#inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
     this.#options.onDrain();
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
