@@ -38,7 +38,10 @@ export function artifactRoutes(router: Router, services: Services): void {
     const ifRange = ctx.get('If-Range');
     // If-Range with anything but our ETag (an old ETag, a date) means "send it all".
     if (range && (!ifRange || ifRange.trim() === etag)) {
-      const ranges = parseRange(size, range, { combine: true });
+      // range-parser refuses a suffix longer than the artifact; RFC 9110 14.1.2 says it
+      // means the whole representation, so such a suffix is clamped to the size first.
+      const suffixClamped = range.replace(/(^\s*bytes\s*=|,)\s*-\s*(\d+)/gi, (all, lead: string, n: string) => Number(n) > size ? `${lead}-${size}` : all);
+      const ranges = parseRange(size, suffixClamped, { combine: true });
       if (ranges === -1) {
         metrics.artifactResponses.inc({ status: '416' });
         fail('range_not_satisfiable', `the range ${range} is outside the artifact's ${size} bytes`, { 'Content-Range': `bytes */${size}` });
