@@ -108,7 +108,12 @@ function declaredDigest(ctx: Context): string | null {
   if (repr) {
     for (const member of repr.split(',')) {
       const match = /^\s*sha-256\s*=\s*:([A-Za-z0-9+/=]*):\s*$/i.exec(member);
-      if (!match) continue;
+      if (!match) {
+        // Other algorithms may be ignored (RFC 9530), but a sha-256 member that is not a
+        // byte sequence must not silently skip the check the client asked for.
+        if (/^\s*sha-256\s*(=|;|$)/i.test(member)) fail('invalid_digest', 'Repr-Digest sha-256 must be a byte sequence: sha-256=:<base64 of 32 bytes>:');
+        continue;
+      }
       const bytes = Buffer.from(match[1]!, 'base64');
       if (bytes.length !== 32) fail('invalid_digest', 'Repr-Digest sha-256 must be the base64 of 32 bytes');
       found.push(bytes.toString('hex'));
