@@ -33,7 +33,7 @@ export class PollAnswers {
   #memo = new Map<string, PollAnswer>();
   #memoFor: EffectiveCatalog | undefined;
   readonly #waiters = new Set<Waiter>();
-  #unsubscribe: (() => void) | undefined;
+  #unsubscribe: Array<() => void> = [];
 
   constructor(catalog: Catalog, blobs: BlobStore, timing: PollTiming) {
     this.#catalog = catalog;
@@ -42,12 +42,18 @@ export class PollAnswers {
   }
 
   async start(): Promise<void> {
-    this.#unsubscribe = this.#catalog.onChange(() => this.#wakeWaiters());
+    // Answers depend on the catalog and on which blobs are cached (a model whose blob is
+    // missing is not offered), so a change to either recomputes them.
+    this.#unsubscribe = [
+      this.#catalog.onChange(() => this.#wakeWaiters()),
+      this.#blobs.onChange(() => this.#refresh()),
+    ];
   }
 
   /** Releases every long poll with "unchanged" so that shutdown does not wait on them. */
   async stop(): Promise<void> {
-    this.#unsubscribe?.();
+    for (const unsubscribe of this.#unsubscribe) unsubscribe();
+    this.#unsubscribe = [];
     for (const waiter of this.#waiters) waiter.done(undefined);
     this.#waiters.clear();
   }
@@ -56,8 +62,7 @@ export class PollAnswers {
     return this.#waiters.size;
   }
 
-  /** Recomputes every answer: for when blobs vanished without a catalog change. */
-  refresh(): void {
+  #refresh(): void {
     this.#memoFor = undefined;
     this.#wakeWaiters();
   }

@@ -37,6 +37,7 @@ export class BlobStore {
   readonly #dir: string;
   readonly #log: Logger;
   readonly #index = new Map<string, number>();
+  readonly #listeners = new Set<() => void>();
 
   constructor(dir: string, log: Logger) {
     this.#dir = dir;
@@ -57,7 +58,15 @@ export class BlobStore {
     }
   }
 
-  async stop(): Promise<void> {}
+  async stop(): Promise<void> {
+    this.#listeners.clear();
+  }
+
+  /** Called whenever a blob appears or disappears (a push, a restore, a corrupt one removed). */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
 
   /** Size of a complete blob, or undefined when the cache does not hold it. */
   size(sha256: string): number | undefined {
@@ -121,6 +130,7 @@ export class BlobStore {
         await rename(tempPath, this.pathOf(sha256));
         await this.#syncDir();
         this.#index.set(sha256, size);
+        this.#changed();
       },
       discard: async () => {
         if (settled) return;
@@ -141,7 +151,7 @@ export class BlobStore {
       }
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      this.#index.delete(sha256);
+      if (this.#index.delete(sha256)) this.#changed();
       return { sha256, ok: false, size: 0, actualSha256: null };
     }
     const actualSha256 = hash.digest('hex');
@@ -150,9 +160,14 @@ export class BlobStore {
     if (!ok) {
       this.#index.delete(sha256);
       await rm(this.pathOf(sha256), { force: true });
+      this.#changed();
       this.#log.error({ sha256, actualSha256 }, 'blob is corrupt and was removed');
     }
     return { sha256, ok, size, actualSha256 };
+  }
+
+  #changed(): void {
+    for (const listener of this.#listeners) listener();
   }
 
   async #syncDir(): Promise<void> {

@@ -23,10 +23,7 @@ export function cacheRoutes(router: Router, services: Services): void {
       });
     }
     const bad = results.filter((r) => r.status !== 'ok');
-    if (bad.length > 0) {
-      log.error({ bad }, 'cache check found missing or corrupt blobs');
-      services.answers.refresh();
-    }
+    if (bad.length > 0) log.error({ bad }, 'cache check found missing or corrupt blobs');
     ctx.body = { checked: results.length, ok: results.length - bad.length, problems: bad.length, blobs: results };
   });
 
