@@ -83,10 +83,10 @@ export class Catalog {
         fail('version_conflict', `${record.name}@${record.version} is already stored with other bytes (sha256 ${existing.sha256}); versions are immutable, push a new version`);
       }
       await beforeWrite();
-      if (existing) {
-        const { layer: _layer, ...stored } = existing;
-        return { created: false, record: stored };
-      }
+      // The same bytes from upstream still get a local entry: a later sync that drops the
+      // model must not take a locally pushed (and perhaps locally assigned) model with it.
+      const local = this.#layers.get('local')!.models.find((m) => m.name === record.name && m.version === record.version);
+      if (local) return { created: false, record: local };
       await this.#tables.get('local')!.models.put(modelKey(record.name, record.version), record);
       this.#layers.get('local')!.models.push(record);
       this.#changed();

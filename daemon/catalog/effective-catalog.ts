@@ -116,7 +116,7 @@ export class EffectiveCatalog {
       models: sorted(this.models.values(), (m) => modelKey(m.name, m.version))
         .map((m) => [m.name, m.version, m.sha256, m.size, m.signature, m.keyId, m.createdAt]),
       assignments: sorted(this.assignments.values(), (a) => a.selector)
-        .map((a) => [a.selector, a.model, a.version, a.rollout]),
+        .map((a) => [a.selector, a.model, a.version, a.rollout && [a.rollout.percent, a.rollout.previous.model, a.rollout.previous.version]]),
       groups: sorted(this.groups.entries(), ([group]) => group).map(([group, { members }]) => [group, [...members].sort()]),
     });
     return createHash('sha256').update(canonical).digest('hex').slice(0, 16);

@@ -1,4 +1,4 @@
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { generateKeyPair, signModel } from '../signing/signature.ts';
 import { sha256OfFile } from '../store/file-digest.ts';
 import { option, positional, required, type Args } from './args.ts';
@@ -12,7 +12,13 @@ export async function keygen(args: Args): Promise<number> {
   const prefix = option(args, 'out') ?? 'modelferry-signing';
   const pair = generateKeyPair();
   await writeFile(`${prefix}.key`, pair.privateKeyPem, { mode: 0o600, flag: 'wx' });
-  await writeFile(`${prefix}.pub`, `${pair.publicKey}\n`, { flag: 'wx' });
+  try {
+    await writeFile(`${prefix}.pub`, `${pair.publicKey}\n`, { flag: 'wx' });
+  } catch (error) {
+    // A private key whose public half could not be written is useless: take it back.
+    await rm(`${prefix}.key`, { force: true });
+    throw error;
+  }
   console.log(JSON.stringify({ privateKey: `${prefix}.key`, publicKey: pair.publicKey, keyId: pair.keyId }, null, 2));
   return 0;
 }

@@ -92,12 +92,12 @@ export function loadConfig(sources: ConfigSources = {}): LoadedConfig {
       if (issue.code === 'unrecognized_keys') {
         return issue.keys.map((k) => {
           const key = [...issue.path, k].join('.');
-          return `unknown key ${key}${describeOrigin(origin, key)}`;
+          return `unknown key ${key}${describeOrigin(origin, key)}; known keys${issue.path.length ? ` in ${issue.path.join('.')}` : ''}: ${knownKeys(defaults, issue.path)}`;
         }).join('\n  ');
       }
       const key = issue.path.join('.');
       const leafKey = issue.path.slice(0, 2).join('.');
-      const value = issue.path.includes('token') ? '<secret>' : JSON.stringify(valueAt(merged, issue.path));
+      const value = isSecret(issue.path) ? '<secret>' : JSON.stringify(valueAt(merged, issue.path));
       return `${key} = ${value}${describeOrigin(origin, leafKey)}: ${issue.message}`;
     });
     throw new ConfigError(`config is invalid:\n  ${lines.join('\n  ')}`);
@@ -149,7 +149,13 @@ function isKnownKey(defaults: Tree, key: string): boolean {
 function coerce(defaults: Tree, key: string, raw: string, from: string): unknown {
   const [section, leaf] = key.split('.') as [string, string];
   const example = defaults[section]?.[leaf];
-  if (typeof example === 'number') return raw.trim() === '' ? raw : Number(raw);
+  // An empty variable unsets a key whose default is "none" (MODELFERRY_DEVICES_TOKEN=).
+  if (example === null && raw === '') return null;
+  if (typeof example === 'number') {
+    // Text that is not a number stays text, so the error shows what was written (not NaN).
+    const number = Number(raw);
+    return raw.trim() === '' || Number.isNaN(number) ? raw : number;
+  }
   if (typeof example === 'boolean') {
     if (/^(true|1|yes|on)$/i.test(raw)) return true;
     if (/^(false|0|no|off)$/i.test(raw)) return false;
@@ -166,8 +172,19 @@ function coerce(defaults: Tree, key: string, raw: string, from: string): unknown
 }
 
 function describeOrigin(origin: Map<string, string>, key: string): string {
-  const from = origin.get(key) ?? origin.get(`${key.split('.')[0]}.`);
+  const from = origin.get(key) ?? origin.get(key.split('.').slice(0, 2).join('.')) ?? origin.get(`${key.split('.')[0]}.`)
+    ?? [...origin].find(([k]) => k.startsWith(`${key}.`))?.[1];
   return from ? ` (from ${from})` : '';
+}
+
+/** A token, a list of tokens or a malformed token entry may hold a secret: never shown. */
+function isSecret(keys: PropertyKey[]): boolean {
+  return keys.some((k) => k === 'token' || k === 'tokens') && !keys.includes('name') && !keys.includes('scopes');
+}
+
+function knownKeys(defaults: Tree, keys: PropertyKey[]): string {
+  const node = valueAt(defaults, keys);
+  return node !== null && typeof node === 'object' && !Array.isArray(node) ? Object.keys(node).join(', ') : 'see config/default.yaml';
 }
 
 function valueAt(tree: unknown, keys: PropertyKey[]): unknown {

@@ -13,14 +13,16 @@ export function manifestRoutes(router: Router, services: Services): void {
 
   router.get('/v1/manifest', auth.require('sync', { evenForReads: true }), (ctx) => {
     const current = catalog.current;
-    const etag = `"${current.revision}"`;
+    // Only models whose blob is cached are offered, so the tag covers what was left out too.
+    const models = [...current.models.values()].filter((model) => blobs.size(model.sha256) === model.size);
+    const omitted = current.models.size - models.length;
+    const etag = `"${current.revision}${omitted > 0 ? `-${omitted}` : ''}"`;
     ctx.set('ETag', etag);
     ctx.set('Cache-Control', 'no-cache');
     if (etagMatches(ctx.get('If-None-Match'), etag)) {
       ctx.status = 304;
       return;
     }
-    const models = [...current.models.values()].filter((model) => blobs.size(model.sha256) === model.size);
     ctx.body = {
       format: MANIFEST_FORMAT,
       revision: current.revision,
