@@ -1,6 +1,4 @@
 import { ConfigError, loadConfig } from '../config/load.ts';
-import { Gateway } from '../gateway.ts';
-import { createLogger } from '../log.ts';
 import { option, type Args } from './args.ts';
 
 /** sysexits EX_CONFIG: systemd is told not to restart on it (RestartPreventExitStatus). */
@@ -33,28 +31,35 @@ export async function serve(args: Args): Promise<number> {
     flags[assignment.slice(0, eq)] = assignment.slice(eq + 1);
   }
   const { config, files } = loadConfig({ file: option(args, 'config'), flags });
+  // The daemon is loaded only here, so that client commands start quickly.
+  const [{ Gateway }, { createLogger }] = await Promise.all([import('../gateway.ts'), import('../log.ts')]);
   const log = createLogger(config.log.level);
   log.info({ files }, 'configuration loaded');
   const gateway = new Gateway(config, log);
-  await gateway.start();
 
-  return new Promise((resolve) => {
-    let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      log.info({ signal }, 'stopping');
-      gateway.stop().then(() => {
-        log.info('stopped');
-        log.flush();
-        resolve(0);
-      }, (error: unknown) => {
-        log.error({ err: error }, 'stop failed');
-        log.flush();
-        resolve(1);
-      });
-    };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  // Handlers go in before start, so a SIGTERM during start-up still stops cleanly, and stay
+  // for the whole run, so a second signal while draining cannot kill the process before
+  // the database is closed.
+  let signalled: (signal: NodeJS.Signals) => void = () => {};
+  const stopRequested = new Promise<NodeJS.Signals>((resolve) => { signalled = resolve; });
+  const onSignal = (signal: NodeJS.Signals) => {
+    log.info({ signal }, 'stopping');
+    signalled(signal);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    await gateway.start();
+    await stopRequested;
+    await gateway.stop();
+    log.info('stopped');
+    return 0;
+  } catch (error) {
+    await gateway.stop();
+    throw error;
+  } finally {
+    log.flush();
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
 }
