@@ -1,5 +1,3 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import test, { type ExecutionContext } from 'ava';
@@ -10,6 +8,7 @@ import { ModelferryError, type ErrorCode } from '../../daemon/errors.ts';
 import { createLogger } from '../../daemon/log.ts';
 import { BlobStore } from '../../daemon/store/blob-store.ts';
 import { Database } from '../../daemon/store/database.ts';
+import { tempDir } from '../helpers/harness.ts';
 import { makeProgram, sha256 } from '../helpers/programs.ts';
 
 // The catalog on a real LevelDB database and blob folder (DESIGN.md sections 3, 4, 8):
@@ -26,12 +25,6 @@ interface Handle {
   blobs: BlobStore;
   catalog: Catalog;
   close(): Promise<void>;
-}
-
-async function tempDir(t: ExecutionContext): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'modelferry-catalog-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
 }
 
 /** Opens the database, blob store and catalog of `dir`, as the daemon does at start. */
@@ -56,7 +49,7 @@ async function open(t: ExecutionContext, dir: string): Promise<Handle> {
 }
 
 async function fresh(t: ExecutionContext): Promise<Handle> {
-  return open(t, await tempDir(t));
+  return open(t, await tempDir(t, 'modelferry-catalog-'));
 }
 
 async function reopen(t: ExecutionContext, handle: Handle): Promise<Handle> {

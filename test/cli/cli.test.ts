@@ -3,11 +3,11 @@ import { existsSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
-import {
-  ADMIN_TOKEN, ALL_TOKEN, PUSH_TOKEN, Teardowns, freePort, runCli, startDaemon, tempDir,
-  type RunningDaemon,
-} from '../helpers/daemon-process.ts';
+import { bucketOf } from '../helpers/api.ts';
+import { assignHttp, freePort, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
+import { Teardowns, tempDir } from '../helpers/harness.ts';
 import { ADD_SHA256, MUL_SHA256, fixture, fixturePath, makeProgram, sha256 } from '../helpers/programs.ts';
+import { ADMIN_TOKEN, ALL_TOKEN, PUSH_TOKEN } from '../helpers/tokens.ts';
 
 // The `modelferry` command line against a gateway running as a child process: the way a
 // Jenkinsfile step or an operator at a terminal uses it. The CLI only speaks HTTP, so every
@@ -46,18 +46,6 @@ async function writeKeyPair(dir: string, name: string): Promise<{ keyFile: strin
 async function pushHttp(daemon: RunningDaemon, name: string, version: string, body: Buffer): Promise<void> {
   const response = await daemon.fetch(`/v1/models/${name}/${version}`, { method: 'PUT', body, token: ALL_TOKEN });
   if (response.status !== 201) throw new Error(`push of ${name}@${version}: ${response.status} ${await response.text()}`);
-}
-
-async function assignHttp(daemon: RunningDaemon, selector: string, model: string, version: string): Promise<void> {
-  const response = await daemon.fetch(`/v1/assignments/${selector}`, {
-    method: 'PUT', token: ALL_TOKEN, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model, version }),
-  });
-  if (response.status >= 300) throw new Error(`assignment of ${selector}: ${response.status} ${await response.text()}`);
-}
-
-/** The rollout bucket of DESIGN.md section 2, computed independently of the daemon. */
-function bucket(mac: string, name: string, version: string): number {
-  return createHash('sha256').update(`${mac}:${name}:${version}`).digest().readUInt32BE(0) % 100;
 }
 
 test('push stores the model, --assign assigns it, each step is printed and the exit code is 0', async (t) => {
@@ -117,8 +105,8 @@ test('group sets members, assign --rollout --previous stages a rollout that devi
   await pushHttp(gw, 'ro', '2', fixture('mul.pte'));
   // One device the 30 % get the new version for, one that stays on the previous.
   const macs = Array.from({ length: 100 }, (_, i) => `02:00:00:00:01:${i.toString(16).padStart(2, '0')}`);
-  const early = macs.find((mac) => bucket(mac, 'ro', '2') < 30)!;
-  const held = macs.find((mac) => bucket(mac, 'ro', '2') >= 30)!;
+  const early = macs.find((mac) => bucketOf(mac, 'ro', '2') < 30)!;
+  const held = macs.find((mac) => bucketOf(mac, 'ro', '2') >= 30)!;
   // group takes MACs in any accepted spelling and stores them canonically.
   const grouped = await runCli(['group', 'ro-lab', early.toUpperCase().replace(/:/g, '-'), held.replace(/:/g, ''), ...client()]);
   t.is(grouped.code, 0, grouped.stderr);

@@ -1,21 +1,15 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig, type ConfigSources } from '../../daemon/config/load.ts';
+import { tempDir } from '../helpers/harness.ts';
 
 // DESIGN.md section 9: defaults < STATE_DIRECTORY/CACHE_DIRECTORY < config file < environment
 // < flags, every value validated at start with a message naming key, value, source and
 // what is allowed. The environment is always passed explicitly, never process.env.
 
-async function tempDir(t: ExecutionContext): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'modelferry-config-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 async function writeTemp(t: ExecutionContext, name: string, text: string): Promise<{ dir: string; file: string }> {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'modelferry-config-');
   const file = path.join(dir, name);
   await writeFile(file, text);
   return { dir, file };
@@ -32,7 +26,7 @@ function includesAll(t: ExecutionContext, message: string, parts: string[]): voi
 }
 
 test('with no config at all the embedded default runs: port 8080 on all interfaces, mDNS on, var/ under the working directory', async (t) => {
-  const cwd = await tempDir(t);
+  const cwd = await tempDir(t, 'modelferry-config-');
   const { config, files } = loadConfig({ env: {}, cwd });
   t.deepEqual(files, [DEFAULT_CONFIG_FILE]);
   t.is(config.http.host, '0.0.0.0');
@@ -52,7 +46,7 @@ test('with no config at all the embedded default runs: port 8080 on all interfac
 });
 
 test('STATE_DIRECTORY and CACHE_DIRECTORY (systemd) replace the default paths, first entry of a colon list', async (t) => {
-  const cwd = await tempDir(t);
+  const cwd = await tempDir(t, 'modelferry-config-');
   const { config } = loadConfig({ env: { STATE_DIRECTORY: '/var/lib/modelferry:/var/lib/other', CACHE_DIRECTORY: '/var/cache/modelferry' }, cwd });
   t.is(config.paths.state, '/var/lib/modelferry');
   t.is(config.paths.cache, '/var/cache/modelferry');
@@ -149,7 +143,7 @@ test('sizes are read as a person writes them: 16 MiB, 512kb, 512 KiB, 2GB, 1.5 M
     ['100 b', 100],
     [1_048_576, 1_048_576],
   ];
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'modelferry-config-');
   for (const [written, bytes] of cases) {
     const file = path.join(dir, 'size.yaml');
     await writeFile(file, JSON.stringify({ artifacts: { maxBytes: written } }));
@@ -161,7 +155,7 @@ test('sizes are read as a person writes them: 16 MiB, 512kb, 512 KiB, 2GB, 1.5 M
 });
 
 test('a size that is not a positive byte count is refused naming key, value, source and the allowed forms', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'modelferry-config-');
   for (const written of ['0', '-1', '16 XB', 'lots', '', 0, -5, 1.5]) {
     const file = path.join(dir, 'size.yaml');
     await writeFile(file, JSON.stringify({ artifacts: { maxBytes: written } }));
@@ -294,7 +288,7 @@ test('a config file that is not valid YAML is refused naming the file', async (t
 });
 
 test('a config file that cannot be read is refused naming the file and the reason', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await tempDir(t, 'modelferry-config-');
   const missing = path.join(dir, 'missing.yaml');
   includesAll(t, refused(t, { file: missing, cwd: dir }), [`cannot read ${missing}`, 'ENOENT']);
   includesAll(t, refused(t, { file: dir, cwd: dir }), [`cannot read ${dir}`, 'EISDIR']);

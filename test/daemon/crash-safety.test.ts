@@ -3,8 +3,9 @@ import { readdir, rm, stat, truncate } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import test from 'ava';
-import { ADMIN_TOKEN, ALL_TOKEN, startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
+import { assignHttp, startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
 import { ADD_SHA256, fixture, makeProgram, sha256 } from '../helpers/programs.ts';
+import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
 
 // DESIGN.md section 8: a crash at any point leaves either the old state or the new one, and
 // what went missing or bad on disk while the daemon was down is found at start and never
@@ -14,13 +15,6 @@ async function put(daemon: RunningDaemon, name: string, version: string, body: B
   const response = await daemon.fetch(`/v1/models/${name}/${version}`, { method: 'PUT', body, token: ALL_TOKEN });
   await response.arrayBuffer();
   return response.status;
-}
-
-async function assign(daemon: RunningDaemon, selector: string, model: string, version: string): Promise<void> {
-  const response = await daemon.fetch(`/v1/assignments/${selector}`, {
-    method: 'PUT', token: ALL_TOKEN, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model, version }),
-  });
-  if (response.status >= 300) throw new Error(`assignment of ${selector}: ${response.status} ${await response.text()}`);
 }
 
 async function poll(daemon: RunningDaemon, mac: string): Promise<{ status: number; body: any }> {
@@ -92,7 +86,7 @@ test('a blob deleted while the daemon was down is reported at start, its devices
   const mac = '02:00:00:00:0a:01';
   const daemon = await startDaemon(t);
   t.is(await put(daemon, 'kws', '1', fixture('add.pte')), 201);
-  await assign(daemon, 'default', 'kws', '1');
+  await assignHttp(daemon, 'default', 'kws', '1');
   t.is((await poll(daemon, mac)).status, 200);
   t.deepEqual(await daemon.stop(), { code: 0, signal: null });
 
@@ -121,7 +115,7 @@ test('a blob truncated while the daemon was down is caught by the size check at 
   const digest = sha256(program);
   const daemon = await startDaemon(t);
   t.is(await put(daemon, 'cut', '1', program), 201);
-  await assign(daemon, mac, 'cut', '1');
+  await assignHttp(daemon, mac, 'cut', '1');
   t.deepEqual(await daemon.stop(), { code: 0, signal: null });
 
   await truncate(path.join(daemon.cache, digest), program.length / 2);

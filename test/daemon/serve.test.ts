@@ -5,10 +5,11 @@ import path from 'node:path';
 import test from 'ava';
 import YAML from 'yaml';
 import {
-  ADMIN_TOKEN, ALL_TOKEN, ROOT, freePort, spawnModelferry, startDaemon, tempDir, testConfig,
-  type DaemonProcess, type LogLine,
+  ROOT, freePort, spawnModelferry, startDaemon, testConfig, type DaemonProcess, type LogLine,
 } from '../helpers/daemon-process.ts';
+import { tempDir } from '../helpers/harness.ts';
 import { makeProgram, sha256 } from '../helpers/programs.ts';
+import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
 
 // `modelferry serve` as systemd or `npm start` runs it: a child process, configured by the
 // embedded default, a file, the environment and flags, stopped by a signal.

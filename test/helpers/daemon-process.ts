@@ -1,46 +1,23 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
+import { fetchWithToken, tempDir, type FetchInit, type HasTeardown } from './harness.ts';
+import { ALL_TOKEN, TEST_TOKENS } from './tokens.ts';
 
 // The gateway and its CLI as real child processes: `node daemon/cli/modelferry.js ...`,
 // exactly what systemd or a Jenkins step runs. Real LevelDB, real blob folder, real HTTP
 // on a loopback port. Every child is killed in the test's teardown (and, as a last resort,
 // when the test worker exits).
-
-// The same tokens as test/helpers/gateway.ts (not imported from there: that module loads the
-// whole daemon into the test process, which these tests run as a child instead).
-export const PUSH_TOKEN = 'test-push-token-0123456789';
-export const ADMIN_TOKEN = 'test-admin-token-0123456789';
-export const SYNC_TOKEN = 'test-sync-token-0123456789';
-export const ALL_TOKEN = 'test-all-scopes-token-0123456789';
+//
+// Nothing here may import daemon/ code, directly or through gateway.ts: that would load the
+// whole daemon into the test process, which these tests run as a child instead.
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const CLI = path.join(ROOT, 'daemon', 'cli', 'modelferry.js');
-
-/** What the helpers need of a test: somewhere to register clean-up (ava's t, or Teardowns). */
-export interface HasTeardown {
-  teardown(fn: () => unknown): void;
-}
-
-/**
- * Clean-up for processes shared by the tests of a file (started in `test.before`, where ava
- * has no t.teardown): run it from `test.after.always`.
- */
-export class Teardowns implements HasTeardown {
-  readonly #fns: Array<() => unknown> = [];
-
-  teardown(fn: () => unknown): void {
-    this.#fns.push(fn);
-  }
-
-  async run(): Promise<void> {
-    while (this.#fns.length > 0) await this.#fns.pop()!();
-  }
-}
 
 export interface ExitStatus {
   code: number | null;
@@ -66,13 +43,6 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** A temporary folder removed after the test (after its children are killed). */
-export async function tempDir(t: HasTeardown, prefix = 'modelferry-proc-'): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 /** The parent's environment without anything that would configure the daemon or the CLI. */
 export function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -87,6 +57,17 @@ export interface SpawnOptions {
   cwd?: string;
   /** Added to a clean environment (see cleanEnv). */
   env?: NodeJS.ProcessEnv;
+}
+
+/** `node daemon/cli/modelferry.js <args>` with piped output, killed if still running when the worker exits. */
+function spawnCli(args: string[], options: SpawnOptions): ChildProcess {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    cwd: options.cwd ?? ROOT,
+    env: cleanEnv(options.env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  live.add(child);
+  return child;
 }
 
 /**
@@ -106,12 +87,7 @@ export class DaemonProcess {
   readonly #watchers = new Set<() => void>();
 
   constructor(args: string[], options: SpawnOptions = {}) {
-    this.child = spawn(process.execPath, [CLI, ...args], {
-      cwd: options.cwd ?? ROOT,
-      env: cleanEnv(options.env),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    live.add(this.child);
+    this.child = spawnCli(args, options);
     this.child.stdout!.setEncoding('utf8').on('data', (text: string) => {
       const parts = (this.#partial + text).split('\n');
       this.#partial = parts.pop()!;
@@ -195,11 +171,8 @@ export class DaemonProcess {
   }
 
   /** fetch against the daemon; `token` adds a bearer header. */
-  fetch(pathname: string, init: RequestInit & { token?: string } = {}): Promise<Response> {
-    const { token, ...rest } = init;
-    const headers = new Headers(rest.headers);
-    if (token) headers.set('Authorization', `Bearer ${token}`);
-    return fetch(`${this.url}${pathname}`, { ...rest, headers });
+  fetch(pathname: string, init?: FetchInit): Promise<Response> {
+    return fetchWithToken(this.url, pathname, init);
   }
 
   #notify(): void {
@@ -247,14 +220,7 @@ export function testConfig(dir: string, port: number, overrides: ConfigSections 
     paths: { state: path.join(dir, 'state'), cache: path.join(dir, 'cache') },
     log: { level: 'info' },
     mdns: { enabled: false },
-    auth: {
-      tokens: [
-        { name: 'pipeline', token: PUSH_TOKEN, scopes: ['push'] },
-        { name: 'operator', token: ADMIN_TOKEN, scopes: ['admin'] },
-        { name: 'downstream', token: SYNC_TOKEN, scopes: ['sync'] },
-        { name: 'root', token: ALL_TOKEN, scopes: ['push', 'admin', 'sync'] },
-      ],
-    },
+    auth: { tokens: TEST_TOKENS },
   };
   for (const [section, values] of Object.entries(overrides)) base[section] = { ...base[section], ...values };
   return base;
@@ -266,7 +232,7 @@ export function testConfig(dir: string, port: number, overrides: ConfigSections 
  * is retried with another one.
  */
 export async function startDaemon(t: HasTeardown, options: StartOptions = {}): Promise<RunningDaemon> {
-  const dir = options.dir ?? await tempDir(t);
+  const dir = options.dir ?? await tempDir(t, 'modelferry-proc-');
   const json = options.configFormat === 'json';
   const configFile = path.join(dir, json ? 'config.json' : 'config.yaml');
   for (let attempt = 1; ; attempt++) {
@@ -324,16 +290,11 @@ export async function runCli(args: string[], options: SpawnOptions & { timeoutMs
 }
 
 async function runCliNow(args: string[], options: SpawnOptions & { timeoutMs?: number }): Promise<CliResult> {
-  const child = spawn(process.execPath, [CLI, ...args], {
-    cwd: options.cwd ?? ROOT,
-    env: cleanEnv(options.env),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  live.add(child);
+  const child = spawnCli(args, options);
   let stdout = '';
   let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (text: string) => { stdout += text; });
-  child.stderr.setEncoding('utf8').on('data', (text: string) => { stderr += text; });
+  child.stdout!.setEncoding('utf8').on('data', (text: string) => { stdout += text; });
+  child.stderr!.setEncoding('utf8').on('data', (text: string) => { stderr += text; });
   const timeoutMs = options.timeoutMs ?? 45_000;
   const timer = setTimeout(() => {
     stderr += `\n[test helper: killed after ${timeoutMs} ms]`;
@@ -349,4 +310,15 @@ async function runCliNow(args: string[], options: SpawnOptions & { timeoutMs?: n
     clearTimeout(timer);
     live.delete(child);
   }
+}
+
+/**
+ * PUT /v1/assignments/{selector} with the all-scopes token, for setup that is not the subject
+ * of a test; throws unless the daemon accepts it.
+ */
+export async function assignHttp(daemon: DaemonProcess, selector: string, model: string, version: string): Promise<void> {
+  const response = await daemon.fetch(`/v1/assignments/${selector}`, {
+    method: 'PUT', token: ALL_TOKEN, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model, version }),
+  });
+  if (response.status >= 300) throw new Error(`assignment of ${selector}: ${response.status} ${await response.text()}`);
 }

@@ -1,12 +1,13 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
-import { startGateway, tempDir, type TestGateway } from '../helpers/gateway.ts';
+import { assign, expectError, expectUnauthorized, poll, pushed } from '../helpers/api.ts';
+import { startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { tempDir, Teardowns } from '../helpers/harness.ts';
 import { fixture, makeProgram, sha256 } from '../helpers/programs.ts';
-import { assertError, assign, poll, push } from './device-api-helpers.ts';
 
 // GET|HEAD /v1/artifacts/{sha256} (DESIGN.md section 2) against a real gateway holding a
 // multi-MiB program, over real HTTP; the last tests use the curl binary as the client.
@@ -18,20 +19,17 @@ const digest = sha256(program);
 const reprDigest = `sha-256=:${createHash('sha256').update(program).digest('base64')}:`;
 const url = `/v1/artifacts/${digest}`;
 
-// One gateway for the read-only tests. ava does not allow t.teardown() in hooks, so the
-// harness's teardown is collected here and run after all tests.
+// One gateway for the read-only tests. ava does not allow t.teardown() in hooks, so its
+// teardown is collected here and run after all tests.
 let gw: TestGateway;
-const cleanups: Array<() => unknown> = [];
+const teardowns = new Teardowns();
 
 test.before(async (t) => {
-  const hook = Object.create(t, { teardown: { value: (fn: () => unknown) => cleanups.push(fn) } }) as ExecutionContext;
-  gw = await startGateway(hook);
-  await push(t, gw, 'big', '1', program);
+  gw = await startGateway(teardowns);
+  await pushed(t, gw, 'big', '1', program);
 });
 
-test.after.always(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup();
-});
+test.after.always(() => teardowns.run());
 
 async function get(pathname: string, headers: Record<string, string> = {}, method = 'GET') {
   const response = await gw.fetch(pathname, { method, headers });
@@ -111,7 +109,7 @@ test('an unsatisfiable range answers 416 with Content-Range: bytes */<size> and 
   for (const range of [`bytes=${SIZE}-`, `bytes=${SIZE + 10}-${SIZE + 20}`, 'bytes=-0']) {
     const response = await gw.fetch(url, { headers: { Range: range } });
     t.is(response.headers.get('content-range'), `bytes */${SIZE}`, range);
-    await assertError(t, response, 416, 'range_not_satisfiable');
+    await expectError(t, response, 416, 'range_not_satisfiable');
   }
 });
 
@@ -165,7 +163,7 @@ test('If-None-Match with the ETag answers 304 with no body; with another ETag th
 
 test('an unknown digest is 404 artifact_not_found, for GET and HEAD', async (t) => {
   const unknown = sha256(Buffer.from('not stored here'));
-  await assertError(t, await gw.fetch(`/v1/artifacts/${unknown}`), 404, 'artifact_not_found');
+  await expectError(t, await gw.fetch(`/v1/artifacts/${unknown}`), 404, 'artifact_not_found');
   const head = await get(`/v1/artifacts/${unknown}`, {}, 'HEAD');
   t.is(head.status, 404);
   t.is(head.bytes.length, 0);
@@ -173,7 +171,7 @@ test('an unknown digest is 404 artifact_not_found, for GET and HEAD', async (t) 
 
 test('a malformed digest is 400 invalid_digest', async (t) => {
   for (const bad of [digest.toUpperCase(), digest.slice(1), `${digest}0`, `${digest.slice(1)}g`, 'abc', `sha256:${digest}`]) {
-    await assertError(t, await gw.fetch(`/v1/artifacts/${bad}`), 400, 'invalid_digest');
+    await expectError(t, await gw.fetch(`/v1/artifacts/${bad}`), 400, 'invalid_digest');
   }
 });
 
@@ -229,18 +227,16 @@ test('the artifact named by a poll answer is served at its url with the size and
 test('with devices.token an artifact needs it: 401 with WWW-Authenticate without, 200 with it', async (t) => {
   const token = 'device-token-0123456789';
   const guarded = await startGateway(t, { 'devices.token': token });
-  const small = await push(t, guarded, 'add', '1', fixture('add.pte'));
+  const small = await pushed(t, guarded, 'add', '1', fixture('add.pte'));
   const response = await guarded.fetch(`/v1/artifacts/${small.sha256}`);
-  t.regex(response.headers.get('www-authenticate') ?? '', /^Bearer\b/);
-  await assertError(t, response, 401, 'unauthorized');
+  await expectUnauthorized(t, response);
   const ok = await guarded.fetch(`/v1/artifacts/${small.sha256}`, { token });
   t.is(ok.status, 200);
   t.true(Buffer.from(await ok.arrayBuffer()).equals(fixture('add.pte')));
 });
 
 test('curl downloads a range with -r, then resumes with -C - to the exact sha256', async (t) => {
-  const dir = await tempDir('modelferry-curl-');
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'modelferry-curl-');
   const file = path.join(dir, 'model.pte');
   const address = `${gw.url.replace('localhost', '127.0.0.1')}${url}`;
   t.regex(address, /^http:\/\/127\.0\.0\.1:\d+\//);
@@ -259,8 +255,7 @@ test('curl downloads a range with -r, then resumes with -C - to the exact sha256
 });
 
 test('curl resumes a truncated file with -C - and a plain curl download matches the Repr-Digest it was sent', async (t) => {
-  const dir = await tempDir('modelferry-curl-');
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'modelferry-curl-');
   const address = `${gw.url}${url}`;
   t.regex(address, /^http:\/\/127\.0\.0\.1:\d+\//);
   const curl = (...args: string[]) => run('curl', ['--silent', '--show-error', '--noproxy', '*', '--fail', ...args], { encoding: 'utf8', maxBuffer: 1 << 20 });

@@ -1,7 +1,8 @@
 import test, { type ExecutionContext } from 'ava';
-import { ADMIN_TOKEN, startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { assign, expectError, expectUnauthorized, inventory, inventoryOf, poll, pushed } from '../helpers/api.ts';
+import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { ADD_SHA256, MUL_SHA256, fixture } from '../helpers/programs.ts';
-import { assertError, assign, inventory, inventoryOf, poll, push } from './device-api-helpers.ts';
+import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 
 // POST /v1/devices/{mac}/report (DESIGN.md section 2) and the inventory it feeds
 // (GET /v1/devices, GET /v1/devices/{mac}, section 3), over real HTTP.
@@ -99,7 +100,7 @@ for (const [field, value, what] of INVALID) {
     await accepted(t, await report(gw, MAC, { state: 'idle', sha256: MUL_SHA256 }));
     const before = await inventoryOf(gw, MAC);
     const body = { ...FULL_REPORT, [field]: value };
-    await assertError(t, await report(gw, MAC, body), 400, 'invalid_body', field);
+    await expectError(t, await report(gw, MAC, body), 400, 'invalid_body', field);
     t.deepEqual(await inventoryOf(gw, MAC), before);
   });
 }
@@ -107,14 +108,14 @@ for (const [field, value, what] of INVALID) {
 test('a report without state is 400 invalid_body naming state', async (t) => {
   const gw = await startGateway(t);
   const { state: _state, ...rest } = FULL_REPORT;
-  await assertError(t, await report(gw, MAC, rest), 400, 'invalid_body', 'state');
+  await expectError(t, await report(gw, MAC, rest), 400, 'invalid_body', 'state');
   t.is((await inventoryOf(gw, MAC)).status, 404, 'a refused report records no device');
 });
 
 test('a body that is JSON but not an object is 400 invalid_body', async (t) => {
   const gw = await startGateway(t);
   for (const body of ['[]', '"installed"', '42', 'null', '[{"state":"idle"}]']) {
-    await assertError(t, await report(gw, MAC, body), 400, 'invalid_body');
+    await expectError(t, await report(gw, MAC, body), 400, 'invalid_body');
   }
 });
 
@@ -130,7 +131,7 @@ test('unknown fields are ignored: 204, and they are not stored', async (t) => {
 test('a body that is not JSON is 400 invalid_json', async (t) => {
   const gw = await startGateway(t);
   for (const body of ['{"state": ', '{state: "idle"}', "{'state': 'idle'}", '', 'installed', '{"state":"idle"}}']) {
-    await assertError(t, await report(gw, MAC, body), 400, 'invalid_json');
+    await expectError(t, await report(gw, MAC, body), 400, 'invalid_json');
   }
   t.is((await inventoryOf(gw, MAC)).status, 404);
 });
@@ -146,8 +147,8 @@ test('a body over 4 KiB is 413 body_too_large, with or without Content-Length; e
   await accepted(t, await report(gw, MAC, padded(4096)));
   const accepted4096 = await inventoryOf(gw, MAC);
 
-  await assertError(t, await report(gw, MAC, padded(4097)), 413, 'body_too_large');
-  await assertError(t, await report(gw, MAC, padded(64 * 1024)), 413, 'body_too_large');
+  await expectError(t, await report(gw, MAC, padded(4097)), 413, 'body_too_large');
+  await expectError(t, await report(gw, MAC, padded(64 * 1024)), 413, 'body_too_large');
   // Chunked, so the size is only known while reading.
   const text = padded(8192);
   const chunked = await gw.fetch(`/v1/devices/${MAC}/report`, {
@@ -161,7 +162,7 @@ test('a body over 4 KiB is 413 body_too_large, with or without Content-Length; e
     }),
     duplex: 'half',
   } as RequestInit);
-  await assertError(t, chunked, 413, 'body_too_large');
+  await expectError(t, chunked, 413, 'body_too_large');
   t.deepEqual(await inventoryOf(gw, MAC), accepted4096);
 });
 
@@ -169,7 +170,7 @@ test('a Content-Type other than JSON is 415 unsupported_media_type; application/
   const gw = await startGateway(t);
   const body = JSON.stringify({ state: 'failed', error: 'flash write' });
   for (const type of ['text/plain', 'text/plain;charset=UTF-8', 'application/octet-stream', 'multipart/form-data; boundary=x', 'application/jsonx', 'text/json']) {
-    await assertError(t, await report(gw, MAC, body, { 'Content-Type': type }), 415, 'unsupported_media_type');
+    await expectError(t, await report(gw, MAC, body, { 'Content-Type': type }), 415, 'unsupported_media_type');
   }
   t.is((await inventoryOf(gw, MAC)).status, 404);
   await accepted(t, await report(gw, MAC, body, { 'Content-Type': 'application/json; charset=utf-8' }));
@@ -179,8 +180,8 @@ test('a Content-Type other than JSON is 415 unsupported_media_type; application/
 
 test('a report for an invalid MAC is 400 invalid_mac; any accepted MAC form reports on the canonical device', async (t) => {
   const gw = await startGateway(t);
-  await assertError(t, await report(gw, 'aa:bb:cc:dd:ee', { state: 'idle' }), 400, 'invalid_mac');
-  await assertError(t, await report(gw, 'zz-bb-cc-dd-ee-ff', { state: 'idle' }), 400, 'invalid_mac');
+  await expectError(t, await report(gw, 'aa:bb:cc:dd:ee', { state: 'idle' }), 400, 'invalid_mac');
+  await expectError(t, await report(gw, 'zz-bb-cc-dd-ee-ff', { state: 'idle' }), 400, 'invalid_mac');
   await accepted(t, await report(gw, 'AABBCCDDEE0F', { state: 'verifying' }));
   await accepted(t, await report(gw, 'aa-bb-cc-dd-ee-0f', { state: 'downloading', progress: 0.25 }));
   const devices = await inventory(t, gw);
@@ -189,8 +190,8 @@ test('a report for an invalid MAC is 400 invalid_mac; any accepted MAC form repo
 
 test('the inventory shows reported state, running sha256, assigned model and inSync false until the device runs what it is assigned, then true', async (t) => {
   const gw = await startGateway(t);
-  await push(t, gw, 'kws', '1', fixture('mul.pte'));
-  await push(t, gw, 'kws', '2', fixture('add.pte'));
+  await pushed(t, gw, 'kws', '1', fixture('mul.pte'));
+  await pushed(t, gw, 'kws', '2', fixture('add.pte'));
   await assign(t, gw, 'default', { model: 'kws', version: '2' });
   t.is((await poll(gw, MAC)).status, 200);
 
@@ -237,26 +238,26 @@ test('a device that reports without an assignment is listed with assigned null',
 
 test('GET /v1/devices/{mac} for a device never seen is 404 device_not_found; an invalid MAC is 400 invalid_mac', async (t) => {
   const gw = await startGateway(t);
-  await assertError(t, await gw.fetch(`/v1/devices/${MAC}`, { token: ADMIN_TOKEN }), 404, 'device_not_found');
-  await assertError(t, await gw.fetch('/v1/devices/aa:bb:cc', { token: ADMIN_TOKEN }), 400, 'invalid_mac');
+  await expectError(t, await gw.fetch(`/v1/devices/${MAC}`, { token: ADMIN_TOKEN }), 404, 'device_not_found');
+  await expectError(t, await gw.fetch('/v1/devices/aa:bb:cc', { token: ADMIN_TOKEN }), 400, 'invalid_mac');
   await accepted(t, await report(gw, '02:00:00:00:00:01', { state: 'idle' }));
-  await assertError(t, await gw.fetch(`/v1/devices/${MAC}`, { token: ADMIN_TOKEN }), 404, 'device_not_found');
+  await expectError(t, await gw.fetch(`/v1/devices/${MAC}`, { token: ADMIN_TOKEN }), 404, 'device_not_found');
   t.is((await gw.fetch('/v1/devices/02-00-00-00-00-01', { token: ADMIN_TOKEN })).status, 200);
 });
 
 test('a refused report of any kind changes nothing in the inventory, lastSeen included', async (t) => {
   const gw = await startGateway(t);
-  await push(t, gw, 'kws', '1', fixture('add.pte'));
+  await pushed(t, gw, 'kws', '1', fixture('add.pte'));
   await assign(t, gw, 'default', { model: 'kws', version: '1' });
   await accepted(t, await report(gw, MAC, { state: 'installed', sha256: ADD_SHA256, rssi: -40 }));
   const before = await inventory(t, gw);
   await new Promise((resolve) => setTimeout(resolve, 20));
 
-  await assertError(t, await report(gw, MAC, { state: 'failed', sha256: 'nope' }), 400, 'invalid_body');
-  await assertError(t, await report(gw, MAC, { state: 'exploded', sha256: MUL_SHA256 }), 400, 'invalid_body');
-  await assertError(t, await report(gw, MAC, '{"state":"failed"'), 400, 'invalid_json');
-  await assertError(t, await report(gw, MAC, JSON.stringify({ state: 'failed', pad: 'x'.repeat(5000) })), 413, 'body_too_large');
-  await assertError(t, await report(gw, MAC, JSON.stringify({ state: 'failed' }), { 'Content-Type': 'text/plain' }), 415, 'unsupported_media_type');
+  await expectError(t, await report(gw, MAC, { state: 'failed', sha256: 'nope' }), 400, 'invalid_body');
+  await expectError(t, await report(gw, MAC, { state: 'exploded', sha256: MUL_SHA256 }), 400, 'invalid_body');
+  await expectError(t, await report(gw, MAC, '{"state":"failed"'), 400, 'invalid_json');
+  await expectError(t, await report(gw, MAC, JSON.stringify({ state: 'failed', pad: 'x'.repeat(5000) })), 413, 'body_too_large');
+  await expectError(t, await report(gw, MAC, JSON.stringify({ state: 'failed' }), { 'Content-Type': 'text/plain' }), 415, 'unsupported_media_type');
   t.deepEqual(await inventory(t, gw), before);
   t.is(before[0].inSync, true);
 });
@@ -274,8 +275,7 @@ test('with devices.token a report needs it: 401 with WWW-Authenticate without or
   const gw = await startGateway(t, { 'devices.token': token });
   for (const headers of [{ 'Content-Type': 'application/json' }, { 'Content-Type': 'application/json', Authorization: 'Bearer not-the-device-token' }] as Array<Record<string, string>>) {
     const response = await report(gw, MAC, { state: 'idle' }, headers);
-    t.regex(response.headers.get('www-authenticate') ?? '', /^Bearer\b/);
-    await assertError(t, response, 401, 'unauthorized');
+    await expectUnauthorized(t, response);
   }
   t.is((await inventoryOf(gw, MAC)).status, 404);
   await accepted(t, await report(gw, MAC, { state: 'idle' }, { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` }));
