@@ -3,7 +3,7 @@ import { Catalog } from './catalog/catalog.ts';
 import type { Config } from './config/schema.ts';
 import { DeviceRegistry } from './devices/device-registry.ts';
 import { PollAnswers } from './devices/poll-answers.ts';
-import { createApp } from './http/app.ts';
+import { createRequestListener } from './http/app.ts';
 import { TokenAuth } from './http/auth.ts';
 import { HttpServer } from './http/http-server.ts';
 import type { Logger } from './log.ts';
@@ -54,13 +54,13 @@ export class Gateway {
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
       await this.#startPart('poll answers', answers);
-      const app = createApp({
+      const listener = createRequestListener({
         config, log, trust, auth, catalog, blobs, devices, answers,
         gatewayId: await gatewayIdOf(database),
         startedAt: new Date(),
         metrics: new Metrics(),
       });
-      this.#http = new HttpServer(app, {
+      this.#http = new HttpServer(listener, {
         host: config.http.host,
         port: config.http.port,
         shutdownGraceSeconds: config.http.shutdownGraceSeconds,

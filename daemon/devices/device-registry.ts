@@ -67,8 +67,10 @@ export class DeviceRegistry {
     return this.#devices.size;
   }
 
-  seen(mac: string, address: string | null, now = new Date()): DeviceRecord {
+  /** `address` as the socket gives it; IPv4-mapped IPv6 addresses are shown as IPv4. */
+  seen(mac: string, socketAddress: string | undefined | null, now = new Date()): DeviceRecord {
     const at = now.toISOString();
+    const address = socketAddress ? socketAddress.replace(/^::ffff:/, '') : null;
     let record = this.#devices.get(mac);
     if (!record) {
       record = { mac, firstSeen: at, lastSeen: at, address, report: null };
@@ -81,8 +83,8 @@ export class DeviceRegistry {
     return record;
   }
 
-  report(mac: string, address: string | null, report: DeviceReport, now = new Date()): void {
-    const record = this.seen(mac, address, now);
+  report(mac: string, socketAddress: string | undefined | null, report: DeviceReport, now = new Date()): void {
+    const record = this.seen(mac, socketAddress, now);
     record.report = { ...report, at: now.toISOString() };
   }
 

@@ -34,6 +34,7 @@ export class PollAnswers {
   #memoFor: EffectiveCatalog | undefined;
   readonly #waiters = new Set<Waiter>();
   #unsubscribe: Array<() => void> = [];
+  #stopped = false;
 
   constructor(catalog: Catalog, blobs: BlobStore, timing: PollTiming) {
     this.#catalog = catalog;
@@ -52,10 +53,16 @@ export class PollAnswers {
 
   /** Releases every long poll with "unchanged" so that shutdown does not wait on them. */
   async stop(): Promise<void> {
+    this.#stopped = true;
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
     this.#unsubscribe = [];
     for (const waiter of this.#waiters) waiter.done(undefined);
     this.#waiters.clear();
+  }
+
+  /** True once stop() released the long polls: their answers should close the connection. */
+  get stopped(): boolean {
+    return this.#stopped;
   }
 
   get waiting(): number {
@@ -86,6 +93,7 @@ export class PollAnswers {
    * `timeoutMs`, at shutdown, or when `signal` aborts (the device hung up).
    */
   waitForChange(mac: string, etag: string, timeoutMs: number, signal: AbortSignal): Promise<PollAnswer | undefined> {
+    if (this.#stopped) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       const waiter: Waiter = {
         mac,

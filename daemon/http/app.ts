@@ -1,6 +1,8 @@
+import type { RequestListener } from 'node:http';
 import Koa from 'koa';
 import Router from '@koa/router';
 import { errorHandler } from './error-handler.ts';
+import { pollFastPath } from './poll-fast-path.ts';
 import { artifactRoutes } from './routes/artifact-routes.ts';
 import { assignmentRoutes } from './routes/assignment-routes.ts';
 import { cacheRoutes } from './routes/cache-routes.ts';
@@ -11,8 +13,16 @@ import { manifestRoutes } from './routes/manifest-routes.ts';
 import { modelRoutes } from './routes/model-routes.ts';
 import type { Services } from './services.ts';
 
-/** The gateway's HTTP API (DESIGN.md sections 2 and 3) as one Koa application. */
-export function createApp(services: Services): Koa {
+/** The gateway's HTTP API (DESIGN.md sections 2 and 3): plain device polls first, then Koa. */
+export function createRequestListener(services: Services): RequestListener {
+  const fastPoll = pollFastPath(services);
+  const koa = createApp(services).callback();
+  return (req, res) => {
+    if (!fastPoll(req, res)) void koa(req, res);
+  };
+}
+
+function createApp(services: Services): Koa {
   const app = new Koa();
   app.silent = true;
   const router = new Router();

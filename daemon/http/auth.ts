@@ -60,15 +60,18 @@ export class TokenAuth {
    */
   devices(): Middleware {
     return async (ctx, next) => {
-      if (this.#deviceToken !== null) {
-        const header = ctx.get('Authorization');
-        const presented = bearerOf(header);
-        const ok = presented !== undefined
-          && (timingSafeEqual(digestOf(presented), this.#deviceToken) || this.identify(header) !== undefined);
-        if (!ok) fail('unauthorized', 'this gateway requires devices to send Authorization: Bearer <devices.token>', CHALLENGE);
+      if (!this.admitsDevice(ctx.get('Authorization'))) {
+        fail('unauthorized', 'this gateway requires devices to send Authorization: Bearer <devices.token>', CHALLENGE);
       }
       await next();
     };
+  }
+
+  admitsDevice(header: string | undefined): boolean {
+    if (this.#deviceToken === null) return true;
+    const presented = bearerOf(header);
+    return presented !== undefined
+      && (timingSafeEqual(digestOf(presented), this.#deviceToken) || this.identify(header) !== undefined);
   }
 }
 

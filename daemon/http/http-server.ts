@@ -1,6 +1,5 @@
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type Koa from 'koa';
 import type { Logger } from '../log.ts';
 
 export interface HttpServerOptions {
@@ -17,37 +16,24 @@ export interface HttpServerOptions {
  * `shutdownGraceSeconds`, and only then cuts what is left.
  */
 export class HttpServer {
-  readonly #app: Koa;
+  readonly #listener: RequestListener;
   readonly #options: HttpServerOptions;
   readonly #log: Logger;
   #server: Server | undefined;
-  /** Responses not yet finished, and whether stop() has begun (see stop). */
-  readonly #inFlight = new Set<ServerResponse>();
-  #stopping = false;
 
-  constructor(app: Koa, options: HttpServerOptions, log: Logger) {
-    this.#app = app;
+  constructor(listener: RequestListener, options: HttpServerOptions, log: Logger) {
+    this.#listener = listener;
     this.#options = options;
     this.#log = log;
   }
 
   async start(): Promise<void> {
-    const server = createServer(this.#app.callback());
+    const server = createServer(this.#listener);
     // Devices on flaky Wi-Fi hold keep-alive connections between polls; long polls set
     // their own pace, so the default request timeout must not cut them.
     server.requestTimeout = 0;
     server.headersTimeout = 30_000;
     server.keepAliveTimeout = 65_000;
-    server.on('request', (_req, res: ServerResponse) => {
-      this.#inFlight.add(res);
-      if (this.#stopping) res.shouldKeepAlive = false;
-      res.once('close', () => {
-        this.#inFlight.delete(res);
-        // A request that was in flight at stop leaves a keep-alive connection behind when
-        // it ends; close it then, or server.close() waits out the whole grace period.
-        if (this.#stopping) server.closeIdleConnections();
-      });
-    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.#options.port, this.#options.host, () => {
@@ -70,17 +56,19 @@ export class HttpServer {
     const server = this.#server;
     if (!server) return;
     this.#server = undefined;
-    this.#stopping = true;
-    // Answers still to be written (long polls released just below) say Connection: close.
-    for (const res of this.#inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
     this.#options.onDrain();
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    // Requests in flight leave idle keep-alive connections behind as they finish (a long
+    // poll released by onDrain, a download that completes); close those as they appear,
+    // at no cost to the request path, instead of waiting out the grace period.
     server.closeIdleConnections();
+    const sweep = setInterval(() => server.closeIdleConnections(), 50);
     const grace = setTimeout(() => {
       this.#log.warn('shutdown grace period over; closing the connections still open');
       server.closeAllConnections();
     }, this.#options.shutdownGraceSeconds * 1000);
     await closed;
+    clearInterval(sweep);
     clearTimeout(grace);
   }
 }

@@ -535,3 +535,30 @@ test('inventory reads need an admin-API token while polls do not', async (t) => 
   t.is((await gw.fetch('/v1/devices', { token: PUSH_TOKEN })).status, 200);
   t.is((await gw.fetch('/v1/devices', { token: ADMIN_TOKEN })).status, 200);
 });
+
+// Plain polls are answered before Koa (daemon/http/poll-fast-path.ts); a query, HEAD or an
+// encoded path take the Koa route. A device must not be able to tell which one answered.
+test('a plain poll and the same poll through the full route (?wait=0, percent-encoded MAC) answer identically, for 200 and 304', async (t) => {
+  const gw = await startGateway(t);
+  await assignAddToDefault(t, gw);
+  const headersOf = (answer: Awaited<ReturnType<typeof poll>>) =>
+    Object.fromEntries(['etag', 'cache-control', 'content-type', 'content-length'].map((name) => [name, answer.headers.get(name)]));
+
+  const plain = await poll(gw, MAC);
+  const routed = await poll(gw, MAC, { wait: 0 });
+  const encoded = await poll(gw, encodeURIComponent(MAC));
+  t.is(plain.status, 200);
+  for (const other of [routed, encoded]) {
+    t.is(other.status, plain.status);
+    t.deepEqual(headersOf(other), headersOf(plain));
+    t.deepEqual(other.bytes, plain.bytes);
+  }
+
+  const plain304 = await poll(gw, MAC, { etag: plain.etag! });
+  const routed304 = await poll(gw, MAC, { etag: plain.etag!, wait: 0 });
+  t.is(plain304.status, 304);
+  t.is(routed304.status, 304);
+  t.deepEqual(headersOf(plain304), headersOf(routed304));
+  t.is(plain304.bytes.length, 0);
+  t.is((await inventory(t, gw)).filter((device) => device.mac === MAC).length, 1);
+});

@@ -24,6 +24,7 @@ const reportSchema = z.object({
   uptimeSeconds: z.number().int().min(0).optional(),
 });
 
+/** Every device poll with a query (long polls), an error or HEAD; plain polls usually take the fast path. */
 export function deviceRoutes(router: Router, services: Services): void {
   const { answers, devices, metrics, config } = services;
   const deviceAuth = services.auth.devices();
@@ -31,7 +32,7 @@ export function deviceRoutes(router: Router, services: Services): void {
   router.get('/v1/devices/:mac/model', deviceAuth, async (ctx) => {
     const mac = parseMac(ctx.params.mac!);
     const wait = parseWait(ctx.query.wait, config.devices.maxWaitSeconds);
-    devices.seen(mac, remoteAddress(ctx));
+    devices.seen(mac, ctx.req.socket.remoteAddress);
     let answer: PollAnswer | undefined = answers.answerFor(mac);
     if (answer.kind === 'model' && etagMatches(ctx.get('If-None-Match'), answer.etag) && wait > 0) {
       metrics.longPolls.inc();
@@ -40,6 +41,8 @@ export function deviceRoutes(router: Router, services: Services): void {
       } finally {
         metrics.longPolls.dec();
       }
+      // Released by shutdown: tell the device not to send its next poll on this connection.
+      if (answers.stopped) ctx.set('Connection', 'close');
     }
     if (answer.kind === 'none') {
       metrics.polls.inc({ status: '404' });
@@ -60,7 +63,7 @@ export function deviceRoutes(router: Router, services: Services): void {
   router.post('/v1/devices/:mac/report', deviceAuth, async (ctx) => {
     const mac = parseMac(ctx.params.mac!);
     const report = await readJsonAs(ctx, REPORT_BODY_LIMIT, reportSchema);
-    devices.report(mac, remoteAddress(ctx), report);
+    devices.report(mac, ctx.req.socket.remoteAddress, report);
     metrics.reports.inc({ state: report.state });
     ctx.status = 204;
   });
@@ -81,9 +84,4 @@ function closed(ctx: Context): AbortSignal {
   const controller = new AbortController();
   ctx.res.once('close', () => controller.abort());
   return controller.signal;
-}
-
-export function remoteAddress(ctx: Context): string | null {
-  const address = ctx.req.socket.remoteAddress;
-  return address ? address.replace(/^::ffff:/, '') : null;
 }
