@@ -6,8 +6,9 @@ import { parseDigest } from '../../identifiers.ts';
 import { etagMatches } from '../etag.ts';
 import type { Services } from '../services.ts';
 
-/** Large reads keep the copy loop short; 64 KiB (the default) halves throughput. */
-const READ_CHUNK = 1 << 20;
+/** Reads of 256 KiB keep the copy loop short (64 KiB, the default, is much slower) while
+ * holding memory at a few hundred KiB per download in flight; 1 MiB gained little. */
+const READ_CHUNK = 256 << 10;
 
 export function artifactRoutes(router: Router, services: Services): void {
   const { blobs, metrics } = services;
