@@ -133,7 +133,8 @@ export class Catalog {
     return this.#serial(async () => {
       const local = this.#layers.get('local')!;
       if (!local.assignments.some((a) => a.selector === selector)) {
-        fail('assignment_not_found', `no local assignment for ${selector}`);
+        if (this.current.assignments.has(selector)) fail('upstream_owned', `the assignment for ${selector} comes from the upstream store; change it there`);
+        fail('assignment_not_found', `no assignment for ${selector}`);
       }
       await this.#tables.get('local')!.assignments.del(selector);
       local.assignments = local.assignments.filter((a) => a.selector !== selector);
@@ -157,7 +158,10 @@ export class Catalog {
   deleteGroup(group: string): Promise<void> {
     return this.#serial(async () => {
       const local = this.#layers.get('local')!;
-      if (!(group in local.groups)) fail('group_not_found', `no local group named ${group}`);
+      if (!(group in local.groups)) {
+        if (this.current.groups.has(group)) fail('upstream_owned', `group ${group} comes from the upstream store; change it there`);
+        fail('group_not_found', `no group named ${group}`);
+      }
       await this.#tables.get('local')!.groups.del(group);
       delete local.groups[group];
       this.#changed();

@@ -215,6 +215,22 @@ test('deleting a model that came from the upstream store is upstream_owned', asy
   t.true(h.catalog.current.models.has('kws@1.0.0'));
 });
 
+test('deleting an assignment or a group that came from the upstream store is upstream_owned, and both stay', async (t) => {
+  let h = await fresh(t);
+  await h.catalog.replaceUpstream({
+    models: [upstreamModel('kws', '1.0.0')],
+    assignments: [assignment('default', 'kws', '1.0.0')],
+    groups: { lab: [DEV_A] },
+  });
+  await refusedAs(t, 'upstream_owned', h.catalog.deleteAssignment('default'));
+  await refusedAs(t, 'upstream_owned', h.catalog.deleteGroup('lab'));
+  await refusedAs(t, 'assignment_not_found', h.catalog.deleteAssignment('group:lab'));
+  await refusedAs(t, 'group_not_found', h.catalog.deleteGroup('field'));
+  h = await reopen(t, h);
+  t.true(h.catalog.current.assignments.has('default'));
+  t.deepEqual(h.catalog.current.groups.get('lab')?.members, [DEV_A]);
+});
+
 test('an assignment to a missing model or version is model_not_found and is not stored', async (t) => {
   let h = await fresh(t);
   await push(h, 'kws', '1.0.0');
