@@ -34,7 +34,7 @@ export class Metrics {
   });
   readonly longPolls = new Gauge({
     name: 'modelferry_long_polls_waiting',
-    help: 'Device polls held open waiting for a change',
+    help: 'Device polls held open waiting for a change (read at scrape time)',
     registers: [this.registry],
   });
   readonly devices = new Gauge({ name: 'modelferry_devices', help: 'Devices known to this gateway', registers: [this.registry] });

@@ -24,7 +24,10 @@ const reportSchema = z.object({
   uptimeSeconds: z.number().int().min(0).optional(),
 });
 
-/** Every device poll with a query (long polls), an error or HEAD; plain polls usually take the fast path. */
+/**
+ * The device API: polls (plain ones are usually answered first by poll-fast-path.ts; long
+ * polls, HEAD and every refusal come here) and reports.
+ */
 export function deviceRoutes(router: Router, services: Services): void {
   const { answers, devices, metrics, config } = services;
   const deviceAuth = services.auth.devices();
@@ -35,12 +38,7 @@ export function deviceRoutes(router: Router, services: Services): void {
     devices.seen(mac, ctx.req.socket.remoteAddress);
     let answer: PollAnswer | undefined = answers.answerFor(mac);
     if (answer.kind === 'model' && etagMatches(ctx.get('If-None-Match'), answer.etag) && wait > 0) {
-      metrics.longPolls.inc();
-      try {
-        answer = await answers.waitForChange(mac, answer.etag, wait * 1000, closed(ctx)) ?? answer;
-      } finally {
-        metrics.longPolls.dec();
-      }
+      answer = await answers.waitForChange(mac, answer.etag, wait * 1000, closed(ctx)) ?? answer;
       // Released by shutdown: tell the device not to send its next poll on this connection.
       if (answers.stopped) ctx.set('Connection', 'close');
     }
