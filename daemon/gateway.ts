@@ -72,7 +72,13 @@ export class Gateway {
       throw error;
     }
     if (config.mdns.enabled) log.warn('mDNS advertisement is not part of this build yet; devices need the gateway URL configured');
-    log.info({ state: config.paths.state, cache: config.paths.cache, revision: catalog.current.revision }, 'gateway ready');
+    log.info({
+      state: config.paths.state,
+      cache: config.paths.cache,
+      revision: catalog.current.revision,
+      trustedKeys: trust.keyIds,
+      requireSignatures: config.trust.requireSignatures,
+    }, 'gateway ready');
   }
 
   /** Where the HTTP API listens (after start). */

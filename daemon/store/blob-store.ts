@@ -6,9 +6,9 @@ import type { Readable } from 'node:stream';
 import { fail } from '../errors.ts';
 import { isDigest } from '../identifiers.ts';
 import type { Logger } from '../log.ts';
+import { PROGRAM_HEAD_BYTES as HEAD_BYTES } from './executorch.ts';
 
 const TEMP_DIR = 'tmp';
-const HEAD_BYTES = 64;
 
 /** A body received into a temporary file: nothing is visible until `commit`. */
 export interface PendingBlob {
