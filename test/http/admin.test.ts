@@ -16,6 +16,7 @@ interface AssignmentView {
   updatedAt: string;
   layer: string;
   resolves: string | null;
+  health: { devices: number; inSync: number; failed: number; pending: number };
 }
 
 const MAC = 'aa:bb:cc:dd:ee:ff';
@@ -46,6 +47,25 @@ function bucket(mac: string, name: string, version: string): number {
 const metric = (text: string, line: string) => text.split('\n').some((l) => l === line);
 
 // ---------------------------------------------------------------- assignments
+
+test('GET /v1/assignments tallies rollout health from device reports: devices each assignment decides for, in sync, failed, pending', async (t) => {
+  const gw = await withTwoVersions(t); // kws@1.0 is add.pte, kws@2.0 is mul.pte
+  const [lab, ok, broken, silent] = ['02:00:00:00:00:01', '02:00:00:00:00:02', '02:00:00:00:00:03', '02:00:00:00:00:04'];
+  t.is((await sendJson(gw, 'PUT', '/v1/assignments/default', { model: 'kws', version: 'latest' })).status, 201);
+  t.is((await sendJson(gw, 'PUT', '/v1/groups/lab', { members: [lab] })).status, 201);
+  t.is((await sendJson(gw, 'PUT', '/v1/assignments/group:lab', { model: 'kws', version: '1.0' })).status, 201);
+  for (const mac of [lab, ok, broken, silent]) t.is((await gw.fetch(`/v1/devices/${mac}/model`)).status, 200);
+  const report = (mac: string, body: object) => sendJson(gw, 'POST', `/v1/devices/${mac}/report`, body);
+  t.is((await report(lab, { state: 'installed', sha256: ADD_SHA256 })).status, 204);
+  t.is((await report(ok, { state: 'installed', sha256: MUL_SHA256 })).status, 204);
+  t.is((await report(broken, { state: 'failed', sha256: ADD_SHA256, error: 'signature' })).status, 204);
+
+  const health = Object.fromEntries((await assignments(gw)).map((a) => [a.selector, a.health]));
+  t.deepEqual(health, {
+    default: { devices: 3, inSync: 1, failed: 1, pending: 1 },
+    'group:lab': { devices: 1, inSync: 1, failed: 0, pending: 0 },
+  });
+});
 
 test('an assignment for a MAC accepts colon, dash or bare forms in any case and is stored canonical', async (t) => {
   const gw = await withTwoVersions(t);

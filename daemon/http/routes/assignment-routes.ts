@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Assignment } from '../../catalog/types.ts';
 import { fail } from '../../errors.ts';
 import { parseGroupName, parseMac, parseModelName, parseSelector, parseVersionRef, selectorKey } from '../../identifiers.ts';
+import { assignmentHealth } from '../../devices/fleet-status.ts';
 import { readJsonAs } from '../json-body.ts';
 import { JSON_BODY_LIMIT, type Services } from '../services.ts';
 
@@ -20,11 +21,13 @@ export function assignmentRoutes(router: Router, services: Services): void {
 
   router.get('/v1/assignments', auth.require('admin'), (ctx) => {
     const current = catalog.current;
+    const health = assignmentHealth(services.devices.list(), current);
     ctx.body = {
       revision: current.revision,
       assignments: [...current.assignments.values()].map((assignment) => ({
         ...assignment,
         resolves: current.resolveRef(assignment)?.version ?? null,
+        health: health.get(assignment.selector) ?? { devices: 0, inSync: 0, failed: 0, pending: 0 },
       })),
     };
   });

@@ -1,0 +1,56 @@
+import type { EffectiveCatalog } from '../catalog/effective-catalog.ts';
+import type { DeviceRecord } from './device-registry.ts';
+
+/** One device as the inventory shows it: what it runs against what it should run. */
+export function describeDevice(device: DeviceRecord, catalog: EffectiveCatalog) {
+  const resolution = catalog.resolveDevice(device.mac);
+  const assigned = resolution
+    ? {
+        model: resolution.model.name,
+        version: resolution.model.version,
+        sha256: resolution.model.sha256,
+        selector: resolution.assignment.selector,
+        heldByRollout: resolution.held,
+      }
+    : null;
+  const running = device.report?.sha256 ?? null;
+  return {
+    mac: device.mac,
+    firstSeen: device.firstSeen,
+    lastSeen: device.lastSeen,
+    address: device.address,
+    group: catalog.groupOf(device.mac) ?? null,
+    state: device.report?.state ?? null,
+    running: running === null ? null : { sha256: running, model: device.report?.model ?? null, version: device.report?.version ?? null },
+    assigned,
+    inSync: assigned === null ? null : running === assigned.sha256,
+    report: device.report,
+  };
+}
+
+export interface AssignmentHealth {
+  /** Known devices this assignment decides for. */
+  devices: number;
+  /** Of those, reporting that they run what it resolves to for them. */
+  inSync: number;
+  /** Not in sync, and their last report is `failed`: what an operator pausing a rollout looks at. */
+  failed: number;
+  /** Not in sync and not failed: still to poll, download or install. */
+  pending: number;
+}
+
+/** Rollout health: device reports tallied by the assignment that decides for each device. */
+export function assignmentHealth(devices: Iterable<DeviceRecord>, catalog: EffectiveCatalog): Map<string, AssignmentHealth> {
+  const health = new Map<string, AssignmentHealth>();
+  for (const device of devices) {
+    const { assigned, inSync } = describeDevice(device, catalog);
+    if (!assigned) continue;
+    let tally = health.get(assigned.selector);
+    if (!tally) health.set(assigned.selector, tally = { devices: 0, inSync: 0, failed: 0, pending: 0 });
+    tally.devices++;
+    if (inSync) tally.inSync++;
+    else if (device.report?.state === 'failed') tally.failed++;
+    else tally.pending++;
+  }
+  return health;
+}
