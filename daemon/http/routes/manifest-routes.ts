@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type Router from '@koa/router';
 import { etagMatches } from '../etag.ts';
 import type { Services } from '../services.ts';
@@ -13,10 +14,16 @@ export function manifestRoutes(router: Router, services: Services): void {
 
   router.get('/v1/manifest', auth.require('sync', { evenForReads: true }), (ctx) => {
     const current = catalog.current;
-    // Only models whose blob is cached are offered, so the tag covers what was left out too.
-    const models = [...current.models.values()].filter((model) => blobs.size(model.sha256) === model.size);
-    const omitted = current.models.size - models.length;
-    const etag = `"${current.revision}${omitted > 0 ? `-${omitted}` : ''}"`;
+    // Only models whose blob is cached are offered, so the tag covers what was left out too
+    // (by digest: a count would repeat when one blob goes missing as another comes back).
+    const models = [];
+    const omitted = [];
+    for (const model of current.models.values()) {
+      if (blobs.size(model.sha256) === model.size) models.push(model);
+      else omitted.push(model.sha256);
+    }
+    const omittedTag = omitted.length === 0 ? '' : `-${createHash('sha256').update(omitted.sort().join()).digest('hex').slice(0, 8)}`;
+    const etag = `"${current.revision}${omittedTag}"`;
     ctx.set('ETag', etag);
     ctx.set('Cache-Control', 'no-cache');
     if (etagMatches(ctx.get('If-None-Match'), etag)) {
