@@ -31,7 +31,10 @@ export const errorCatalogue = {
   unsupported_format: 415,
   unsupported_media_type: 415,
   range_not_satisfiable: 416,
+  rate_limited: 429,
   shutting_down: 503,
+  busy: 503,
+  insufficient_storage: 507,
   internal: 500,
 } as const;
 

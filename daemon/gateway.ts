@@ -43,29 +43,30 @@ export class Gateway {
     const database = new Database(config.paths.state, log);
     const blobs = new BlobStore(config.paths.cache, log);
     const catalog = new Catalog(database, blobs, log);
-    const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds);
+    const devices = new DeviceRegistry(database, log, config.devices, (mac) => catalog.current.namesDevice(mac));
     const answers = new PollAnswers(catalog, blobs, {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
-    });
+    }, config.devices);
     try {
       await this.#startPart('database', database);
       await this.#startPart('blob store', blobs);
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
       await this.#startPart('poll answers', answers);
+      const metrics = new Metrics();
       const listener = createRequestListener({
         config, log, trust, auth, catalog, blobs, devices, answers,
         gatewayId: await gatewayIdOf(database),
         startedAt: new Date(),
-        metrics: new Metrics(),
+        metrics,
       });
       this.#http = new HttpServer(listener, {
-        host: config.http.host,
-        port: config.http.port,
-        shutdownGraceSeconds: config.http.shutdownGraceSeconds,
+        ...config.http,
         onDrain: () => void answers.stop(),
       }, log);
+      const http = this.#http;
+      metrics.openConnections = () => http.connections;
       await this.#startPart('http server', this.#http);
     } catch (error) {
       await this.stop();

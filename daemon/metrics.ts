@@ -37,6 +37,19 @@ export class Metrics {
     help: 'Device polls held open waiting for a change (read at scrape time)',
     registers: [this.registry],
   });
+  readonly longPollsRefused = new Counter({
+    name: 'modelferry_long_polls_refused_total',
+    help: 'Long polls answered at once because devices.maxLongPolls or maxLongPollsPerAddress was reached',
+    registers: [this.registry],
+  });
+  /** Set by the gateway once its HTTP server exists. */
+  openConnections: () => number = () => 0;
+  readonly connections: Gauge = new Gauge({
+    name: 'modelferry_http_connections_open',
+    help: 'Client connections open (read at scrape time); capped by http.maxConnections',
+    registers: [this.registry],
+    collect: (): void => this.connections.set(this.openConnections()),
+  });
   readonly devices = new Gauge({ name: 'modelferry_devices', help: 'Devices known to this gateway', registers: [this.registry] });
   readonly models = new Gauge({ name: 'modelferry_models', help: 'Models in the effective catalog', registers: [this.registry] });
   readonly cacheBytes = new Gauge({ name: 'modelferry_cache_bytes', help: 'Bytes of blobs in the cache', registers: [this.registry] });

@@ -33,7 +33,8 @@ export function pollFastPath(services: Services): (req: IncomingMessage, res: Se
     }
     const answer = answers.answerFor(mac);
     if (answer.kind !== 'model') return false;
-    devices.seen(mac, req.socket.remoteAddress);
+    // A refused introduction (429) is the Koa route's to answer.
+    if (devices.seen(mac, req.socket.remoteAddress, true).kind === 'rate_limited') return false;
     if (etagMatches(req.headers['if-none-match'], answer.etag)) {
       unchanged.inc();
       res.writeHead(304, { ETag: answer.etag, 'Cache-Control': 'no-cache' });

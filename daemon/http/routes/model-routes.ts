@@ -4,6 +4,7 @@ import type { ModelRecord } from '../../catalog/types.ts';
 import { fail, isModelferryError } from '../../errors.ts';
 import { parseModelName, parseVersion } from '../../identifiers.ts';
 import { inspectProgram } from '../../store/executorch.ts';
+import { pauseIdleTimeout } from '../http-server.ts';
 import { tooLarge } from '../json-body.ts';
 import type { Services } from '../services.ts';
 
@@ -44,6 +45,10 @@ export function modelRoutes(router: Router, services: Services): void {
       if (isModelferryError(error) && error.code === 'body_too_large') tooLarge(ctx, maxBytes);
       throw error;
     }
+    // The client has sent everything; from here the gateway is the slow one (fsync on an SD
+    // card), which the idle timeout must not take for a stalled client. Node puts the
+    // keep-alive timeout back once the answer is sent.
+    pauseIdleTimeout(ctx.req);
     try {
       const { sha256, size } = pending;
       const program = inspectProgram(pending.head, size);
