@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { inspectProgramFile } from '../store/executorch.ts';
-import { sha256OfFile } from '../store/file-digest.ts';
+import { digestFile } from '../store/file-digest.ts';
 import { positional, type Args } from './args.ts';
 
 export const inspectHelp = `modelferry inspect FILE
@@ -17,6 +17,6 @@ export async function inspect(args: Args): Promise<number> {
     console.error(`modelferry inspect: ${file} is not a readable ExecuTorch program: ${check.reason}`);
     return 1;
   }
-  console.log(JSON.stringify({ file, size, sha256: await sha256OfFile(file), program: check.program }, null, 2));
+  console.log(JSON.stringify({ file, size, sha256: (await digestFile(file)).sha256, program: check.program }, null, 2));
   return 0;
 }
