@@ -29,6 +29,15 @@ function createApp(services: Services): Koa {
   for (const register of [deviceRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, cacheRoutes, healthRoutes]) {
     register(router, services);
   }
+  // Outermost, so it counts the status the error handler settled on.
+  app.use(async (ctx, next) => {
+    try {
+      await next();
+    } finally {
+      const route = (ctx as { _matchedRoute?: unknown })._matchedRoute;
+      services.metrics.request(typeof route === 'string' ? route : undefined, ctx.method, ctx.status);
+    }
+  });
   app.use(errorHandler(services.log));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));

@@ -19,6 +19,9 @@ export function pollFastPath(services: Services): (req: IncomingMessage, res: Se
   const { answers, devices, auth, metrics } = services;
   const answered = metrics.polls.labels('200');
   const unchanged = metrics.polls.labels('304');
+  // The Koa route's pattern, so both paths count as one route.
+  const answeredRequests = metrics.httpRequests.labels('/v1/devices/:mac/model', 'GET', '200');
+  const unchangedRequests = metrics.httpRequests.labels('/v1/devices/:mac/model', 'GET', '304');
 
   return (req, res) => {
     if (req.method !== 'GET') return false;
@@ -36,11 +39,13 @@ export function pollFastPath(services: Services): (req: IncomingMessage, res: Se
     devices.seen(mac, req.socket.remoteAddress);
     if (etagMatches(req.headers['if-none-match'], answer.etag)) {
       unchanged.inc();
+      unchangedRequests.inc();
       res.writeHead(304, { ETag: answer.etag, 'Cache-Control': 'no-cache' });
       res.end();
       return true;
     }
     answered.inc();
+    answeredRequests.inc();
     res.writeHead(200, {
       ETag: answer.etag,
       'Cache-Control': 'no-cache',

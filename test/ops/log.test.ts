@@ -95,8 +95,8 @@ test('a daemon whose stdout is the journal stream (JOURNAL_STREAM matches) prefi
     const match = /^<(\d)>(\{.*\})$/.exec(line);
     t.truthy(match, line);
     const parsed = JSON.parse(match![2]!) as { level: number };
-    t.is(Number(match![1]), SYSLOG_PRIORITY[parsed.level], line);
-    return Number(match![1]);
+    t.is(Number(match?.[1]), SYSLOG_PRIORITY[parsed.level] ?? -1, line);
+    return Number(match?.[1]);
   });
   t.true(priorities.includes(4), 'the leftover upload was logged as a warning');
   t.true(priorities.includes(6));

@@ -24,12 +24,9 @@ export function healthRoutes(router: Router, services: Services): void {
   });
 
   router.get('/metrics', async (ctx) => {
-    metrics.devices.set(devices.size);
-    metrics.models.set(catalog.current.models.size);
-    metrics.cacheBytes.set(blobs.totalBytes);
-    metrics.longPolls.set(answers.waiting);
-    ctx.type = metrics.registry.contentType;
-    ctx.body = await metrics.registry.metrics();
+    ctx.type = metrics.contentType();
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = await metrics.text();
   });
 
   router.get('/', (ctx) => {
