@@ -1,18 +1,6 @@
+import type { DeviceReport } from '../contract/device-report.ts';
 import type { Logger } from '../log.ts';
 import type { Database, Table } from '../store/database.ts';
-
-export interface DeviceReport {
-  state: 'idle' | 'downloading' | 'verifying' | 'installed' | 'failed';
-  sha256?: string;
-  model?: string;
-  version?: string;
-  error?: string;
-  progress?: number;
-  firmware?: string;
-  freeHeap?: number;
-  rssi?: number;
-  uptimeSeconds?: number;
-}
 
 export interface DeviceRecord {
   mac: string;
