@@ -87,17 +87,17 @@ export class DeviceRegistry {
     return this.#devices.get(mac);
   }
 
-  /** Every record, in no particular order. */
-  values(): IterableIterator<DeviceRecord> {
-    return this.#devices.values();
-  }
-
   /** Up to `limit` records with a MAC after `after` (all when null), in MAC order. */
   page(limit: number, after: string | null): { records: DeviceRecord[]; next: string | null } {
     let start = after === null ? 0 : upperBound(this.#sorted, after);
     const records: DeviceRecord[] = [];
     for (; start < this.#sorted.length && records.length < limit; start++) records.push(this.#devices.get(this.#sorted[start]!)!);
     return { records, next: start < this.#sorted.length ? records.at(-1)!.mac : null };
+  }
+
+  /** Every record, in no particular order. */
+  records(): IterableIterator<DeviceRecord> {
+    return this.#devices.values();
   }
 
   get size(): number {

@@ -21,7 +21,7 @@ export function assignmentRoutes(router: Router, services: Services): void {
 
   router.get('/v1/assignments', auth.anyToken(), (ctx) => {
     const current = catalog.current;
-    const health = assignmentHealth(services.devices.values(), current);
+    const health = assignmentHealth(services.devices.records(), current);
     ctx.body = {
       revision: current.revision,
       assignments: [...current.assignments.values()].map((assignment) => ({
