@@ -38,6 +38,10 @@ export function modelRoutes(router: Router, services: Services): void {
     const maxBytes = config.artifacts.maxBytes;
     if (Number(ctx.get('Content-Length') || 0) > maxBytes) tooLarge(ctx, maxBytes);
 
+    // Once the client has sent everything, the gateway is the slow one (fsync on an SD card,
+    // reading the program), which the idle timeout must not take for a stalled client. Node
+    // puts the keep-alive timeout back once the answer is sent.
+    ctx.req.once('end', () => pauseIdleTimeout(ctx.req));
     let pending;
     try {
       pending = await blobs.receive(ctx.req, maxBytes);
@@ -45,10 +49,6 @@ export function modelRoutes(router: Router, services: Services): void {
       if (isModelferryError(error) && error.code === 'body_too_large') tooLarge(ctx, maxBytes);
       throw error;
     }
-    // The client has sent everything; from here the gateway is the slow one (fsync on an SD
-    // card), which the idle timeout must not take for a stalled client. Node puts the
-    // keep-alive timeout back once the answer is sent.
-    pauseIdleTimeout(ctx.req);
     try {
       const { sha256, size } = pending;
       const { format, program } = acceptFormat(await inspectProgramFile(pending.path, size), config.artifacts.formats);
