@@ -348,6 +348,7 @@ static void build_gateway_list(mf_client *c)
     c->gateway_index = 0;
     c->have_gateways = list.count > 0;
     c->consecutive_failures = 0;
+    if (list.count) eventf(c, "gateways", "first=%s count=%zu", list.url[0], list.count);
 }
 
 static void gateway_answered(mf_client *c)
