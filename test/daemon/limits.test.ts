@@ -46,7 +46,7 @@ async function until(what: string, probe: () => Promise<boolean>): Promise<void>
   }
 }
 
-test('slow-loris: headers trickled a byte at a time are cut at http.headersTimeoutSeconds while /healthz keeps answering', async (t) => {
+test.serial('slow-loris: headers trickled a byte at a time are cut at http.headersTimeoutSeconds while /healthz keeps answering', async (t) => {
   const daemon = timeouts;
   const loris = await connect(t, daemon.port);
   loris.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
@@ -60,7 +60,7 @@ test('slow-loris: headers trickled a byte at a time are cut at http.headersTimeo
   t.is(loris.status, 408);
 });
 
-test('a report that promises 100 bytes and sends 1 is cut by the idle timeout; a body trickled fast enough never to be idle is cut by the request timeout', async (t) => {
+test.serial('a report that promises 100 bytes and sends 1 is cut by the idle timeout; a body trickled fast enough never to be idle is cut by the request timeout', async (t) => {
   const daemon = timeouts;
   const stalled = await connect(t, daemon.port);
   stalled.write('POST /v1/devices/02:00:00:00:00:01/report HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{');
@@ -76,7 +76,7 @@ test('a report that promises 100 bytes and sends 1 is cut by the idle timeout; a
   t.is((await daemon.fetch('/healthz')).status, 200);
 });
 
-test('an endless chunked push without a token gets 401 and its connection is closed, instead of the body being read to its end', async (t) => {
+test.serial('an endless chunked push without a token gets 401 and its connection is closed, instead of the body being read to its end', async (t) => {
   const daemon = timeouts;
   const pusher = await connect(t, daemon.port);
   pusher.write('PUT /v1/models/flood/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
@@ -97,7 +97,7 @@ test('an endless chunked push without a token gets 401 and its connection is clo
   t.regex(pusher.text, /connection: close/i);
 });
 
-test('a download the client stops reading is cut by the idle timeout, and a slow reader that keeps making progress is not', async (t) => {
+test.serial('a download the client stops reading is cut by the idle timeout, and a slow reader that keeps making progress is not', async (t) => {
   const daemon = timeouts;
   const program = big;
   const digest = sha256(program);
@@ -125,7 +125,7 @@ test('a download the client stops reading is cut by the idle timeout, and a slow
   t.is(sha256(slow.received.subarray(headerEnd + 4)), digest, 'the slow reader got every byte');
 });
 
-test('connections are capped per address (429 rate_limited) and in total (503 busy), each with Retry-After, and free again once closed', async (t) => {
+test.serial('connections are capped per address (429 rate_limited) and in total (503 busy), each with Retry-After, and free again once closed', async (t) => {
   const daemon = await startDaemon(t, { config: { http: { maxConnections: 6, maxConnectionsPerAddress: 4 } } });
   const held = await Promise.all([1, 2, 3, 4].map(() => connect(t, daemon.port)));
   const refused = await connect(t, daemon.port);
@@ -146,7 +146,7 @@ test('connections are capped per address (429 rate_limited) and in total (503 bu
   t.pass();
 });
 
-test('long polls are bounded per address and in total: beyond, a poll is answered 304 at once; If-None-Match: * never holds; a long poll outlives the idle timeout while it waits', async (t) => {
+test.serial('long polls are bounded per address and in total: beyond, a poll is answered 304 at once; If-None-Match: * never holds; a long poll outlives the idle timeout while it waits', async (t) => {
   const daemon = await startDaemon(t, {
     config: {
       http: { idleTimeoutSeconds: 2 },
@@ -192,7 +192,7 @@ test('long polls are bounded per address and in total: beyond, a poll is answere
   t.not(etag, (await daemon.fetch('/v1/devices/02:00:00:00:00:01/model')).headers.get('etag'));
 });
 
-test('a change with thousands of long polls waiting releases them in slices: other requests are answered while the release is under way', async (t) => {
+test.serial('a change with thousands of long polls waiting releases them in slices: other requests are answered while the release is under way', async (t) => {
   const count = 2000;
   const daemon = await startDaemon(t, {
     config: {
@@ -222,7 +222,7 @@ test('a change with thousands of long polls waiting releases them in slices: oth
   t.true(answers.every((answer) => answer.status === 200));
 });
 
-test('device records: none for a MAC nothing names or resolves, new MACs rate-limited per address (429 with Retry-After), at most devices.maxKnown kept by evicting the least recently seen unnamed ones, and the inventory paged', async (t) => {
+test.serial('device records: none for a MAC nothing names or resolves, new MACs rate-limited per address (429 with Retry-After), at most devices.maxKnown kept by evicting the least recently seen unnamed ones, and the inventory paged', async (t) => {
   const daemon = await startDaemon(t, { config: { devices: { maxKnown: 4, newPerAddressPerMinute: 3 } } });
   const poll = (mac: string, from = '127.0.0.1') => requestFrom(`${daemon.url}/v1/devices/${mac}/model`, { localAddress: from });
   const inventory = async (query = '') => await (await daemon.fetch(`/v1/devices${query}`, { token: ADMIN_TOKEN })).json() as { devices: Array<{ mac: string }>; next: string | null };
