@@ -9,6 +9,8 @@ import { TokenAuth } from './http/auth.ts';
 import { HttpServer } from './http/http-server.ts';
 import type { Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
+import { systemClock, type Clock } from './clock.ts';
+import { RolloutGuard } from './rollouts/rollout-guard.ts';
 import { TrustPolicy } from './signing/trust.ts';
 import { BlobStore } from './store/blob-store.ts';
 import { Database } from './store/database.ts';
@@ -29,9 +31,13 @@ export class Gateway {
   readonly #started: Array<{ name: string; part: Part }> = [];
   #http: HttpServer | undefined;
 
-  constructor(config: Config, log: Logger) {
+  readonly #clock: Clock;
+
+  /** `options.clock`: the time of device records, assignments and rollout steps (tests pass their own). */
+  constructor(config: Config, log: Logger, options: { clock?: Clock } = {}) {
     this.#config = config;
     this.#log = log;
+    this.#clock = options.clock ?? systemClock;
   }
 
   async start(): Promise<void> {
@@ -44,8 +50,8 @@ export class Gateway {
     const database = new Database(config.paths.state, log);
     const blobs = new BlobStore(config.paths.cache, log);
     const catalog = new Catalog(database, blobs, log);
-    const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds);
-    const answers = new PollAnswers(catalog, blobs, {
+    const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds, this.#clock);
+    const answers = new PollAnswers(catalog, blobs, devices, {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
     });
@@ -56,6 +62,8 @@ export class Gateway {
       await this.#startPart('device registry', devices);
       await this.#startPart('poll answers', answers);
       const metrics = new Metrics();
+      const rollouts = new RolloutGuard(catalog, devices, metrics, log, this.#clock);
+      await this.#startPart('rollout guard', rollouts);
       metrics.observe({
         fleet: () => fleetCounts(devices.records(), catalog.current),
         models: () => catalog.current.models.size,
@@ -65,7 +73,7 @@ export class Gateway {
         upstreamConfigured: () => false,
       });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, devices, answers, metrics,
+        config, log, trust, auth, catalog, blobs, devices, answers, metrics, rollouts, clock: this.#clock,
         gatewayId: await gatewayIdOf(database),
         startedAt: new Date(),
       });

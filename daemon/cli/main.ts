@@ -22,6 +22,7 @@ const commands: Record<string, Command> = {
   devices: { help: catalog.devicesHelp, run: catalog.devices },
   check: { help: catalog.checkHelp, run: catalog.check },
   inspect: { help: program.inspectHelp, run: program.inspect },
+  rollout: { help: program.rolloutHelp, run: program.rollout },
   keygen: { help: keys.keygenHelp, run: keys.keygen },
   sign: { help: keys.signHelp, run: keys.sign },
 };

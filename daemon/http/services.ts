@@ -4,6 +4,8 @@ import type { DeviceRegistry } from '../devices/device-registry.ts';
 import type { PollAnswers } from '../devices/poll-answers.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
+import type { RolloutGuard } from '../rollouts/rollout-guard.ts';
+import type { Clock } from '../clock.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { TokenAuth } from './auth.ts';
@@ -21,6 +23,8 @@ export interface Services {
   trust: TrustPolicy;
   auth: TokenAuth;
   metrics: Metrics;
+  rollouts: RolloutGuard;
+  clock: Clock;
 }
 
 /** JSON bodies of the admin API are small documents; nothing legitimate comes near this. */
