@@ -428,6 +428,7 @@ static mf_err save_progress(download_ctx *d, uint64_t written)
     d->progress.written = (uint32_t)written;
     mf_err err = mf_progress_save(d->c->ports.kv, KEY_PROGRESS, &d->progress);
     if (err == MF_OK) d->saved = written;
+    if (err == MF_OK && written > 0) eventf(d->c, "progress", "offset=%" PRIu64 " of %" PRIu64, written, d->size);
     return err;
 }
 
