@@ -12,6 +12,7 @@
 #include "freertos/task.h"
 #include "mdns.h"
 #include "nvs_flash.h"
+#include "sdkconfig.h"
 
 #include "modelferry/modelferry.h"
 #include "modelferry/mf_esp.h"
