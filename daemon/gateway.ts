@@ -28,15 +28,21 @@ interface Part {
 export class Gateway {
   readonly #config: Config;
   readonly #log: Logger;
+  readonly #configFile: string | null;
   readonly #started: Array<{ name: string; part: Part }> = [];
   #http: HttpServer | undefined;
 
   readonly #clock: Clock;
 
-  /** `options.clock`: the time of device records, assignments and rollout steps (tests pass their own). */
-  constructor(config: Config, log: Logger, options: { clock?: Clock } = {}) {
+  /**
+   * `configFile`: the file the config came from, which backups carry (none: the embedded
+   * default). `clock`: the time of device records, assignments and rollout steps (tests
+   * pass their own).
+   */
+  constructor(config: Config, log: Logger, options: { configFile?: string | null; clock?: Clock } = {}) {
     this.#config = config;
     this.#log = log;
+    this.#configFile = options.configFile ?? null;
     this.#clock = options.clock ?? systemClock;
   }
 
@@ -73,7 +79,9 @@ export class Gateway {
         upstreamConfigured: () => false,
       });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, devices, answers, metrics, rollouts, clock: this.#clock,
+        config, log, trust, auth, catalog, blobs, devices, answers, metrics, database, rollouts,
+        configFile: this.#configFile,
+        clock: this.#clock,
         gatewayId: await gatewayIdOf(database),
         startedAt: new Date(),
       });

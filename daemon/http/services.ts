@@ -8,6 +8,7 @@ import type { RolloutGuard } from '../rollouts/rollout-guard.ts';
 import type { Clock } from '../clock.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
 import type { BlobStore } from '../store/blob-store.ts';
+import type { Database } from '../store/database.ts';
 import type { TokenAuth } from './auth.ts';
 
 /** What the routes read and change: the gateway's parts, already started. */
@@ -23,6 +24,9 @@ export interface Services {
   trust: TrustPolicy;
   auth: TokenAuth;
   metrics: Metrics;
+  database: Database;
+  /** The config file the daemon runs on (for backups), or null on the embedded default. */
+  configFile: string | null;
   rollouts: RolloutGuard;
   clock: Clock;
 }
