@@ -27,6 +27,12 @@ function setsOf(capabilities: Capabilities) {
   return sets;
 }
 
+/**
+ * An empty `operators` list and `arenaBytes: 0` mean "not stated" (a firmware built without
+ * its kernel list or arena size configured sends them so; no firmware that runs models has
+ * no kernels or no arena), and are not judged. An empty `delegates` list is real: most
+ * firmware has no backend, and a program that delegates cannot run there.
+ */
 export function checkCompatibility(model: Pick<ModelRecord, 'size' | 'program'>, capabilities: Capabilities | null | undefined): Compatibility {
   if (!capabilities) return { status: 'unknown', reason: 'no capabilities reported' };
   const missing: Incompatibility = { operators: [], delegates: [], arenaBytes: null, slotBytes: null };
@@ -36,9 +42,9 @@ export function checkCompatibility(model: Pick<ModelRecord, 'size' | 'program'>,
   const requires = model.program?.requires;
   if (requires) {
     const sets = setsOf(capabilities);
-    missing.operators = requires.operators.filter((op) => !sets.operators.has(op));
+    if (sets.operators.size > 0) missing.operators = requires.operators.filter((op) => !sets.operators.has(op));
     missing.delegates = requires.delegates.filter((id) => !sets.delegates.has(id));
-    if (capabilities.arenaBytes !== undefined && requires.arenaBytes > capabilities.arenaBytes) {
+    if (capabilities.arenaBytes !== undefined && capabilities.arenaBytes > 0 && requires.arenaBytes > capabilities.arenaBytes) {
       missing.arenaBytes = { needed: requires.arenaBytes, available: capabilities.arenaBytes };
     }
   }

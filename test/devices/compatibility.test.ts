@@ -43,3 +43,9 @@ test('unknown when the device never reported, or the model was never inspected (
   t.deepEqual(checkCompatibility({ size: 100, program: null }, all), { status: 'unknown', reason: 'program not inspected' });
   t.like(checkCompatibility({ size: 100 }, { ...all, slotBytes: 99 }), { status: 'incompatible', reasons: ['is 100 bytes, the model slot holds 99'] });
 });
+
+test('an empty operator list and arenaBytes 0 are "not stated" and not judged; an empty delegate list is', (t) => {
+  const check = checkCompatibility(model, { operators: [], delegates: [], arenaBytes: 0, slotBytes: 1 << 20 });
+  t.like(check, { status: 'incompatible', reasons: ['missing delegate XnnpackBackend'] });
+  t.deepEqual(checkCompatibility(model, { operators: [], delegates: ['XnnpackBackend'], arenaBytes: 0 }), { status: 'compatible' });
+});
