@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Catalog } from './catalog/catalog.ts';
 import type { Config } from './config/schema.ts';
 import { DeviceRegistry } from './devices/device-registry.ts';
+import { Advertiser, type DiscoveryStatus } from './discovery/advertiser.ts';
 import { PollAnswers } from './devices/poll-answers.ts';
 import { createRequestListener } from './http/app.ts';
 import { TokenAuth } from './http/auth.ts';
@@ -48,15 +49,18 @@ export class Gateway {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
     });
+    let advertiser: Advertiser | undefined;
+    const discovery = (): DiscoveryStatus => advertiser ? { enabled: true, ...advertiser.status() } : { enabled: false };
     try {
       await this.#startPart('database', database);
       await this.#startPart('blob store', blobs);
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
       await this.#startPart('poll answers', answers);
+      const id = await gatewayIdOf(database);
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, devices, answers,
-        gatewayId: await gatewayIdOf(database),
+        config, log, trust, auth, catalog, blobs, devices, answers, discovery,
+        gatewayId: id,
         startedAt: new Date(),
         metrics: new Metrics(),
       });
@@ -67,11 +71,22 @@ export class Gateway {
         onDrain: () => void answers.stop(),
       }, log);
       await this.#startPart('http server', this.#http);
+      if (config.mdns.enabled) {
+        const http = this.#http;
+        advertiser = new Advertiser({
+          ...config.mdns,
+          gatewayId: id,
+          port: () => http.address.port,
+          revision: () => catalog.current.revision,
+          onRevisionChange: (listener) => catalog.onChange(listener),
+        }, log);
+        // Last to start, first to stop: the goodbye goes out while the API still answers.
+        await this.#startPart('mdns advertiser', advertiser);
+      }
     } catch (error) {
       await this.stop();
       throw error;
     }
-    if (config.mdns.enabled) log.warn('mDNS advertisement is not part of this build yet; devices need the gateway URL configured');
     log.info({
       state: config.paths.state,
       cache: config.paths.cache,

@@ -1,9 +1,10 @@
 import type Router from '@koa/router';
+import type { DiscoveryStatus } from '../../discovery/advertiser.ts';
 import type { Services } from '../services.ts';
 
 /** Routes outside /v1 for people and monitoring: /healthz, /metrics and a status page. */
 export function healthRoutes(router: Router, services: Services): void {
-  const { catalog, blobs, devices, metrics, answers, gatewayId, startedAt } = services;
+  const { catalog, blobs, devices, metrics, answers, gatewayId, startedAt, discovery } = services;
 
   const health = () => ({
     status: 'ok' as const,
@@ -16,6 +17,7 @@ export function healthRoutes(router: Router, services: Services): void {
     upstream: { configured: false, state: 'none' as const },
     lastSync: null,
     cache: { blobs: blobs.count, bytes: blobs.totalBytes },
+    mdns: discovery(),
   });
 
   router.get('/healthz', (ctx) => {
@@ -46,10 +48,21 @@ export function healthRoutes(router: Router, services: Services): void {
 <body><h1>modelferry gateway</h1>
 <p>Gateway <code>${escape(h.gateway)}</code>, up ${h.uptimeSeconds} s, catalog revision <code>${escape(h.revision)}</code>.</p>
 <p>${h.models} models, ${h.devices} devices, ${h.cache.blobs} cached artifacts (${h.cache.bytes} bytes), ${h.longPolls} devices waiting for a change.</p>
+${discoveryBlock(h.mdns)}
 <h2>Assignments</h2><table><tr><th>selector</th><th>assigned</th><th>resolves to</th></tr>${rows}</table>
 <p><a href="/healthz">/healthz</a> · <a href="/metrics">/metrics</a></p></body></html>`;
   });
 
+}
+
+/** What devices on the LAN are told about this gateway (DESIGN.md section 6). */
+function discoveryBlock(mdns: DiscoveryStatus): string {
+  if (!mdns.enabled) return '<h2>Discovery</h2><p>mDNS advertisement is off (<code>mdns.enabled</code>): devices need the gateway URL configured.</p>';
+  const txt = Object.entries(mdns.txt).map(([key, value]) => `${escape(key)}=${escape(value)}`).join(' ');
+  const state = mdns.state === 'announced' ? 'advertised' : mdns.state;
+  return `<h2>Discovery</h2><p>${escape(state)} as <code>${escape(mdns.name)}</code> (${escape(mdns.service)}) on ${escape(mdns.host)}:${mdns.port}, addresses ${escape(mdns.addresses.join(', ') || 'none')}.
+${mdns.renames > 0 ? `Renamed ${mdns.renames} time(s) because the name <code>${escape(mdns.configuredName)}</code> was taken on the LAN.` : ''}
+${mdns.error ? `Error: ${escape(mdns.error)}.` : ''} TXT: <code>${txt}</code></p>`;
 }
 
 function escape(text: string): string {
