@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Catalog } from './catalog/catalog.ts';
 import type { Config } from './config/schema.ts';
 import { DeviceRegistry } from './devices/device-registry.ts';
+import { fleetCounts } from './devices/fleet-status.ts';
 import { Advertiser, type DiscoveryStatus } from './discovery/advertiser.ts';
 import { PollAnswers } from './devices/poll-answers.ts';
 import { createRequestListener } from './http/app.ts';
@@ -58,11 +59,19 @@ export class Gateway {
       await this.#startPart('device registry', devices);
       await this.#startPart('poll answers', answers);
       const id = await gatewayIdOf(database);
+      const metrics = new Metrics();
+      metrics.observe({
+        fleet: () => fleetCounts(devices.records(), catalog.current),
+        models: () => catalog.current.models.size,
+        cache: () => ({ bytes: blobs.totalBytes, blobs: blobs.count }),
+        longPolls: () => answers.waiting,
+        dirs: { state: config.paths.state, cache: config.paths.cache },
+        upstreamConfigured: () => false,
+      });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, devices, answers, discovery,
+        config, log, trust, auth, catalog, blobs, devices, answers, metrics, discovery,
         gatewayId: id,
         startedAt: new Date(),
-        metrics: new Metrics(),
       });
       this.#http = new HttpServer(listener, {
         host: config.http.host,
