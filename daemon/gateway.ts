@@ -27,12 +27,15 @@ interface Part {
 export class Gateway {
   readonly #config: Config;
   readonly #log: Logger;
+  readonly #configFile: string | null;
   readonly #started: Array<{ name: string; part: Part }> = [];
   #http: HttpServer | undefined;
 
-  constructor(config: Config, log: Logger) {
+  /** `configFile`: the file the config came from, which backups carry (none: the embedded default). */
+  constructor(config: Config, log: Logger, options: { configFile?: string | null } = {}) {
     this.#config = config;
     this.#log = log;
+    this.#configFile = options.configFile ?? null;
   }
 
   async start(): Promise<void> {
@@ -69,7 +72,8 @@ export class Gateway {
         upstreamConfigured: () => false,
       });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, devices, answers, metrics, discovery,
+        config, log, trust, auth, catalog, blobs, devices, answers, metrics, database, discovery,
+        configFile: this.#configFile,
         gatewayId: id,
         startedAt: new Date(),
       });

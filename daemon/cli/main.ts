@@ -4,6 +4,7 @@ import { ClientError } from './gateway-client.ts';
 import { EXIT_CONFIG, serve, serveHelp } from './serve.ts';
 import * as catalog from './catalog-commands.ts';
 import * as keys from './key-commands.ts';
+import * as backups from './backup-commands.ts';
 import * as program from './program-commands.ts';
 
 interface Command {
@@ -24,6 +25,8 @@ const commands: Record<string, Command> = {
   inspect: { help: program.inspectHelp, run: program.inspect },
   keygen: { help: keys.keygenHelp, run: keys.keygen },
   sign: { help: keys.signHelp, run: keys.sign },
+  backup: { help: backups.backupHelp, run: (args) => backups.backup(args) },
+  restore: { help: backups.restoreHelp, run: backups.restore },
 };
 
 const usage = `usage: modelferry <command> [options]   (modelferry <command> --help for more)

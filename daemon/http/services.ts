@@ -7,6 +7,7 @@ import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
 import type { BlobStore } from '../store/blob-store.ts';
+import type { Database } from '../store/database.ts';
 import type { TokenAuth } from './auth.ts';
 
 /** What the routes read and change: the gateway's parts, already started. */
@@ -22,6 +23,9 @@ export interface Services {
   trust: TrustPolicy;
   auth: TokenAuth;
   metrics: Metrics;
+  database: Database;
+  /** The config file the daemon runs on (for backups), or null on the embedded default. */
+  configFile: string | null;
   /** What the gateway advertises on the LAN (mDNS), under which name, on which addresses. */
   discovery: () => DiscoveryStatus;
 }
