@@ -206,7 +206,10 @@ int main(int argc, char **argv)
             cfg.discovery_timeout_ms = (uint32_t)v;
             break;
         case 'T': cfg.device_token = optarg; break;
-        case 'f': cfg.firmware_version = optarg; break;
+        case 'f':
+            if (strlen(optarg) > 64) { fprintf(stderr, "modelferry-sim: --firmware is at most 64 characters (the report's limit)\n"); return 2; }
+            cfg.firmware_version = optarg;
+            break;
         case 'r': cfg.capabilities.runtime = optarg; break;
         case 'p':
             if (parse_u64(optarg, &power_cut) != 0) { fprintf(stderr, "modelferry-sim: --power-cut-after-bytes must be a number\n"); return 2; }
