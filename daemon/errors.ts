@@ -27,11 +27,18 @@ export const errorCatalogue = {
   in_use: 409,
   upstream_owned: 409,
   group_conflict: 409,
+  no_upstream: 409,
   body_too_large: 413,
   unsupported_format: 415,
   unsupported_media_type: 415,
   range_not_satisfiable: 416,
   shutting_down: 503,
+  sync_aborted: 503,
+  upstream_unreachable: 502,
+  upstream_error: 502,
+  manifest_invalid: 502,
+  artifact_invalid: 502,
+  upstream_timeout: 504,
   internal: 500,
 } as const;
 

@@ -9,8 +9,10 @@ import { HttpServer } from './http/http-server.ts';
 import type { Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
 import { TrustPolicy } from './signing/trust.ts';
-import { BlobStore } from './store/blob-store.ts';
+import { BlobCollector } from './store/blob-collector.ts';
+import { BlobStore, blobDirsOf } from './store/blob-store.ts';
 import { Database } from './store/database.ts';
+import { UpstreamSync } from './sync/upstream-sync.ts';
 
 interface Part {
   start(): Promise<void>;
@@ -40,25 +42,33 @@ export class Gateway {
     const trust = new TrustPolicy(config.trust);
     const auth = new TokenAuth(config.auth, config.devices);
 
+    const metrics = new Metrics();
     const database = new Database(config.paths.state, log);
-    const blobs = new BlobStore(config.paths.cache, log);
+    const blobs = new BlobStore(blobDirsOf(config.paths), log);
     const catalog = new Catalog(database, blobs, log);
     const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds);
     const answers = new PollAnswers(catalog, blobs, {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
     });
+    const collector = new BlobCollector({ blobs, catalog, devices, metrics }, {
+      graceHours: config.cache.gcGraceHours,
+      intervalMinutes: config.cache.gcIntervalMinutes,
+    }, log);
+    const sync = new UpstreamSync({ config, catalog, blobs, database, trust, metrics }, log);
     try {
       await this.#startPart('database', database);
       await this.#startPart('blob store', blobs);
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
       await this.#startPart('poll answers', answers);
+      await this.#startPart('blob collector', collector);
+      await this.#startPart('upstream sync', sync);
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, devices, answers,
+        config, log, trust, auth, catalog, blobs, devices, answers, collector, sync,
         gatewayId: await gatewayIdOf(database),
         startedAt: new Date(),
-        metrics: new Metrics(),
+        metrics,
       });
       this.#http = new HttpServer(listener, {
         host: config.http.host,
@@ -75,6 +85,7 @@ export class Gateway {
     log.info({
       state: config.paths.state,
       cache: config.paths.cache,
+      blobs: blobDirsOf(config.paths),
       revision: catalog.current.revision,
       trustedKeys: trust.keyIds,
       requireSignatures: config.trust.requireSignatures,

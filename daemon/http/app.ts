@@ -11,6 +11,7 @@ import { healthRoutes } from './routes/health-routes.ts';
 import { inventoryRoutes } from './routes/inventory-routes.ts';
 import { manifestRoutes } from './routes/manifest-routes.ts';
 import { modelRoutes } from './routes/model-routes.ts';
+import { syncRoutes } from './routes/sync-routes.ts';
 import type { Services } from './services.ts';
 
 /** The gateway's HTTP API (DESIGN.md sections 2 and 3): plain device polls first, then Koa. */
@@ -26,7 +27,7 @@ function createApp(services: Services): Koa {
   const app = new Koa();
   app.silent = true;
   const router = new Router();
-  for (const register of [deviceRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, cacheRoutes, healthRoutes]) {
+  for (const register of [deviceRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, syncRoutes, cacheRoutes, healthRoutes]) {
     register(router, services);
   }
   app.use(errorHandler(services.log));

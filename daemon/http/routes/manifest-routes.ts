@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import type Router from '@koa/router';
 import { etagMatches } from '../etag.ts';
+import { MANIFEST_FORMAT } from '../../sync/manifest.ts';
 import type { Services } from '../services.ts';
-
-export const MANIFEST_FORMAT = 'modelferry.manifest/v1';
 
 /**
  * This gateway's effective catalog in the central store's format (DESIGN.md section 4), so
