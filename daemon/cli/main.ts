@@ -1,9 +1,11 @@
 import { ConfigError } from '../config/load.ts';
+import { isModelferryError } from '../errors.ts';
 import { UsageError, parseArgs } from './args.ts';
 import { ClientError } from './gateway-client.ts';
 import { EXIT_CONFIG, serve, serveHelp } from './serve.ts';
 import * as catalog from './catalog-commands.ts';
 import * as keys from './key-commands.ts';
+import * as store from './store-commands.ts';
 
 interface Command {
   help: string;
@@ -20,6 +22,8 @@ const commands: Record<string, Command> = {
   delete: { help: catalog.deleteHelp, run: catalog.deleteModel },
   devices: { help: catalog.devicesHelp, run: catalog.devices },
   check: { help: catalog.checkHelp, run: catalog.check },
+  sync: { help: store.syncHelp, run: store.sync },
+  publish: { help: store.publishHelp, run: store.publish },
   keygen: { help: keys.keygenHelp, run: keys.keygen },
   sign: { help: keys.signHelp, run: keys.sign },
 };
@@ -56,6 +60,10 @@ async function main(argv: string[]): Promise<number> {
     }
     if (error instanceof ClientError) {
       console.error(`modelferry ${name}: ${error.message}`);
+      return 1;
+    }
+    if (isModelferryError(error)) {
+      console.error(`modelferry ${name}: ${error.code}: ${error.message}`);
       return 1;
     }
     console.error(`modelferry ${name}: ${(error as Error).message}`);
