@@ -1,8 +1,8 @@
 import { createReadStream } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { signModel } from '../signing/signature.ts';
-import { sha256OfFile } from '../store/file-digest.ts';
+import { digestFile } from '../store/file-digest.ts';
 import { option, positional, required, UsageError, type Args } from './args.ts';
 import { GatewayClient } from './gateway-client.ts';
 
@@ -22,8 +22,7 @@ export async function push(args: Args): Promise<number> {
   const name = required(args, 'name');
   const version = required(args, 'version');
   const client = GatewayClient.fromArgs(args);
-  const { size } = await stat(file);
-  const sha256 = await sha256OfFile(file);
+  const { sha256, size } = await digestFile(file);
   const headers: Record<string, string> = {
     'Content-Type': 'application/octet-stream',
     'Content-Length': String(size),

@@ -1,6 +1,6 @@
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { generateKeyPair, signModel } from '../signing/signature.ts';
-import { sha256OfFile } from '../store/file-digest.ts';
+import { digestFile } from '../store/file-digest.ts';
 import { option, positional, required, type Args } from './args.ts';
 
 export const keygenHelp = `modelferry keygen [--out PREFIX]
@@ -32,8 +32,7 @@ export async function sign(args: Args): Promise<number> {
   const name = required(args, 'name');
   const version = required(args, 'version');
   const key = await readFile(required(args, 'key'), 'utf8');
-  const { size } = await stat(file);
-  const sha256 = await sha256OfFile(file);
+  const { sha256, size } = await digestFile(file);
   const { signature, keyId } = signModel(key, { name, version, sha256, size });
   console.log(JSON.stringify({ name, version, sha256, size, signature, keyId }, null, 2));
   return 0;

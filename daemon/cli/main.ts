@@ -1,4 +1,4 @@
-import { ConfigError } from '../config/load.ts';
+import { ConfigError } from '../config/config-error.ts';
 import { isModelferryError } from '../errors.ts';
 import { UsageError, parseArgs } from './args.ts';
 import { ClientError } from './gateway-client.ts';

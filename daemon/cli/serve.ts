@@ -1,4 +1,5 @@
-import { ConfigError, loadConfig } from '../config/load.ts';
+import { ConfigError } from '../config/config-error.ts';
+import { loadConfig } from '../config/load.ts';
 import { option, type Args } from './args.ts';
 
 /** sysexits EX_CONFIG: systemd is told not to restart on it (RestartPreventExitStatus). */

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
+import { ConfigError } from './config-error.ts';
 import { configSchema, type Config } from './schema.ts';
 
 // Precedence (DESIGN.md section 9): built-in defaults < systemd directories < config file
@@ -13,13 +14,6 @@ export const SYSTEM_CONFIG_FILE = '/etc/modelferry/config.yaml';
 const ENV_PREFIX = 'MODELFERRY_';
 /** Variables for the command-line client, not the daemon. */
 const CLIENT_ENV = new Set(['MODELFERRY_GATEWAY', 'MODELFERRY_TOKEN']);
-
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConfigError';
-  }
-}
 
 export interface ConfigSources {
   /** `--config FILE`; when absent the system file is read if it exists. */

@@ -1,12 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { fail } from '../errors.ts';
-import { isDigest } from '../identifiers.ts';
+import { isDigest } from '../contract/identifiers.ts';
 import type { Logger } from '../log.ts';
 import { PROGRAM_HEAD_BYTES as HEAD_BYTES } from './executorch.ts';
+import { digestFile } from './file-digest.ts';
 
 const TEMP_DIR = 'tmp';
 
@@ -131,6 +131,11 @@ export class BlobStore {
   size(sha256: string): number | undefined {
     const file = this.#files.get(sha256);
     return file && this.#servable(sha256) ? file.size : undefined;
+  }
+
+  /** True when this blob may be served, complete, at the size its catalog entry records. */
+  holds(blob: { sha256: string; size: number }): boolean {
+    return this.size(blob.sha256) === blob.size;
   }
 
   /** Size of a complete blob file, served or not. */
@@ -293,20 +298,16 @@ export class BlobStore {
 
   /** Re-reads a blob and compares it with its name: the full check behind `modelferry check`. */
   async check(sha256: string): Promise<BlobCheck> {
-    const hash = createHash('sha256');
-    let size = 0;
+    let actualSha256: string;
+    let size: number;
     const file = this.pathOf(sha256);
     try {
-      for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
-        hash.update(chunk);
-        size += chunk.length;
-      }
+      ({ sha256: actualSha256, size } = await digestFile(file));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       if (this.#files.delete(sha256)) this.#changed();
       return { sha256, ok: false, size: 0, actualSha256: null };
     }
-    const actualSha256 = hash.digest('hex');
     const ok = actualSha256 === sha256;
     // A blob that no longer matches its name must never be served again.
     if (!ok) {

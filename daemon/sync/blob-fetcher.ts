@@ -1,7 +1,7 @@
 import { mkdir, open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fail, ModelferryError } from '../errors.ts';
-import { sha256OfFile } from '../store/file-digest.ts';
+import { digestFile } from '../store/file-digest.ts';
 import { bodyError, type UpstreamHttp } from './upstream-http.ts';
 
 export interface BlobToFetch {
@@ -38,7 +38,7 @@ export class BlobFetcher {
       have = 0;
     }
     if (have < blob.size) await this.#download(blob, file, have, headers, signal, onBytes);
-    const actual = await sha256OfFile(file);
+    const { sha256: actual } = await digestFile(file);
     if (actual !== blob.sha256) {
       await rm(file, { force: true });
       fail('artifact_invalid', `the artifact at ${blob.url.href} has sha256 ${actual}, not the ${blob.sha256} the manifest names; it was discarded`);

@@ -1,8 +1,10 @@
-export type BreakerState = 'closed' | 'open' | 'half-open';
+import type { CircuitState } from '../metrics.ts';
+
+export type BreakerState = CircuitState;
 
 /**
  * Stops scheduled syncs from hammering a store that keeps failing: after `threshold`
- * failures in a row it opens for `cooldownMs`, then lets one attempt through (half-open);
+ * failures in a row it opens for `cooldownMs`, then lets one attempt through (half_open);
  * a success closes it, a failure opens it again.
  */
 export class CircuitBreaker {
@@ -18,7 +20,7 @@ export class CircuitBreaker {
 
   state(now: number): BreakerState {
     if (this.#failures < this.#threshold) return 'closed';
-    return now < this.#openUntil ? 'open' : 'half-open';
+    return now < this.#openUntil ? 'open' : 'half_open';
   }
 
   allows(now: number): boolean {

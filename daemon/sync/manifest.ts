@@ -1,55 +1,31 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { isModelferryError } from '../errors.ts';
-import { LATEST, parseGroupName, parseMac, parseModelName, parseSelector, parseVersion, parseVersionRef, selectorKey } from '../identifiers.ts';
+import { LATEST } from '../contract/identifiers.ts';
+import { MANIFEST_FORMAT, manifestModelSchema, manifestSchema as wireManifestSchema } from '../contract/manifest.ts';
 
-// The central store's manifest (DESIGN.md section 4), as `modelferry publish` writes it, a
-// gateway's GET /v1/manifest serves it and a sync reads it. Identifiers go through the same
-// parsers as the HTTP API, so a manifest can name nothing a push or an assignment could not.
+// The central store's manifest (DESIGN.md section 4) as a sync reads it and `modelferry
+// publish` writes it: the contract's schema (daemon/contract/manifest.ts, shared with
+// GET /v1/manifest), plus what a reader must refuse before trusting a store: dates that
+// sort, sizes that can be real, and references that resolve within the manifest.
 
-export const MANIFEST_FORMAT = 'modelferry.manifest/v1';
+export { MANIFEST_FORMAT };
 
-/** A zod string checked (and made canonical) by one of the identifier parsers. */
-function identifier(parse: (input: string) => string) {
-  return z.string().transform((value, ctx) => {
-    try {
-      return parse(value);
-    } catch (error) {
-      if (!isModelferryError(error)) throw error;
-      ctx.addIssue({ code: 'custom', message: error.message });
-      return z.NEVER;
-    }
-  });
-}
-
-const digest = z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256: 64 lower-case hex characters');
-const modelRef = z.object({ model: identifier(parseModelName), version: identifier(parseVersionRef) });
-
-const manifestModel = z.object({
-  name: identifier(parseModelName),
-  version: identifier(parseVersion),
-  sha256: digest,
-  size: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
-  url: z.string().min(1).max(2048),
-  signature: z.string().max(256).nullable().default(null),
-  keyId: z.string().max(64).nullable().default(null),
-  createdAt: z.iso.datetime({ offset: true }),
-});
-
-const manifestAssignment = modelRef.extend({
-  selector: identifier((input) => selectorKey(parseSelector(input))),
-  rollout: z.object({ percent: z.number().min(0).max(100), previous: modelRef }).nullable().default(null),
-});
+const timestamp = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time such as 2026-11-24T12:00:00Z' });
 
 // Unknown fields are dropped rather than refused, so a newer store or gateway upstream can add
 // fields without breaking the gateways that sync from it.
-export const manifestSchema = z.object({
+export const manifestSchema = wireManifestSchema.extend({
   format: z.literal(MANIFEST_FORMAT, { error: `must be "${MANIFEST_FORMAT}"` }),
   revision: z.string().min(1).max(200),
-  generatedAt: z.iso.datetime({ offset: true }),
-  models: z.array(manifestModel).max(100_000),
-  assignments: z.array(manifestAssignment).max(100_000).default([]),
-  groups: z.record(identifier(parseGroupName), z.array(identifier(parseMac)).max(10_000)).default({}),
+  generatedAt: timestamp,
+  models: z.array(manifestModelSchema.extend({
+    size: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+    url: z.string().min(1).max(2048),
+    signature: z.string().max(256).nullable(),
+    createdAt: timestamp,
+  })).max(100_000),
+  assignments: wireManifestSchema.shape.assignments.max(100_000).default([]),
+  groups: wireManifestSchema.shape.groups.default({}),
 }).superRefine((manifest, ctx) => {
   const byKey = new Map<string, string>();
   const names = new Set<string>();

@@ -4,7 +4,7 @@ import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fail } from '../errors.ts';
-import { parseModelName, parseSelector, parseVersion, selectorKey } from '../identifiers.ts';
+import { parseModelName, parseSelector, parseVersion, selectorKey } from '../contract/identifiers.ts';
 import { signModel } from '../signing/signature.ts';
 import { TrustPolicy, type SignatureClaim } from '../signing/trust.ts';
 import { syncDir, writeFully } from '../store/blob-store.ts';
@@ -82,9 +82,9 @@ export async function publish(request: PublishRequest): Promise<PublishResult> {
     }];
     let assignments = current.assignments;
     const previous = assign === null ? undefined : assignments.find((a) => a.selector === assign);
-    const assignmentChanges = assign !== null && (previous?.model !== name || previous.version !== version || previous.rollout !== null);
+    const assignmentChanges = assign !== null && (previous?.model !== name || previous.version !== version || previous.rollout !== undefined);
     if (assignmentChanges) {
-      assignments = [...assignments.filter((a) => a.selector !== assign), { selector: assign!, model: name, version, rollout: null }];
+      assignments = [...assignments.filter((a) => a.selector !== assign), { selector: assign!, model: name, version }];
     }
     const content = { models, assignments, groups: current.groups };
     const revision = revisionOf(content);

@@ -200,7 +200,8 @@ export class UpstreamSync {
     const finish = (result: SyncOutcome['result'], error: SyncOutcome['error'] = null): SyncOutcome => {
       const outcome: SyncOutcome = { result, trigger, startedAt, finishedAt: new Date(this.#now()).toISOString(), ...progress, error };
       this.#lastOutcome = outcome;
-      this.#metrics.syncRuns.inc({ result });
+      this.#metrics.syncRan(result);
+      this.#metrics.circuitIs(this.#breaker.state(this.#now()));
       return outcome;
     };
     if (trigger !== 'request' && !this.#breaker.allows(this.#now())) {
@@ -221,7 +222,6 @@ export class UpstreamSync {
       const result = await this.#sync(http, progress, onBytes);
       this.#breaker.success();
       this.#lastSuccessAt = new Date(this.#now()).toISOString();
-      this.#metrics.syncLastSuccess.set(this.#now() / 1000);
       const outcome = finish(result);
       this.#log.info({ trigger, result, revision: progress.revision, fetched: progress.fetched, bytes: progress.bytes }, result === 'updated' ? 'upstream sync applied' : 'upstream unchanged');
       return outcome;
@@ -398,7 +398,7 @@ export class UpstreamSync {
     }));
     return {
       models,
-      assignments: manifest.assignments.map((a) => ({ selector: a.selector, model: a.model, version: a.version, rollout: a.rollout, updatedAt: manifest.generatedAt })),
+      assignments: manifest.assignments.map((a) => ({ selector: a.selector, model: a.model, version: a.version, rollout: a.rollout ?? null, updatedAt: manifest.generatedAt })),
       groups: Object.fromEntries(Object.entries(manifest.groups).map(([name, members]) => [name, [...new Set(members)].sort()])),
     };
   }

@@ -2,7 +2,7 @@ import type Router from '@koa/router';
 import type { Context } from 'koa';
 import type { ModelRecord } from '../../catalog/types.ts';
 import { fail, isModelferryError } from '../../errors.ts';
-import { parseModelName, parseVersion } from '../../identifiers.ts';
+import { parseModelName, parseVersion } from '../../contract/identifiers.ts';
 import { inspectProgram } from '../../store/executorch.ts';
 import { tooLarge } from '../json-body.ts';
 import type { Services } from '../services.ts';
@@ -10,7 +10,7 @@ import type { Services } from '../services.ts';
 export function modelRoutes(router: Router, services: Services): void {
   const { catalog, blobs, trust, config, metrics } = services;
 
-  router.put('/v1/models/:name/:version', services.auth.require('push'), async (ctx) => {
+  router.put('/v1/models/:name/:version', services.auth.scope('push'), async (ctx) => {
     try {
       const { status, record } = await receiveModel(ctx);
       metrics.pushes.inc({ outcome: status === 201 ? 'created' : 'unchanged' });
@@ -68,18 +68,18 @@ export function modelRoutes(router: Router, services: Services): void {
     }
   }
 
-  router.get('/v1/models', services.auth.require('admin'), (ctx) => {
+  router.get('/v1/models', services.auth.anyToken(), (ctx) => {
     ctx.body = { revision: catalog.current.revision, models: [...catalog.current.models.values()].map(withCacheState) };
   });
 
-  router.get('/v1/models/:name', services.auth.require('admin'), (ctx) => {
+  router.get('/v1/models/:name', services.auth.anyToken(), (ctx) => {
     const name = parseModelName(ctx.params.name!);
     const versions = catalog.current.versionsOf(name);
     if (versions.length === 0) fail('model_not_found', `no model named ${name} in the catalog`);
     ctx.body = { name, versions: versions.map(withCacheState) };
   });
 
-  router.get('/v1/models/:name/:version', services.auth.require('admin'), (ctx) => {
+  router.get('/v1/models/:name/:version', services.auth.anyToken(), (ctx) => {
     const name = parseModelName(ctx.params.name!);
     const version = parseVersion(ctx.params.version!);
     const model = catalog.current.resolveRef({ model: name, version });
@@ -87,7 +87,7 @@ export function modelRoutes(router: Router, services: Services): void {
     ctx.body = withCacheState(model);
   });
 
-  router.delete('/v1/models/:name/:version', services.auth.require('admin'), async (ctx) => {
+  router.delete('/v1/models/:name/:version', services.auth.scope('admin'), async (ctx) => {
     const name = parseModelName(ctx.params.name!);
     const version = parseVersion(ctx.params.version!);
     await catalog.deleteModel(name, version);
@@ -96,7 +96,7 @@ export function modelRoutes(router: Router, services: Services): void {
   });
 
   function withCacheState<T extends ModelRecord>(model: T): T & { cached: boolean } {
-    return { ...model, cached: blobs.size(model.sha256) === model.size };
+    return { ...model, cached: blobs.holds(model) };
   }
 
 }

@@ -9,12 +9,12 @@ import type { Services } from '../services.ts';
 export function syncRoutes(router: Router, services: Services): void {
   const { sync, auth, log } = services;
 
-  router.get('/v1/sync', auth.require('admin'), (ctx) => {
+  router.get('/v1/sync', auth.anyToken(), (ctx) => {
     ctx.set('Cache-Control', 'no-store');
     ctx.body = sync.status();
   });
 
-  router.post('/v1/sync', auth.require('admin'), async (ctx) => {
+  router.post('/v1/sync', auth.scope('admin'), async (ctx) => {
     log.info({ client: ctx.state.client }, 'sync requested');
     const outcome = await sync.run('request');
     if (outcome.error) fail(outcome.error.code, `the sync failed: ${outcome.error.message}`);
