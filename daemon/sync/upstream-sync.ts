@@ -241,7 +241,10 @@ export class UpstreamSync {
     const url = new URL(this.#config.upstream.url!);
     const signal = this.#abort.signal;
     const saved = this.#saved?.url === url.href ? this.#saved : undefined;
-    const first = await this.#fetchManifest(http, url, saved, signal, onBytes);
+    // A conditional request only while every blob of the upstream layer is here: after the
+    // cache folder was cleaned, the same manifest must bring the missing blobs back.
+    const complete = this.#catalog.layer('upstream').models.every((m) => this.#blobs.storedSize(m.sha256) === m.size);
+    const first = await this.#fetchManifest(http, url, complete ? saved : undefined, signal, onBytes);
     if (first === 'unchanged') return 'unchanged';
     let fetched: FetchedManifest = first;
     for (let round = 1; ; round++) {
