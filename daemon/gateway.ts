@@ -28,12 +28,15 @@ interface Part {
 export class Gateway {
   readonly #config: Config;
   readonly #log: Logger;
+  readonly #configFile: string | null;
   readonly #started: Array<{ name: string; part: Part }> = [];
   #http: HttpServer | undefined;
 
-  constructor(config: Config, log: Logger) {
+  /** `configFile`: the file the config came from, which backups carry (none: the embedded default). */
+  constructor(config: Config, log: Logger, options: { configFile?: string | null } = {}) {
     this.#config = config;
     this.#log = log;
+    this.#configFile = options.configFile ?? null;
   }
 
   async start(): Promise<void> {
@@ -74,7 +77,8 @@ export class Gateway {
         upstreamConfigured: () => sync.configured,
       });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, devices, answers, collector, sync, metrics,
+        config, log, trust, auth, catalog, blobs, devices, answers, collector, sync, metrics, database,
+        configFile: this.#configFile,
         gatewayId: await gatewayIdOf(database),
         startedAt: new Date(),
       });

@@ -5,6 +5,8 @@ import { ClientError } from './gateway-client.ts';
 import { EXIT_CONFIG, serve, serveHelp } from './serve.ts';
 import * as catalog from './catalog-commands.ts';
 import * as keys from './key-commands.ts';
+import * as backups from './backup-commands.ts';
+import * as program from './program-commands.ts';
 import * as store from './store-commands.ts';
 
 interface Command {
@@ -22,10 +24,13 @@ const commands: Record<string, Command> = {
   delete: { help: catalog.deleteHelp, run: catalog.deleteModel },
   devices: { help: catalog.devicesHelp, run: catalog.devices },
   check: { help: catalog.checkHelp, run: catalog.check },
+  inspect: { help: program.inspectHelp, run: program.inspect },
   sync: { help: store.syncHelp, run: store.sync },
   publish: { help: store.publishHelp, run: store.publish },
   keygen: { help: keys.keygenHelp, run: keys.keygen },
   sign: { help: keys.signHelp, run: keys.sign },
+  backup: { help: backups.backupHelp, run: (args) => backups.backup(args) },
+  restore: { help: backups.restoreHelp, run: backups.restore },
 };
 
 const usage = `usage: modelferry <command> [options]   (modelferry <command> --help for more)

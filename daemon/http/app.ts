@@ -4,6 +4,7 @@ import Router from '@koa/router';
 import { errorHandler } from './error-handler.ts';
 import { pollFastPath } from './poll-fast-path.ts';
 import { artifactRoutes } from './routes/artifact-routes.ts';
+import { backupRoutes } from './routes/backup-routes.ts';
 import { assignmentRoutes } from './routes/assignment-routes.ts';
 import { cacheRoutes } from './routes/cache-routes.ts';
 import { deviceRoutes } from './routes/device-routes.ts';
@@ -28,7 +29,7 @@ function createApp(services: Services): Koa {
   const app = new Koa();
   app.silent = true;
   const router = new Router();
-  for (const register of [deviceRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, syncRoutes, cacheRoutes, healthRoutes, statusRoutes]) {
+  for (const register of [deviceRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, syncRoutes, cacheRoutes, healthRoutes, statusRoutes, backupRoutes]) {
     register(router, services);
   }
   // Outermost, so it counts the status the error handler settled on.

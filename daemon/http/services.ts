@@ -7,6 +7,7 @@ import type { Metrics } from '../metrics.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
 import type { BlobCollector } from '../store/blob-collector.ts';
 import type { BlobStore } from '../store/blob-store.ts';
+import type { Database } from '../store/database.ts';
 import type { UpstreamSync } from '../sync/upstream-sync.ts';
 import type { TokenAuth } from './auth.ts';
 
@@ -25,6 +26,9 @@ export interface Services {
   trust: TrustPolicy;
   auth: TokenAuth;
   metrics: Metrics;
+  database: Database;
+  /** The config file the daemon runs on (for backups), or null on the embedded default. */
+  configFile: string | null;
 }
 
 /** JSON bodies of the admin API are small documents; nothing legitimate comes near this. */

@@ -8,7 +8,8 @@ import { parseModelName, parseSelector, parseVersion, selectorKey } from '../con
 import { signModel } from '../signing/signature.ts';
 import { TrustPolicy, type SignatureClaim } from '../signing/trust.ts';
 import { syncDir, writeFully } from '../store/blob-store.ts';
-import { inspectProgram, PROGRAM_HEAD_BYTES } from '../store/executorch.ts';
+import { acceptFormat, inspectProgramFile } from '../store/executorch.ts';
+import { digestFile } from '../store/file-digest.ts';
 import { MANIFEST_FORMAT, parseManifest, revisionOf, type Manifest } from './manifest.ts';
 
 export interface PublishRequest {
@@ -52,9 +53,9 @@ export async function publish(request: PublishRequest): Promise<PublishResult> {
   const name = parseModelName(request.name);
   const version = parseVersion(request.version);
   const assign = request.assign === undefined ? null : selectorKey(parseSelector(request.assign));
-  const { sha256, size, head } = await digestOf(request.file);
-  const program = inspectProgram(head, size);
-  if (program.format !== 'executorch') fail('unsupported_format', `${request.file} is not an ExecuTorch program: ${program.reason}`);
+  const { sha256, size } = await digestFile(request.file);
+  // Only programs: a store is for devices, and a gateway refuses other bytes by default.
+  acceptFormat(await inspectProgramFile(request.file, size), ['executorch']);
   let claim: SignatureClaim = request.signature ?? { signature: null, keyId: null };
   if (request.signKeyPem !== undefined) claim = signModel(request.signKeyPem, { name, version, sha256, size });
   // Without trust keys this checks the signature's form only; devices verify it.
@@ -99,21 +100,6 @@ export async function publish(request: PublishRequest): Promise<PublishResult> {
   }
 }
 
-async function digestOf(file: string): Promise<{ sha256: string; size: number; head: Buffer }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  const headChunks: Buffer[] = [];
-  let headLength = 0;
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
-    hash.update(chunk);
-    size += chunk.length;
-    if (headLength < PROGRAM_HEAD_BYTES) {
-      headChunks.push(chunk.subarray(0, PROGRAM_HEAD_BYTES - headLength));
-      headLength += headChunks.at(-1)!.length;
-    }
-  }
-  return { sha256: hash.digest('hex'), size, head: Buffer.concat(headChunks) };
-}
 
 async function readManifest(file: string): Promise<Manifest> {
   let text: string;

@@ -1,4 +1,4 @@
-import { open, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createTask, type ScheduledTask } from 'node-cron';
 import type { Catalog } from '../catalog/catalog.ts';
@@ -10,7 +10,7 @@ import type { Metrics } from '../metrics.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { Database, Table } from '../store/database.ts';
-import { inspectProgram, PROGRAM_HEAD_BYTES } from '../store/executorch.ts';
+import { acceptFormat, inspectProgramFile } from '../store/executorch.ts';
 import { BlobFetcher, type BlobToFetch } from './blob-fetcher.ts';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.ts';
 import { parseManifest, revisionOf, type Manifest } from './manifest.ts';
@@ -380,21 +380,22 @@ export class UpstreamSync {
 
   /** The upstream layer of a manifest whose artifacts are all in place, format-checked as a push would be. */
   async #layerOf(manifest: Manifest): Promise<LayerContent> {
-    const formats = new Map<string, ModelRecord['format']>();
+    const formats = new Map<string, Pick<ModelRecord, 'format' | 'program'>>();
     for (const m of manifest.models) {
       if (formats.has(m.sha256)) continue;
-      const program = inspectProgram(await readHead(this.#blobs.pathOf(m.sha256)), m.size);
-      if (program.format !== 'executorch' && !this.#config.artifacts.formats.includes('any')) {
-        fail('artifact_invalid', `${m.name}@${m.version} is not an ExecuTorch program: ${program.reason}; artifacts.formats allows ${this.#config.artifacts.formats.join(', ')}`);
+      try {
+        formats.set(m.sha256, acceptFormat(await inspectProgramFile(this.#blobs.pathOf(m.sha256), m.size), this.#config.artifacts.formats));
+      } catch (error) {
+        if (!isModelferryError(error)) throw error;
+        fail('artifact_invalid', `${m.name}@${m.version}: ${error.message}`);
       }
-      formats.set(m.sha256, program.format);
     }
     const models: ModelRecord[] = manifest.models.map((m) => ({
       name: m.name,
       version: m.version,
       sha256: m.sha256,
       size: m.size,
-      format: formats.get(m.sha256)!,
+      ...formats.get(m.sha256)!,
       signature: m.signature,
       keyId: m.keyId,
       createdAt: m.createdAt,
@@ -435,13 +436,3 @@ export function displayUrl(href: string): string {
   return url.href;
 }
 
-async function readHead(file: string): Promise<Buffer> {
-  const handle = await open(file, 'r');
-  try {
-    const head = Buffer.alloc(PROGRAM_HEAD_BYTES);
-    const { bytesRead } = await handle.read(head, 0, head.length, 0);
-    return head.subarray(0, bytesRead);
-  } finally {
-    await handle.close();
-  }
-}
