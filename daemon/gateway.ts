@@ -3,6 +3,7 @@ import { Catalog } from './catalog/catalog.ts';
 import type { Config } from './config/schema.ts';
 import { DeviceRegistry } from './devices/device-registry.ts';
 import { fleetCounts } from './devices/fleet-status.ts';
+import { Advertiser, type DiscoveryStatus } from './discovery/advertiser.ts';
 import { PollAnswers } from './devices/poll-answers.ts';
 import { createRequestListener } from './http/app.ts';
 import { TokenAuth } from './http/auth.ts';
@@ -52,12 +53,15 @@ export class Gateway {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
     });
+    let advertiser: Advertiser | undefined;
+    const discovery = (): DiscoveryStatus => advertiser ? { enabled: true, ...advertiser.status() } : { enabled: false };
     try {
       await this.#startPart('database', database);
       await this.#startPart('blob store', blobs);
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
       await this.#startPart('poll answers', answers);
+      const id = await gatewayIdOf(database);
       const metrics = new Metrics();
       metrics.observe({
         fleet: () => fleetCounts(devices.records(), catalog.current),
@@ -68,9 +72,9 @@ export class Gateway {
         upstreamConfigured: () => false,
       });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, devices, answers, metrics, database,
+        config, log, trust, auth, catalog, blobs, devices, answers, metrics, database, discovery,
         configFile: this.#configFile,
-        gatewayId: await gatewayIdOf(database),
+        gatewayId: id,
         startedAt: new Date(),
       });
       this.#http = new HttpServer(listener, {
@@ -80,11 +84,22 @@ export class Gateway {
         onDrain: () => void answers.stop(),
       }, log);
       await this.#startPart('http server', this.#http);
+      if (config.mdns.enabled) {
+        const http = this.#http;
+        advertiser = new Advertiser({
+          ...config.mdns,
+          gatewayId: id,
+          port: () => http.address.port,
+          revision: () => catalog.current.revision,
+          onRevisionChange: (listener) => catalog.onChange(listener),
+        }, log);
+        // Last to start, first to stop: the goodbye goes out while the API still answers.
+        await this.#startPart('mdns advertiser', advertiser);
+      }
     } catch (error) {
       await this.stop();
       throw error;
     }
-    if (config.mdns.enabled) log.warn('mDNS advertisement is not part of this build yet; devices need the gateway URL configured');
     log.info({
       state: config.paths.state,
       cache: config.paths.cache,

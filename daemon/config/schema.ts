@@ -47,6 +47,9 @@ export const configSchema = z.strictObject({
     enabled: z.boolean(),
     name: z.string().max(63),
     priority: z.number().int().min(0).max(65535),
+    addressCheckSeconds: z.number().int().min(1).max(3600),
+    minAnnounceIntervalSeconds: z.number().min(0.1).max(3600),
+    maxResponsesPerSecond: z.number().int().min(1).max(10000),
   }),
   auth: z.strictObject({
     tokens: z.array(z.strictObject({

@@ -1,6 +1,7 @@
 import type { Catalog } from '../catalog/catalog.ts';
 import type { Config } from '../config/schema.ts';
 import type { DeviceRegistry } from '../devices/device-registry.ts';
+import type { DiscoveryStatus } from '../discovery/advertiser.ts';
 import type { PollAnswers } from '../devices/poll-answers.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
@@ -25,6 +26,8 @@ export interface Services {
   database: Database;
   /** The config file the daemon runs on (for backups), or null on the embedded default. */
   configFile: string | null;
+  /** What the gateway advertises on the LAN (mDNS), under which name, on which addresses. */
+  discovery: () => DiscoveryStatus;
 }
 
 /** JSON bodies of the admin API are small documents; nothing legitimate comes near this. */
