@@ -8,8 +8,10 @@ import type { Metrics } from '../metrics.ts';
 import type { RolloutGuard } from '../rollouts/rollout-guard.ts';
 import type { Clock } from '../clock.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
+import type { BlobCollector } from '../store/blob-collector.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { Database } from '../store/database.ts';
+import type { UpstreamSync } from '../sync/upstream-sync.ts';
 import type { TokenAuth } from './auth.ts';
 
 /** What the routes read and change: the gateway's parts, already started. */
@@ -20,6 +22,8 @@ export interface Services {
   startedAt: Date;
   catalog: Catalog;
   blobs: BlobStore;
+  collector: BlobCollector;
+  sync: UpstreamSync;
   devices: DeviceRegistry;
   answers: PollAnswers;
   trust: TrustPolicy;

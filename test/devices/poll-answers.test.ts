@@ -24,7 +24,7 @@ const never = new AbortController().signal;
 async function open(t: ExecutionContext) {
   const dir = await tempDir(t);
   const db = new Database(path.join(dir, 'state'), log);
-  const blobs = new BlobStore(path.join(dir, 'cache'), log);
+  const blobs = new BlobStore({ local: path.join(dir, 'state', 'blobs'), cache: path.join(dir, 'cache') }, log);
   const catalog = new Catalog(db, blobs, log);
   const devices = new DeviceRegistry(db, log, 30);
   const answers = new PollAnswers(catalog, blobs, devices, TIMING);
