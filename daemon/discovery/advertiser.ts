@@ -391,6 +391,9 @@ export class Advertiser {
   #announce(reason: 'start' | 'update'): void {
     this.#state = 'announced';
     this.#records = this.#build();
+    // Each revision is a new TXT record: forget when old ones went out, or this map would grow forever.
+    const current = new Set(this.#records.map(recordKey));
+    for (const key of this.#lastMulticast.keys()) if (!current.has(key)) this.#lastMulticast.delete(key);
     this.#lastAnnounceAt = Date.now();
     this.#announcements++;
     const send = () => {
