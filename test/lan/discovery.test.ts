@@ -153,6 +153,20 @@ lanTest.serial('an address added to and removed from the gateway is re-announced
   await sniffer.process.stop();
 });
 
+lanTest.serial('after its network interface is replaced (a Wi-Fi reconnect) the gateway re-announces and answers queries again', async (t) => {
+  const { lan, health } = await lanSetup();
+  const gw = lan.host('gw');
+  const before = mdnsOf(await health());
+  await gw.reconnect();
+  // Same addresses, so nothing to compare: the gateway notices it had to join the mDNS group again.
+  const after = mdnsOf(await eventually(health, (value) => mdnsOf(value).announcements > before.announcements));
+  t.true(after.announcements > before.announcements);
+  t.deepEqual(after.addresses, before.addresses);
+  // A device that asks only now is answered: the gateway hears queries on the new interface.
+  const response = await mdnsQuery(lan.host('esp'), after.name, gw.hostname);
+  t.is(response.source, gw.address);
+});
+
 lanTest.serial('hostile mDNS traffic neither crashes the gateway nor stops its advertisement', async (t) => {
   const { lan, gateway, health } = await lanSetup();
   const id = String((await health()).gateway);
