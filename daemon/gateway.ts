@@ -11,8 +11,10 @@ import { HttpServer } from './http/http-server.ts';
 import type { Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
 import { TrustPolicy } from './signing/trust.ts';
-import { BlobStore } from './store/blob-store.ts';
+import { BlobCollector } from './store/blob-collector.ts';
+import { BlobStore, blobDirsOf } from './store/blob-store.ts';
 import { Database } from './store/database.ts';
+import { UpstreamSync } from './sync/upstream-sync.ts';
 
 interface Part {
   start(): Promise<void>;
@@ -45,14 +47,20 @@ export class Gateway {
     const trust = new TrustPolicy(config.trust);
     const auth = new TokenAuth(config.auth, config.devices);
 
+    const metrics = new Metrics();
     const database = new Database(config.paths.state, log);
-    const blobs = new BlobStore(config.paths.cache, log);
+    const blobs = new BlobStore(blobDirsOf(config.paths), log);
     const catalog = new Catalog(database, blobs, log);
     const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds);
     const answers = new PollAnswers(catalog, blobs, {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
     });
+    const collector = new BlobCollector({ blobs, catalog, devices, metrics }, {
+      graceHours: config.cache.gcGraceHours,
+      intervalMinutes: config.cache.gcIntervalMinutes,
+    }, log);
+    const sync = new UpstreamSync({ config, catalog, blobs, database, trust, metrics }, log);
     let advertiser: Advertiser | undefined;
     const discovery = (): DiscoveryStatus => advertiser ? { enabled: true, ...advertiser.status() } : { enabled: false };
     try {
@@ -61,18 +69,19 @@ export class Gateway {
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
       await this.#startPart('poll answers', answers);
+      await this.#startPart('blob collector', collector);
+      await this.#startPart('upstream sync', sync);
       const id = await gatewayIdOf(database);
-      const metrics = new Metrics();
       metrics.observe({
         fleet: () => fleetCounts(devices.records(), catalog.current),
         models: () => catalog.current.models.size,
         cache: () => ({ bytes: blobs.totalBytes, blobs: blobs.count }),
         longPolls: () => answers.waiting,
         dirs: { state: config.paths.state, cache: config.paths.cache },
-        upstreamConfigured: () => false,
+        upstreamConfigured: () => sync.configured,
       });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, devices, answers, metrics, database, discovery,
+        config, log, trust, auth, catalog, blobs, devices, answers, collector, sync, metrics, database, discovery,
         configFile: this.#configFile,
         gatewayId: id,
         startedAt: new Date(),
@@ -103,6 +112,7 @@ export class Gateway {
     log.info({
       state: config.paths.state,
       cache: config.paths.cache,
+      blobs: blobDirsOf(config.paths),
       revision: catalog.current.revision,
       trustedKeys: trust.keyIds,
       requireSignatures: config.trust.requireSignatures,

@@ -6,8 +6,10 @@ import type { PollAnswers } from '../devices/poll-answers.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
+import type { BlobCollector } from '../store/blob-collector.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { Database } from '../store/database.ts';
+import type { UpstreamSync } from '../sync/upstream-sync.ts';
 import type { TokenAuth } from './auth.ts';
 
 /** What the routes read and change: the gateway's parts, already started. */
@@ -18,6 +20,8 @@ export interface Services {
   startedAt: Date;
   catalog: Catalog;
   blobs: BlobStore;
+  collector: BlobCollector;
+  sync: UpstreamSync;
   devices: DeviceRegistry;
   answers: PollAnswers;
   trust: TrustPolicy;
