@@ -428,6 +428,7 @@ static mf_err save_progress(download_ctx *d, uint64_t written)
     d->progress.written = (uint32_t)written;
     mf_err err = mf_progress_save(d->c->ports.kv, KEY_PROGRESS, &d->progress);
     if (err == MF_OK) d->saved = written;
+    if (err == MF_OK && written > 0) eventf(d->c, "progress", "offset=%" PRIu64 " of %" PRIu64, written, d->size);
     return err;
 }
 
@@ -630,6 +631,10 @@ static mf_err update(mf_client *c, uint32_t *delay)
         return MF_ERR_FORMAT;
     }
 
+    /* The header sector may hold part of a header from a commit a power cut interrupted
+     * (a resumed download does not erase it again): flash must be erased to be written. */
+    err = mf_slot_invalidate(c->ports.slots, slot);
+    if (err != MF_OK) return err;
     uint32_t sequence = c->active >= 0 ? c->model.sequence + 1 : 1;
     err = mf_slot_commit(c->ports.slots, slot, sequence, (uint32_t)a.size, a.sha256, a.name, a.version);
     if (err != MF_OK) return err;
