@@ -3,9 +3,7 @@ import { promisify } from 'node:util';
 import { ConfigError } from '../config/config-error.ts';
 import { loadConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
-import {
-  checkClock, checkDisk, checkMdns, checkNode, checkPort, checkUpstream, checkWritable, type Finding,
-} from '../doctor/checks.ts';
+import type { Finding } from '../doctor/checks.ts';
 import { option, type Args } from './args.ts';
 
 export const doctorHelp = `modelferry doctor [--config FILE] [--state-dir DIR] [--cache-dir DIR] [--port P] [--host H]
@@ -18,6 +16,8 @@ service sees. Exit status: 0 nothing wrong (warnings allowed), 1 something is.`;
 const FLAG_KEYS: Record<string, string> = { host: 'http.host', port: 'http.port', 'state-dir': 'paths.state', 'cache-dir': 'paths.cache' };
 
 export async function doctor(args: Args): Promise<number> {
+  // Loaded here only (prom-client comes with it), so that other commands start quickly.
+  const { checkClock, checkDisk, checkMdns, checkNode, checkPort, checkUpstream, checkWritable } = await import('../doctor/checks.ts');
   const findings: Finding[] = [checkNode()];
   const flags: Record<string, string> = {};
   for (const [flag, key] of Object.entries(FLAG_KEYS)) {
