@@ -4,7 +4,7 @@ import { mkdir, open, readdir, readFile, realpath, rename, rm, writeFile } from 
 import path from 'node:path';
 import { Level } from 'level';
 import { createLogger } from '../log.ts';
-import { BlobStore } from '../store/blob-store.ts';
+import { BlobStore, blobDirsOf, type BlobDirs } from '../store/blob-store.ts';
 import {
   BACKUP_FORMAT, BLOB_PREFIX, CONFIG_MEMBER, DATABASE_MEMBER, MANIFEST_MEMBER, type BackupManifest, type DatabaseLine,
 } from './backup.ts';
@@ -74,7 +74,7 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreRes
     const building = `${target}.restoring-${randomBytes(4).toString('hex')}`;
     try {
       await writeDatabase(building, (await readMember(archive, database)).toString('utf8'));
-      const blobsWritten = await writeBlobs(options.file, options.cachePath, manifest, byName);
+      const blobsWritten = await writeBlobs(options.file, blobDirsOf({ state: building, cache: options.cachePath }), manifest, byName);
       let stateMovedTo: string | null = null;
       if (state.exists) {
         stateMovedTo = `${target}.before-restore-${stamp}`;
@@ -183,9 +183,13 @@ async function writeDatabase(dir: string, text: string): Promise<void> {
   }
 }
 
-/** Each blob goes through the blob store, which hashes it: a damaged archive cannot plant a wrong blob. */
-async function writeBlobs(file: string, cachePath: string, manifest: BackupManifest, members: Map<string, TarMember>): Promise<number> {
-  const store = new BlobStore(cachePath, createLogger('silent'));
+/**
+ * Each blob goes through the blob store, which hashes it: a damaged archive cannot plant a
+ * wrong blob. They land in the state directory being built (a backup may hold the only
+ * copy), so they move into place with it.
+ */
+async function writeBlobs(file: string, dirs: BlobDirs, manifest: BackupManifest, members: Map<string, TarMember>): Promise<number> {
+  const store = new BlobStore(dirs, createLogger('silent'));
   await store.start();
   let written = 0;
   try {

@@ -13,6 +13,7 @@ import { inventoryRoutes } from './routes/inventory-routes.ts';
 import { manifestRoutes } from './routes/manifest-routes.ts';
 import { modelRoutes } from './routes/model-routes.ts';
 import { statusRoutes } from './routes/status-routes.ts';
+import { syncRoutes } from './routes/sync-routes.ts';
 import type { Services } from './services.ts';
 
 /** The gateway's HTTP API (DESIGN.md sections 2 and 3): plain device polls first, then Koa. */
@@ -28,7 +29,7 @@ function createApp(services: Services): Koa {
   const app = new Koa();
   app.silent = true;
   const router = new Router();
-  for (const register of [deviceRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, cacheRoutes, healthRoutes, statusRoutes, backupRoutes]) {
+  for (const register of [deviceRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, syncRoutes, cacheRoutes, healthRoutes, statusRoutes, backupRoutes]) {
     register(router, services);
   }
   // Outermost, so it counts the status the error handler settled on.
