@@ -40,9 +40,7 @@ export async function doctor(args: Args): Promise<number> {
     findings.push(...await checkDisk({ state: config.paths.state, cache: config.paths.cache }, Math.max(2 * config.artifacts.maxBytes, 64 * 1024 ** 2)));
     findings.push(await checkPort(config.http.host, config.http.port));
     findings.push(await checkMdns(config.mdns));
-    // The upstream keys belong to the sync part; read loosely so doctor works before and after it.
-    const upstream = (config as { upstream?: { url?: string | null; token?: string | null } }).upstream;
-    findings.push(await checkUpstream(upstream?.url, upstream?.token));
+    findings.push(await checkUpstream(config.upstream.url, config.upstream.token));
   } else {
     findings.push({ check: 'others', verdict: 'warn', message: 'folders, disk, port, mDNS and upstream not checked', fix: 'fix the configuration first' });
   }

@@ -140,7 +140,7 @@ export type Interfaces = ReturnType<typeof os.networkInterfaces>;
  * Devices find the gateway by mDNS: that needs an interface on the LAN and the mDNS port.
  * Binding UDP 5353 (shared, as mDNS responders do) sends nothing.
  */
-export async function checkMdns(config: Config['mdns'], interfaces: Interfaces = os.networkInterfaces(), bindPort = 5353): Promise<Finding> {
+export async function checkMdns(config: Pick<Config['mdns'], 'enabled'>, interfaces: Interfaces = os.networkInterfaces(), bindPort = 5353): Promise<Finding> {
   if (!config.enabled) return ok('mdns', 'off (mdns.enabled: false): devices need the gateway URL configured');
   const lan = Object.entries(interfaces).flatMap(([name, list]) => (list ?? [])
     .filter((a) => !a.internal && a.family === 'IPv4')
