@@ -90,6 +90,7 @@ export class Gateway {
         longPolls: () => answers.waiting,
         dirs: { state: config.paths.state, cache: config.paths.cache },
         upstreamConfigured: () => sync.configured,
+        lastSyncSuccess: () => sync.status().lastSuccessAt,
       });
       const listener = createRequestListener({
         config, log, trust, auth, catalog, blobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,

@@ -20,6 +20,8 @@ export interface MetricSources {
   /** Folders whose file system is watched for free space, by label. */
   dirs: Record<'state' | 'cache', string>;
   upstreamConfigured(): boolean;
+  /** When the last successful sync ended (kept across restarts by the sync part). */
+  lastSyncSuccess(): string | null;
 }
 
 /**
@@ -82,8 +84,14 @@ export class Metrics {
   });
   readonly syncLastSuccess = new Gauge({
     name: 'modelferry_sync_last_success_timestamp_seconds',
-    help: 'When the last successful upstream sync ended (Unix time; 0: none since start)',
+    help: 'When the last successful upstream sync ended (Unix time; 0: never)',
     registers: [this.registry],
+    // From the sync part's record, which outlives a restart: a gateway that just restarted
+    // must not look as if it never synced.
+    collect: () => {
+      const at = this.#sources?.lastSyncSuccess();
+      if (at) this.syncLastSuccess.set(Date.parse(at) / 1000);
+    },
   });
   readonly upstreamCircuit = new Gauge({
     name: 'modelferry_upstream_circuit_state',
