@@ -2,7 +2,7 @@ import { statfs } from 'node:fs/promises';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Outcomes of one upstream sync run (the sync part counts them). */
-export const SYNC_RESULTS = ['updated', 'unchanged', 'failed'] as const;
+export const SYNC_RESULTS = ['updated', 'unchanged', 'failed', 'skipped'] as const;
 export type SyncResult = (typeof SYNC_RESULTS)[number];
 /** States of the upstream circuit breaker. */
 export const CIRCUIT_STATES = ['closed', 'open', 'half_open'] as const;
@@ -20,6 +20,8 @@ export interface MetricSources {
   /** Folders whose file system is watched for free space, by label. */
   dirs: Record<'state' | 'cache', string>;
   upstreamConfigured(): boolean;
+  /** When the last successful sync ended (kept across restarts by the sync part). */
+  lastSyncSuccess(): string | null;
   /** Client connections open (the HTTP server's connection caps count the same). */
   connections(): number;
 }
@@ -64,6 +66,12 @@ export class Metrics {
     help: 'Artifact bytes sent to devices (as announced by Content-Length)',
     registers: [this.registry],
   });
+  readonly rolloutHalts = new Counter({
+    name: 'modelferry_rollout_halts_total',
+    help: 'Staged rollouts halted, by selector and by whom (failures: the haltOnFailures threshold; operator: by hand)',
+    labelNames: ['selector', 'by'] as const,
+    registers: [this.registry],
+  });
   readonly pushes = new Counter({
     name: 'modelferry_pushes_total',
     help: 'Model pushes, by outcome (created, unchanged, or the error code)',
@@ -72,14 +80,20 @@ export class Metrics {
   });
   readonly syncRuns = new Counter({
     name: 'modelferry_sync_runs_total',
-    help: 'Upstream sync runs, by result (updated, unchanged, failed)',
+    help: 'Upstream sync runs, by result (updated, unchanged, failed, skipped: the circuit breaker was open)',
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
   readonly syncLastSuccess = new Gauge({
     name: 'modelferry_sync_last_success_timestamp_seconds',
-    help: 'When the last successful upstream sync ended (Unix time; 0: none since start)',
+    help: 'When the last successful upstream sync ended (Unix time; 0: never)',
     registers: [this.registry],
+    // From the sync part's record, which outlives a restart: a gateway that just restarted
+    // must not look as if it never synced.
+    collect: () => {
+      const at = this.#sources?.lastSyncSuccess();
+      if (at) this.syncLastSuccess.set(Date.parse(at) / 1000);
+    },
   });
   readonly upstreamCircuit = new Gauge({
     name: 'modelferry_upstream_circuit_state',
@@ -90,6 +104,22 @@ export class Metrics {
   readonly longPollsRefused = new Counter({
     name: 'modelferry_device_long_polls_refused_total',
     help: 'Long polls answered at once because devices.maxLongPolls or maxLongPollsPerAddress was reached',
+    registers: [this.registry],
+  });
+
+  readonly syncBytes = new Counter({
+    name: 'modelferry_sync_bytes_fetched_total',
+    help: 'Body bytes received from the upstream store (manifests and artifacts)',
+    registers: [this.registry],
+  });
+  readonly gcDeleted = new Counter({
+    name: 'modelferry_gc_deleted_blobs_total',
+    help: 'Blobs deleted by garbage collection',
+    registers: [this.registry],
+  });
+  readonly gcDeletedBytes = new Counter({
+    name: 'modelferry_gc_deleted_bytes_total',
+    help: 'Bytes freed by garbage collection',
     registers: [this.registry],
   });
 
@@ -149,7 +179,7 @@ export class Metrics {
   /** For the sync part: one run ended with `result`. */
   syncRan(result: SyncResult, at = new Date()): void {
     this.syncRuns.inc({ result });
-    if (result !== 'failed') this.syncLastSuccess.set(at.getTime() / 1000);
+    if (result === 'updated' || result === 'unchanged') this.syncLastSuccess.set(at.getTime() / 1000);
   }
 
   /** For the sync part: the circuit breaker moved to `state`. */

@@ -1,4 +1,6 @@
-import type { DeviceReport } from '../contract/device-report.ts';
+import { isDeepStrictEqual } from 'node:util';
+import type { Capabilities, DeviceReport } from '../contract/device-report.ts';
+import { systemClock, type Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import type { Database, Table } from '../store/database.ts';
 import { AddressRateLimit } from './address-rate-limit.ts';
@@ -8,7 +10,18 @@ export interface DeviceRecord {
   firstSeen: string;
   lastSeen: string;
   address: string | null;
-  report: (DeviceReport & { at: string }) | null;
+  /** The last report, without its capabilities (those are kept apart, below). */
+  report: (Omit<DeviceReport, 'capabilities'> & { at: string }) | null;
+  /** The last capabilities the device reported; absent when it never did. */
+  capabilities?: (Capabilities & { at: string }) | null;
+}
+
+/** What a report changed, for those who recompute answers or watch rollouts. */
+export interface ReportChange {
+  mac: string;
+  record: DeviceRecord;
+  /** The capabilities or the running sha256 changed: what the device may be offered can change. */
+  offerInputs: boolean;
 }
 
 export interface DeviceLimits {
@@ -51,14 +64,17 @@ export class DeviceRegistry {
   readonly #dirty = new Set<string>();
   readonly #evicted = new Set<string>();
   readonly #introductions: AddressRateLimit;
+  readonly #listeners = new Set<(change: ReportChange) => void>();
+  readonly #clock: Clock;
   #table: Table<DeviceRecord> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
   #fullWarned = false;
 
   /** `named` says whether the catalog names a MAC (assignment or group): such records are never evicted. */
-  constructor(db: Database, log: Logger, limits: DeviceLimits, named: (mac: string) => boolean) {
+  constructor(db: Database, log: Logger, limits: DeviceLimits, named: (mac: string) => boolean, clock: Clock = systemClock) {
     this.#db = db;
+    this.#clock = clock;
     this.#log = log;
     this.#limits = limits;
     this.#named = named;
@@ -108,7 +124,7 @@ export class DeviceRegistry {
    * A poll or report from `mac`. `resolves`: whether a model resolves for it now.
    * `address` as the socket gives it; IPv4-mapped IPv6 addresses are kept as IPv4.
    */
-  seen(mac: string, socketAddress: string | undefined | null, resolves: boolean, now = new Date()): SeenOutcome {
+  seen(mac: string, socketAddress: string | undefined | null, resolves: boolean, now = this.#clock.now()): SeenOutcome {
     const at = now.toISOString();
     const address = socketAddress ? socketAddress.replace(/^::ffff:/, '') : null;
     let record = this.#devices.get(mac);
@@ -135,10 +151,30 @@ export class DeviceRegistry {
     return { kind: 'recorded', record };
   }
 
-  report(mac: string, socketAddress: string | undefined | null, resolves: boolean, report: DeviceReport, now = new Date()): SeenOutcome {
+  report(mac: string, socketAddress: string | undefined | null, resolves: boolean, report: DeviceReport, now = this.#clock.now()): SeenOutcome {
     const outcome = this.seen(mac, socketAddress, resolves, now);
-    if (outcome.kind === 'recorded') outcome.record.report = { ...report, at: now.toISOString() };
+    if (outcome.kind !== 'recorded') return outcome;
+    const { record } = outcome;
+    const { capabilities, ...rest } = report;
+    const runningChanged = record.report?.sha256 !== rest.sha256;
+    record.report = { ...rest, at: now.toISOString() };
+    let capabilitiesChanged = false;
+    if (capabilities) {
+      const { at: _, ...previous } = record.capabilities ?? { at: '' };
+      capabilitiesChanged = !record.capabilities || !isDeepStrictEqual(previous, capabilities);
+      if (capabilitiesChanged) record.capabilities = { ...capabilities, at: now.toISOString() };
+      // Sent after boot and when the firmware changes: rare, and worth keeping at once.
+      if (capabilitiesChanged) void this.flush();
+    }
+    const change: ReportChange = { mac, record, offerInputs: runningChanged || capabilitiesChanged };
+    for (const listener of this.#listeners) listener(change);
     return outcome;
+  }
+
+  /** Called after every report is recorded. */
+  onReport(listener: (change: ReportChange) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   /** Writes every changed record (and removes evicted ones) in one batch; concurrent calls share one write. */

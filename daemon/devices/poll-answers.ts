@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
 import type { Catalog } from '../catalog/catalog.ts';
-import type { EffectiveCatalog, Resolution } from '../catalog/effective-catalog.ts';
+import type { EffectiveCatalog } from '../catalog/effective-catalog.ts';
 import { artifactPath, wireModel, type PollAnswerBody, type PollTiming } from '../contract/model-wire.ts';
 import type { BlobStore } from '../store/blob-store.ts';
+import type { DeviceRegistry } from './device-registry.ts';
+import { resolveForDevice, type DeviceResolution } from './device-resolution.ts';
 
 export type PollAnswer =
-  | { kind: 'model'; body: Buffer; etag: string; resolution: Resolution }
+  | { kind: 'model'; body: Buffer; etag: string; resolution: DeviceResolution }
   | { kind: 'none'; reason: string };
 
 export interface LongPollLimits {
@@ -39,6 +41,7 @@ const MEMO_LIMIT = 100_000;
 export class PollAnswers {
   readonly #catalog: Catalog;
   readonly #blobs: BlobStore;
+  readonly #devices: DeviceRegistry;
   readonly #timing: PollTiming;
   readonly #limits: LongPollLimits;
   readonly #waitingByAddress = new Map<string, number>();
@@ -50,9 +53,10 @@ export class PollAnswers {
   #unsubscribe: Array<() => void> = [];
   #stopped = false;
 
-  constructor(catalog: Catalog, blobs: BlobStore, timing: PollTiming, limits: LongPollLimits) {
+  constructor(catalog: Catalog, blobs: BlobStore, devices: DeviceRegistry, timing: PollTiming, limits: LongPollLimits) {
     this.#catalog = catalog;
     this.#blobs = blobs;
+    this.#devices = devices;
     this.#timing = timing;
     this.#limits = limits;
   }
@@ -63,6 +67,12 @@ export class PollAnswers {
     this.#unsubscribe = [
       this.#catalog.onChange(() => this.#wakeWaiters()),
       this.#blobs.onChange(() => this.#refresh()),
+      // A device's answer also depends on its capabilities and on what it runs (compatibility).
+      this.#devices.onReport(({ mac, offerInputs }) => {
+        if (!offerInputs) return;
+        this.#memo.delete(mac);
+        this.#wakeWaiters(mac);
+      }),
     ];
   }
 
@@ -142,10 +152,20 @@ export class PollAnswers {
   }
 
   /**
-   * Releases the waiters whose answer changed, in slices that yield to the event loop. A
-   * change during a pass runs another pass after it, so no waiter misses the latest answer.
+   * Releases the waiters whose answer changed. One device's change (a report) checks only
+   * that device's waiters. A catalog change checks every waiter, in slices that yield to the
+   * event loop; a change during a pass runs another pass after it, so no waiter misses the
+   * latest answer.
    */
-  #wakeWaiters(): void {
+  #wakeWaiters(only?: string): void {
+    if (only !== undefined) {
+      for (const waiter of [...this.#waiters]) {
+        if (waiter.mac !== only) continue;
+        const answer = this.answerFor(waiter.mac);
+        if (answer.kind === 'none' || answer.etag !== waiter.etag) waiter.done(answer);
+      }
+      return;
+    }
     if (this.#waking) {
       this.#wakeAgain = true;
       return;
@@ -180,9 +200,13 @@ export class PollAnswers {
   }
 
   #compute(catalog: EffectiveCatalog, mac: string): PollAnswer {
-    const resolution = catalog.resolveDevice(mac);
+    const resolution = resolveForDevice(catalog, mac, this.#devices.get(mac));
     if (!resolution) return { kind: 'none', reason: `no assignment resolves for ${mac}: none for the device, its group or default` };
     const { model } = resolution;
+    if (!model) {
+      const why = resolution.compatibility.status === 'incompatible' ? resolution.compatibility.reasons.join('; ') : 'incompatible';
+      return { kind: 'none', reason: `${mac} cannot run ${resolution.target.name}@${resolution.target.version} (${why}) and runs nothing else this catalog has; it keeps its current model` };
+    }
     if (!this.#blobs.holds(model)) {
       return { kind: 'none', reason: `the model assigned to ${mac} (${model.name}@${model.version}) is not in this gateway's cache` };
     }

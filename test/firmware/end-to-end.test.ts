@@ -17,7 +17,7 @@ function installedOn(list: InventoryDevice[], mac: string, sha: string): boolean
   return device?.state === 'installed' && device.running?.sha256 === sha;
 }
 
-test('devices install their own models, follow a push by long poll, and resume after a power cut', async (t) => {
+test('devices install their own models, follow a push by long poll, and resume after a power cut or a kill mid-download', async (t) => {
   t.timeout(150_000);
   await buildFirmware();
   const key = pipelineKey();
@@ -74,6 +74,18 @@ test('devices install their own models, follow a push by long poll, and resume a
   t.truthy(resume, rebooted.transcript());
   t.regex(resume!.detail!, /offset=262144 of 700000/); // the last 64 KiB progress step before the cut
   await untilInventory(daemon, (list) => installedOn(list, mac4, sha2.big!), 'the rebooted device installed');
+
+  // A fifth is killed (SIGKILL) while downloading slowly, once some progress is saved.
+  const mac6 = '02:00:00:00:fe:06';
+  await assign(mac6, 'big');
+  const slow = sim(mac6, ['--once', '--max-download-rate', '150000']);
+  await slow.waitFor((e) => e.event === 'progress', 'saved download progress');
+  await slow.kill();
+  t.false(slow.events.some((e) => e.event === 'loaded'));
+  const restarted = sim(mac6, ['--once']);
+  t.is((await restarted.exited).code, 0, restarted.transcript());
+  t.truthy(restarted.events.find((e) => e.event === 'resume'), restarted.transcript());
+  await untilInventory(daemon, (list) => installedOn(list, mac6, sha2.big!), 'the killed device installed after its restart');
 
   // A device that trusts another key refuses the gateway's model and says why.
   const stranger = pipelineKey();

@@ -31,7 +31,8 @@ static void usage(FILE *to)
             "usage: modelferry-sim --mac MAC --state-dir DIR [--gateway URL] [--once] [--public-key B64]...\n"
             "                      [--operators a,b,...] [--delegates a,b,...] [--arena-bytes N] [--slot-bytes N]\n"
             "                      [--wait SECONDS] [--service NAME] [--discovery-timeout MS] [--token T]\n"
-            "                      [--firmware VERSION] [--runtime NAME] [--power-cut-after-bytes N] [--stats]\n"
+            "                      [--firmware VERSION] [--runtime NAME] [--power-cut-after-bytes N]\n"
+            "                      [--max-download-rate BYTES_PER_SECOND] [--stats]\n"
             "With no --gateway the gateway is found by mDNS (%s). --once does one poll and update\n"
             "cycle and exits 0 when the device then runs its assigned model, 1 otherwise.\n"
             "--slot-bytes is the largest model a slot holds (rounded up to 4 KiB; the slot file adds\n"
@@ -143,6 +144,7 @@ int main(int argc, char **argv)
         {"token", required_argument, 0, 'T'},        {"firmware", required_argument, 0, 'f'},
         {"runtime", required_argument, 0, 'r'},      {"power-cut-after-bytes", required_argument, 0, 'p'},
         {"stats", no_argument, 0, 'x'},              {"help", no_argument, 0, 'h'},
+        {"max-download-rate", required_argument, 0, 'R'},
         {0, 0, 0, 0},
     };
     static uint8_t keys[MAX_KEYS][32];
@@ -150,7 +152,7 @@ int main(int argc, char **argv)
     const char *mac_text = NULL, *dir = NULL, *gateway = NULL;
     int once = 0, stats = 0;
     size_t key_count = 0;
-    uint64_t slot_bytes = 0x2EF000, power_cut = 0, v;
+    uint64_t slot_bytes = 0x2EF000, power_cut = 0, max_rate = 0, v;
     int have_power_cut = 0;
     mf_config cfg;
     mf_config_defaults(&cfg);
@@ -204,11 +206,17 @@ int main(int argc, char **argv)
             cfg.discovery_timeout_ms = (uint32_t)v;
             break;
         case 'T': cfg.device_token = optarg; break;
-        case 'f': cfg.firmware_version = optarg; break;
+        case 'f':
+            if (strlen(optarg) > 64) { fprintf(stderr, "modelferry-sim: --firmware is at most 64 characters (the report's limit)\n"); return 2; }
+            cfg.firmware_version = optarg;
+            break;
         case 'r': cfg.capabilities.runtime = optarg; break;
         case 'p':
             if (parse_u64(optarg, &power_cut) != 0) { fprintf(stderr, "modelferry-sim: --power-cut-after-bytes must be a number\n"); return 2; }
             have_power_cut = 1;
+            break;
+        case 'R':
+            if (parse_u64(optarg, &max_rate) != 0) { fprintf(stderr, "modelferry-sim: --max-download-rate must be a number\n"); return 2; }
             break;
         case 'x': stats = 1; break;
         case 'h': usage(stdout); return 0;
@@ -256,9 +264,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "modelferry-sim: cannot open the state in %s (an existing slot of another --slot-bytes?)\n", dir);
         return 1;
     }
+    mf_posix_http_set_max_rate(http, max_rate);
     mf_ports ports = {http, disc, slots, kv, id};
     static mf_client client;
     mf_err err = mf_client_init(&client, &cfg, &ports);
+    if (err == MF_ERR_INVALID_ARG) {
+        fprintf(stderr, "modelferry-sim: capabilities beyond the contract: at most %d operators and %d delegates, "
+                        "names of 1 to %d printable characters without spaces, a runtime of at most %d\n",
+                MF_OPERATORS_MAX, MF_DELEGATES_MAX, MF_CAPABILITY_NAME_MAX, MF_RUNTIME_MAX);
+        return 2;
+    }
     if (err != MF_OK) {
         fprintf(stderr, "modelferry-sim: %s\n", mf_err_code(err));
         return 1;

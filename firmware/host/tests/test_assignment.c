@@ -133,6 +133,33 @@ static void oversized(void)
     free(big);
 }
 
+/* Random byte mutations of a valid body: never a crash; anything accepted is still within
+ * every bound. MF_FUZZ_ITERATIONS (fuzz.sh) runs it at length. */
+static void mutations(void)
+{
+    const char *v = getenv("MF_FUZZ_ITERATIONS");
+    int n = v && atoi(v) > 0 ? atoi(v) : 20000;
+    uint32_t x = 2463534242u;
+    size_t len = strlen(good);
+    static const char alphabet[] = "{}[]\":,0123456789-.eE+ntrufalsebad\\u00";
+    for (int i = 0; i < n; i++) {
+        char *body = malloc(len);
+        memcpy(body, good, len);
+        int k = 1 + (int)(x % 4);
+        for (int j = 0; j < k; j++) {
+            x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+            body[x % len] = alphabet[(x >> 8) % (sizeof alphabet - 1)];
+        }
+        size_t cut = len - (x >> 16) % 3;
+        mf_assignment a;
+        if (mf_assignment_parse(body, cut, &a, NULL, 0) == MF_OK) {
+            CHECK(mf_valid_name(a.name) && mf_valid_version(a.version));
+            CHECK(a.size >= 1 && strlen(a.sha256_hex) == 64 && a.poll_interval_s >= 1);
+        }
+        free(body);
+    }
+}
+
 int main(void)
 {
     RUN(good_body);
@@ -140,5 +167,6 @@ int main(void)
     RUN(mistyped_and_missing);
     RUN(truncated_everywhere);
     RUN(oversized);
+    RUN(mutations);
     DONE();
 }

@@ -203,6 +203,13 @@ static void parse_exact(mf_dns_set *set, const uint8_t *data, size_t len)
     free(copy);
 }
 
+/* MF_FUZZ_ITERATIONS (fuzz.sh) runs the random parts at length; the suite runs 20,000. */
+static int iterations(void)
+{
+    const char *v = getenv("MF_FUZZ_ITERATIONS");
+    return v && atoi(v) > 0 ? atoi(v) : 20000;
+}
+
 static void hostile_packets(void)
 {
     static mf_dns_set set;
@@ -221,7 +228,7 @@ static void hostile_packets(void)
         mf_dns_set_init(&set, "_modelferry._tcp.local");
         parse_exact(&set, q.b, q.n);
     }
-    for (int i = 0; i < 20000; i++) {
+    for (int i = 0; i < iterations(); i++) {
         pkt q = p;
         int k = 1 + (int)(next_random() % 8);
         for (int j = 0; j < k; j++) q.b[next_random() % q.n] = (uint8_t)next_random();
@@ -229,7 +236,7 @@ static void hostile_packets(void)
         parse_exact(&set, q.b, q.n);
     }
     /* Pure noise, with a response header so records are read. */
-    for (int i = 0; i < 20000; i++) {
+    for (int i = 0; i < iterations(); i++) {
         uint8_t noise[512];
         size_t len = next_random() % sizeof noise;
         for (size_t j = 0; j < len; j++) noise[j] = (uint8_t)next_random();

@@ -126,6 +126,30 @@ static uint64_t run_cut(int64_t ops_left, int64_t bytes_left)
     return ops;
 }
 
+/* A commit cut mid-header, then the same bytes assigned under another version: the header
+ * differs, so it must go onto an erased sector, not over the torn one. */
+static void torn_commit_then_same_bytes_renamed(void)
+{
+    char *dir = clone_template();
+    test_device d;
+    tg_init(&gw);
+    tg_serve(&gw, "m", "2", prog_b, MODEL_BYTES);
+    test_device_open(&d, dir, SLOT_BYTES, server.url);
+    d.fault.bytes_left = MODEL_BYTES + 183; /* the whole header but its last byte and the CRC */
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_POWER_LOST);
+    CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+    CHECK_STR(d.client.model.sha256_hex, sha_a);
+    tg_serve(&gw, "m", "2-renamed", prog_b, MODEL_BYTES);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_STR(d.client.model.sha256_hex, sha_b);
+    CHECK_STR(d.client.model.version, "2-renamed");
+    CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+    CHECK_STR(d.client.model.version, "2-renamed");
+    test_device_close(&d);
+    remove_tree(dir);
+}
+
 int main(void)
 {
     tg_init(&gw);
@@ -164,6 +188,7 @@ int main(void)
             resumed_runs);
     CHECK(new_active_runs >= 1);
     CHECK(old_active_runs > new_active_runs);
+    torn_commit_then_same_bytes_renamed();
 
     ts_stop(&server);
     free(prog_a);

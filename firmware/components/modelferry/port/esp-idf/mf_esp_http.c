@@ -101,6 +101,8 @@ mf_err mf_http_perform(mf_http *h, const mf_http_request *req, const mf_http_sin
     h->head.status = esp_http_client_get_status_code(c);
     h->head.content_length = esp_http_client_is_chunked_response(c) ? -1 : length;
     if (sink->on_head && sink->on_head(sink->ctx, &h->head)) { result = MF_ERR_ABORTED; goto out; }
+    /* 204 and 304 have no body by definition; the completeness check below expects one. */
+    if (h->head.status == 204 || h->head.status == 304) goto out;
     for (;;) {
         int n = esp_http_client_read(c, h->buf, sizeof h->buf);
         if (n < 0) { result = MF_ERR_NETWORK; break; }

@@ -35,6 +35,8 @@ void mf_posix_kv_close(mf_kv *kv);
 
 mf_http *mf_posix_http_new(void);
 void mf_posix_http_free(mf_http *h);
+/* Caps downloads at bytes_per_second (0: no cap), so a test can stop a device mid-download. */
+void mf_posix_http_set_max_rate(mf_http *h, uint64_t bytes_per_second);
 
 /* ifaddr: IPv4 address of the interface to send queries on, or NULL for the default. */
 mf_discovery *mf_posix_discovery_new(const char *ifaddr);

@@ -11,6 +11,7 @@
 
 struct mf_http {
     CURL *curl;
+    uint64_t max_rate;
 };
 
 typedef struct {
@@ -34,6 +35,8 @@ mf_http *mf_posix_http_new(void)
     if (!h->curl) { free(h); return NULL; }
     return h;
 }
+
+void mf_posix_http_set_max_rate(mf_http *h, uint64_t bytes_per_second) { h->max_rate = bytes_per_second; }
 
 void mf_posix_http_free(mf_http *h)
 {
@@ -171,6 +174,7 @@ mf_err mf_http_perform(mf_http *h, const mf_http_request *req, const mf_http_sin
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+    if (h->max_rate) curl_easy_setopt(c, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)h->max_rate);
     if (strcmp(req->method, "POST") == 0) {
         curl_easy_setopt(c, CURLOPT_POST, 1L);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body ? (const char *)req->body : "");
