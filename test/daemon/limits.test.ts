@@ -1,8 +1,6 @@
-import { mkdir, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import test from 'ava';
 import { assignHttp, startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
-import { Teardowns, tempDir } from '../helpers/harness.ts';
+import { Teardowns } from '../helpers/harness.ts';
 import { fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { connect, requestFrom, within } from '../helpers/raw-client.ts';
 import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
@@ -27,14 +25,15 @@ async function health(daemon: RunningDaemon): Promise<{ longPolls: number; devic
 // on a busy machine); each test uses its own connections.
 const shared = new Teardowns();
 let timeouts: RunningDaemon;
-// A blob big enough to fill every socket buffer on the way, put in the cache before start
-// (a 12 MiB push could itself overrun the short request timeout on a busy machine).
-const big = makeProgram(12 * 1024 * 1024);
+// A model big enough to fill every socket buffer on the way, pushed by a daemon with the
+// default timeouts first (on a busy machine a 40 MiB push could overrun the short ones).
+const big = makeProgram(40 * 1024 * 1024);
 test.before(async () => {
-  const dir = await tempDir(shared, 'modelferry-limits-');
-  await mkdir(path.join(dir, 'cache'), { recursive: true });
-  await writeFile(path.join(dir, 'cache', sha256(big)), big);
-  timeouts = await startDaemon(shared, { dir, config: { http: { headersTimeoutSeconds: 1, requestTimeoutSeconds: 4, idleTimeoutSeconds: 3 } } });
+  const config = { artifacts: { maxBytes: '64 MiB' } };
+  const seeding = await startDaemon(shared, { config });
+  await put(seeding, 'big', '1', big);
+  await seeding.stop();
+  timeouts = await startDaemon(shared, { dir: seeding.dir, config: { ...config, http: { headersTimeoutSeconds: 1, requestTimeoutSeconds: 4, idleTimeoutSeconds: 3 } } });
 });
 test.after.always(() => shared.run());
 
@@ -104,7 +103,7 @@ test.serial('a download the client stops reading is cut by the idle timeout, and
 
   const stalled = await connect(t, daemon.port);
   stalled.socket.pause();
-  stalled.write(`GET /v1/artifacts/${digest} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  stalled.write(`GET /v1/artifacts/${digest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
   // Three idle timeouts without reading a byte, then read what the gateway sent before it gave up.
   await new Promise((resolve) => setTimeout(resolve, 9000));
   stalled.socket.resume();
@@ -114,7 +113,8 @@ test.serial('a download the client stops reading is cut by the idle timeout, and
 
   // A reader that pauses for a second now and then: slow, but never idle for the 3 s timeout.
   const slow = await connect(t, daemon.port);
-  slow.write(`GET /v1/artifacts/${digest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+  const part = 8 * 1024 * 1024;
+  slow.write(`GET /v1/artifacts/${digest} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-${part - 1}\r\nConnection: close\r\n\r\n`);
   const reader = setInterval(() => {
     slow.socket.pause();
     setTimeout(() => slow.socket.resume(), 1000);
@@ -122,7 +122,7 @@ test.serial('a download the client stops reading is cut by the idle timeout, and
   t.teardown(() => clearInterval(reader));
   await within(slow.closed, 60_000);
   const headerEnd = slow.received.indexOf('\r\n\r\n');
-  t.is(sha256(slow.received.subarray(headerEnd + 4)), digest, 'the slow reader got every byte');
+  t.is(sha256(slow.received.subarray(headerEnd + 4)), sha256(program.subarray(0, part)), 'the slow reader got every byte it asked for');
 });
 
 test.serial('connections are capped per address (429 rate_limited) and in total (503 busy), each with Retry-After, and free again once closed', async (t) => {

@@ -100,6 +100,8 @@ test('a blob a device reports running is kept though no model names it any more'
   const other = makeProgram(2048);
   await pushed(t, gw, 'kws', '1', running);
   await pushed(t, gw, 'kws', '2', other);
+  // Reports are kept only for devices the catalog names: this one through a group.
+  t.is((await sendJson(gw, 'PUT', '/v1/groups/lab', { members: ['02:00:00:00:30:01'] })).status, 201);
   const report = await sendJson(gw, 'POST', '/v1/devices/02:00:00:00:30:01/report', { state: 'installed', sha256: sha256(running) });
   t.is(report.status, 204);
   await deleteModel(t, gw, 'kws', '1');
