@@ -64,6 +64,12 @@ export class Metrics {
     help: 'Artifact bytes sent to devices (as announced by Content-Length)',
     registers: [this.registry],
   });
+  readonly rolloutHalts = new Counter({
+    name: 'modelferry_rollout_halts_total',
+    help: 'Staged rollouts halted, by selector and by whom (failures: the haltOnFailures threshold; operator: by hand)',
+    labelNames: ['selector', 'by'] as const,
+    registers: [this.registry],
+  });
   readonly pushes = new Counter({
     name: 'modelferry_pushes_total',
     help: 'Model pushes, by outcome (created, unchanged, or the error code)',

@@ -26,6 +26,7 @@ const commands: Record<string, Command> = {
   devices: { help: catalog.devicesHelp, run: catalog.devices },
   check: { help: catalog.checkHelp, run: catalog.check },
   inspect: { help: program.inspectHelp, run: program.inspect },
+  rollout: { help: program.rolloutHelp, run: program.rollout },
   sync: { help: store.syncHelp, run: store.sync },
   publish: { help: store.publishHelp, run: store.publish },
   keygen: { help: keys.keygenHelp, run: keys.keygen },
