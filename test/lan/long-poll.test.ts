@@ -71,6 +71,7 @@ async function etagOf(device: LanHost, gateway: LanGateway, address: string): Pr
 }
 
 lanTest.serial('a held long poll is answered 200 with the new model after a push that changes its answer', async (t) => {
+  t.timeout(120_000); // the first test builds the LAN and starts the gateway
   const { lan, gateway, push, health } = await lanSetup();
   const device = lan.host('d1');
   const address = mac(0xa0, 1);
@@ -107,6 +108,7 @@ lanTest.serial('a held long poll is answered 304 at its deadline, and a push for
 });
 
 lanTest.serial('1,000 long polls held by devices (one address each) on four hosts are all answered after one push', async (t) => {
+  t.timeout(180_000);
   const { lan, gateway, push, health } = await lanSetup();
   const perHost = FLEET / DEVICE_HOSTS.length;
   const clients = DEVICE_HOSTS.map((name, h) => {
