@@ -71,6 +71,9 @@ export class Gateway {
       await this.stop();
       throw error;
     }
+    if (config.auth.tokens.length === 0) {
+      log.warn('no tokens configured (auth.tokens is empty): the admin API refuses every push and change until tokens are added to the config file');
+    }
     if (config.mdns.enabled) log.warn('mDNS advertisement is not part of this build yet; devices need the gateway URL configured');
     log.info({
       state: config.paths.state,

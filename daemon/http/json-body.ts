@@ -36,6 +36,9 @@ export async function readJsonAs<S extends z.ZodType>(ctx: Context, limit: numbe
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const field = issue.path.length > 0 ? issue.path.join('.') : 'body';
+    if (issue.code === 'unrecognized_keys') {
+      fail('invalid_body', `${field}: unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`);
+    }
     fail('invalid_body', `${field}: ${issue.message}`);
   }
   return result.data;

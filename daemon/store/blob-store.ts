@@ -1,11 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { open, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { fail } from '../errors.ts';
 import { isDigest } from '../identifiers.ts';
 import type { Logger } from '../log.ts';
+import { makeDirectory } from './make-directory.ts';
 import { PROGRAM_HEAD_BYTES as HEAD_BYTES } from './executorch.ts';
 
 const TEMP_DIR = 'tmp';
@@ -46,7 +47,7 @@ export class BlobStore {
 
   async start(): Promise<void> {
     const tempDir = path.join(this.#dir, TEMP_DIR);
-    await mkdir(tempDir, { recursive: true });
+    await makeDirectory(tempDir);
     const leftovers = await readdir(tempDir);
     await Promise.all(leftovers.map((name) => rm(path.join(tempDir, name), { force: true, recursive: true })));
     if (leftovers.length > 0) this.#log.warn({ count: leftovers.length }, 'removed unfinished uploads left by an earlier run');

@@ -10,8 +10,9 @@ import { REPORT_BODY_LIMIT, type Services } from '../services.ts';
 
 const digest = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lower-case hex characters');
 
-// Unknown fields are dropped (devices of newer firmware may send more); known ones must be valid.
-const reportSchema = z.object({
+// Unknown fields are refused with their name: a report the gateway would silently half-read
+// hides a firmware bug. Firmware that sends more must wait for a gateway that knows it.
+const reportSchema = z.strictObject({
   state: z.enum(['idle', 'downloading', 'verifying', 'installed', 'failed']),
   sha256: digest.optional(),
   model: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be a model name').optional(),
@@ -68,13 +69,17 @@ export function deviceRoutes(router: Router, services: Services): void {
 
 }
 
+/**
+ * A firmware cannot know this gateway's devices.maxWaitSeconds, so a longer wait is held for
+ * the maximum instead of refused; only text that is not a number of seconds is refused.
+ */
 function parseWait(value: unknown, max: number): number {
   if (value === undefined) return 0;
   const text = Array.isArray(value) ? value[0] : value;
-  if (typeof text !== 'string' || !/^\d{1,6}$/.test(text) || Number(text) > max) {
-    fail('invalid_query', `wait must be a whole number of seconds from 0 to ${max}`);
+  if (typeof text !== 'string' || !/^\d{1,9}$/.test(text)) {
+    fail('invalid_query', `wait must be a whole number of seconds (longer than ${max} is held for ${max})`);
   }
-  return Number(text);
+  return Math.min(Number(text), max);
 }
 
 /** Aborts when the device hangs up, so an abandoned long poll is dropped at once. */

@@ -1,0 +1,25 @@
+import * as catalog from './catalog-commands.ts';
+import type { Command } from './command.ts';
+import * as keys from './key-commands.ts';
+import { serve } from './serve.ts';
+
+/**
+ * Every `modelferry` verb, in the order `modelferry --help` lists them. A new verb is a
+ * defineCommand() in its own file and one line here.
+ */
+export const commands: readonly Command[] = [
+  serve,
+  catalog.push,
+  catalog.assign,
+  catalog.unassign,
+  catalog.assignments,
+  catalog.group,
+  catalog.ungroup,
+  catalog.groups,
+  catalog.models,
+  catalog.deleteModel,
+  catalog.devices,
+  catalog.check,
+  keys.keygen,
+  keys.sign,
+];
