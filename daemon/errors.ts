@@ -1,39 +1,40 @@
-// Every error the gateway can answer with, by stable code. Clients and tests match on the
-// code; the message is for a person and may change.
+// Every error the gateway can answer with, by stable code, with its HTTP status and a
+// default message. Clients and tests match on the code; the message is for a person and may
+// change (a call site usually gives a more precise one). test/errors.test.ts checks that
+// every code here is thrown somewhere and listed in the README, so none is dead or hidden.
 export const errorCatalogue = {
-  invalid_mac: 400,
-  invalid_digest: 400,
-  invalid_name: 400,
-  invalid_version: 400,
-  invalid_selector: 400,
-  invalid_query: 400,
-  invalid_json: 400,
-  invalid_body: 400,
-  invalid_signature: 400,
-  signature_required: 400,
-  unknown_key: 400,
-  digest_mismatch: 400,
-  unauthorized: 401,
-  forbidden: 403,
-  not_found: 404,
-  no_assignment: 404,
-  artifact_not_found: 404,
-  model_not_found: 404,
-  assignment_not_found: 404,
-  group_not_found: 404,
-  device_not_found: 404,
-  method_not_allowed: 405,
-  version_conflict: 409,
-  in_use: 409,
-  upstream_owned: 409,
-  group_conflict: 409,
-  body_too_large: 413,
-  unsupported_format: 415,
-  unsupported_media_type: 415,
-  range_not_satisfiable: 416,
-  shutting_down: 503,
-  internal: 500,
-} as const;
+  invalid_mac: { status: 400, message: 'not a MAC address; expected six hex pairs such as aa:bb:cc:dd:ee:ff' },
+  invalid_digest: { status: 400, message: 'not a sha256 digest; expected 64 lower-case hex characters' },
+  invalid_name: { status: 400, message: 'not a valid name; expected [a-z0-9][a-z0-9._-], at most 64 characters' },
+  invalid_version: { status: 400, message: 'not a valid version; expected [A-Za-z0-9][A-Za-z0-9._+-], at most 64 characters, not "latest"' },
+  invalid_selector: { status: 400, message: 'not a selector; expected a MAC address, group:<name> or default' },
+  invalid_query: { status: 400, message: 'a query parameter is not valid' },
+  invalid_json: { status: 400, message: 'the body is not valid JSON' },
+  invalid_body: { status: 400, message: 'the body does not have the expected fields' },
+  invalid_signature: { status: 400, message: 'the signature is malformed or does not verify' },
+  signature_required: { status: 400, message: 'this gateway requires signed models' },
+  unknown_key: { status: 400, message: "the signature's key id is not among this gateway's trusted keys" },
+  digest_mismatch: { status: 400, message: 'the body does not match the declared digest; nothing was stored' },
+  unauthorized: { status: 401, message: 'this route needs a valid bearer token' },
+  forbidden: { status: 403, message: 'the token lacks the scope this route needs' },
+  not_found: { status: 404, message: 'no such route' },
+  no_assignment: { status: 404, message: 'no assignment resolves for this device' },
+  artifact_not_found: { status: 404, message: "this gateway's cache holds no such artifact" },
+  model_not_found: { status: 404, message: 'no such model in the catalog' },
+  assignment_not_found: { status: 404, message: 'no such assignment' },
+  group_not_found: { status: 404, message: 'no such group' },
+  device_not_found: { status: 404, message: 'this device has never polled this gateway' },
+  method_not_allowed: { status: 405, message: 'this method is not allowed on this route' },
+  version_conflict: { status: 409, message: 'this version is already stored with other bytes; versions are immutable' },
+  in_use: { status: 409, message: 'an assignment resolves to this model' },
+  upstream_owned: { status: 409, message: 'this entry comes from the upstream store; change it there' },
+  group_conflict: { status: 409, message: 'a device is in at most one group' },
+  body_too_large: { status: 413, message: 'the body is larger than this route accepts' },
+  unsupported_format: { status: 415, message: 'the body is not in a format artifacts.formats allows' },
+  unsupported_media_type: { status: 415, message: 'this route takes application/json' },
+  range_not_satisfiable: { status: 416, message: "the range is outside the artifact's bytes" },
+  internal: { status: 500, message: 'the gateway failed to handle this request; see its log' },
+} as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;
 
@@ -42,16 +43,16 @@ export class ModelferryError extends Error {
   readonly status: number;
   readonly headers: Record<string, string>;
 
-  constructor(code: ErrorCode, message: string, headers: Record<string, string> = {}) {
+  constructor(code: ErrorCode, message: string = errorCatalogue[code].message, headers: Record<string, string> = {}) {
     super(message);
     this.name = 'ModelferryError';
     this.code = code;
-    this.status = errorCatalogue[code];
+    this.status = errorCatalogue[code].status;
     this.headers = headers;
   }
 }
 
-export function fail(code: ErrorCode, message: string, headers?: Record<string, string>): never {
+export function fail(code: ErrorCode, message?: string, headers?: Record<string, string>): never {
   throw new ModelferryError(code, message, headers);
 }
 

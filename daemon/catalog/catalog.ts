@@ -11,6 +11,13 @@ interface LayerTables {
   groups: Table<string[]>;
 }
 
+/** One blob of the full cache check: the models that share it and what was found. */
+export interface CachedBlobCheck {
+  sha256: string;
+  models: string[];
+  status: 'ok' | 'missing' | 'corrupt';
+}
+
 export type CatalogListener = (catalog: EffectiveCatalog) => void;
 
 /**
@@ -202,6 +209,25 @@ export class Catalog {
     if (this.#current!.revision === before) return;
     this.#log.info({ revision: this.#current!.revision }, 'catalog changed');
     for (const listener of this.#listeners) listener(this.#current!);
+  }
+
+  /**
+   * The full check behind `modelferry check`: re-hashes each blob the catalog names, once
+   * however many models share it. Corrupt blobs are removed by the store (never served).
+   */
+  async checkCache(): Promise<CachedBlobCheck[]> {
+    const modelsByBlob = new Map<string, string[]>();
+    for (const model of this.current.models.values()) {
+      const names = modelsByBlob.get(model.sha256);
+      if (names) names.push(`${model.name}@${model.version}`);
+      else modelsByBlob.set(model.sha256, [`${model.name}@${model.version}`]);
+    }
+    const results: CachedBlobCheck[] = [];
+    for (const [sha256, models] of modelsByBlob) {
+      const check = await this.#blobs.check(sha256);
+      results.push({ sha256, models, status: check.actualSha256 === null ? 'missing' : check.ok ? 'ok' : 'corrupt' });
+    }
+    return results;
   }
 
   /** Start-up check: every entry must have its blob, of the recorded size. */

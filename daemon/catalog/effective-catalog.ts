@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { LATEST } from '../identifiers.ts';
+import { LATEST } from '../contract/identifiers.ts';
 import { rolloutBucket } from './rollout.ts';
 import { modelKey, type Assignment, type LayerContent, type LayerName, type ModelRecord, type ModelRef } from './types.ts';
 

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { isModelferryError } from '../errors.ts';
-import { parseMac } from '../identifiers.ts';
+import { parseMac } from '../contract/identifiers.ts';
 import { integerOption, option, positional, required, UsageError, type Args } from './args.ts';
 import { CliError } from './cli-error.ts';
 import { defineCommand } from './command.ts';

@@ -1,6 +1,7 @@
 import * as catalog from './catalog-commands.ts';
 import type { Command } from './command.ts';
 import * as keys from './key-commands.ts';
+import * as program from './program-commands.ts';
 import { serve } from './serve.ts';
 
 /**
@@ -20,6 +21,7 @@ export const commands: readonly Command[] = [
   catalog.deleteModel,
   catalog.devices,
   catalog.check,
+  program.inspect,
   keys.keygen,
   keys.sign,
 ];

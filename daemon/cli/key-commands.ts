@@ -2,7 +2,7 @@ import { createPrivateKey } from 'node:crypto';
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { describeFsError, errnoOf } from '../fs-errors.ts';
 import { generateKeyPair, parsePublicKey, signModel, type SignedFields, type Signature } from '../signing/signature.ts';
-import { sha256OfFile } from '../store/file-digest.ts';
+import { digestFile } from '../store/file-digest.ts';
 import { option, positional, required } from './args.ts';
 import { CliError } from './cli-error.ts';
 import { defineCommand } from './command.ts';
@@ -68,7 +68,7 @@ export async function describeModelFile(file: string, what: string): Promise<{ s
   try {
     const info = await stat(file);
     if (!info.isFile()) throw new CliError(`${what} ${file} is not a regular file: name the .pte file`);
-    return { size: info.size, sha256: await sha256OfFile(file) };
+    return await digestFile(file);
   } catch (error) {
     if (error instanceof CliError) throw error;
     throw new CliError(describeFsError(error, `${what} ${file}`));

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { ConfigError } from '../config/load.ts';
+import { ConfigError } from '../config/config-error.ts';
 import { UsageError, editDistance, parseArgs } from './args.ts';
 import { CliError } from './cli-error.ts';
 import { commandHelp, commandUsageLine, topLevelHelp, type Command } from './command.ts';

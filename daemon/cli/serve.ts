@@ -1,4 +1,5 @@
-import { ConfigError, loadConfig } from '../config/load.ts';
+import { ConfigError } from '../config/config-error.ts';
+import { loadConfig } from '../config/load.ts';
 import { listenError, preflight } from '../config/preflight.ts';
 import { errnoOf } from '../fs-errors.ts';
 import { option } from './args.ts';

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { describeFsError } from '../fs-errors.ts';
+import { ConfigError } from './config-error.ts';
 import { configSchema, type Config } from './schema.ts';
 
 // Precedence (DESIGN.md section 9): built-in defaults < systemd directories < config file
@@ -15,13 +16,6 @@ export const SYSTEM_CONFIG_FILE = '/etc/modelferry/config.yaml';
 const ENV_PREFIX = 'MODELFERRY_';
 /** Variables for the command-line client, not the daemon. */
 const CLIENT_ENV = new Set(['MODELFERRY_GATEWAY', 'MODELFERRY_TOKEN']);
-
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConfigError';
-  }
-}
 
 export interface ConfigSources {
   /** `--config FILE`; when absent the system file is read if it exists. */

@@ -4,7 +4,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { describeFsError, errnoOf } from '../fs-errors.ts';
 import { makeDirectory } from '../store/make-directory.ts';
-import { ConfigError, type LoadedConfig } from './load.ts';
+import { ConfigError } from './config-error.ts';
+import type { LoadedConfig } from './load.ts';
 
 // What `serve` checks before it opens anything: every folder it will write can be created
 // and written, and the listen address can be bound. A mistake found later would leave a

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { keyIdSchema } from '../contract/identifiers.ts';
 
 // The shape of a valid configuration. Defaults live in config/default.yaml, not here, so
 // that the file a person reads is the one that runs.
@@ -63,7 +64,7 @@ export const configSchema = z.strictObject({
   }),
   trust: z.strictObject({
     keys: z.array(z.strictObject({
-      id: z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lower-case hex characters').optional(),
+      id: keyIdSchema.optional(),
       publicKey: z.string().min(1),
     })),
     requireSignatures: z.boolean(),

@@ -1,18 +1,6 @@
+import type { DeviceReport } from '../contract/device-report.ts';
 import type { Logger } from '../log.ts';
 import type { Database, Table } from '../store/database.ts';
-
-export interface DeviceReport {
-  state: 'idle' | 'downloading' | 'verifying' | 'installed' | 'failed';
-  sha256?: string;
-  model?: string;
-  version?: string;
-  error?: string;
-  progress?: number;
-  firmware?: string;
-  freeHeap?: number;
-  rssi?: number;
-  uptimeSeconds?: number;
-}
 
 export interface DeviceRecord {
   mac: string;
@@ -61,6 +49,11 @@ export class DeviceRegistry {
 
   list(): DeviceRecord[] {
     return [...this.#devices.values()].sort((a, b) => a.mac.localeCompare(b.mac));
+  }
+
+  /** Every record, in no particular order (cheaper than list() for counting). */
+  records(): IterableIterator<DeviceRecord> {
+    return this.#devices.values();
   }
 
   get size(): number {

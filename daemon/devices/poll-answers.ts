@@ -1,16 +1,12 @@
 import { createHash } from 'node:crypto';
 import type { Catalog } from '../catalog/catalog.ts';
 import type { EffectiveCatalog, Resolution } from '../catalog/effective-catalog.ts';
+import { artifactPath, wireModel, type PollAnswerBody, type PollTiming } from '../contract/model-wire.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 
 export type PollAnswer =
   | { kind: 'model'; body: Buffer; etag: string; resolution: Resolution }
   | { kind: 'none'; reason: string };
-
-export interface PollTiming {
-  intervalSeconds: number;
-  jitterSeconds: number;
-}
 
 interface Waiter {
   mac: string;
@@ -123,22 +119,11 @@ export class PollAnswers {
     const resolution = catalog.resolveDevice(mac);
     if (!resolution) return { kind: 'none', reason: `no assignment resolves for ${mac}: none for the device, its group or default` };
     const { model } = resolution;
-    if (this.#blobs.size(model.sha256) !== model.size) {
+    if (!this.#blobs.holds(model)) {
       return { kind: 'none', reason: `the model assigned to ${mac} (${model.name}@${model.version}) is not in this gateway's cache` };
     }
-    const body = Buffer.from(JSON.stringify({
-      device: mac,
-      model: {
-        name: model.name,
-        version: model.version,
-        sha256: model.sha256,
-        size: model.size,
-        url: `/v1/artifacts/${model.sha256}`,
-        signature: model.signature,
-        keyId: model.keyId,
-      },
-      poll: this.#timing,
-    }));
+    const answer: PollAnswerBody = { device: mac, model: wireModel(model, artifactPath(model.sha256)), poll: this.#timing };
+    const body = Buffer.from(JSON.stringify(answer));
     const etag = `"${createHash('sha256').update(body).digest('base64url')}"`;
     return { kind: 'model', body, etag, resolution };
   }

@@ -38,8 +38,17 @@ export class TokenAuth {
     return found;
   }
 
-  /** Admin and pipeline routes: GET takes any token, writes need `scope`. */
-  require(scope: Scope, options: { evenForReads?: boolean } = {}): Middleware {
+  /** Reads of the admin API (DESIGN.md section 3): any configured token, whatever its scopes. */
+  anyToken(): Middleware {
+    return this.#guard(null);
+  }
+
+  /** Writes of the admin API, and the manifest: a configured token that has `scope`. */
+  scope(scope: Scope): Middleware {
+    return this.#guard(scope);
+  }
+
+  #guard(scope: Scope | null): Middleware {
     return async (ctx, next) => {
       const credential = this.identify(ctx.get('Authorization'));
       if (!credential) {
@@ -48,8 +57,7 @@ export class TokenAuth {
         }
         fail('unauthorized', ctx.get('Authorization') ? 'the bearer token is not valid for this gateway' : 'this route needs Authorization: Bearer <token>', CHALLENGE);
       }
-      const reading = ctx.method === 'GET' || ctx.method === 'HEAD';
-      if ((!reading || options.evenForReads) && !credential.scopes.includes(scope)) {
+      if (scope !== null && !credential.scopes.includes(scope)) {
         fail('forbidden', `token "${credential.name}" lacks the ${scope} scope`);
       }
       ctx.state.client = credential.name;
@@ -61,7 +69,7 @@ export class TokenAuth {
    * Device routes: open unless devices.token is set. Any configured admin token is accepted
    * too, so that a downstream gateway can fetch artifacts with its sync token.
    */
-  devices(): Middleware {
+  deviceAccess(): Middleware {
     return async (ctx, next) => {
       if (!this.admitsDevice(ctx.get('Authorization'))) {
         fail('unauthorized', 'this gateway requires devices to send Authorization: Bearer <devices.token>', CHALLENGE);

@@ -20,7 +20,7 @@ export function errorHandler(log: Logger): Middleware {
       await next();
       if (ctx.status === 404 && ctx.body === undefined) {
         ctx.status = 404;
-        ctx.body = { error: 'not_found', message: `no route for ${ctx.method} ${ctx.path}` };
+        ctx.body = { error: 'not_found', message: describe('not_found', ctx.method, ctx.path) };
       }
     } catch (error) {
       if (isModelferryError(error)) {
@@ -32,8 +32,8 @@ export function errorHandler(log: Logger): Middleware {
       const status = (error as { status?: number }).status;
       const code = status === undefined ? undefined : STATUS_CODES.get(status);
       if (code) {
-        ctx.status = errorCatalogue[code];
-        ctx.body = { error: code, message: code === 'method_not_allowed' ? `${ctx.method} is not allowed on ${ctx.path}` : `no route for ${ctx.method} ${ctx.path}` };
+        ctx.status = errorCatalogue[code].status;
+        ctx.body = { error: code, message: describe(code, ctx.method, ctx.path) };
         return;
       }
       if ((error as NodeJS.ErrnoException).code === 'ECONNRESET' || (error as Error).message === 'aborted') {
@@ -42,7 +42,13 @@ export function errorHandler(log: Logger): Middleware {
       }
       log.error({ err: error, method: ctx.method, path: ctx.path }, 'request failed');
       ctx.status = 500;
-      ctx.body = { error: 'internal', message: 'the gateway failed to handle this request; see its log' };
+      ctx.body = { error: 'internal', message: errorCatalogue.internal.message };
     }
   };
+}
+
+function describe(code: ErrorCode, method: string, path: string): string {
+  if (code === 'method_not_allowed') return `${method} is not allowed on ${path}`;
+  if (code === 'not_found') return `no route for ${method} ${path}`;
+  return errorCatalogue[code].message;
 }

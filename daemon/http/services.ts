@@ -25,5 +25,3 @@ export interface Services {
 
 /** JSON bodies of the admin API are small documents; nothing legitimate comes near this. */
 export const JSON_BODY_LIMIT = 64 * 1024;
-/** DESIGN.md section 2: a device report is at most 4 KiB. */
-export const REPORT_BODY_LIMIT = 4 * 1024;

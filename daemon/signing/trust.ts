@@ -1,9 +1,8 @@
-import { fail } from '../errors.ts';
+import { ConfigError } from '../config/config-error.ts';
 import type { Config } from '../config/schema.ts';
-import { ConfigError } from '../config/load.ts';
+import { isKeyId } from '../contract/identifiers.ts';
+import { fail } from '../errors.ts';
 import { parsePublicKey, verifyModel, type PublicKey, type SignedFields } from './signature.ts';
-
-const KEY_ID = /^[0-9a-f]{16}$/;
 
 export interface SignatureClaim {
   signature: string | null;
@@ -53,7 +52,7 @@ export class TrustPolicy {
     if (bytes.length !== 64 || bytes.toString('base64') !== claim.signature) {
       fail('invalid_signature', 'the signature must be base64 of a 64-byte ed25519 signature');
     }
-    if (claim.keyId === null || !KEY_ID.test(claim.keyId)) {
+    if (claim.keyId === null || !isKeyId(claim.keyId)) {
       fail('invalid_signature', 'a signature needs its key id: 16 lower-case hex characters in X-Signature-Key-Id');
     }
     if (this.#keys.size > 0 && !this.#keys.has(claim.keyId)) {

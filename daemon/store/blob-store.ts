@@ -1,13 +1,13 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { open, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { fail } from '../errors.ts';
-import { isDigest } from '../identifiers.ts';
+import { isDigest } from '../contract/identifiers.ts';
 import type { Logger } from '../log.ts';
-import { makeDirectory } from './make-directory.ts';
 import { PROGRAM_HEAD_BYTES as HEAD_BYTES } from './executorch.ts';
+import { digestFile } from './file-digest.ts';
+import { makeDirectory } from './make-directory.ts';
 
 const TEMP_DIR = 'tmp';
 
@@ -17,6 +17,8 @@ export interface PendingBlob {
   readonly size: number;
   /** The first bytes, for format checks without reading the file again. */
   readonly head: Buffer;
+  /** The temporary file, for checks that read more than the head (until commit or discard). */
+  readonly path: string;
   commit(): Promise<void>;
   discard(): Promise<void>;
 }
@@ -74,6 +76,11 @@ export class BlobStore {
     return this.#index.get(sha256);
   }
 
+  /** True when the cache holds this blob complete, at the size its catalog entry records. */
+  holds(blob: { sha256: string; size: number }): boolean {
+    return this.#index.get(blob.sha256) === blob.size;
+  }
+
   pathOf(sha256: string): string {
     return path.join(this.#dir, sha256);
   }
@@ -125,6 +132,7 @@ export class BlobStore {
       sha256,
       size,
       head: Buffer.concat(headChunks),
+      path: tempPath,
       commit: async () => {
         if (settled) return;
         settled = true;
@@ -143,19 +151,15 @@ export class BlobStore {
 
   /** Re-reads a blob and compares it with its name: the full check behind `modelferry check`. */
   async check(sha256: string): Promise<BlobCheck> {
-    const hash = createHash('sha256');
-    let size = 0;
+    let actualSha256: string;
+    let size: number;
     try {
-      for await (const chunk of createReadStream(this.pathOf(sha256), { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
-        hash.update(chunk);
-        size += chunk.length;
-      }
+      ({ sha256: actualSha256, size } = await digestFile(this.pathOf(sha256)));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
       if (this.#index.delete(sha256)) this.#changed();
       return { sha256, ok: false, size: 0, actualSha256: null };
     }
-    const actualSha256 = hash.digest('hex');
     const ok = actualSha256 === sha256;
     // A blob that no longer matches its name must never be served again.
     if (!ok) {

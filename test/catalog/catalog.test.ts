@@ -392,3 +392,23 @@ test('a second process cannot open the same database', async (t) => {
   const second = new Database(path.join(h.dir, 'state'), log);
   await t.throwsAsync(second.start(), { message: `the database in ${path.join(h.dir, 'state')} is in use by another modelferry process` });
 });
+
+test('the cache check hashes each blob once, names every model that shares it, and finds corrupt and missing ones', async (t) => {
+  const h = await fresh(t);
+  const shared = makeProgram(300);
+  await push(h, 'kws', '1.0.0', shared);
+  await push(h, 'kws-copy', '1.0.0', shared);
+  const corrupt = await push(h, 'vad', '1.0.0');
+  const missing = await push(h, 'wake', '1.0.0');
+  const { rm, writeFile } = await import('node:fs/promises');
+  await writeFile(h.blobs.pathOf(corrupt.record.sha256), 'not what it was');
+  await rm(h.blobs.pathOf(missing.record.sha256));
+
+  const results = (await h.catalog.checkCache()).map((r) => ({ ...r, models: [...r.models].sort() }));
+  t.deepEqual(results.sort((a, b) => a.models[0]!.localeCompare(b.models[0]!)), [
+    { sha256: sha256(shared), models: ['kws-copy@1.0.0', 'kws@1.0.0'], status: 'ok' },
+    { sha256: corrupt.record.sha256, models: ['vad@1.0.0'], status: 'corrupt' },
+    { sha256: missing.record.sha256, models: ['wake@1.0.0'], status: 'missing' },
+  ]);
+  t.false(h.blobs.holds(corrupt.record));
+});

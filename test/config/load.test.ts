@@ -1,7 +1,8 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig, type ConfigSources } from '../../daemon/config/load.ts';
+import { ConfigError } from '../../daemon/config/config-error.ts';
+import { DEFAULT_CONFIG_FILE, loadConfig, type ConfigSources } from '../../daemon/config/load.ts';
 import { tempDir } from '../helpers/harness.ts';
 
 // DESIGN.md section 9: defaults < STATE_DIRECTORY/CACHE_DIRECTORY < config file < environment

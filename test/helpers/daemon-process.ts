@@ -57,11 +57,17 @@ export interface SpawnOptions {
   cwd?: string;
   /** Added to a clean environment (see cleanEnv). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * A command that runs node for us, e.g. `['ip', 'netns', 'exec', NS]` (test/lan/). Every
+   * word of it must exec the next, so that the child's pid is node's and signals reach it.
+   */
+  prefix?: string[];
 }
 
 /** `node daemon/cli/modelferry.js <args>` with piped output, killed if still running when the worker exits. */
 function spawnCli(args: string[], options: SpawnOptions): ChildProcess {
-  const child = spawn(process.execPath, [CLI, ...args], {
+  const [command, ...words] = [...(options.prefix ?? []), process.execPath, CLI, ...args];
+  const child = spawn(command!, words, {
     cwd: options.cwd ?? ROOT,
     env: cleanEnv(options.env),
     stdio: ['ignore', 'pipe', 'pipe'],

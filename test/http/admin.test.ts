@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import test from 'ava';
+import { manifestSchema } from '../../daemon/contract/manifest.ts';
 import { expectError, expectUnauthorized, leavesStateUnchanged, push, pushed, sendJson, storedState } from '../helpers/api.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { ADD_SHA256, fixture, makeProgram, MUL_SHA256, sha256 } from '../helpers/programs.ts';
@@ -417,11 +418,8 @@ test('GET /v1/manifest serves the catalog in the modelferry.manifest/v1 store fo
   const response = await gw.fetch('/v1/manifest', { token: SYNC_TOKEN });
   t.is(response.status, 200);
   t.regex(response.headers.get('content-type') ?? '', /^application\/json/);
-  const manifest = await response.json() as {
-    format: string; revision: string; generatedAt: string;
-    models: Array<{ name: string; version: string; sha256: string; size: number; url: string; signature: string | null; keyId: string | null; createdAt: string }>;
-    assignments: unknown[]; groups: unknown;
-  };
+  // What a downstream gateway's sync reads it with: the contract's own schema.
+  const manifest = manifestSchema.parse(await response.json());
   t.is(manifest.format, 'modelferry.manifest/v1');
   t.is(typeof manifest.revision, 'string');
   t.false(Number.isNaN(Date.parse(manifest.generatedAt)));
@@ -438,7 +436,7 @@ test('GET /v1/manifest serves the catalog in the modelferry.manifest/v1 store fo
     t.is(sha256(Buffer.from(await artifact.arrayBuffer())), model.sha256);
   }
   t.deepEqual(
-    [...manifest.assignments].sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
+    [...manifest.assignments].sort((a, b) => a.selector.localeCompare(b.selector)),
     [
       { selector: 'default', model: 'kws', version: 'latest' },
       { selector: 'group:lab', model: 'kws', version: '2.0', rollout: { percent: 25, previous: { model: 'kws', version: '1.0' } } },

@@ -2,7 +2,7 @@ import { open } from 'node:fs/promises';
 import type Router from '@koa/router';
 import parseRange from 'range-parser';
 import { fail } from '../../errors.ts';
-import { parseDigest } from '../../identifiers.ts';
+import { parseDigest } from '../../contract/identifiers.ts';
 import { etagMatches } from '../etag.ts';
 import type { Services } from '../services.ts';
 
@@ -12,7 +12,7 @@ const READ_CHUNK = 256 << 10;
 
 export function artifactRoutes(router: Router, services: Services): void {
   const { blobs, metrics } = services;
-  const deviceAuth = services.auth.devices();
+  const deviceAuth = services.auth.deviceAccess();
 
   // GET also answers HEAD (koa-router registers both).
   router.get('/v1/artifacts/:sha256', deviceAuth, async (ctx) => {

@@ -2,7 +2,7 @@ import type Router from '@koa/router';
 import { z } from 'zod';
 import type { Assignment } from '../../catalog/types.ts';
 import { fail } from '../../errors.ts';
-import { parseGroupName, parseMac, parseModelName, parseSelector, parseVersionRef, selectorKey } from '../../identifiers.ts';
+import { parseGroupName, parseMac, parseModelName, parseSelector, parseVersionRef, selectorKey } from '../../contract/identifiers.ts';
 import { assignmentHealth } from '../../devices/fleet-status.ts';
 import { readJsonAs } from '../json-body.ts';
 import { JSON_BODY_LIMIT, type Services } from '../services.ts';
@@ -19,7 +19,7 @@ const groupBody = z.object({ members: z.array(z.string()).max(10_000) });
 export function assignmentRoutes(router: Router, services: Services): void {
   const { catalog, auth, log } = services;
 
-  router.get('/v1/assignments', auth.require('admin'), (ctx) => {
+  router.get('/v1/assignments', auth.anyToken(), (ctx) => {
     const current = catalog.current;
     const health = assignmentHealth(services.devices.list(), current);
     ctx.body = {
@@ -32,7 +32,7 @@ export function assignmentRoutes(router: Router, services: Services): void {
     };
   });
 
-  router.put('/v1/assignments/:selector', auth.require('admin'), async (ctx) => {
+  router.put('/v1/assignments/:selector', auth.scope('admin'), async (ctx) => {
     const selector = selectorKey(parseSelector(ctx.params.selector!));
     const body = await readJsonAs(ctx, JSON_BODY_LIMIT, assignmentBody);
     const ref = (r: { model: string; version: string }) => ({ model: parseModelName(r.model), version: parseVersionRef(r.version) });
@@ -49,27 +49,27 @@ export function assignmentRoutes(router: Router, services: Services): void {
     ctx.body = assignment;
   });
 
-  router.delete('/v1/assignments/:selector', auth.require('admin'), async (ctx) => {
+  router.delete('/v1/assignments/:selector', auth.scope('admin'), async (ctx) => {
     const selector = selectorKey(parseSelector(ctx.params.selector!));
     await catalog.deleteAssignment(selector);
     log.info({ selector, client: ctx.state.client }, 'assignment deleted');
     ctx.status = 204;
   });
 
-  router.get('/v1/groups', auth.require('admin'), (ctx) => {
+  router.get('/v1/groups', auth.anyToken(), (ctx) => {
     ctx.body = {
       groups: [...catalog.current.groups.entries()].map(([name, { members, layer }]) => ({ name, members, layer })),
     };
   });
 
-  router.get('/v1/groups/:name', auth.require('admin'), (ctx) => {
+  router.get('/v1/groups/:name', auth.anyToken(), (ctx) => {
     const name = parseGroupName(ctx.params.name!);
     const group = catalog.current.groups.get(name);
     if (!group) fail('group_not_found', `no group named ${name}`);
     ctx.body = { name, ...group };
   });
 
-  router.put('/v1/groups/:name', auth.require('admin'), async (ctx) => {
+  router.put('/v1/groups/:name', auth.scope('admin'), async (ctx) => {
     const name = parseGroupName(ctx.params.name!);
     const body = await readJsonAs(ctx, JSON_BODY_LIMIT, groupBody);
     const members = [...new Set(body.members.map(parseMac))].sort();
@@ -80,7 +80,7 @@ export function assignmentRoutes(router: Router, services: Services): void {
     ctx.body = { name, members };
   });
 
-  router.delete('/v1/groups/:name', auth.require('admin'), async (ctx) => {
+  router.delete('/v1/groups/:name', auth.scope('admin'), async (ctx) => {
     const name = parseGroupName(ctx.params.name!);
     await catalog.deleteGroup(name);
     log.info({ group: name, client: ctx.state.client }, 'group deleted');

@@ -7,21 +7,10 @@ import type { Services } from '../services.ts';
  * Corrupt blobs are removed, so they are never served; a re-push or sync restores them.
  */
 export function cacheRoutes(router: Router, services: Services): void {
-  const { catalog, blobs, auth, log } = services;
+  const { catalog, auth, log } = services;
 
-  router.post('/v1/cache/check', auth.require('admin'), async (ctx) => {
-    const results = [];
-    const seen = new Set<string>();
-    for (const model of catalog.current.models.values()) {
-      if (seen.has(model.sha256)) continue;
-      seen.add(model.sha256);
-      const check = await blobs.check(model.sha256);
-      results.push({
-        sha256: model.sha256,
-        models: [...catalog.current.models.values()].filter((m) => m.sha256 === model.sha256).map((m) => `${m.name}@${m.version}`),
-        status: check.actualSha256 === null ? 'missing' : check.ok ? 'ok' : 'corrupt',
-      });
-    }
+  router.post('/v1/cache/check', auth.scope('admin'), async (ctx) => {
+    const results = await catalog.checkCache();
     const bad = results.filter((r) => r.status !== 'ok');
     if (bad.length > 0) log.error({ bad }, 'cache check found missing or corrupt blobs');
     ctx.body = { checked: results.length, ok: results.length - bad.length, problems: bad.length, blobs: results };

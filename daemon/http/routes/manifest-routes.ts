@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import type Router from '@koa/router';
+import { MANIFEST_FORMAT, manifestModel, type Manifest } from '../../contract/manifest.ts';
 import { etagMatches } from '../etag.ts';
 import type { Services } from '../services.ts';
-
-export const MANIFEST_FORMAT = 'modelferry.manifest/v1';
 
 /**
  * This gateway's effective catalog in the central store's format (DESIGN.md section 4), so
@@ -12,14 +11,14 @@ export const MANIFEST_FORMAT = 'modelferry.manifest/v1';
 export function manifestRoutes(router: Router, services: Services): void {
   const { catalog, blobs, auth } = services;
 
-  router.get('/v1/manifest', auth.require('sync', { evenForReads: true }), (ctx) => {
+  router.get('/v1/manifest', auth.scope('sync'), (ctx) => {
     const current = catalog.current;
     // Only models whose blob is cached are offered, so the tag covers what was left out too
     // (by digest: a count would repeat when one blob goes missing as another comes back).
     const models = [];
     const omitted = [];
     for (const model of current.models.values()) {
-      if (blobs.size(model.sha256) === model.size) models.push(model);
+      if (blobs.holds(model)) models.push(model);
       else omitted.push(model.sha256);
     }
     const omittedTag = omitted.length === 0 ? '' : `-${createHash('sha256').update(omitted.sort().join()).digest('hex').slice(0, 8)}`;
@@ -30,25 +29,17 @@ export function manifestRoutes(router: Router, services: Services): void {
       ctx.status = 304;
       return;
     }
-    ctx.body = {
+    const manifest: Manifest = {
       format: MANIFEST_FORMAT,
       revision: current.revision,
       generatedAt: new Date().toISOString(),
-      models: models.map((model) => ({
-        name: model.name,
-        version: model.version,
-        sha256: model.sha256,
-        size: model.size,
-        // Relative to /v1/manifest, so it resolves to /v1/artifacts/<sha256> on this gateway.
-        url: `artifacts/${model.sha256}`,
-        signature: model.signature,
-        keyId: model.keyId,
-        createdAt: model.createdAt,
-      })),
+      // Relative to /v1/manifest, so it resolves to /v1/artifacts/<sha256> on this gateway.
+      models: models.map((model) => manifestModel(model, `artifacts/${model.sha256}`)),
       assignments: [...current.assignments.values()].map(({ selector, model, version, rollout }) =>
         rollout ? { selector, model, version, rollout } : { selector, model, version }),
       groups: Object.fromEntries([...current.groups.entries()].map(([name, { members }]) => [name, members])),
     };
+    ctx.body = manifest;
   });
 
 }

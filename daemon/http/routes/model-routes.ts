@@ -2,15 +2,15 @@ import type Router from '@koa/router';
 import type { Context } from 'koa';
 import type { ModelRecord } from '../../catalog/types.ts';
 import { fail, isModelferryError } from '../../errors.ts';
-import { parseModelName, parseVersion } from '../../identifiers.ts';
-import { inspectProgram } from '../../store/executorch.ts';
+import { parseModelName, parseVersion } from '../../contract/identifiers.ts';
+import { acceptFormat, inspectProgramFile } from '../../store/executorch.ts';
 import { tooLarge } from '../json-body.ts';
 import type { Services } from '../services.ts';
 
 export function modelRoutes(router: Router, services: Services): void {
   const { catalog, blobs, trust, config, metrics } = services;
 
-  router.put('/v1/models/:name/:version', services.auth.require('push'), async (ctx) => {
+  router.put('/v1/models/:name/:version', services.auth.scope('push'), async (ctx) => {
     try {
       const { status, record } = await receiveModel(ctx);
       metrics.pushes.inc({ outcome: status === 201 ? 'created' : 'unchanged' });
@@ -46,17 +46,15 @@ export function modelRoutes(router: Router, services: Services): void {
     }
     try {
       const { sha256, size } = pending;
-      const program = inspectProgram(pending.head, size);
-      if (program.format !== 'executorch' && !config.artifacts.formats.includes('any')) {
-        fail('unsupported_format', `the body is not an ExecuTorch program: ${program.reason}; artifacts.formats allows ${config.artifacts.formats.join(', ')}`);
-      }
+      const { format, program } = acceptFormat(await inspectProgramFile(pending.path, size), config.artifacts.formats);
       if (declared !== null && declared !== sha256) {
         fail('digest_mismatch', `the body's sha256 is ${sha256}, not the declared ${declared}; nothing was stored`);
       }
       trust.check({ name, version, sha256, size }, claim);
       const { created, record } = await catalog.addModel({
         name, version, sha256, size,
-        format: program.format,
+        format,
+        program,
         signature: claim.signature,
         keyId: claim.keyId,
         createdAt: new Date().toISOString(),
@@ -68,18 +66,18 @@ export function modelRoutes(router: Router, services: Services): void {
     }
   }
 
-  router.get('/v1/models', services.auth.require('admin'), (ctx) => {
+  router.get('/v1/models', services.auth.anyToken(), (ctx) => {
     ctx.body = { revision: catalog.current.revision, models: [...catalog.current.models.values()].map(withCacheState) };
   });
 
-  router.get('/v1/models/:name', services.auth.require('admin'), (ctx) => {
+  router.get('/v1/models/:name', services.auth.anyToken(), (ctx) => {
     const name = parseModelName(ctx.params.name!);
     const versions = catalog.current.versionsOf(name);
     if (versions.length === 0) fail('model_not_found', `no model named ${name} in the catalog`);
     ctx.body = { name, versions: versions.map(withCacheState) };
   });
 
-  router.get('/v1/models/:name/:version', services.auth.require('admin'), (ctx) => {
+  router.get('/v1/models/:name/:version', services.auth.anyToken(), (ctx) => {
     const name = parseModelName(ctx.params.name!);
     const version = parseVersion(ctx.params.version!);
     const model = catalog.current.resolveRef({ model: name, version });
@@ -87,7 +85,7 @@ export function modelRoutes(router: Router, services: Services): void {
     ctx.body = withCacheState(model);
   });
 
-  router.delete('/v1/models/:name/:version', services.auth.require('admin'), async (ctx) => {
+  router.delete('/v1/models/:name/:version', services.auth.scope('admin'), async (ctx) => {
     const name = parseModelName(ctx.params.name!);
     const version = parseVersion(ctx.params.version!);
     await catalog.deleteModel(name, version);
@@ -96,7 +94,7 @@ export function modelRoutes(router: Router, services: Services): void {
   });
 
   function withCacheState<T extends ModelRecord>(model: T): T & { cached: boolean } {
-    return { ...model, cached: blobs.size(model.sha256) === model.size };
+    return { ...model, cached: blobs.holds(model) };
   }
 
 }

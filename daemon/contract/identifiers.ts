@@ -1,18 +1,44 @@
-import { fail } from './errors.ts';
+import { z } from 'zod';
+import { fail } from '../errors.ts';
 
 // Canonical forms of the identifiers in the wire contract (DESIGN.md section 1). Every value
-// that enters from a URL, a header or a body passes through one of these before it is used.
+// that enters from a URL, a header, a body or the config passes through one of these before
+// it is used: the patterns below are the only copy of each rule. The parse functions throw
+// the catalogue's 400 codes (for routes); the zod schemas carry the same patterns into
+// body, report, manifest and config schemas.
 
 const MAC_INPUT = /^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}$/i;
+const MAC_CANONICAL = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
 const DIGEST = /^[0-9a-f]{64}$/;
 const MODEL_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 const VERSION = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
+const KEY_ID = /^[0-9a-f]{16}$/;
 
 export const LATEST = 'latest';
+
+/** A sha256 as the contract writes it: 64 lower-case hex characters. */
+export const digestSchema = z.string().regex(DIGEST, 'must be 64 lower-case hex characters');
+/** A model (or group) name. */
+export const modelNameSchema = z.string().regex(MODEL_NAME, 'must be a model name');
+/** The version pattern alone; `latest` passes (a report or a reference may carry it). */
+export const versionTextSchema = z.string().regex(VERSION, 'must be a version');
+/** A concrete version: one that can name a stored artifact. */
+export const versionSchema = versionTextSchema.refine((value) => value !== LATEST, '"latest" is reserved and cannot name a stored version');
+/** An ed25519 key id: the first 16 hex characters of the sha256 of the raw public key. */
+export const keyIdSchema = z.string().regex(KEY_ID, 'must be 16 lower-case hex characters');
+/** A MAC as the gateway answers with it (lower case, colons). */
+export const canonicalMacSchema = z.string().regex(MAC_CANONICAL, 'must be a MAC address in the form aa:bb:cc:dd:ee:ff');
+
+export type Digest = z.infer<typeof digestSchema>;
+export type KeyId = z.infer<typeof keyIdSchema>;
 
 /** Shown in messages so that a person can correct the value without reading the docs. */
 function shown(value: string): string {
   return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
+}
+
+export function isMac(input: string): boolean {
+  return MAC_INPUT.test(input);
 }
 
 export function parseMac(input: string): string {
@@ -25,6 +51,10 @@ export function parseMac(input: string): string {
 
 export function isDigest(input: string): boolean {
   return DIGEST.test(input);
+}
+
+export function isKeyId(input: string): boolean {
+  return KEY_ID.test(input);
 }
 
 export function parseDigest(input: string): string {
@@ -79,6 +109,12 @@ export function parseSelector(input: string): Selector {
   if (MAC_INPUT.test(input)) return { kind: 'device', mac: parseMac(input) };
   fail('invalid_selector', `${shown(input)} is not a selector; expected a MAC address, group:<name> or default`);
 }
+
+/** A selector in canonical text form: what assignments are keyed by and manifests carry. */
+export const selectorSchema = z.string().refine(
+  (value) => value === 'default' || (value.startsWith('group:') && MODEL_NAME.test(value.slice('group:'.length))) || MAC_CANONICAL.test(value),
+  'must be a canonical MAC address, group:<name> or default',
+);
 
 export function selectorKey(selector: Selector): string {
   switch (selector.kind) {

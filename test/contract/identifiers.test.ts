@@ -1,8 +1,8 @@
 import test, { type ExecutionContext } from 'ava';
-import { ModelferryError, type ErrorCode } from '../daemon/errors.ts';
+import { ModelferryError, type ErrorCode } from '../../daemon/errors.ts';
 import {
   LATEST, isDigest, parseDigest, parseGroupName, parseMac, parseModelName, parseSelector, parseVersion, parseVersionRef, selectorKey,
-} from '../daemon/identifiers.ts';
+} from '../../daemon/contract/identifiers.ts';
 
 // DESIGN.md section 1: canonical forms, and what is accepted on input.
 

@@ -1,0 +1,53 @@
+import { z } from 'zod';
+import { canonicalMacSchema, digestSchema, keyIdSchema, modelNameSchema, versionSchema } from './identifiers.ts';
+
+// A model as it travels: in a device's poll answer (DESIGN.md section 2) and in a manifest
+// (section 4). The field order is fixed here once: a poll answer's ETag is computed over
+// its serialized body.
+
+export const wireModelSchema = z.object({
+  name: modelNameSchema,
+  version: versionSchema,
+  sha256: digestSchema,
+  size: z.number().int().min(0),
+  /** Where the bytes are: absolute, or relative to the document that carries it. */
+  url: z.string().min(1),
+  signature: z.string().nullable(),
+  keyId: keyIdSchema.nullable(),
+});
+
+export type WireModel = z.infer<typeof wireModelSchema>;
+
+/** The fields a stored model has in common with its wire form. */
+export type ModelFields = Omit<WireModel, 'url'>;
+
+/** The wire form of a stored model, with `url` saying where its bytes are. */
+export function wireModel(model: ModelFields, url: string): WireModel {
+  return {
+    name: model.name,
+    version: model.version,
+    sha256: model.sha256,
+    size: model.size,
+    url,
+    signature: model.signature,
+    keyId: model.keyId,
+  };
+}
+
+/** Where this gateway serves a blob, from its root. */
+export function artifactPath(sha256: string): string {
+  return `/v1/artifacts/${sha256}`;
+}
+
+/** The body of a `200` to `GET /v1/devices/{mac}/model`. */
+export const pollAnswerSchema = z.object({
+  device: canonicalMacSchema,
+  model: wireModelSchema,
+  poll: z.object({
+    intervalSeconds: z.number().int().min(1),
+    jitterSeconds: z.number().int().min(0),
+  }),
+});
+
+export type PollAnswerBody = z.infer<typeof pollAnswerSchema>;
+export type PollTiming = PollAnswerBody['poll'];

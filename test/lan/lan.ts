@@ -1,0 +1,361 @@
+import { execFile, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import test, { type ExecutionContext } from 'ava';
+import type { HasTeardown } from '../helpers/harness.ts';
+
+/**
+ * A private "LAN" for tests, made of Linux network namespaces: one namespace per host, each
+ * with an `eth0` veth whose peer sits in a bridge of its own namespace, addresses from
+ * 198.18.0.0/24 (the benchmarking range), loopback up, multicast routed to `eth0`.
+ * Nothing is connected to the machine's own interfaces, so mDNS and test traffic stay in.
+ *
+ * How another test uses it:
+ *
+ *   import { lanTest, createLan } from '../lan/lan.ts';
+ *   import { startLanGateway } from '../lan/gateway.ts';
+ *
+ *   lanTest('a device finds the gateway', async (t) => {
+ *     const lan = await createLan(t, ['gw', 'dev']);          // torn down in t.teardown
+ *     const gw = await startLanGateway(t, lan.host('gw'), { config: { mdns: { enabled: true } } });
+ *     const out = await lan.host('dev').run('curl', ['-s', `${gw.url}/healthz`]);
+ *     const child = lan.host('dev').spawn('some-simulator', ['--gateway', gw.url]);   // killed in teardown
+ *   });
+ *
+ * `lanTest` (and `lanTest.serial`) is ava's `test` where namespaces can be made (root and
+ * `ip` present), and a skip with a printed reason elsewhere; with MODELFERRY_REQUIRE_NETNS=1
+ * (CI) the test runs and fails with that reason instead. Namespace names carry this process's pid and a random suffix, so concurrent
+ * test runs never share one; whatever a run leaves behind is deleted when its process exits.
+ */
+
+const exec = promisify(execFile);
+
+export const SUBNET = '198.18.0';
+const PREFIX = `mf-${process.pid}-${randomBytes(3).toString('hex')}`;
+let lanCount = 0;
+
+/** Why namespaces cannot be made here, or undefined when they can. Checked once per process. */
+let support: Promise<string | undefined> | undefined;
+export function netnsUnavailable(): Promise<string | undefined> {
+  support ??= (async () => {
+    if (process.platform !== 'linux') return 'network namespaces need Linux';
+    if (process.getuid?.() !== 0) return 'network namespaces need root (run as root, or through .ci/run)';
+    const probe = `${PREFIX}-probe`;
+    try {
+      await exec('ip', ['netns', 'add', probe]);
+    } catch (error) {
+      return `cannot create a network namespace with ip(8): ${(error as Error).message.split('\n')[0]}`;
+    }
+    await exec('ip', ['netns', 'del', probe]).catch(() => undefined);
+    return undefined;
+  })();
+  return support;
+}
+
+const REQUIRE = process.env.MODELFERRY_REQUIRE_NETNS === '1';
+const unavailable = await netnsUnavailable();
+const skip = unavailable !== undefined && !REQUIRE;
+if (skip) console.log(`LAN tests skipped: ${unavailable}`);
+
+type LanImplementation = (t: ExecutionContext) => Promise<void> | void;
+
+/**
+ * ava's `test` for tests that need a LAN. Where namespaces cannot be made they are skipped
+ * (the reason is printed once); under MODELFERRY_REQUIRE_NETNS=1 they run and fail in
+ * createLan with that reason.
+ */
+export function lanTest(title: string, implementation: LanImplementation): void {
+  (skip ? test.skip : test)(title, implementation);
+}
+lanTest.serial = (title: string, implementation: LanImplementation): void => {
+  (skip ? test.serial.skip : test.serial)(title, implementation);
+};
+
+// Leftovers of this process (a crash between add and teardown) go when the process does.
+process.once('exit', () => {
+  const listed = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  for (const line of (listed.stdout ?? '').split('\n')) {
+    const name = line.split(' ')[0];
+    if (name && name.startsWith(`${PREFIX}-`)) killAndDelete(name);
+  }
+});
+
+function killAndDelete(ns: string): void {
+  const pids = spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).stdout ?? '';
+  for (const pid of pids.split('\n').filter(Boolean)) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  spawnSync('ip', ['netns', 'del', ns]);
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface HttpResult {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+export interface HttpOptions {
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string;
+  /** Sent as the body, streamed by curl from the file. */
+  bodyFile?: string;
+  timeoutSeconds?: number;
+}
+
+/** One machine on the LAN: a namespace with `eth0` on the bridge. */
+export class LanHost {
+  readonly name: string;
+  readonly ns: string;
+  /** The host's own hostname (processes started here see it; `<hostname>.local` in mDNS). */
+  readonly hostname: string;
+  /** First address: what other hosts use to reach this one. */
+  readonly address: string;
+  readonly addresses: string[];
+  readonly #t: HasTeardown;
+
+  constructor(t: HasTeardown, name: string, ns: string, hostname: string, addresses: string[]) {
+    this.#t = t;
+    this.name = name;
+    this.ns = ns;
+    this.hostname = hostname;
+    this.addresses = addresses;
+    this.address = addresses[0]!;
+  }
+
+  /**
+   * The words that run a command on this host: in its namespace, with its own hostname (a
+   * UTS namespace of its own). Each word execs the next, so the pid is the command's.
+   */
+  get prefix(): string[] {
+    return ['ip', 'netns', 'exec', this.ns, 'unshare', '--uts', '--', 'sh', '-c', 'hostname "$0" && exec "$@"', this.hostname];
+  }
+
+  /** Runs a command on this host to its end (killed after timeoutMs). */
+  async run(command: string, args: string[], options: { timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
+    const [bin, ...words] = [...this.prefix, command, ...args];
+    return new Promise((resolve, reject) => {
+      const child = execFile(bin!, words, { timeout: options.timeoutMs ?? 30_000, killSignal: 'SIGKILL', maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (error, stdout, stderr) => {
+        const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : null) : 0;
+        if (error && code === null && !(error as { killed?: boolean }).killed) return reject(error);
+        resolve({ code, stdout, stderr });
+      });
+      if (options.input !== undefined) child.stdin!.end(options.input);
+      else child.stdin!.end();
+    });
+  }
+
+  /** A long-running command on this host, killed in the test's teardown if still running. */
+  spawn(command: string, args: string[]): LanProcess {
+    const child = new LanProcess([...this.prefix, command, ...args]);
+    this.#t.teardown(() => child.kill());
+    return child;
+  }
+
+  /** An HTTP request from this host, made by curl (the pipeline's client). */
+  async http(url: string, options: HttpOptions = {}): Promise<HttpResult> {
+    const args = ['-sS', '-i', '--max-time', String(options.timeoutSeconds ?? 30), '-X', options.method ?? 'GET'];
+    for (const [name, value] of Object.entries(options.headers ?? {})) args.push('-H', `${name}: ${value}`);
+    if (options.bodyFile !== undefined) args.push('--data-binary', `@${options.bodyFile}`);
+    else if (options.body !== undefined) args.push('--data-binary', '@-');
+    args.push(url);
+    const result = await this.run('curl', args, { input: options.body, timeoutMs: ((options.timeoutSeconds ?? 30) + 10) * 1000 });
+    if (result.code !== 0) throw new Error(`curl ${url} from ${this.name}: exit ${result.code}: ${result.stderr}`);
+    return parseCurlResponse(result.stdout);
+  }
+
+  /** Adds `address/prefix` to eth0 (an address change, as after a DHCP renew). */
+  async addAddress(cidr: string): Promise<void> {
+    await ip('-n', this.ns, 'address', 'add', cidr, 'dev', 'eth0');
+  }
+
+  async removeAddress(cidr: string): Promise<void> {
+    await ip('-n', this.ns, 'address', 'del', cidr, 'dev', 'eth0');
+  }
+}
+
+function parseCurlResponse(raw: string): HttpResult {
+  // -i prints every response's head (a 100 Continue too); the last head is the answer.
+  let rest = raw;
+  for (;;) {
+    const end = rest.indexOf('\r\n\r\n');
+    if (end < 0) throw new Error(`not an HTTP response: ${raw.slice(0, 200)}`);
+    const head = rest.slice(0, end).split('\r\n');
+    rest = rest.slice(end + 4);
+    const status = Number(head[0]!.split(' ')[1]);
+    if (status === 100) continue;
+    const headers: Record<string, string> = {};
+    for (const line of head.slice(1)) {
+      const colon = line.indexOf(':');
+      if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+    }
+    return { status, headers, body: rest };
+  }
+}
+
+/** A child process on a LAN host; output kept as lines. */
+export class LanProcess {
+  readonly lines: string[] = [];
+  stderr = '';
+  readonly exited: Promise<number | null>;
+  readonly #child: ReturnType<typeof execFile>;
+  #partial = '';
+  #done = false;
+  readonly #watchers = new Set<() => void>();
+
+  constructor(words: string[]) {
+    const [bin, ...args] = words;
+    this.#child = execFile(bin!, args, { maxBuffer: Infinity, encoding: 'utf8' });
+    this.#child.stdout!.on('data', (text: string) => {
+      const parts = (this.#partial + text).split('\n');
+      this.#partial = parts.pop()!;
+      this.lines.push(...parts.filter((line) => line !== ''));
+      this.#notify();
+    });
+    this.#child.stderr!.on('data', (text: string) => { this.stderr += text; });
+    this.exited = new Promise((resolve) => {
+      this.#child.once('close', (code) => {
+        if (this.#partial !== '') this.lines.push(this.#partial);
+        this.#done = true;
+        this.#notify();
+        resolve(code);
+      });
+    });
+  }
+
+  get pid(): number {
+    return this.#child.pid!;
+  }
+
+  get running(): boolean {
+    return !this.#done;
+  }
+
+  /** Writes to the process's stdin. */
+  write(text: string): void {
+    this.#child.stdin!.write(text);
+  }
+
+  /** The first output line (already printed or to come) that `match` accepts. */
+  waitForLine(match: (line: string) => boolean, timeoutMs = 30_000): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const found = this.lines.find(match);
+        if (found !== undefined) {
+          done();
+          resolve(found);
+        } else if (this.#done) {
+          done();
+          reject(new Error(`process ended before printing the line awaited\nstdout:\n${this.lines.join('\n')}\nstderr:\n${this.stderr}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`no awaited line within ${timeoutMs} ms\nstdout:\n${this.lines.join('\n')}\nstderr:\n${this.stderr}`));
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        this.#watchers.delete(check);
+      };
+      this.#watchers.add(check);
+      check();
+    });
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (!this.#done) this.#child.kill(signal);
+    return this.exited;
+  }
+
+  kill(): Promise<number | null> {
+    return this.stop('SIGKILL');
+  }
+
+  #notify(): void {
+    for (const watcher of [...this.#watchers]) watcher();
+  }
+}
+
+export class Lan {
+  readonly prefix: string;
+  readonly bridgeNs: string;
+  readonly hosts = new Map<string, LanHost>();
+
+  constructor(prefix: string) {
+    this.prefix = prefix;
+    this.bridgeNs = `${prefix}-br`;
+  }
+
+  host(name: string): LanHost {
+    const found = this.hosts.get(name);
+    if (!found) throw new Error(`no host ${name} on this LAN`);
+    return found;
+  }
+}
+
+export interface LanOptions {
+  /** Addresses per host (default 1): device hosts with many addresses look like many devices. */
+  addressesPerHost?: Record<string, number>;
+}
+
+/**
+ * Builds a LAN with the named hosts (host i gets 198.18.0.(10+i)/24 and its extra
+ * addresses above 198.18.0.100); every namespace, and every process left in one, is removed
+ * in the test's teardown. Call it only from a `lanTest`.
+ */
+export async function createLan(t: HasTeardown, names: string[], options: LanOptions = {}): Promise<Lan> {
+  const reason = await netnsUnavailable();
+  if (reason) throw new Error(REQUIRE ? `MODELFERRY_REQUIRE_NETNS=1 but ${reason}` : reason);
+  const lan = new Lan(`${PREFIX}-${++lanCount}`);
+  const created: string[] = [];
+  // Registered first, so it runs after the teardowns of processes started on the LAN.
+  t.teardown(() => {
+    for (const ns of created.reverse()) killAndDelete(ns);
+  });
+  const addNs = async (ns: string) => {
+    await ip('netns', 'add', ns);
+    created.push(ns);
+    await ip('-n', ns, 'link', 'set', 'lo', 'up');
+    // No duplicate address detection: IPv6 link-local addresses are usable at once.
+    await nsExec(ns, 'sysctl', '-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0');
+  };
+  await addNs(lan.bridgeNs);
+  await ip('-n', lan.bridgeNs, 'link', 'add', 'br0', 'type', 'bridge', 'mcast_snooping', '0');
+  await ip('-n', lan.bridgeNs, 'link', 'set', 'br0', 'up');
+
+  let extra = 100;
+  for (const [index, name] of names.entries()) {
+    if (!/^[a-z][a-z0-9]{0,9}$/.test(name)) throw new Error(`host name ${name}: lower-case letters and digits, at most 10`);
+    const ns = `${lan.prefix}-${name}`;
+    await addNs(ns);
+    const port = `p${index}`;
+    await ip('-n', lan.bridgeNs, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+    await ip('-n', lan.bridgeNs, 'link', 'set', port, 'master', 'br0', 'up');
+    const addresses = [`${SUBNET}.${10 + index}`];
+    for (let i = 1; i < (options.addressesPerHost?.[name] ?? 1); i++) addresses.push(`${SUBNET}.${extra++}`);
+    if (extra > 250) throw new Error('too many addresses for one /24');
+    for (const address of addresses) await ip('-n', ns, 'address', 'add', `${address}/24`, 'dev', 'eth0');
+    await ip('-n', ns, 'link', 'set', 'eth0', 'multicast', 'on', 'up');
+    await ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0');
+    lan.hosts.set(name, new LanHost(t, name, ns, `${name}-${lan.prefix.slice(3)}`, addresses));
+  }
+  return lan;
+}
+
+async function ip(...args: string[]): Promise<void> {
+  await exec('ip', args);
+}
+
+async function nsExec(ns: string, ...args: string[]): Promise<void> {
+  await exec('ip', ['netns', 'exec', ns, ...args]);
+}
