@@ -115,7 +115,9 @@ function checkOperands(given: string[], operands: readonly OperandSpec[]): void 
 
 /** `; did you mean --port?` for the closest known option, else the list of them. */
 function suggestion(name: string, spec: ArgsSpec): string {
-  const known = [...Object.keys(spec.flags), 'help'];
+  const known = Object.keys(spec.flags);
+  if (known.length === 0) return '; this command takes no options';
+  known.push('help');
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of known) {
@@ -126,7 +128,7 @@ function suggestion(name: string, spec: ArgsSpec): string {
     }
   }
   if (best !== undefined && bestDistance <= Math.max(2, Math.floor(best.length / 3))) return `; did you mean --${best}?`;
-  return known.length > 1 ? `; known options: ${known.map((k) => `--${k}`).join(', ')}` : '; this command takes no options';
+  return `; known options: ${known.map((k) => `--${k}`).join(', ')}`;
 }
 
 /** Optimal string alignment distance: insertions, deletions, substitutions, adjacent swaps. */

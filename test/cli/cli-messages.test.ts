@@ -81,8 +81,12 @@ test('every command refuses an unknown option with exit 2, naming the closest kn
       const help = await runCli([name, '--help']);
       t.is(help.code, 0, `${name} --help`);
       option = /^ {2}--([a-z][a-z-]+)/m.exec(help.stdout)?.[1];
-      t.truthy(option, `${name} --help lists options`);
-      if (!option) return;
+      if (!option) {
+        const result = await runCli([name, '--frobnicate', 'x']);
+        t.is(result.code, 2, `${name} --frobnicate: ${result.stderr}`);
+        t.true(result.stderr.includes('unknown option --frobnicate; this command takes no options'), `${name}: ${result.stderr}`);
+        return;
+      }
     }
     // Two adjacent letters swapped: the commonest typo.
     const typo = option.length > 3 ? `${option.slice(0, 1)}${option[2]}${option[1]}${option.slice(3)}` : `${option}x`;
