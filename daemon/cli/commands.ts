@@ -1,8 +1,10 @@
+import * as backups from './backup-commands.ts';
 import * as catalog from './catalog-commands.ts';
 import type { Command } from './command.ts';
 import * as keys from './key-commands.ts';
 import * as program from './program-commands.ts';
 import { serve } from './serve.ts';
+import * as store from './store-commands.ts';
 
 /**
  * Every `modelferry` verb, in the order `modelferry --help` lists them. A new verb is a
@@ -22,6 +24,10 @@ export const commands: readonly Command[] = [
   catalog.devices,
   catalog.check,
   program.inspect,
+  store.sync,
+  store.publish,
   keys.keygen,
   keys.sign,
+  backups.backupCommand,
+  backups.restoreCommand,
 ];

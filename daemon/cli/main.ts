@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../config/config-error.ts';
+import { isModelferryError } from '../errors.ts';
 import { UsageError, editDistance, parseArgs } from './args.ts';
 import { CliError } from './cli-error.ts';
 import { commandHelp, commandUsageLine, topLevelHelp, type Command } from './command.ts';
@@ -61,6 +62,10 @@ async function run(command: Command, argv: string[]): Promise<number> {
     }
     if (error instanceof ClientError) {
       console.error(`${prefix}: ${error.message}`);
+      return 1;
+    }
+    if (isModelferryError(error)) {
+      console.error(`${prefix}: ${error.code}: ${error.message}`);
       return 1;
     }
     console.error(`${prefix}: ${(error as Error).message}`);

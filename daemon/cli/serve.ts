@@ -68,7 +68,8 @@ anything is opened; a configuration that cannot work exits 78.`,
       cache: config.paths.cache,
       cacheFrom: origin('paths.cache'),
     }, 'configuration loaded');
-    const gateway = new Gateway(config, log);
+    // files[0] is the embedded default; a file after it is the one backups carry.
+    const gateway = new Gateway(config, log, { configFile: files.length > 1 ? files.at(-1)! : null });
 
     // Handlers go in before start, so a SIGTERM during start-up still stops cleanly, and stay
     // for the whole run, so a second signal while draining cannot kill the process before

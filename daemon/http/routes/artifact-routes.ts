@@ -1,4 +1,3 @@
-import { open } from 'node:fs/promises';
 import type Router from '@koa/router';
 import parseRange from 'range-parser';
 import { fail } from '../../errors.ts';
@@ -63,11 +62,14 @@ export function artifactRoutes(router: Router, services: Services): void {
     if (ctx.method === 'HEAD') return;
 
     // Open before answering: a blob that vanished (garbage collection) is a clean 404,
-    // not a dropped connection halfway through the headers.
-    const file = await open(blobs.pathOf(sha256)).catch(() => undefined);
-    if (!file) fail('artifact_not_found', `this gateway's cache holds no artifact ${sha256}`);
+    // not a dropped connection halfway through the headers. The open reader keeps the
+    // blob from garbage collection until the response is over.
+    const reader = await blobs.openForRead(sha256);
+    if (!reader) fail('artifact_not_found', `this gateway's cache holds no artifact ${sha256}`);
     metrics.artifactBytes.inc(length);
-    ctx.body = file.createReadStream({ start, end, highWaterMark: READ_CHUNK });
+    const stream = reader.file.createReadStream({ start, end, highWaterMark: READ_CHUNK });
+    stream.once('close', reader.release);
+    ctx.body = stream;
   });
 
 }
