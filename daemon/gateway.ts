@@ -10,6 +10,8 @@ import { TokenAuth } from './http/auth.ts';
 import { HttpServer } from './http/http-server.ts';
 import type { Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
+import { systemClock, type Clock } from './clock.ts';
+import { RolloutGuard } from './rollouts/rollout-guard.ts';
 import { TrustPolicy } from './signing/trust.ts';
 import { BlobCollector } from './store/blob-collector.ts';
 import { BlobStore, blobDirsOf } from './store/blob-store.ts';
@@ -33,11 +35,18 @@ export class Gateway {
   readonly #started: Array<{ name: string; part: Part }> = [];
   #http: HttpServer | undefined;
 
-  /** `configFile`: the file the config came from, which backups carry (none: the embedded default). */
-  constructor(config: Config, log: Logger, options: { configFile?: string | null } = {}) {
+  readonly #clock: Clock;
+
+  /**
+   * `configFile`: the file the config came from, which backups carry (none: the embedded
+   * default). `clock`: the time of device records, assignments and rollout steps (tests
+   * pass their own).
+   */
+  constructor(config: Config, log: Logger, options: { configFile?: string | null; clock?: Clock } = {}) {
     this.#config = config;
     this.#log = log;
     this.#configFile = options.configFile ?? null;
+    this.#clock = options.clock ?? systemClock;
   }
 
   async start(): Promise<void> {
@@ -51,8 +60,8 @@ export class Gateway {
     const database = new Database(config.paths.state, log);
     const blobs = new BlobStore(blobDirsOf(config.paths), log);
     const catalog = new Catalog(database, blobs, log);
-    const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds);
-    const answers = new PollAnswers(catalog, blobs, {
+    const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds, this.#clock);
+    const answers = new PollAnswers(catalog, blobs, devices, {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
     });
@@ -72,6 +81,8 @@ export class Gateway {
       await this.#startPart('blob collector', collector);
       await this.#startPart('upstream sync', sync);
       const id = await gatewayIdOf(database);
+      const rollouts = new RolloutGuard(catalog, devices, metrics, log, this.#clock);
+      await this.#startPart('rollout guard', rollouts);
       metrics.observe({
         fleet: () => fleetCounts(devices.records(), catalog.current),
         models: () => catalog.current.models.size,
@@ -79,10 +90,12 @@ export class Gateway {
         longPolls: () => answers.waiting,
         dirs: { state: config.paths.state, cache: config.paths.cache },
         upstreamConfigured: () => sync.configured,
+        lastSyncSuccess: () => sync.status().lastSuccessAt,
       });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, devices, answers, collector, sync, metrics, database, discovery,
+        config, log, trust, auth, catalog, blobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
         configFile: this.#configFile,
+        clock: this.#clock,
         gatewayId: id,
         startedAt: new Date(),
       });

@@ -101,12 +101,22 @@ export const assign = defineCommand({
   description: `Assigns a model to a device (MAC), a group (group:<name>) or everyone (default). VERSION
 may be "latest". With --rollout, only PERCENT % of the devices get it; the others stay on
 --previous, which defaults to what SELECTOR is assigned today (when raising the percentage
-of the same rollout, its previous version).`,
+of the same rollout, its previous version). --halt-on-failures halts the rollout (everyone
+back on --previous) when that many devices of its cohort (or that share of it) report
+failed; --steps raises the percentage one step every --step-after-minutes while the cohort
+is healthy. Known devices that cannot run the model (missing operators, delegates, memory
+or slot space) are listed on stderr; with --strict the assignment is then refused (exit 1)
+and nothing changes.`,
   operands: [{ name: 'SELECTOR' }, { name: 'NAME' }, { name: 'VERSION' }],
   client: true,
   flags: {
     rollout: { placeholder: 'PERCENT', help: 'stage it: a whole percentage from 0 to 100' },
     previous: { placeholder: 'NAME@VERSION', help: 'what the other devices keep (default: the current assignment)' },
+    'halt-on-failures': { placeholder: 'N|N%', help: 'halt the rollout when this many (or this share) of its cohort report failed' },
+    'min-devices': { placeholder: 'N', help: 'devices that must have reported before a share in --halt-on-failures counts' },
+    steps: { placeholder: 'P,P,...', help: 'percentages to raise the rollout through, one per --step-after-minutes' },
+    'step-after-minutes': { placeholder: 'M', help: 'minutes of a healthy cohort before the next step (with --steps)' },
+    strict: { kind: 'boolean', help: 'refuse (exit 1) when a known device cannot run the model' },
     force: FORCE,
   },
   async run(args) {
@@ -114,16 +124,42 @@ of the same rollout, its previous version).`,
     const model = positional(args, 1, 'NAME');
     const version = positional(args, 2, 'VERSION');
     const percent = integerOption(args, 'rollout', 0, 100, 'a whole percentage');
+    const steps = option(args, 'steps')?.split(',').map((step) => {
+      if (!/^\s*\d+\s*$/.test(step) || Number(step) > 100) throw new UsageError(`--steps takes whole percentages from 0 to 100 separated by commas, e.g. 10,50,100, not "${option(args, 'steps')}"`);
+      return Number(step);
+    });
+    const staged = percent !== undefined || steps !== undefined;
+    for (const flag of ['previous', 'halt-on-failures', 'min-devices', 'step-after-minutes']) {
+      if (!staged && option(args, flag) !== undefined) throw new UsageError(`--${flag} only goes with --rollout PERCENT or --steps`);
+    }
+    const halt = option(args, 'halt-on-failures');
+    if (halt !== undefined && !/^\d+%?$/.test(halt)) throw new UsageError(`--halt-on-failures takes a number of devices (3) or a share (5%), not "${halt}"`);
+    const minDevices = integerOption(args, 'min-devices', 0, 1_000_000, 'a number of devices');
+    const stepAfterMinutes = integerOption(args, 'step-after-minutes', 1, 525_600, 'a number of minutes');
+    if (steps !== undefined && stepAfterMinutes === undefined) throw new UsageError('--steps needs --step-after-minutes M');
     const previousText = option(args, 'previous');
-    if (previousText !== undefined && percent === undefined) throw new UsageError('--previous only goes with --rollout PERCENT');
     let previous = previousText === undefined ? undefined : parseRef(previousText, '--previous');
     const client = GatewayClient.fromArgs(args);
     await checkSelectorReachesDevices(client, selector, args);
-    if (percent !== undefined && previous === undefined) {
-      previous = await currentAssignment(client, selector, { model, version });
+    if (staged && previous === undefined) previous = await currentAssignment(client, selector, { model, version });
+    let rollout: { percent?: number; previous: { model: string; version: string }; [safety: string]: unknown } | undefined;
+    if (staged) {
+      rollout = { previous: previous! };
+      if (percent !== undefined) rollout.percent = percent;
+      if (halt !== undefined) rollout.haltOnFailures = halt.endsWith('%') ? halt : Number(halt);
+      if (minDevices !== undefined) rollout.minDevices = minDevices;
+      if (steps !== undefined) {
+        rollout.steps = steps;
+        rollout.stepAfterMinutes = stepAfterMinutes;
+      }
     }
-    const rollout = percent === undefined ? undefined : { percent, previous: previous! };
-    await client.request('PUT', `/v1/assignments/${segment(selector)}`, { json: { model, version, rollout } });
+    const query = args.flags.has('strict') ? '?strict=true' : '';
+    const { body } = await client.request<{ rollout: { percent: number } | null; compatibility?: { incompatible: Array<{ mac: string; reasons: string[] }> } }>(
+      'PUT', `/v1/assignments/${segment(selector)}${query}`, { json: { model, version, rollout } });
+    for (const device of body.compatibility?.incompatible ?? []) {
+      console.error(`warning: ${device.mac} cannot run ${model}@${version} (${device.reasons.join(', ')}); it keeps what it runs`);
+    }
+    if (rollout) rollout.percent = body.rollout?.percent;
     console.log(`assigned ${model}@${version} to ${selector}${rollout ? ` for ${rollout.percent}% (others: ${rollout.previous.model}@${rollout.previous.version})` : ''}`);
     return 0;
   },

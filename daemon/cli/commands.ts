@@ -1,5 +1,6 @@
 import * as backups from './backup-commands.ts';
 import * as catalog from './catalog-commands.ts';
+import { doctorCommand } from './doctor-command.ts';
 import type { Command } from './command.ts';
 import * as keys from './key-commands.ts';
 import * as program from './program-commands.ts';
@@ -24,10 +25,12 @@ export const commands: readonly Command[] = [
   catalog.devices,
   catalog.check,
   program.inspect,
+  program.rollout,
   store.sync,
   store.publish,
   keys.keygen,
   keys.sign,
+  doctorCommand,
   backups.backupCommand,
   backups.restoreCommand,
 ];

@@ -2,9 +2,10 @@ import { stat } from 'node:fs/promises';
 import { describeFsError } from '../fs-errors.ts';
 import { inspectProgramFile } from '../store/executorch.ts';
 import { digestFile } from '../store/file-digest.ts';
-import { positional } from './args.ts';
+import { positional, UsageError } from './args.ts';
 import { CliError } from './cli-error.ts';
 import { defineCommand } from './command.ts';
+import { GatewayClient } from './gateway-client.ts';
 
 export const inspect = defineCommand({
   name: 'inspect',
@@ -30,6 +31,25 @@ the file is not a readable program (the reason is on stderr), as a push would be
       throw new CliError(`${file} is not a readable ExecuTorch program: ${check.reason}`);
     }
     console.log(JSON.stringify({ file, size, sha256: (await digestFile(file)).sha256, program: check.program }, null, 2));
+    return 0;
+  },
+});
+
+export const rollout = defineCommand({
+  name: 'rollout',
+  summary: 'halt, resume or promote the staged rollout of an assignment',
+  description: `halt: stop the staged rollout of SELECTOR's assignment: its whole cohort is offered the
+previous model again. resume: undo a halt (automatic or by hand); failures reported before
+the resume no longer count. promote: raise it to 100 % (and clear a halt). Prints the
+assignment with its cohort's health as JSON.`,
+  operands: [{ name: 'halt|resume|promote' }, { name: 'SELECTOR' }],
+  client: true,
+  async run(args) {
+    const action = positional(args, 0, 'halt|resume|promote');
+    if (!['halt', 'resume', 'promote'].includes(action)) throw new UsageError(`unknown rollout action ${action}: use halt, resume or promote`);
+    const selector = positional(args, 1, 'SELECTOR');
+    const { body } = await GatewayClient.fromArgs(args).request('POST', `/v1/assignments/${encodeURIComponent(selector)}/rollout/${action}`);
+    console.log(JSON.stringify(body, null, 2));
     return 0;
   },
 });

@@ -1,4 +1,5 @@
 import { randomInt } from 'node:crypto';
+import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import os from 'node:os';
 import { Bonjour } from 'bonjour-service';
@@ -62,6 +63,7 @@ interface RemoteInfo {
 }
 
 const MDNS_PORT = 5353;
+const MDNS_GROUP = '224.0.0.251';
 const PROBE_INTERVAL_MS = 250;
 const PROBES = 3;
 /** RFC 6762 section 6: a record is multicast at most once a second, in answer to a probe every 250 ms. */
@@ -90,6 +92,7 @@ export class Advertiser {
   readonly #log: Logger;
   #bonjour: Bonjour | undefined;
   #mdns: MulticastDns | undefined;
+  #socket: dgram.Socket | undefined;
   #state: AdvertiserState = 'stopped';
   #error: string | undefined;
   #instance = '';
@@ -126,7 +129,9 @@ export class Advertiser {
     this.#records = this.#build();
 
     let socketError: Error | undefined;
-    const bonjour = new Bonjour({}, (error: Error) => this.#log.warn({ err: error }, 'mDNS send failed'));
+    // Our own socket, handed to multicast-dns, so that group memberships can be renewed (#rejoin).
+    this.#socket = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+    const bonjour = new Bonjour({ socket: this.#socket } as never, (error: Error) => this.#log.warn({ err: error }, 'mDNS send failed'));
     this.#bonjour = bonjour;
     const mdns = socketOf(bonjour);
     this.#mdns = mdns;
@@ -178,6 +183,7 @@ export class Advertiser {
     const bonjour = this.#bonjour;
     this.#bonjour = undefined;
     this.#mdns = undefined;
+    this.#socket = undefined;
     if (bonjour) await new Promise<void>((resolve) => bonjour.destroy(() => resolve()));
   }
 
@@ -391,6 +397,9 @@ export class Advertiser {
   #announce(reason: 'start' | 'update'): void {
     this.#state = 'announced';
     this.#records = this.#build();
+    // Each revision is a new TXT record: forget when old ones went out, or this map would grow forever.
+    const current = new Set(this.#records.map(recordKey));
+    for (const key of this.#lastMulticast.keys()) if (!current.has(key)) this.#lastMulticast.delete(key);
     this.#lastAnnounceAt = Date.now();
     this.#announcements++;
     const send = () => {
@@ -415,8 +424,11 @@ export class Advertiser {
     });
   }
 
-  /** A change to announce: at once, or when the minimum interval since the last one has passed. */
-  #update(reason: string): void {
+  /**
+   * A change to announce: at once, or when the minimum interval since the last one has
+   * passed. Without `force`, only when the records did change.
+   */
+  #update(reason: string, force = false): void {
     if (this.#state === 'probing') {
       this.#records = this.#build();
       return;
@@ -432,18 +444,46 @@ export class Advertiser {
       // Address records and the old TXT that are gone are withdrawn in the same packet.
       const gone = this.#records.filter((record) => !nextKeys.has(recordKey(record)) && record.type !== 'TXT');
       this.#retired = [...this.#retired.filter((record) => !nextKeys.has(recordKey(record))), ...gone];
-      if (next.every((record) => before.has(recordKey(record))) && gone.length === 0) return;
+      if (!force && next.every((record) => before.has(recordKey(record))) && gone.length === 0) return;
       this.#log.debug({ reason }, 'mDNS update');
       this.#announce('update');
     });
   }
 
   #checkAddresses(): void {
+    const rejoined = this.#rejoin();
     const now = this.#readAddresses();
-    if (now.join(',') === this.#addresses.join(',')) return;
-    this.#log.info({ from: this.#addresses, to: now }, 'machine addresses changed: re-announcing');
-    this.#addresses = now;
-    this.#update('addresses');
+    if (now.join(',') !== this.#addresses.join(',')) {
+      this.#log.info({ from: this.#addresses, to: now }, 'machine addresses changed: re-announcing');
+      this.#addresses = now;
+      this.#update('addresses');
+    } else if (rejoined.length > 0) {
+      this.#log.info({ addresses: rejoined }, 'network interface came back: re-announcing');
+      this.#update('reconnected', true);
+    }
+  }
+
+  /**
+   * Joins the mDNS group on every IPv4 interface again. An interface that went away and
+   * came back (a Wi-Fi adapter reconnecting) has the same address but lost the membership,
+   * and multicast-dns, which keys memberships by address, never renews it: the gateway
+   * would stop hearing queries. Returns the addresses where joining was needed.
+   */
+  #rejoin(): string[] {
+    const socket = this.#socket;
+    if (!socket || this.#state === 'failed') return [];
+    const joined: string[] = [];
+    for (const list of Object.values(os.networkInterfaces())) {
+      const ipv4 = list?.find((info) => info.family === 'IPv4');
+      if (!ipv4) continue;
+      try {
+        socket.addMembership(MDNS_GROUP, ipv4.address);
+        if (!ipv4.internal) joined.push(ipv4.address);
+      } catch {
+        // EADDRINUSE: still a member, as it should be.
+      }
+    }
+    return joined;
   }
 }
 

@@ -3,7 +3,8 @@ import { Teardowns } from '../helpers/harness.ts';
 import { fixturePath } from '../helpers/programs.ts';
 import { assignModel, GATEWAY_PORT, pushModel, startLanGateway, type LanGateway } from './gateway.ts';
 import { createLan, lanTest, type Lan } from './lan.ts';
-import { bonjourBrowser, serviceOf, zeroconf, type Json } from './mdns-peers.ts';
+import { bonjourBrowser, mdnsQuery, serviceOf, zeroconf, type Json } from './mdns-peers.ts';
+import { ALL_TOKEN } from '../helpers/tokens.ts';
 
 // One gateway host and one device host, shared by these tests in order: the gateway is
 // found, its revision and addresses change, it is attacked, and it says goodbye.
@@ -21,7 +22,7 @@ interface Setup {
 let setup: Promise<Setup> | undefined;
 function lanSetup(): Promise<Setup> {
   setup ??= (async () => {
-    const lan = await createLan(shared, ['gw', 'dev']);
+    const lan = await createLan(shared, ['gw', 'dev', 'esp']);
     const dev = lan.host('dev');
     // Listening before the gateway starts, so it hears the announcement as a device that boots first would.
     const browser = await bonjourBrowser(dev);
@@ -42,7 +43,9 @@ async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean
   }
 }
 
-const mdnsOf = (health: Json) => health.mdns as { state: string; name: string; host: string; addresses: string[]; txt: Record<string, string> };
+const mdnsOf = (health: Json) => health.mdns as {
+  state: string; name: string; host: string; addresses: string[]; txt: Record<string, string>; announcements: number;
+};
 
 lanTest.serial("bonjour-service's browser on a device host finds the gateway: port, address and TXT", async (t) => {
   const { lan, gateway, browser, health } = await lanSetup();
@@ -77,6 +80,29 @@ lanTest.serial('python3-zeroconf, an independent resolver, finds the gateway too
   await resolver.process.stop();
 });
 
+lanTest.serial('one query for PTR, SRV, TXT and A, as an ESP-IDF device asks, gets them all in one response; so does a plain DNS query', async (t) => {
+  const { lan, health } = await lanSetup();
+  const gw = lan.host('gw');
+  const name = mdnsOf(await health()).name;
+  const fqdn = `${name}._modelferry._tcp.local.`;
+  for (const legacy of [false, true]) {
+    const response = await mdnsQuery(lan.host('esp'), name, gw.hostname, legacy);
+    const records = response.records as Json[];
+    const has = (type: string, recordName: string, data?: unknown) => records.some((record) => record.type === type
+      && String(record.name).toLowerCase() === recordName.toLowerCase() && (data === undefined || JSON.stringify(record.data) === JSON.stringify(data)));
+    t.true(has('ptr', '_modelferry._tcp.local.', fqdn), JSON.stringify(records));
+    t.true(has('srv', fqdn, { port: GATEWAY_PORT, target: `${gw.hostname}.local.` }));
+    t.true(has('txt', fqdn));
+    t.true(has('a', `${gw.hostname}.local.`, gw.address));
+    t.is(response.source, gw.address);
+    if (legacy) {
+      // RFC 6762 section 6.7: the query id echoed, TTLs of at most 10 s.
+      t.is(response.id, 0x4d46);
+      t.true(records.every((record) => Number(record.ttl) <= 10));
+    }
+  }
+});
+
 lanTest.serial('a new revision after a push reaches a running browser without a new query', async (t) => {
   const { lan, gateway, browser, health } = await lanSetup();
   const before = String((await health()).revision);
@@ -87,6 +113,24 @@ lanTest.serial('a new revision after a push reaches a running browser without a 
   const update = await browser.waitFor((event) => event.event === 'txt-update' && serviceOf(event).txt.rev === after);
   t.is(serviceOf(update).port, GATEWAY_PORT);
   t.is(mdnsOf(await health()).txt.rev, after);
+});
+
+lanTest.serial('a burst of 100 catalog changes is a few announcements, the last carrying the final revision', async (t) => {
+  const { lan, gateway, browser, health } = await lanSetup();
+  const before = mdnsOf(await health()).announcements;
+  const started = Date.now();
+  // One curl, 100 assignments, as fast as the gateway takes them.
+  const urls = Array.from({ length: 100 }, (_, i) => `${gateway.url}/v1/assignments/02:00:00:00:01:${i.toString(16).padStart(2, '0')}`);
+  const burst = await lan.host('dev').run('curl', ['-sS', '-w', '\\n%{http_code}\\n', '-X', 'PUT', '-H', `Authorization: Bearer ${ALL_TOKEN}`,
+    '-H', 'Content-Type: application/json', '-d', JSON.stringify({ model: 'kws', version: '1.0.0' }), ...urls], { timeoutMs: 60_000 });
+  t.is(burst.stdout.split('\n').filter((line) => line === '201').length, 100, burst.stdout + burst.stderr);
+  const seconds = (Date.now() - started) / 1000;
+  const final = String((await health()).revision);
+  await browser.waitFor((event) => event.event === 'txt-update' && serviceOf(event).txt.rev === final);
+  const announced = mdnsOf(await health()).announcements - before;
+  t.log(`100 changes in ${seconds.toFixed(1)} s: ${announced} announcements`);
+  // At most one per mdns.minAnnounceIntervalSeconds (1 s), plus the one that ends the burst.
+  t.true(announced >= 1 && announced <= Math.ceil(seconds) + 2, `${announced} announcements in ${seconds} s`);
 });
 
 lanTest.serial('an address added to and removed from the gateway is re-announced', async (t) => {
@@ -107,6 +151,20 @@ lanTest.serial('an address added to and removed from the gateway is re-announced
   const withdrawn = await sniffer.waitFor((event) => hasA(event, (ttl) => ttl === 0));
   t.true((withdrawn.records as Json[]).some((record) => record.type === 'a' && record.data === gw.address && Number(record.ttl) > 0));
   await sniffer.process.stop();
+});
+
+lanTest.serial('after its network interface is replaced (a Wi-Fi reconnect) the gateway re-announces and answers queries again', async (t) => {
+  const { lan, health } = await lanSetup();
+  const gw = lan.host('gw');
+  const before = mdnsOf(await health());
+  await gw.reconnect();
+  // Same addresses, so nothing to compare: the gateway notices it had to join the mDNS group again.
+  const after = mdnsOf(await eventually(health, (value) => mdnsOf(value).announcements > before.announcements));
+  t.true(after.announcements > before.announcements);
+  t.deepEqual(after.addresses, before.addresses);
+  // A device that asks only now is answered: the gateway hears queries on the new interface.
+  const response = await mdnsQuery(lan.host('esp'), after.name, gw.hostname);
+  t.is(response.source, gw.address);
 });
 
 lanTest.serial('hostile mDNS traffic neither crashes the gateway nor stops its advertisement', async (t) => {

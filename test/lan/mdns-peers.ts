@@ -70,3 +70,10 @@ export async function zeroconf(host: LanHost, ...args: string[]): Promise<Peer> 
 export function serviceOf(event: Json): BrowsedService {
   return event.service as BrowsedService;
 }
+
+/** One ESP-IDF-style query (tools/mdns_tool.py query): the first response that answers it. */
+export async function mdnsQuery(host: LanHost, instance: string, hostname: string, legacy = false): Promise<Json> {
+  const result = await host.run(PYTHON, [`${TOOLS}mdns_tool.py`, 'query', instance, hostname, ...(legacy ? ['legacy'] : [])], { timeoutMs: 20_000 });
+  if (result.code !== 0) throw new Error(`query from ${host.name}: exit ${result.code}: ${result.stderr}`);
+  return JSON.parse(result.stdout.trim()) as Json;
+}

@@ -268,6 +268,12 @@ int main(int argc, char **argv)
     mf_ports ports = {http, disc, slots, kv, id};
     static mf_client client;
     mf_err err = mf_client_init(&client, &cfg, &ports);
+    if (err == MF_ERR_INVALID_ARG) {
+        fprintf(stderr, "modelferry-sim: capabilities beyond the contract: at most %d operators and %d delegates, "
+                        "names of 1 to %d printable characters without spaces, a runtime of at most %d\n",
+                MF_OPERATORS_MAX, MF_DELEGATES_MAX, MF_CAPABILITY_NAME_MAX, MF_RUNTIME_MAX);
+        return 2;
+    }
     if (err != MF_OK) {
         fprintf(stderr, "modelferry-sim: %s\n", mf_err_code(err));
         return 1;

@@ -441,6 +441,44 @@ static void capabilities_reported(void)
     CHECK(strstr(strstr(gw.reports_text, "capabilities") + 1, "capabilities") == NULL);
     test_device_close(&d);
 
+    /* Beyond the contract's bounds: refused at init. */
+    static const char *const spaced[] = {"aten::add out"};
+    static char long_name[130];
+    memset(long_name, 'x', 129);
+    static const char *const too_long[] = {long_name};
+    static const char *many[65];
+    for (int i = 0; i < 65; i++) many[i] = "XnnpackBackend";
+    struct { const char *const *ops; size_t n_ops; const char *const *dels; size_t n_dels; } bad[] = {
+        {spaced, 1, NULL, 0}, {too_long, 1, NULL, 0}, {NULL, 0, many, 65}, {NULL, 3, NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        test_device b;
+        fresh(&b);
+        b.cfg.capabilities.operators = bad[i].ops;
+        b.cfg.capabilities.operator_count = bad[i].n_ops;
+        b.cfg.capabilities.delegates = bad[i].dels;
+        b.cfg.capabilities.delegate_count = bad[i].n_dels;
+        CHECK_EQ(test_device_boot(&b), MF_ERR_INVALID_ARG);
+        test_device_close(&b);
+    }
+    /* The contract's maximum count: 2,048 operators (names of ~25 characters: a ~56 KiB report,
+     * within the 64 KiB a report with capabilities may take). */
+    static char names[2048][32];
+    static const char *all[2048];
+    for (int i = 0; i < 2048; i++) {
+        snprintf(names[i], sizeof names[i], "aten::operator_%04d.out", i % 10000);
+        all[i] = names[i];
+    }
+    fresh(&d);
+    d.cfg.capabilities.operators = all;
+    d.cfg.capabilities.operator_count = 2048;
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK(strstr(gw.first_report, "\"aten::operator_2047.out\"]") != NULL);
+    CHECK(strlen(gw.first_report) < 64 * 1024);
+    test_device_close(&d);
+
     /* A gateway that refuses them still gets the state. */
     fresh(&d);
     gw.refuse_capabilities = 1;

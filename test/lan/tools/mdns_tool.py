@@ -5,6 +5,11 @@ bonjour-service). Each mode prints one JSON object per line.
                    ({"event": "added"|"updated"|"removed", "name", "port", "server", "addresses", "txt"})
   sniff            every mDNS response seen on the LAN, records decoded
                    ({"source", "records": [{"name", "type", "ttl", "data"}]})
+  query NAME HOST [legacy]
+                   one query asking PTR, SRV, TXT and A at once (QU set on the last three), as
+                   an ESP-IDF device asks, from port 5353 (or, with legacy, from another port
+                   as a plain DNS resolver does); prints the first response that answers it
+                   ({"source", "id", "records": [...], "answers": n})
   hostile NAME     malformed packets, a flood of queries and a spoofed service named NAME
                    (the instance label), then {"done": true, ...counts}
 """
@@ -93,6 +98,34 @@ def sniff():
         emit({"source": source[0], "at": time.time(), "records": [record_json(r) for r in packet.answers]})
 
 
+def query(instance, host, legacy):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    if legacy:
+        sock.bind(("", 0))
+    else:
+        sock = listening_socket()
+    name = f"{instance}.{TYPE}"
+    out = DNSOutgoing(const._FLAGS_QR_QUERY, multicast=not legacy, id_=0x4d46 if legacy else 0)
+    out.add_question(DNSQuestion(TYPE, const._TYPE_PTR, const._CLASS_IN))
+    for qname, qtype in [(name, const._TYPE_SRV), (name, const._TYPE_TXT), (f"{host}.local.", const._TYPE_A)]:
+        question = DNSQuestion(qname, qtype, const._CLASS_IN)
+        question.unicast = not legacy
+        out.add_question(question)
+    sock.sendto(out.packets()[0], (GROUP, PORT))
+    sock.settimeout(10)
+    while True:
+        data, source = sock.recvfrom(9000)
+        try:
+            packet = DNSIncoming(data)
+        except Exception:  # noqa: BLE001
+            continue
+        if not packet.is_response() or not any(r.name.lower() == name.lower() for r in packet.answers):
+            continue
+        emit({"source": source[0], "id": packet.id, "answers": packet.num_answers,
+              "records": [record_json(r) for r in packet.answers]})
+        return
+
+
 def txt(entries):
     return b"".join(bytes([len(e)]) + e.encode() for e in entries)
 
@@ -152,6 +185,8 @@ if __name__ == "__main__":
         browse()
     elif mode == "sniff":
         sniff()
+    elif mode == "query" and len(sys.argv) > 3:
+        query(sys.argv[2], sys.argv[3], sys.argv[4:] == ["legacy"])
     elif mode == "hostile" and len(sys.argv) > 2:
         hostile(sys.argv[2])
     else:

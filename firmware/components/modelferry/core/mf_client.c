@@ -95,9 +95,32 @@ static size_t report_capacity(const mf_config *cfg)
     return n;
 }
 
+/* The contract's bounds on capabilities (DESIGN.md section 2): a report the gateway would
+ * refuse is a configuration mistake, caught at start. */
+static int capability_name_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > MF_CAPABILITY_NAME_MAX) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x21 || s[i] > 0x7e) return 0;
+    return 1;
+}
+
+static int capabilities_ok(const mf_capabilities *caps)
+{
+    if (caps->operator_count > MF_OPERATORS_MAX || caps->delegate_count > MF_DELEGATES_MAX) return 0;
+    if ((caps->operator_count && !caps->operators) || (caps->delegate_count && !caps->delegates)) return 0;
+    for (size_t i = 0; i < caps->operator_count; i++)
+        if (!capability_name_ok(caps->operators[i])) return 0;
+    for (size_t i = 0; i < caps->delegate_count; i++)
+        if (!capability_name_ok(caps->delegates[i])) return 0;
+    return !caps->runtime || strlen(caps->runtime) <= MF_RUNTIME_MAX;
+}
+
 mf_err mf_client_init(mf_client *c, const mf_config *cfg, const mf_ports *ports)
 {
     if (!c || !cfg || !ports || !ports->http || !ports->slots || !ports->kv || !ports->identity) return MF_ERR_INVALID_ARG;
+    if (!capabilities_ok(&cfg->capabilities)) return MF_ERR_INVALID_ARG;
     if (sodium_init() < 0) return MF_ERR_NO_MEMORY;
     memset(c, 0, sizeof *c);
     c->cfg = cfg;

@@ -23,6 +23,12 @@
 #define MF_MODEL_NAME_MAX 64
 #define MF_MODEL_VERSION_MAX 64
 
+/* The contract's bounds on capabilities; mf_client_init refuses a config beyond them. */
+#define MF_OPERATORS_MAX 2048
+#define MF_DELEGATES_MAX 64
+#define MF_CAPABILITY_NAME_MAX 128   /* printable ASCII, no spaces */
+#define MF_RUNTIME_MAX 64
+
 /* What this firmware can run, reported to the gateway so it offers only compatible models. */
 typedef struct {
     const char *const *operators;   /* "aten::add.out", ... */
