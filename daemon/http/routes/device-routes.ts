@@ -35,6 +35,10 @@ export function deviceRoutes(router: Router, services: Services): void {
     const mac = parseMac(ctx.params.mac!);
     // Up to 64 KiB when the report carries capabilities (2,048 operator names), 4 KiB otherwise.
     const { value, bytes } = await readJsonSized(ctx, REPORT_WITH_CAPABILITIES_LIMIT);
+    // The size rule first: a body too big for a report without capabilities is 413 whatever
+    // else is wrong with it (unknown fields are 400 after).
+    const carriesCapabilities = value !== null && typeof value === 'object' && 'capabilities' in value;
+    if (bytes > REPORT_BODY_LIMIT && !carriesCapabilities) tooLarge(ctx, REPORT_BODY_LIMIT);
     const report = validate(deviceReportSchema, value);
     if (bytes > REPORT_BODY_LIMIT && report.capabilities === undefined) tooLarge(ctx, REPORT_BODY_LIMIT);
     devices.report(mac, ctx.req.socket.remoteAddress, report);
