@@ -110,6 +110,7 @@ export class Gateway {
         const http = this.#http;
         advertiser = new Advertiser({
           ...config.mdns,
+          httpHost: config.http.host,
           gatewayId: id,
           port: () => http.address.port,
           revision: () => catalog.current.revision,

@@ -127,7 +127,7 @@ export async function restore(args: Args): Promise<number> {
   const { manifest } = result;
   console.log(`restored gateway ${manifest.gatewayId} (backup of ${manifest.createdAt}, modelferry ${manifest.version})`);
   console.log(`  database: ${manifest.entries} entries into ${paths.state}${result.stateMovedTo ? ` (the previous state is in ${result.stateMovedTo})` : ''}`);
-  console.log(`  blobs: ${manifest.blobs.length} (${result.blobsWritten} written) into ${paths.cache}`);
+  console.log(`  blobs: ${manifest.blobs.length} (${result.blobsWritten} written) into ${path.join(paths.state, 'blobs')}`);
   console.log(`  config: ${result.config.action}${result.config.path ? ` ${result.config.path}` : ''}${result.config.movedTo ? ` (the previous one is ${result.config.movedTo})` : ''}`);
   console.log('start the gateway now (sudo systemctl start modelferry)');
   return 0;

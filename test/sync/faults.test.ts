@@ -237,3 +237,31 @@ test('after breakerFailures failed syncs in a row the breaker opens: /healthz, G
   t.regex(after, /^modelferry_sync_last_success_timestamp_seconds [1-9]/m);
 });
 
+
+test('artifacts come upstream.concurrency at a time; when one fails the others stay unserved until a sync applies them all', async (t) => {
+  const h = await primed(t, { 'upstream.concurrency': '2' });
+  const more = Array.from({ length: 6 }, () => makeProgram(32 * 1024));
+  for (const [i, bytes] of more.entries()) await publishBytes(h.store, `extra-${i}`, '1', bytes);
+  let inFlight = 0;
+  let most = 0;
+  h.server.beforeServe(async (pathname) => {
+    if (!pathname.startsWith('/artifacts/')) return;
+    inFlight++;
+    most = Math.max(most, inFlight);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    inFlight--;
+  });
+  const broken = `/artifacts/${sha256(more[5]!)}`;
+  h.server.fault(broken, { kind: 'status', status: 404 });
+  await failsUnseen(t, h, 'upstream_error');
+  t.is(most, 2, 'never more than upstream.concurrency downloads at once');
+  for (const bytes of more.slice(0, 5)) {
+    t.is((await h.gw.fetch(`/v1/artifacts/${sha256(bytes)}`, { method: 'HEAD' })).status, 404, 'downloaded, but no model names it yet');
+  }
+  await recovers(t, h);
+  const downloads = h.server.requests.filter((r) => r.path.startsWith('/artifacts/') && r.status === 200).map((r) => r.path);
+  for (const bytes of more) {
+    t.is((await h.gw.fetch(`/v1/artifacts/${sha256(bytes)}`, { method: 'HEAD' })).status, 200);
+    t.is(downloads.filter((p) => p === `/artifacts/${sha256(bytes)}`).length, 1, 'each artifact is downloaded once: the next sync fetches only what is missing');
+  }
+});
