@@ -111,6 +111,7 @@ lanTest.serial('1,000 long polls held by devices (one address each) on four host
   t.timeout(180_000);
   const { lan, gateway, push, health } = await lanSetup();
   const perHost = FLEET / DEVICE_HOSTS.length;
+  const idle = await memoryOf(gateway.process.pid);
   const clients = DEVICE_HOSTS.map((name, h) => {
     const host = lan.host(name);
     const macs = Array.from({ length: perHost }, (_, i) => mac(h + 1, i));
@@ -126,7 +127,7 @@ lanTest.serial('1,000 long polls held by devices (one address each) on four host
   const rss = await memoryOf(gateway.process.pid);
   const last = Math.max(...results.map((result) => Number(result.last)));
   t.log(`push to last of ${FLEET} answers: ${last - pushStarted} ms from the push's start, ${last - pushAcknowledged} ms from its acknowledgement`);
-  t.log(`gateway memory then: VmRSS ${rss.VmRSS}, VmHWM ${rss.VmHWM}`);
+  t.log(`gateway memory then: VmRSS ${rss.VmRSS}, VmHWM ${rss.VmHWM} (VmRSS ${idle.VmRSS} before the long polls)`);
   for (const result of results) {
     t.deepEqual(result.statuses, { 200: perHost });
     t.deepEqual(result.versions, { '3.0.0': perHost });
