@@ -109,6 +109,7 @@ export class Gateway {
         const http = this.#http;
         advertiser = new Advertiser({
           ...config.mdns,
+          httpHost: config.http.host,
           gatewayId: id,
           port: () => http.address.port,
           revision: () => catalog.current.revision,
@@ -120,6 +121,9 @@ export class Gateway {
     } catch (error) {
       await this.stop();
       throw error;
+    }
+    if (config.auth.tokens.length === 0) {
+      log.warn('no tokens configured (auth.tokens is empty): the admin API refuses every push and change until tokens are added to the config file');
     }
     log.info({
       state: config.paths.state,

@@ -30,9 +30,9 @@ interface Setup {
 let setup: Promise<Setup> | undefined;
 function lanSetup(): Promise<Setup> {
   setup ??= (async () => {
-    // Device hosts with several addresses each: many devices, not one client with many sockets.
+    // Each device has an address of its own, as on a real LAN: per-address limits see one device each.
     const lan = await createLan(shared, ['gw', 'pipe', ...DEVICE_HOSTS], {
-      addressesPerHost: Object.fromEntries(DEVICE_HOSTS.map((name) => [name, 5])),
+      clientsPerHost: Object.fromEntries(DEVICE_HOSTS.map((name) => [name, FLEET / DEVICE_HOSTS.length])),
     });
     // 1,000 devices behind 20 addresses: 50 long polls and connections per address, above
     // the per-address defaults sized for one device per address (README "Security and limits").
@@ -75,6 +75,7 @@ async function etagOf(device: LanHost, gateway: LanGateway, address: string): Pr
 }
 
 lanTest.serial('a held long poll is answered 200 with the new model after a push that changes its answer', async (t) => {
+  t.timeout(120_000); // the first test builds the LAN and starts the gateway
   const { lan, gateway, push, health } = await lanSetup();
   const device = lan.host('d1');
   const address = mac(0xa0, 1);
@@ -110,13 +111,15 @@ lanTest.serial('a held long poll is answered 304 at its deadline, and a push for
   t.deepEqual(order, ['other', 'quiet']);
 });
 
-lanTest.serial('1,000 long polls held by devices on four hosts are all answered after one push', async (t) => {
+lanTest.serial('1,000 long polls held by devices (one address each) on four hosts are all answered after one push', async (t) => {
+  t.timeout(180_000);
   const { lan, gateway, push, health } = await lanSetup();
   const perHost = FLEET / DEVICE_HOSTS.length;
+  const idle = await memoryOf(gateway.process.pid);
   const clients = DEVICE_HOSTS.map((name, h) => {
     const host = lan.host(name);
     const macs = Array.from({ length: perHost }, (_, i) => mac(h + 1, i));
-    const spec = { url: gateway.url, macs, wait: 120, localAddresses: host.addresses };
+    const spec = { url: gateway.url, macs, wait: 120, localAddresses: host.clientAddresses };
     return new Peer(host.spawn(process.execPath, [LONG_POLL_TOOL, JSON.stringify(spec)]));
   });
   await Promise.all(clients.map((client) => client.waitFor((event) => event.event === 'holding', 60_000)));
@@ -128,7 +131,7 @@ lanTest.serial('1,000 long polls held by devices on four hosts are all answered 
   const rss = await memoryOf(gateway.process.pid);
   const last = Math.max(...results.map((result) => Number(result.last)));
   t.log(`push to last of ${FLEET} answers: ${last - pushStarted} ms from the push's start, ${last - pushAcknowledged} ms from its acknowledgement`);
-  t.log(`gateway memory then: VmRSS ${rss.VmRSS}, VmHWM ${rss.VmHWM}`);
+  t.log(`gateway memory then: VmRSS ${rss.VmRSS}, VmHWM ${rss.VmHWM} (VmRSS ${idle.VmRSS} before the long polls)`);
   for (const result of results) {
     t.deepEqual(result.statuses, { 200: perHost });
     t.deepEqual(result.versions, { '3.0.0': perHost });
