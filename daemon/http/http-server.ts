@@ -134,17 +134,32 @@ export function pauseIdleTimeout(req: IncomingMessage): () => void {
   };
 }
 
+/** How long a connection closed with its request body unread keeps reading (and dropping)
+ * what the client still sends, so that closing does not reset the connection before the
+ * answer reaches the client. */
+const LINGER_MS = 1000;
+
 /**
  * Node would read and discard the rest of a request body the handler did not read (a 401
  * to an endless chunked push reads forever). When the answer is about to go out and the
- * body is not all in, the answer says `Connection: close` instead, and Node closes the
- * connection once it is sent.
+ * body is not all in, the answer says `Connection: close` instead: once it is sent the
+ * connection is half-closed, and cut for good after a short linger.
  */
 function closeIfBodyUnread(req: IncomingMessage, res: ServerResponse): void {
   if (req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length']) > 0)) return;
   const writeHead = res.writeHead;
   res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
-    if (!req.complete && !res.headersSent) res.setHeader('Connection', 'close');
+    if (!req.complete && !res.headersSent) {
+      res.setHeader('Connection', 'close');
+      // Node ends a `Connection: close` response with destroySoon(), which destroys the
+      // socket as soon as the answer is written; with bytes still arriving that is a reset,
+      // and the client may never read the answer.
+      const socket = req.socket;
+      socket.destroySoon = function lingeringClose(this: Socket) {
+        this.end();
+        setTimeout(() => this.destroy(), LINGER_MS).unref();
+      };
+    }
     return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
   } as typeof res.writeHead;
 }

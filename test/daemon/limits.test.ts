@@ -80,9 +80,9 @@ test.serial('an endless chunked push without a token gets 401 and its connection
   const pusher = await connect(t, daemon.port);
   pusher.write('PUT /v1/models/flood/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n');
   const chunk = Buffer.concat([Buffer.from('10000\r\n'), Buffer.alloc(0x10000, 7), Buffer.from('\r\n')]);
-  const limit = 1024 * 1024 * 1024;
+  const limit = 4 * 1024 * 1024 * 1024;
   let written = 0;
-  // Write as fast as the connection takes it, until it is closed or 1 GiB went through.
+  // Write as fast as the connection takes it, until it is closed or 4 GiB went through.
   while (!pusher.isClosed && written < limit) {
     if (!pusher.write(chunk)) {
       await Promise.race([new Promise((resolve) => pusher.socket.once('drain', resolve)), pusher.closed]);
