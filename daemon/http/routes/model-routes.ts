@@ -23,46 +23,23 @@ export function modelRoutes(router: Router, services: Services): void {
     }
   });
 
-  /**
-   * The push: stream to a temporary blob while hashing, check format, declared digest and
-   * signature, then commit blob and catalog entry, in that order. Any refusal leaves the
-   * catalog and the blob folder exactly as they were.
-   */
+  /** The push: checked and stored by the intake the inbox shares; here, the HTTP side of it. */
   async function receiveModel(ctx: Context): Promise<{ status: 200 | 201; record: ModelRecord }> {
-    const name = parseModelName(ctx.params.name!);
-    const version = parseVersion(ctx.params.version!);
-    const declared = declaredDigest(ctx);
-    const claim = { signature: ctx.get('X-Signature') || null, keyId: ctx.get('X-Signature-Key-Id') || null };
-    trust.precheck(claim);
-    const maxBytes = config.artifacts.maxBytes;
-    if (Number(ctx.get('Content-Length') || 0) > maxBytes) tooLarge(ctx, maxBytes);
-
-    let pending;
+    const submission = {
+      name: parseModelName(ctx.params.name!),
+      version: parseVersion(ctx.params.version!),
+      declaredSha256: declaredDigest(ctx),
+      claim: { signature: ctx.get('X-Signature') || null, keyId: ctx.get('X-Signature-Key-Id') || null },
+      client: String(ctx.state.client),
+    };
     try {
-      pending = await blobs.receive(ctx.req, maxBytes);
-    } catch (error) {
-      if (isModelferryError(error) && error.code === 'body_too_large') tooLarge(ctx, maxBytes);
-      throw error;
-    }
-    try {
-      const { sha256, size } = pending;
-      const { format, program } = acceptFormat(await inspectProgramFile(pending.path, size), config.artifacts.formats);
-      if (declared !== null && declared !== sha256) {
-        fail('digest_mismatch', `the body's sha256 is ${sha256}, not the declared ${declared}; nothing was stored`);
-      }
-      trust.check({ name, version, sha256, size }, claim);
-      const { created, record } = await catalog.addModel({
-        name, version, sha256, size,
-        format,
-        program,
-        signature: claim.signature,
-        keyId: claim.keyId,
-        createdAt: new Date().toISOString(),
-      }, () => pending.commit());
-      if (created) services.log.info({ model: name, version, sha256, size, client: ctx.state.client }, 'model stored');
+      services.intake.precheck(submission, Number(ctx.get('Content-Length') || 0) || null);
+      const { created, record } = await services.intake.submit(submission, ctx.req);
       return { status: created ? 201 : 200, record };
-    } finally {
-      await pending.discard();
+    } catch (error) {
+      // Stop reading, let the rest drain and close the connection after the answer.
+      if (isModelferryError(error) && error.code === 'body_too_large') tooLarge(ctx, services.intake.maxBytes);
+      throw error;
     }
   }
 
