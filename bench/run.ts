@@ -105,7 +105,8 @@ Memory after the runs: ${memory}.
 async function startGateway(dir: string, port: number, children: ChildProcess[]): Promise<ChildProcess> {
   const config = path.join(dir, 'gateway.yaml');
   await writeFile(config, JSON.stringify({
-    http: { host: '127.0.0.1', port },
+    // wrk's connections all come from one address: the per-address cap must not count here.
+    http: { host: '127.0.0.1', port, maxConnectionsPerAddress: 4 * CONNECTIONS },
     paths: { state: path.join(dir, 'state'), cache: path.join(dir, 'cache') },
     mdns: { enabled: false },
     log: { level: 'warn' },

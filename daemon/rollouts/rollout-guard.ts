@@ -98,7 +98,7 @@ export class RolloutGuard {
     const health: CohortHealth = { cohort: 0, failed: 0, reasons: {}, threshold: null, passed: false };
     if (!rollout || !target) return health;
     const since = rollout.percentSince ?? assignment.updatedAt;
-    for (const device of this.#devices.list()) {
+    for (const device of this.#devices.records()) {
       if (!catalog.decidesFor(assignment.selector, device.mac) || !inCohort(device.mac, target, rollout.percent)) continue;
       health.cohort++;
       const report = device.report;

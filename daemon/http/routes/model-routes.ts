@@ -3,12 +3,12 @@ import type { Context } from 'koa';
 import type { ModelRecord } from '../../catalog/types.ts';
 import { fail, isModelferryError } from '../../errors.ts';
 import { parseModelName, parseVersion } from '../../contract/identifiers.ts';
-import { acceptFormat, inspectProgramFile } from '../../store/executorch.ts';
+import { pauseIdleTimeout } from '../http-server.ts';
 import { tooLarge } from '../json-body.ts';
 import type { Services } from '../services.ts';
 
 export function modelRoutes(router: Router, services: Services): void {
-  const { catalog, blobs, trust, config, metrics } = services;
+  const { catalog, blobs, metrics } = services;
 
   router.put('/v1/models/:name/:version', services.auth.scope('push'), async (ctx) => {
     try {
@@ -32,6 +32,11 @@ export function modelRoutes(router: Router, services: Services): void {
       claim: { signature: ctx.get('X-Signature') || null, keyId: ctx.get('X-Signature-Key-Id') || null },
       client: String(ctx.state.client),
     };
+
+    // Once the client has sent everything, the gateway is the slow one (fsync on an SD card,
+    // reading the program), which the idle timeout must not take for a stalled client. Node
+    // puts the keep-alive timeout back once the answer is sent.
+    ctx.req.once('end', () => pauseIdleTimeout(ctx.req));
     try {
       services.intake.precheck(submission, Number(ctx.get('Content-Length') || 0) || null);
       const { created, record } = await services.intake.submit(submission, ctx.req);
