@@ -11,12 +11,15 @@ if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (sudo)" >&2; exit 1; 
 command -v node >/dev/null || { echo "install.sh: Node.js >= 20.19 is required" >&2; exit 1; }
 
 mkdir -p "$prefix"
+# The compiled package: built here if the checkout has not been built yet (npm install does).
+[ -f "$here/dist/cli/main.js" ] || (cd "$here" && npm run build)
 # Copy the package, not the developer's working files.
-for item in package.json package-lock.json tsconfig.json daemon config systemd README.md; do
+for item in package.json package-lock.json dist config systemd README.md; do
   rm -rf "${prefix:?}/$item"
   cp -a "$here/$item" "$prefix/"
 done
-(cd "$prefix" && npm ci --omit=dev --no-audit --no-fund)
+# Run-time dependencies only; no lifecycle scripts (the package is already built).
+(cd "$prefix" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund)
 
 install -d -m 0755 /etc/modelferry
 if [ ! -e /etc/modelferry/config.yaml ]; then

@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 import { ConfigError } from '../config/config-error.ts';
 import { UsageError, parseArgs } from './args.ts';
 import { ClientError } from './gateway-client.ts';

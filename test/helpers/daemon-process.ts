@@ -8,8 +8,9 @@ import YAML from 'yaml';
 import { fetchWithToken, tempDir, type FetchInit, type HasTeardown } from './harness.ts';
 import { ALL_TOKEN, TEST_TOKENS } from './tokens.ts';
 
-// The gateway and its CLI as real child processes: `node daemon/cli/modelferry.js ...`,
-// exactly what systemd or a Jenkins step runs. Real LevelDB, real blob folder, real HTTP
+// The gateway and its CLI as real child processes: `node --import tsx daemon/cli/main.ts ...`,
+// the sources of what systemd or a Jenkins step runs compiled (dist/cli/main.js; the
+// compiled package has its own test in test/build/). Real LevelDB, real blob folder, real HTTP
 // on a loopback port. Every child is killed in the test's teardown (and, as a last resort,
 // when the test worker exits).
 //
@@ -17,7 +18,9 @@ import { ALL_TOKEN, TEST_TOKENS } from './tokens.ts';
 // whole daemon into the test process, which these tests run as a child instead.
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-export const CLI = path.join(ROOT, 'daemon', 'cli', 'modelferry.js');
+export const CLI = path.join(ROOT, 'daemon', 'cli', 'main.ts');
+/** tsx by file URL, so that it resolves whatever the child's working directory. */
+const TSX = import.meta.resolve('tsx');
 
 export interface ExitStatus {
   code: number | null;
@@ -64,9 +67,9 @@ export interface SpawnOptions {
   prefix?: string[];
 }
 
-/** `node daemon/cli/modelferry.js <args>` with piped output, killed if still running when the worker exits. */
+/** `node --import tsx daemon/cli/main.ts <args>` with piped output, killed if still running when the worker exits. */
 function spawnCli(args: string[], options: SpawnOptions): ChildProcess {
-  const [command, ...words] = [...(options.prefix ?? []), process.execPath, CLI, ...args];
+  const [command, ...words] = [...(options.prefix ?? []), process.execPath, `--import=${TSX}`, CLI, ...args];
   const child = spawn(command!, words, {
     cwd: options.cwd ?? ROOT,
     env: cleanEnv(options.env),

@@ -31,8 +31,9 @@ test('systemd-analyze verify accepts the unit file', async (t) => {
 
 test('the unit runs the installed CLI with its config as a credential, state and cache from systemd', (t) => {
   const exec = setting('ExecStart') ?? '';
-  t.regex(exec, /\/opt\/modelferry\/daemon\/cli\/modelferry\.js serve --config \$\{CREDENTIALS_DIRECTORY\}\/config\.yaml$/);
-  t.true(existsSync(`${ROOT}daemon/cli/modelferry.js`));
+  // The compiled package (npm run build): no TypeScript tooling at run time.
+  t.regex(exec, /node \/opt\/modelferry\/dist\/cli\/main\.js serve --config \$\{CREDENTIALS_DIRECTORY\}\/config\.yaml$/);
+  t.true(existsSync(`${ROOT}daemon/cli/main.ts`), 'dist/cli/main.js is built from daemon/cli/main.ts');
   t.is(setting('LoadCredential'), 'config.yaml:/etc/modelferry/config.yaml');
   t.is(setting('StateDirectory'), 'modelferry');
   t.is(setting('CacheDirectory'), 'modelferry');
