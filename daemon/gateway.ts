@@ -10,6 +10,7 @@ import type { Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
 import { TrustPolicy } from './signing/trust.ts';
 import { BlobStore } from './store/blob-store.ts';
+import { HotBlobs } from './store/hot-blobs.ts';
 import { Database } from './store/database.ts';
 
 interface Part {
@@ -42,6 +43,7 @@ export class Gateway {
 
     const database = new Database(config.paths.state, log);
     const blobs = new BlobStore(config.paths.cache, log);
+    const hotBlobs = new HotBlobs(blobs, config.artifacts.memoryCacheBytes);
     const catalog = new Catalog(database, blobs, log);
     const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds);
     const answers = new PollAnswers(catalog, blobs, {
@@ -51,11 +53,12 @@ export class Gateway {
     try {
       await this.#startPart('database', database);
       await this.#startPart('blob store', blobs);
+      await this.#startPart('hot blobs', hotBlobs);
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
       await this.#startPart('poll answers', answers);
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, devices, answers,
+        config, log, trust, auth, catalog, blobs, hotBlobs, devices, answers,
         gatewayId: await gatewayIdOf(database),
         startedAt: new Date(),
         metrics: new Metrics(),

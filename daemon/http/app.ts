@@ -1,6 +1,7 @@
 import type { RequestListener } from 'node:http';
 import Koa from 'koa';
 import Router from '@koa/router';
+import { artifactFastPath } from './artifact-fast-path.ts';
 import { errorHandler } from './error-handler.ts';
 import { pollFastPath } from './poll-fast-path.ts';
 import { artifactRoutes } from './routes/artifact-routes.ts';
@@ -13,12 +14,13 @@ import { manifestRoutes } from './routes/manifest-routes.ts';
 import { modelRoutes } from './routes/model-routes.ts';
 import type { Services } from './services.ts';
 
-/** The gateway's HTTP API (DESIGN.md sections 2 and 3): plain device polls first, then Koa. */
+/** The gateway's HTTP API (DESIGN.md sections 2 and 3): plain device polls and artifact reads first, then Koa. */
 export function createRequestListener(services: Services): RequestListener {
   const fastPoll = pollFastPath(services);
+  const fastArtifact = artifactFastPath(services);
   const koa = createApp(services).callback();
   return (req, res) => {
-    if (!fastPoll(req, res)) void koa(req, res);
+    if (!fastPoll(req, res) && !fastArtifact(req, res)) void koa(req, res);
   };
 }
 

@@ -6,6 +6,7 @@ import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
 import type { BlobStore } from '../store/blob-store.ts';
+import type { HotBlobs } from '../store/hot-blobs.ts';
 import type { TokenAuth } from './auth.ts';
 
 /** What the routes read and change: the gateway's parts, already started. */
@@ -16,6 +17,7 @@ export interface Services {
   startedAt: Date;
   catalog: Catalog;
   blobs: BlobStore;
+  hotBlobs: HotBlobs;
   devices: DeviceRegistry;
   answers: PollAnswers;
   trust: TrustPolicy;
