@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Catalog } from './catalog/catalog.ts';
 import type { Config } from './config/schema.ts';
 import { DeviceRegistry } from './devices/device-registry.ts';
+import { fleetCounts } from './devices/fleet-status.ts';
 import { PollAnswers } from './devices/poll-answers.ts';
 import { createRequestListener } from './http/app.ts';
 import { TokenAuth } from './http/auth.ts';
@@ -57,11 +58,19 @@ export class Gateway {
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
       await this.#startPart('poll answers', answers);
+      const metrics = new Metrics();
+      metrics.observe({
+        fleet: () => fleetCounts(devices.records(), catalog.current),
+        models: () => catalog.current.models.size,
+        cache: () => ({ bytes: blobs.totalBytes, blobs: blobs.count }),
+        longPolls: () => answers.waiting,
+        dirs: { state: config.paths.state, cache: config.paths.cache },
+        upstreamConfigured: () => false,
+      });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, hotBlobs, devices, answers,
+        config, log, trust, auth, catalog, blobs, hotBlobs, devices, answers, metrics,
         gatewayId: await gatewayIdOf(database),
         startedAt: new Date(),
-        metrics: new Metrics(),
       });
       this.#http = new HttpServer(listener, {
         host: config.http.host,

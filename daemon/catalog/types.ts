@@ -1,5 +1,7 @@
 // The catalog's records, as stored in LevelDB and as the admin API shows them.
 
+import type { ProgramSummary } from '../program/program-summary.ts';
+
 export interface ModelRecord {
   name: string;
   version: string;
@@ -7,6 +9,11 @@ export interface ModelRecord {
   size: number;
   /** `executorch`, or `unknown` when artifacts.formats lets other bytes in. */
   format: 'executorch' | 'unknown';
+  /**
+   * What is inside the program (daemon/program). Null for other bytes; absent on records
+   * stored before the gateway read programs, and for upstream models until they are read.
+   */
+  program?: ProgramSummary | null;
   signature: string | null;
   keyId: string | null;
   createdAt: string;

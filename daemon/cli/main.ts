@@ -5,6 +5,7 @@ import { ClientError } from './gateway-client.ts';
 import { EXIT_CONFIG, serve, serveHelp } from './serve.ts';
 import * as catalog from './catalog-commands.ts';
 import * as keys from './key-commands.ts';
+import * as program from './program-commands.ts';
 
 interface Command {
   help: string;
@@ -21,6 +22,7 @@ const commands: Record<string, Command> = {
   delete: { help: catalog.deleteHelp, run: catalog.deleteModel },
   devices: { help: catalog.devicesHelp, run: catalog.devices },
   check: { help: catalog.checkHelp, run: catalog.check },
+  inspect: { help: program.inspectHelp, run: program.inspect },
   keygen: { help: keys.keygenHelp, run: keys.keygen },
   sign: { help: keys.signHelp, run: keys.sign },
 };

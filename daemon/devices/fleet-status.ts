@@ -54,3 +54,34 @@ export function assignmentHealth(devices: Iterable<DeviceRecord>, catalog: Effec
   }
   return health;
 }
+
+export interface FleetCounts {
+  known: number;
+  seenLastHour: number;
+  /** Running what their assignment resolves to. */
+  inSync: number;
+  /** With an assignment, not reporting that they run it (failed ones included). */
+  outOfSync: number;
+  /** Out of sync, and their last report is `failed`. */
+  failed: number;
+  /** Nothing resolves for them. */
+  unassigned: number;
+}
+
+/** The fleet in numbers, for metrics and the status page. */
+export function fleetCounts(devices: Iterable<DeviceRecord>, catalog: EffectiveCatalog, now = Date.now()): FleetCounts {
+  const counts: FleetCounts = { known: 0, seenLastHour: 0, inSync: 0, outOfSync: 0, failed: 0, unassigned: 0 };
+  const hourAgo = now - 3_600_000;
+  for (const device of devices) {
+    counts.known++;
+    if (Date.parse(device.lastSeen) >= hourAgo) counts.seenLastHour++;
+    const resolution = catalog.resolveDevice(device.mac);
+    if (!resolution) counts.unassigned++;
+    else if (device.report?.sha256 === resolution.model.sha256) counts.inSync++;
+    else {
+      counts.outOfSync++;
+      if (device.report?.state === 'failed') counts.failed++;
+    }
+  }
+  return counts;
+}

@@ -5,6 +5,7 @@ import { sendPrepared } from './prepared-response.ts';
 import type { Services } from './services.ts';
 
 const POLL_PATH = /^\/v1\/devices\/([^/?#]+)\/model$/;
+export const POLL_ROUTE = '/v1/devices/:mac/model';
 
 /**
  * The device poll, answered without Koa. It is the request every device makes every few
@@ -18,6 +19,11 @@ const POLL_PATH = /^\/v1\/devices\/([^/?#]+)\/model$/;
 export function pollFastPath(services: Services): (req: IncomingMessage, res: ServerResponse) => boolean {
   const { answers, devices, auth } = services;
   const respond = pollResponder(services.metrics);
+  // Counted under the Koa route's pattern, so both paths are one route in the metrics.
+  const requests = {
+    200: services.metrics.httpRequests.labels(POLL_ROUTE, 'GET', '200'),
+    304: services.metrics.httpRequests.labels(POLL_ROUTE, 'GET', '304'),
+  };
 
   return (req, res) => {
     if (req.method !== 'GET') return false;
@@ -27,7 +33,9 @@ export function pollFastPath(services: Services): (req: IncomingMessage, res: Se
     const answer = answers.answerFor(mac);
     if (answer.kind !== 'model') return false;
     devices.seen(mac, req.socket.remoteAddress);
-    sendPrepared(res, respond(answer, req.headers['if-none-match']));
+    const prepared = respond(answer, req.headers['if-none-match']);
+    requests[prepared.status === 304 ? 304 : 200].inc();
+    sendPrepared(res, prepared);
     return true;
   };
 }

@@ -16,6 +16,8 @@ export interface PendingBlob {
   readonly size: number;
   /** The first bytes, for format checks without reading the file again. */
   readonly head: Buffer;
+  /** The temporary file, for checks that read more than the head (until commit or discard). */
+  readonly path: string;
   commit(): Promise<void>;
   discard(): Promise<void>;
 }
@@ -129,6 +131,7 @@ export class BlobStore {
       sha256,
       size,
       head: Buffer.concat(headChunks),
+      path: tempPath,
       commit: async () => {
         if (settled) return;
         settled = true;

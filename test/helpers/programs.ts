@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { buildProgram } from './program-builder.ts';
 
-// Real ExecuTorch programs from ../shared/fixtures/pte, and bigger ones made from the
-// format facts, for Range and streaming tests.
+// Real ExecuTorch programs from ../shared/fixtures/pte, and bigger ones built from the
+// schema, for Range and streaming tests.
 
 const FIXTURES = fileURLToPath(new URL('../../../shared/fixtures/pte/', import.meta.url));
 
@@ -23,19 +24,20 @@ export function sha256(bytes: Buffer): string {
 }
 
 /**
- * A program of `size` bytes: the ET12 identifier, an `eh00` extended header describing a
- * flatbuffer region and a trailing segment region, and random bytes (so every call differs).
+ * A real program of `size` bytes: a one-method flatbuffer (`forward`, `aten::add.out`)
+ * behind an `eh00` extended header, then random bytes as segment data (so every call
+ * differs). `header` overrides fields of the extended header, for tests of inconsistent
+ * ones; a `size` below the flatbuffer's own gives a truncated file.
  */
 export function makeProgram(size: number, header: Partial<{ length: number; programSize: bigint; segmentBase: bigint; segmentSize: bigint }> = {}): Buffer {
-  const bytes = randomBytes(size);
-  bytes.writeUInt32LE(56, 0);
-  bytes.write('ET12', 4, 'latin1');
-  bytes.write('eh00', 8, 'latin1');
-  const programSize = header.programSize ?? BigInt(Math.floor(size / 2));
+  const withHeader = buildProgram({ methods: [{ name: 'forward', operators: ['aten::add.out'], inputs: [], outputs: [] }], segments: [] });
+  const flatbufferEnd = Number(withHeader.readBigUInt64LE(16));
+  const bytes = Buffer.concat([withHeader.subarray(0, flatbufferEnd), randomBytes(Math.max(0, size - flatbufferEnd))]).subarray(0, size);
+  const programSize = header.programSize ?? BigInt(Math.min(flatbufferEnd, size));
   const segmentBase = header.segmentBase ?? programSize;
-  bytes.writeUInt32LE(header.length ?? 32, 12);
-  bytes.writeBigUInt64LE(programSize, 16);
-  bytes.writeBigUInt64LE(segmentBase, 24);
-  bytes.writeBigUInt64LE(header.segmentSize ?? BigInt(size) - segmentBase, 32);
+  if (size >= 12) bytes.writeUInt32LE(header.length ?? 32, 12);
+  if (size >= 24) bytes.writeBigUInt64LE(programSize, 16);
+  if (size >= 32) bytes.writeBigUInt64LE(segmentBase, 24);
+  if (size >= 40) bytes.writeBigUInt64LE(header.segmentSize ?? BigInt(size) - segmentBase, 32);
   return bytes;
 }

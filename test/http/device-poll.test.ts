@@ -318,13 +318,13 @@ test('a held long poll answers 404 no_assignment when the change leaves nothing 
   t.true(settledAt! - changedAt < 10_000);
 });
 
-test('a long poll the device hangs up on stops waiting at once (modelferry_long_polls_waiting goes back to 0)', async (t) => {
+test('a long poll the device hangs up on stops waiting at once (modelferry_device_long_polls_held goes back to 0)', async (t) => {
   const gw = await startGateway(t);
   await assignAddToDefault(t, gw);
   const first = await poll(gw, MAC);
   const waiting = async () => {
     const text = await (await gw.fetch('/metrics')).text();
-    return Number(/^modelferry_long_polls_waiting (\d+)$/m.exec(text)?.[1]);
+    return Number(/^modelferry_device_long_polls_held (\d+)$/m.exec(text)?.[1]);
   };
   const until = async (count: number) => {
     for (let i = 0; i < 100 && (await waiting()) !== count; i++) await delay(50);

@@ -3,7 +3,7 @@ import type { Context } from 'koa';
 import type { ModelRecord } from '../../catalog/types.ts';
 import { fail, isModelferryError } from '../../errors.ts';
 import { parseModelName, parseVersion } from '../../contract/identifiers.ts';
-import { inspectProgram } from '../../store/executorch.ts';
+import { acceptFormat, inspectProgramFile } from '../../store/executorch.ts';
 import { tooLarge } from '../json-body.ts';
 import type { Services } from '../services.ts';
 
@@ -46,17 +46,15 @@ export function modelRoutes(router: Router, services: Services): void {
     }
     try {
       const { sha256, size } = pending;
-      const program = inspectProgram(pending.head, size);
-      if (program.format !== 'executorch' && !config.artifacts.formats.includes('any')) {
-        fail('unsupported_format', `the body is not an ExecuTorch program: ${program.reason}; artifacts.formats allows ${config.artifacts.formats.join(', ')}`);
-      }
+      const { format, program } = acceptFormat(await inspectProgramFile(pending.path, size), config.artifacts.formats);
       if (declared !== null && declared !== sha256) {
         fail('digest_mismatch', `the body's sha256 is ${sha256}, not the declared ${declared}; nothing was stored`);
       }
       trust.check({ name, version, sha256, size }, claim);
       const { created, record } = await catalog.addModel({
         name, version, sha256, size,
-        format: program.format,
+        format,
+        program,
         signature: claim.signature,
         keyId: claim.keyId,
         createdAt: new Date().toISOString(),

@@ -1,0 +1,49 @@
+import os from 'node:os';
+import type Router from '@koa/router';
+import { VERSION } from '../../version.ts';
+import type { Services } from '../services.ts';
+import { STATUS_PAGE_CSP, parseStatusQuery, renderLive, renderStatusPage, type StatusUpstream } from '../status-page.ts';
+
+/** GET /: the status page for people (read-only, no token, no secret on it). */
+export function statusRoutes(router: Router, services: Services): void {
+  const { catalog, devices, config, gatewayId, startedAt } = services;
+
+  router.get('/', (ctx) => {
+    const query = parseStatusQuery(ctx.query);
+    const live = renderLive(catalog.current, devices.records(), upstreamOf(config), query);
+    ctx.set('Cache-Control', 'no-store');
+    ctx.set('Content-Security-Policy', STATUS_PAGE_CSP);
+    ctx.set('X-Content-Type-Options', 'nosniff');
+    ctx.set('Referrer-Policy', 'no-referrer');
+    ctx.type = 'html';
+    if (ctx.query.fragment === '1') {
+      ctx.body = live;
+      return;
+    }
+    const hostname = os.hostname();
+    ctx.body = renderStatusPage({
+      gatewayId,
+      hostname,
+      version: VERSION,
+      startedAt,
+      listening: `${ctx.socket.localAddress ?? '?'}:${ctx.socket.localPort ?? '?'}`,
+      advertised: config.mdns.enabled
+        ? `${config.mdns.name || `modelferry on ${hostname}`} (_modelferry._tcp, priority ${config.mdns.priority})`
+        : 'not advertised (mdns.enabled is false): devices need the gateway URL',
+    }, live, query);
+  });
+}
+
+/** The upstream as a person may see it: no credentials, no query (tokens hide there). */
+function upstreamOf(config: Services['config']): StatusUpstream {
+  const url = (config as { upstream?: { url?: string | null } }).upstream?.url ?? null;
+  if (!url) return { url: null, state: 'none', lastSync: null };
+  let shown: string;
+  try {
+    const parsed = new URL(url);
+    shown = `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
+  } catch {
+    shown = '(not a valid URL)';
+  }
+  return { url: shown, state: 'configured', lastSync: null };
+}

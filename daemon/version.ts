@@ -1,0 +1,7 @@
+import { readFileSync } from 'node:fs';
+
+/**
+ * This package's version, from its package.json: one level up from both daemon/ (sources)
+ * and dist/ (compiled), so either layout finds it.
+ */
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
