@@ -18,9 +18,11 @@ import { ALL_TOKEN, TEST_TOKENS } from './tokens.ts';
 // whole daemon into the test process, which these tests run as a child instead.
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-export const CLI = path.join(ROOT, 'daemon', 'cli', 'main.ts');
-/** tsx by file URL, so that it resolves whatever the child's working directory. */
-const TSX = import.meta.resolve('tsx');
+/**
+ * What node runs for the CLI from the sources: `node ...CLI_ARGS <command>`. tsx is given by
+ * file URL, so that it resolves whatever the child's working directory.
+ */
+export const CLI_ARGS: readonly string[] = [`--import=${import.meta.resolve('tsx')}`, path.join(ROOT, 'daemon', 'cli', 'main.ts')];
 
 export interface ExitStatus {
   code: number | null;
@@ -69,7 +71,7 @@ export interface SpawnOptions {
 
 /** `node --import tsx daemon/cli/main.ts <args>` with piped output, killed if still running when the worker exits. */
 function spawnCli(args: string[], options: SpawnOptions): ChildProcess {
-  const [command, ...words] = [...(options.prefix ?? []), process.execPath, `--import=${TSX}`, CLI, ...args];
+  const [command, ...words] = [...(options.prefix ?? []), process.execPath, ...CLI_ARGS, ...args];
   const child = spawn(command!, words, {
     cwd: options.cwd ?? ROOT,
     env: cleanEnv(options.env),
