@@ -4,7 +4,7 @@ import type { Config } from './config/schema.ts';
 import { DeviceRegistry } from './devices/device-registry.ts';
 import { fleetCounts } from './devices/fleet-status.ts';
 import { PollAnswers } from './devices/poll-answers.ts';
-import { createRequestListener } from './http/app.ts';
+import { createRequestListener } from './http/listener.ts';
 import { TokenAuth } from './http/auth.ts';
 import { HttpServer } from './http/http-server.ts';
 import type { Logger } from './log.ts';

@@ -1,6 +1,6 @@
 import type { DeviceReport } from '../contract/device-report.ts';
 import type { Logger } from '../log.ts';
-import type { Database, Table } from '../store/database.ts';
+import { READ_ONCE, type Database, type Table } from '../store/database.ts';
 
 export interface DeviceRecord {
   mac: string;
@@ -33,7 +33,7 @@ export class DeviceRegistry {
 
   async start(): Promise<void> {
     this.#table = this.#db.table<DeviceRecord>('devices');
-    for await (const [mac, record] of this.#table.iterator()) this.#devices.set(mac, record);
+    for await (const [mac, record] of this.#table.iterator(READ_ONCE)) this.#devices.set(mac, record);
     this.#timer = setInterval(() => void this.flush(), this.#flushMs);
     this.#timer.unref();
   }
@@ -61,9 +61,9 @@ export class DeviceRegistry {
   }
 
   /** `address` as the socket gives it; IPv4-mapped IPv6 addresses are shown as IPv4. */
-  seen(mac: string, socketAddress: string | undefined | null, now = new Date()): DeviceRecord {
-    const at = now.toISOString();
-    const address = socketAddress ? socketAddress.replace(/^::ffff:/, '') : null;
+  seen(mac: string, socketAddress: string | undefined | null, now?: Date): DeviceRecord {
+    const at = now ? now.toISOString() : isoNow();
+    const address = !socketAddress ? null : socketAddress.startsWith('::ffff:') ? socketAddress.slice(7) : socketAddress;
     let record = this.#devices.get(mac);
     if (!record) {
       record = { mac, firstSeen: at, lastSeen: at, address, report: null };
@@ -96,4 +96,17 @@ export class DeviceRegistry {
     });
     return this.#flushing;
   }
+}
+
+// A poll storm records thousands of "last seen" a second: the time is formatted once per
+// millisecond, not once per poll.
+let isoAt = 0;
+let iso = '';
+function isoNow(): string {
+  const now = Date.now();
+  if (now !== isoAt) {
+    isoAt = now;
+    iso = new Date(now).toISOString();
+  }
+  return iso;
 }

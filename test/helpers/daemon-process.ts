@@ -8,7 +8,7 @@ import YAML from 'yaml';
 import { fetchWithToken, tempDir, type FetchInit, type HasTeardown } from './harness.ts';
 import { ALL_TOKEN, TEST_TOKENS } from './tokens.ts';
 
-// The gateway and its CLI as real child processes: `node --import tsx daemon/cli/main.ts ...`,
+// The gateway and its CLI as real child processes: `node test/helpers/cli-from-sources.js ...`,
 // the sources of what systemd or a Jenkins step runs compiled (dist/cli/main.js; the
 // compiled package has its own test in test/build/). Real LevelDB, real blob folder, real HTTP
 // on a loopback port. Every child is killed in the test's teardown (and, as a last resort,
@@ -18,11 +18,8 @@ import { ALL_TOKEN, TEST_TOKENS } from './tokens.ts';
 // whole daemon into the test process, which these tests run as a child instead.
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-/**
- * What node runs for the CLI from the sources: `node ...CLI_ARGS <command>`. tsx is given by
- * file URL, so that it resolves whatever the child's working directory.
- */
-export const CLI_ARGS: readonly string[] = [`--import=${import.meta.resolve('tsx')}`, path.join(ROOT, 'daemon', 'cli', 'main.ts')];
+/** What node runs for the CLI from the sources: `node ...CLI_ARGS <command>`. */
+export const CLI_ARGS: readonly string[] = [path.join(ROOT, 'test', 'helpers', 'cli-from-sources.js')];
 
 export interface ExitStatus {
   code: number | null;
@@ -69,7 +66,7 @@ export interface SpawnOptions {
   prefix?: string[];
 }
 
-/** `node --import tsx daemon/cli/main.ts <args>` with piped output, killed if still running when the worker exits. */
+/** `node test/helpers/cli-from-sources.js <args>` with piped output, killed if still running when the worker exits. */
 function spawnCli(args: string[], options: SpawnOptions): ChildProcess {
   const [command, ...words] = [...(options.prefix ?? []), process.execPath, ...CLI_ARGS, ...args];
   const child = spawn(command!, words, {
