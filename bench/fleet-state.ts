@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { Catalog } from '../daemon/catalog/catalog.ts';
 import { DeviceRegistry } from '../daemon/devices/device-registry.ts';
 import { createLogger } from '../daemon/log.ts';
-import { BlobStore } from '../daemon/store/blob-store.ts';
+import { BlobStore, blobDirsOf } from '../daemon/store/blob-store.ts';
 import { Database } from '../daemon/store/database.ts';
 import { makeProgram } from '../test/helpers/programs.ts';
 
@@ -20,7 +20,7 @@ export function macOf(index: number): string {
 export async function seedFleet(dir: string, models: number, devices: number): Promise<void> {
   const log = createLogger('silent');
   const db = new Database(path.join(dir, 'state'), log);
-  const blobs = new BlobStore(path.join(dir, 'cache'), log);
+  const blobs = new BlobStore(blobDirsOf({ state: path.join(dir, 'state'), cache: path.join(dir, 'cache') }), log);
   const catalog = new Catalog(db, blobs, log);
   const registry = new DeviceRegistry(db, log, 3600);
   for (const part of [db, blobs, catalog, registry]) await part.start();

@@ -29,11 +29,18 @@ export const errorCatalogue = {
   in_use: { status: 409, message: 'an assignment resolves to this model' },
   upstream_owned: { status: 409, message: 'this entry comes from the upstream store; change it there' },
   group_conflict: { status: 409, message: 'a device is in at most one group' },
+  no_upstream: { status: 409, message: 'this gateway has no upstream.url configured' },
   body_too_large: { status: 413, message: 'the body is larger than this route accepts' },
   unsupported_format: { status: 415, message: 'the body is not in a format artifacts.formats allows' },
   unsupported_media_type: { status: 415, message: 'this route takes application/json' },
   range_not_satisfiable: { status: 416, message: "the range is outside the artifact's bytes" },
   internal: { status: 500, message: 'the gateway failed to handle this request; see its log' },
+  upstream_unreachable: { status: 502, message: 'the upstream store could not be reached, or the connection broke' },
+  upstream_error: { status: 502, message: 'the upstream store answered with an error status' },
+  manifest_invalid: { status: 502, message: "the upstream store's manifest is not valid" },
+  artifact_invalid: { status: 502, message: 'an artifact from the upstream store does not match its manifest entry' },
+  sync_aborted: { status: 503, message: 'the sync was stopped because the gateway is shutting down' },
+  upstream_timeout: { status: 504, message: 'the upstream store did not answer in time' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof errorCatalogue;

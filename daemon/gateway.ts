@@ -3,6 +3,7 @@ import { Catalog } from './catalog/catalog.ts';
 import type { Config } from './config/schema.ts';
 import { DeviceRegistry } from './devices/device-registry.ts';
 import { fleetCounts } from './devices/fleet-status.ts';
+import { Advertiser, type DiscoveryStatus } from './discovery/advertiser.ts';
 import { PollAnswers } from './devices/poll-answers.ts';
 import { createRequestListener } from './http/listener.ts';
 import { TokenAuth } from './http/auth.ts';
@@ -10,9 +11,11 @@ import { HttpServer } from './http/http-server.ts';
 import type { Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
 import { TrustPolicy } from './signing/trust.ts';
-import { BlobStore } from './store/blob-store.ts';
+import { BlobCollector } from './store/blob-collector.ts';
+import { BlobStore, blobDirsOf } from './store/blob-store.ts';
 import { HotBlobs } from './store/hot-blobs.ts';
 import { Database } from './store/database.ts';
+import { UpstreamSync } from './sync/upstream-sync.ts';
 
 interface Part {
   start(): Promise<void>;
@@ -27,12 +30,15 @@ interface Part {
 export class Gateway {
   readonly #config: Config;
   readonly #log: Logger;
+  readonly #configFile: string | null;
   readonly #started: Array<{ name: string; part: Part }> = [];
   #http: HttpServer | undefined;
 
-  constructor(config: Config, log: Logger) {
+  /** `configFile`: the file the config came from, which backups carry (none: the embedded default). */
+  constructor(config: Config, log: Logger, options: { configFile?: string | null } = {}) {
     this.#config = config;
     this.#log = log;
+    this.#configFile = options.configFile ?? null;
   }
 
   async start(): Promise<void> {
@@ -42,8 +48,9 @@ export class Gateway {
     const trust = new TrustPolicy(config.trust);
     const auth = new TokenAuth(config.auth, config.devices);
 
+    const metrics = new Metrics();
     const database = new Database(config.paths.state, log);
-    const blobs = new BlobStore(config.paths.cache, log);
+    const blobs = new BlobStore(blobDirsOf(config.paths), log);
     const hotBlobs = new HotBlobs(blobs, config.artifacts.memoryCacheBytes);
     const catalog = new Catalog(database, blobs, log);
     const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds);
@@ -51,6 +58,13 @@ export class Gateway {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
     });
+    const collector = new BlobCollector({ blobs, catalog, devices, metrics }, {
+      graceHours: config.cache.gcGraceHours,
+      intervalMinutes: config.cache.gcIntervalMinutes,
+    }, log);
+    const sync = new UpstreamSync({ config, catalog, blobs, database, trust, metrics }, log);
+    let advertiser: Advertiser | undefined;
+    const discovery = (): DiscoveryStatus => advertiser ? { enabled: true, ...advertiser.status() } : { enabled: false };
     try {
       await this.#startPart('database', database);
       await this.#startPart('blob store', blobs);
@@ -58,18 +72,21 @@ export class Gateway {
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
       await this.#startPart('poll answers', answers);
-      const metrics = new Metrics();
+      await this.#startPart('blob collector', collector);
+      await this.#startPart('upstream sync', sync);
+      const id = await gatewayIdOf(database);
       metrics.observe({
         fleet: () => fleetCounts(devices.records(), catalog.current),
         models: () => catalog.current.models.size,
         cache: () => ({ bytes: blobs.totalBytes, blobs: blobs.count }),
         longPolls: () => answers.waiting,
         dirs: { state: config.paths.state, cache: config.paths.cache },
-        upstreamConfigured: () => false,
+        upstreamConfigured: () => sync.configured,
       });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, hotBlobs, devices, answers, metrics,
-        gatewayId: await gatewayIdOf(database),
+        config, log, trust, auth, catalog, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery,
+        configFile: this.#configFile,
+        gatewayId: id,
         startedAt: new Date(),
       });
       this.#http = new HttpServer(listener, {
@@ -79,14 +96,26 @@ export class Gateway {
         onDrain: () => void answers.stop(),
       }, log);
       await this.#startPart('http server', this.#http);
+      if (config.mdns.enabled) {
+        const http = this.#http;
+        advertiser = new Advertiser({
+          ...config.mdns,
+          gatewayId: id,
+          port: () => http.address.port,
+          revision: () => catalog.current.revision,
+          onRevisionChange: (listener) => catalog.onChange(listener),
+        }, log);
+        // Last to start, first to stop: the goodbye goes out while the API still answers.
+        await this.#startPart('mdns advertiser', advertiser);
+      }
     } catch (error) {
       await this.stop();
       throw error;
     }
-    if (config.mdns.enabled) log.warn('mDNS advertisement is not part of this build yet; devices need the gateway URL configured');
     log.info({
       state: config.paths.state,
       cache: config.paths.cache,
+      blobs: blobDirsOf(config.paths),
       revision: catalog.current.revision,
       trustedKeys: trust.keyIds,
       requireSignatures: config.trust.requireSignatures,

@@ -2,7 +2,7 @@ import { statfs } from 'node:fs/promises';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Outcomes of one upstream sync run (the sync part counts them). */
-export const SYNC_RESULTS = ['updated', 'unchanged', 'failed'] as const;
+export const SYNC_RESULTS = ['updated', 'unchanged', 'failed', 'skipped'] as const;
 export type SyncResult = (typeof SYNC_RESULTS)[number];
 /** States of the upstream circuit breaker. */
 export const CIRCUIT_STATES = ['closed', 'open', 'half_open'] as const;
@@ -70,7 +70,7 @@ export class Metrics {
   });
   readonly syncRuns = new Counter({
     name: 'modelferry_sync_runs_total',
-    help: 'Upstream sync runs, by result (updated, unchanged, failed)',
+    help: 'Upstream sync runs, by result (updated, unchanged, failed, skipped: the circuit breaker was open)',
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
@@ -83,6 +83,22 @@ export class Metrics {
     name: 'modelferry_upstream_circuit_state',
     help: 'Upstream circuit breaker: 1 for the current state (closed, open, half_open), 0 for the others',
     labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+
+  readonly syncBytes = new Counter({
+    name: 'modelferry_sync_bytes_fetched_total',
+    help: 'Body bytes received from the upstream store (manifests and artifacts)',
+    registers: [this.registry],
+  });
+  readonly gcDeleted = new Counter({
+    name: 'modelferry_gc_deleted_blobs_total',
+    help: 'Blobs deleted by garbage collection',
+    registers: [this.registry],
+  });
+  readonly gcDeletedBytes = new Counter({
+    name: 'modelferry_gc_deleted_bytes_total',
+    help: 'Bytes freed by garbage collection',
     registers: [this.registry],
   });
 
@@ -141,7 +157,7 @@ export class Metrics {
   /** For the sync part: one run ended with `result`. */
   syncRan(result: SyncResult, at = new Date()): void {
     this.syncRuns.inc({ result });
-    if (result !== 'failed') this.syncLastSuccess.set(at.getTime() / 1000);
+    if (result === 'updated' || result === 'unchanged') this.syncLastSuccess.set(at.getTime() / 1000);
   }
 
   /** For the sync part: the circuit breaker moved to `state`. */

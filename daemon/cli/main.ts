@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 import { ConfigError } from '../config/config-error.ts';
+import { isModelferryError } from '../errors.ts';
 import { UsageError, parseArgs } from './args.ts';
 import { ClientError } from './gateway-client.ts';
 import { EXIT_CONFIG, serve, serveHelp } from './serve.ts';
 import * as catalog from './catalog-commands.ts';
 import * as keys from './key-commands.ts';
+import * as backups from './backup-commands.ts';
 import * as program from './program-commands.ts';
+import * as store from './store-commands.ts';
 
 interface Command {
   help: string;
@@ -23,8 +26,12 @@ const commands: Record<string, Command> = {
   devices: { help: catalog.devicesHelp, run: catalog.devices },
   check: { help: catalog.checkHelp, run: catalog.check },
   inspect: { help: program.inspectHelp, run: program.inspect },
+  sync: { help: store.syncHelp, run: store.sync },
+  publish: { help: store.publishHelp, run: store.publish },
   keygen: { help: keys.keygenHelp, run: keys.keygen },
   sign: { help: keys.signHelp, run: keys.sign },
+  backup: { help: backups.backupHelp, run: (args) => backups.backup(args) },
+  restore: { help: backups.restoreHelp, run: backups.restore },
 };
 
 const usage = `usage: modelferry <command> [options]   (modelferry <command> --help for more)
@@ -59,6 +66,10 @@ async function main(argv: string[]): Promise<number> {
     }
     if (error instanceof ClientError) {
       console.error(`modelferry ${name}: ${error.message}`);
+      return 1;
+    }
+    if (isModelferryError(error)) {
+      console.error(`modelferry ${name}: ${error.code}: ${error.message}`);
       return 1;
     }
     console.error(`modelferry ${name}: ${(error as Error).message}`);

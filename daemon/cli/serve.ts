@@ -36,7 +36,8 @@ export async function serve(args: Args): Promise<number> {
   const [{ Gateway }, { createLogger }] = await Promise.all([import('../gateway.ts'), import('../log.ts')]);
   const log = createLogger(config.log.level);
   log.info({ files }, 'configuration loaded');
-  const gateway = new Gateway(config, log);
+  // files[0] is the embedded default; a file after it is the one backups carry.
+  const gateway = new Gateway(config, log, { configFile: files.length > 1 ? files.at(-1)! : null });
 
   // Handlers go in before start, so a SIGTERM during start-up still stops cleanly, and stay
   // for the whole run, so a second signal while draining cannot kill the process before

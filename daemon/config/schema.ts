@@ -1,3 +1,4 @@
+import { validate as validCron } from 'node-cron';
 import { z } from 'zod';
 import { keyIdSchema } from '../contract/identifiers.ts';
 
@@ -25,6 +26,8 @@ const byteSize = (min = 1) => z.union([z.number(), z.string()]).transform((value
 });
 
 const seconds = (max: number) => z.number().int().min(0).max(max);
+/** A duration in seconds, fractions allowed (tests use short ones). */
+const positiveSeconds = z.number().gt(0).max(3600);
 const token = z.string().min(16, 'must be at least 16 characters (use a random secret)');
 
 export const scopes = ['push', 'admin', 'sync'] as const;
@@ -47,6 +50,9 @@ export const configSchema = z.strictObject({
     enabled: z.boolean(),
     name: z.string().max(63),
     priority: z.number().int().min(0).max(65535),
+    addressCheckSeconds: z.number().int().min(1).max(3600),
+    minAnnounceIntervalSeconds: z.number().min(0.1).max(3600),
+    maxResponsesPerSecond: z.number().int().min(1).max(10000),
   }),
   auth: z.strictObject({
     tokens: z.array(z.strictObject({
@@ -73,6 +79,23 @@ export const configSchema = z.strictObject({
     maxBytes: byteSize(),
     formats: z.array(z.enum(['executorch', 'any'])).min(1),
     memoryCacheBytes: byteSize(0),
+  }),
+  upstream: z.strictObject({
+    url: z.url({ protocol: /^https?$/, message: 'must be an http:// or https:// URL of a manifest' }).nullable(),
+    token: token.nullable(),
+    schedule: z.string().refine((expression) => validCron(expression), 'must be a cron expression such as */5 * * * *'),
+    maxRandomDelaySeconds: seconds(3600),
+    concurrency: z.number().int().min(1).max(64),
+    connectTimeoutSeconds: positiveSeconds,
+    headersTimeoutSeconds: positiveSeconds,
+    bodyIdleTimeoutSeconds: positiveSeconds,
+    maxManifestBytes: byteSize(),
+    breakerFailures: z.number().int().min(1).max(1000),
+    breakerCooldownSeconds: positiveSeconds,
+  }),
+  cache: z.strictObject({
+    gcGraceHours: z.number().min(0).max(24 * 365),
+    gcIntervalMinutes: z.number().gt(0).max(24 * 60),
   }),
 });
 

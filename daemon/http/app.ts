@@ -2,6 +2,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import { errorHandler } from './error-handler.ts';
 import { artifactRoutes } from './routes/artifact-routes.ts';
+import { backupRoutes } from './routes/backup-routes.ts';
 import { assignmentRoutes } from './routes/assignment-routes.ts';
 import { cacheRoutes } from './routes/cache-routes.ts';
 import { deviceRoutes } from './routes/device-routes.ts';
@@ -10,6 +11,7 @@ import { inventoryRoutes } from './routes/inventory-routes.ts';
 import { manifestRoutes } from './routes/manifest-routes.ts';
 import { modelRoutes } from './routes/model-routes.ts';
 import { statusRoutes } from './routes/status-routes.ts';
+import { syncRoutes } from './routes/sync-routes.ts';
 import type { Services } from './services.ts';
 
 /**
@@ -20,7 +22,7 @@ export function createApp(services: Services): Koa {
   const app = new Koa();
   app.silent = true;
   const router = new Router();
-  for (const register of [deviceRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, cacheRoutes, healthRoutes, statusRoutes]) {
+  for (const register of [deviceRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, syncRoutes, cacheRoutes, healthRoutes, statusRoutes, backupRoutes]) {
     register(router, services);
   }
   // Outermost, so it counts the status the error handler settled on.

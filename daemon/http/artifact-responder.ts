@@ -1,4 +1,3 @@
-import { open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import parseRange from 'range-parser';
 import { fail } from '../errors.ts';
@@ -120,6 +119,10 @@ export function artifactResponder(metrics: Metrics): ArtifactResponder {
 export async function artifactBytes(hot: HotBlobs, blobs: BlobStore, sha256: string, size: number, start: number, end: number): Promise<Buffer | Readable | undefined> {
   const held = hot.peek(sha256) ?? await hot.get(sha256, size);
   if (held) return held.subarray(start, end + 1);
-  const file = await open(blobs.pathOf(sha256)).catch(() => undefined);
-  return file?.createReadStream({ start, end, highWaterMark: READ_CHUNK });
+  // The open reader keeps the blob from garbage collection until the response is over.
+  const reader = await blobs.openForRead(sha256);
+  if (!reader) return undefined;
+  const stream = reader.file.createReadStream({ start, end, highWaterMark: READ_CHUNK });
+  stream.once('close', reader.release);
+  return stream;
 }

@@ -1,12 +1,16 @@
 import type { Catalog } from '../catalog/catalog.ts';
 import type { Config } from '../config/schema.ts';
 import type { DeviceRegistry } from '../devices/device-registry.ts';
+import type { DiscoveryStatus } from '../discovery/advertiser.ts';
 import type { PollAnswers } from '../devices/poll-answers.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
+import type { BlobCollector } from '../store/blob-collector.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { HotBlobs } from '../store/hot-blobs.ts';
+import type { Database } from '../store/database.ts';
+import type { UpstreamSync } from '../sync/upstream-sync.ts';
 import type { TokenAuth } from './auth.ts';
 
 /** What the routes read and change: the gateway's parts, already started. */
@@ -18,11 +22,18 @@ export interface Services {
   catalog: Catalog;
   blobs: BlobStore;
   hotBlobs: HotBlobs;
+  collector: BlobCollector;
+  sync: UpstreamSync;
   devices: DeviceRegistry;
   answers: PollAnswers;
   trust: TrustPolicy;
   auth: TokenAuth;
   metrics: Metrics;
+  database: Database;
+  /** The config file the daemon runs on (for backups), or null on the embedded default. */
+  configFile: string | null;
+  /** What the gateway advertises on the LAN (mDNS), under which name, on which addresses. */
+  discovery: () => DiscoveryStatus;
 }
 
 /** JSON bodies of the admin API are small documents; nothing legitimate comes near this. */

@@ -31,7 +31,7 @@ interface Handle {
 async function open(t: ExecutionContext, dir: string): Promise<Handle> {
   const db = new Database(path.join(dir, 'state'), log);
   await db.start();
-  const blobs = new BlobStore(path.join(dir, 'cache'), log);
+  const blobs = new BlobStore({ local: path.join(dir, 'state', 'blobs'), cache: path.join(dir, 'cache') }, log);
   await blobs.start();
   const catalog = new Catalog(db, blobs, log);
   await catalog.start();

@@ -266,7 +266,7 @@ test('check exits 0 on a healthy cache and 1 after a blob is corrupted on disk, 
   t.like(JSON.parse(healthy.stdout), { checked: 2, ok: 2, problems: 0 });
 
   // Same size, one byte different: only a full re-read can tell.
-  const blob = path.join(own.cache, digest);
+  const blob = path.join(own.state, 'blobs', digest);
   const bytes = await readFile(blob);
   bytes[100_000] = bytes[100_000]! ^ 0xff;
   await writeFile(blob, bytes);

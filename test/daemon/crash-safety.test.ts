@@ -36,7 +36,7 @@ test('SIGKILL in the middle of receiving a push leaves no trace: no catalog entr
   const daemon = await startDaemon(t);
   const program = makeProgram(8 * 1024 * 1024);
   const digest = sha256(program);
-  const tmp = path.join(daemon.cache, 'tmp');
+  const tmp = path.join(daemon.state, 'blobs', 'tmp');
 
   // A pipeline mid-upload: the headers promise the whole program, half of it is sent.
   const request = http.request(`${daemon.url}/v1/models/crashy/1`, {
@@ -51,7 +51,7 @@ test('SIGKILL in the middle of receiving a push leaves no trace: no catalog entr
   });
   request.on('error', () => {}); // the connection dies with the daemon
   request.write(program.subarray(0, program.length / 2));
-  const partial = await until('a partial upload under <cache>/tmp', async () => {
+  const partial = await until('a partial upload under <state>/blobs/tmp', async () => {
     for (const name of await readdir(tmp)) {
       const { size } = await stat(path.join(tmp, name)).catch(() => ({ size: 0 }));
       if (size > 0) return name;
@@ -67,7 +67,8 @@ test('SIGKILL in the middle of receiving a push leaves no trace: no catalog entr
   const next = await startDaemon(t, { dir: daemon.dir });
   t.deepEqual(await readdir(tmp), [], 'leftover temporary files are removed at start');
   t.truthy(next.logs().find((line) => line.msg?.includes('unfinished uploads') && line.count === 1));
-  t.deepEqual((await readdir(next.cache)).sort(), ['tmp'], 'no blob file, complete or not');
+  t.deepEqual((await readdir(path.join(next.state, 'blobs'))).sort(), ['tmp'], 'no blob file, complete or not');
+  t.deepEqual(await readdir(next.cache), []);
 
   const models = await (await next.fetch('/v1/models', { token: ADMIN_TOKEN })).json() as { models: Array<{ name: string }> };
   t.false(models.models.some((model) => model.name === 'crashy'));
@@ -90,7 +91,7 @@ test('a blob deleted while the daemon was down is reported at start, its devices
   t.is((await poll(daemon, mac)).status, 200);
   t.deepEqual(await daemon.stop(), { code: 0, signal: null });
 
-  await rm(path.join(daemon.cache, ADD_SHA256));
+  await rm(path.join(daemon.state, 'blobs', ADD_SHA256));
 
   const next = await startDaemon(t, { dir: daemon.dir });
   t.truthy(next.logs().find((line) => line.level >= 50 && line.sha256 === ADD_SHA256), 'an error names the missing blob');
@@ -118,7 +119,7 @@ test('a blob truncated while the daemon was down is caught by the size check at 
   await assignHttp(daemon, mac, 'cut', '1');
   t.deepEqual(await daemon.stop(), { code: 0, signal: null });
 
-  await truncate(path.join(daemon.cache, digest), program.length / 2);
+  await truncate(path.join(daemon.state, 'blobs', digest), program.length / 2);
 
   const next = await startDaemon(t, { dir: daemon.dir });
   t.truthy(next.logs().find((line) => line.level >= 50 && line.sha256 === digest), 'an error names the bad blob');

@@ -44,7 +44,8 @@ test('with no config file serve runs on the embedded default, keeping state unde
   t.deepEqual(daemon.logs().find((line) => line.msg === 'configuration loaded')?.files, [path.join(ROOT, 'config', 'default.yaml')]);
 
   t.true(existsSync(path.join(cwd, 'var', 'state', 'CURRENT')), 'a LevelDB database under var/state');
-  t.deepEqual(await readdir(path.join(cwd, 'var', 'cache')), ['tmp']);
+  t.deepEqual(await readdir(path.join(cwd, 'var', 'cache')), []);
+  t.deepEqual(await readdir(path.join(cwd, 'var', 'state', 'blobs')), ['tmp'], 'pushed blobs go under the state folder');
 
   const health = await fetch(`http://127.0.0.1:${port}/healthz`);
   t.is(health.status, 200);

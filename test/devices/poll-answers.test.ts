@@ -23,7 +23,7 @@ const never = new AbortController().signal;
 async function open(t: ExecutionContext) {
   const dir = await tempDir(t);
   const db = new Database(path.join(dir, 'state'), log);
-  const blobs = new BlobStore(path.join(dir, 'cache'), log);
+  const blobs = new BlobStore({ local: path.join(dir, 'state', 'blobs'), cache: path.join(dir, 'cache') }, log);
   const catalog = new Catalog(db, blobs, log);
   const answers = new PollAnswers(catalog, blobs, TIMING);
   for (const part of [db, blobs, catalog, answers]) await part.start();

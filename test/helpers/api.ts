@@ -96,14 +96,22 @@ export async function expectUnauthorized(t: ExecutionContext, response: Response
 
 // ---------------------------------------------------------------- stored state
 
+/** Blob files on disk, from both blob folders: `<state>/blobs` (pushed) and `<cache>` (synced). */
+export async function blobFiles(gw: { config: { paths: { state: string; cache: string } } }): Promise<string[]> {
+  const names = [
+    ...await readdir(path.join(gw.config.paths.state, 'blobs')),
+    ...await readdir(gw.config.paths.cache),
+  ];
+  return names.filter((name) => /^[0-9a-f]{64}$/.test(name)).sort();
+}
+
 /**
- * What a refused request must leave untouched: the blob folder (complete blobs and any
+ * What a refused request must leave untouched: the blob folders (complete blobs and any
  * temporary files) and the catalog as the API shows it.
  */
 export async function storedState(gw: TestGateway): Promise<{ blobs: string[]; temp: string[]; models: unknown; assignments: unknown; groups: unknown }> {
-  const cache = gw.config.paths.cache;
-  const blobs = (await readdir(cache)).filter((name) => name !== 'tmp').sort();
-  const temp = (await readdir(path.join(cache, 'tmp'))).sort();
+  const blobs = await blobFiles(gw);
+  const temp = (await readdir(path.join(gw.config.paths.state, 'blobs', 'tmp'))).sort();
   const read = async (pathname: string) => (await gw.fetch(pathname, { token: ADMIN_TOKEN })).json();
   const models = await read('/v1/models');
   const assignments = await read('/v1/assignments');

@@ -1,10 +1,8 @@
 import { execFile } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
-import path from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
 import { generateKeyPair, signModel } from '../../daemon/signing/signature.ts';
-import { expectError, expectUnauthorized, leavesStateUnchanged, push, rawRequest, sendJson, storedState } from '../helpers/api.ts';
+import { blobFiles, expectError, expectUnauthorized, leavesStateUnchanged, push, rawRequest, sendJson, storedState } from '../helpers/api.ts';
 import { startGateway } from '../helpers/gateway.ts';
 import { ADD_SHA256, fixture, fixturePath, makeProgram, MUL_SHA256, sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, ALL_TOKEN, PUSH_TOKEN, SYNC_TOKEN } from '../helpers/tokens.ts';
@@ -393,6 +391,5 @@ test('the Jenkins one-liner with the real curl binary stores the model, and curl
     t.is((error as Error & { code?: unknown }).code, 22);
     t.regex((error as Error & { stderr?: string }).stderr ?? '', /409/);
   });
-  const blobDir = await readdir(path.join(gw.config.paths.cache));
-  t.false(blobDir.includes(MUL_SHA256));
+  t.false((await blobFiles(gw)).includes(MUL_SHA256));
 });

@@ -123,9 +123,13 @@ export class LanHost {
   readonly address: string;
   readonly addresses: string[];
   readonly #t: HasTeardown;
+  readonly #bridgeNs: string;
+  readonly #port: string;
 
-  constructor(t: HasTeardown, name: string, ns: string, hostname: string, addresses: string[]) {
+  constructor(t: HasTeardown, name: string, ns: string, hostname: string, addresses: string[], bridgeNs: string, port: string) {
     this.#t = t;
+    this.#bridgeNs = bridgeNs;
+    this.#port = port;
     this.name = name;
     this.ns = ns;
     this.hostname = hostname;
@@ -181,6 +185,18 @@ export class LanHost {
 
   async removeAddress(cidr: string): Promise<void> {
     await ip('-n', this.ns, 'address', 'del', cidr, 'dev', 'eth0');
+  }
+
+  /**
+   * Unplugs the host and plugs it back: eth0 is deleted and a new one made with the same
+   * hardware and IP addresses, as when a Wi-Fi adapter drops off and reconnects. Sockets
+   * keep their bindings; multicast group memberships on the old interface are gone.
+   */
+  async reconnect(): Promise<void> {
+    const { stdout } = await exec('ip', ['-n', this.ns, '-j', 'link', 'show', 'eth0']);
+    const mac = (JSON.parse(stdout) as Array<{ address: string }>)[0]!.address;
+    await ip('-n', this.#bridgeNs, 'link', 'del', this.#port);
+    await connect(this.#bridgeNs, this.ns, this.#port, this.addresses, mac);
   }
 }
 
@@ -339,17 +355,22 @@ export async function createLan(t: HasTeardown, names: string[], options: LanOpt
     const ns = `${lan.prefix}-${name}`;
     await addNs(ns);
     const port = `p${index}`;
-    await ip('-n', lan.bridgeNs, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
-    await ip('-n', lan.bridgeNs, 'link', 'set', port, 'master', 'br0', 'up');
     const addresses = [`${SUBNET}.${10 + index}`];
     for (let i = 1; i < (options.addressesPerHost?.[name] ?? 1); i++) addresses.push(`${SUBNET}.${extra++}`);
     if (extra > 250) throw new Error('too many addresses for one /24');
-    for (const address of addresses) await ip('-n', ns, 'address', 'add', `${address}/24`, 'dev', 'eth0');
-    await ip('-n', ns, 'link', 'set', 'eth0', 'multicast', 'on', 'up');
-    await ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0');
-    lan.hosts.set(name, new LanHost(t, name, ns, `${name}-${lan.prefix.slice(3)}`, addresses));
+    await connect(lan.bridgeNs, ns, port, addresses);
+    lan.hosts.set(name, new LanHost(t, name, ns, `${name}-${lan.prefix.slice(3)}`, addresses, lan.bridgeNs, port));
   }
   return lan;
+}
+
+/** A veth pair: `port` on the bridge, `eth0` in the host with its addresses, multicast routed to it. */
+async function connect(bridgeNs: string, ns: string, port: string, addresses: string[], mac?: string): Promise<void> {
+  await ip('-n', bridgeNs, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns, ...(mac ? ['address', mac] : []));
+  await ip('-n', bridgeNs, 'link', 'set', port, 'master', 'br0', 'up');
+  for (const address of addresses) await ip('-n', ns, 'address', 'add', `${address}/24`, 'dev', 'eth0');
+  await ip('-n', ns, 'link', 'set', 'eth0', 'multicast', 'on', 'up');
+  await ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0');
 }
 
 async function ip(...args: string[]): Promise<void> {

@@ -24,7 +24,9 @@ test.after.always(() => shared.run());
 const client = () => ['--gateway', gw.url, '--token', ALL_TOKEN];
 
 async function storedBlobs(): Promise<string[]> {
-  return (await readdir(gw.cache)).filter((name) => name !== 'tmp').sort();
+  // Pushed blobs live under <state>/blobs (issue 8); synced ones under the cache folder.
+  const names = [...await readdir(path.join(gw.state, 'blobs')), ...await readdir(gw.cache)];
+  return names.filter((name) => /^[0-9a-f]{64}$/.test(name)).sort();
 }
 
 test('a push records what the program contains: GET /v1/models/{name}/{version} has it as program, and models prints it', async (t) => {
@@ -66,7 +68,7 @@ test('a file that claims ET12 but does not parse is refused with 415 unsupported
     t.is(body.error, 'unsupported_format');
     t.regex(body.message, reason, name);
     t.deepEqual(await storedBlobs(), before, `${name}: no blob kept`);
-    t.deepEqual(await readdir(path.join(gw.cache, 'tmp')), [], `${name}: no temporary file left`);
+    t.deepEqual(await readdir(path.join(gw.state, 'blobs', 'tmp')), [], `${name}: no temporary file left`);
     t.is((await gw.fetch('/v1/models/broken', { token: ADMIN_TOKEN })).status, 404, `${name}: not in the catalog`);
   }
 });

@@ -13,12 +13,14 @@ import { makeProgram, sha256 } from '../helpers/programs.ts';
 
 const log = createLogger('silent');
 
-async function started(t: ExecutionContext, dir?: string): Promise<{ dir: string; blobs: BlobStore }> {
-  const folder = dir ?? await tempDir(t, 'modelferry-blobs-');
-  const blobs = new BlobStore(folder, log);
+/** A store on `<root>/blobs` (local: pushed blobs) and `<root>/cache`; `dir` is the local folder. */
+async function started(t: ExecutionContext, root?: string): Promise<{ dir: string; cache: string; blobs: BlobStore }> {
+  const folder = root ?? await tempDir(t, 'modelferry-blobs-');
+  const dirs = { local: path.join(folder, 'blobs'), cache: path.join(folder, 'cache') };
+  const blobs = new BlobStore(dirs, log);
   await blobs.start();
   t.teardown(() => blobs.stop());
-  return { dir: folder, blobs };
+  return { dir: dirs.local, cache: dirs.cache, blobs };
 }
 
 async function store(blobs: BlobStore, bytes: Buffer): Promise<string> {
@@ -72,13 +74,14 @@ test('holds() is true only for a cached blob of exactly the recorded size', asyn
 });
 
 test('start indexes the blobs on disk by name, ignores other files and empties tmp/', async (t) => {
-  const dir = await tempDir(t, 'modelferry-blobs-');
+  const root = await tempDir(t, 'modelferry-blobs-');
+  const dir = path.join(root, 'blobs');
   const bytes = makeProgram(700);
   await mkdir(path.join(dir, 'tmp'), { recursive: true });
   await writeFile(path.join(dir, sha256(bytes)), bytes);
   await writeFile(path.join(dir, 'notes.txt'), 'not a blob');
   await writeFile(path.join(dir, 'tmp', 'half.part'), 'unfinished');
-  const { blobs } = await started(t, dir);
+  const { blobs } = await started(t, root);
   t.is(blobs.size(sha256(bytes)), 700);
   t.is(blobs.count, 1);
   t.is(blobs.totalBytes, 700);
@@ -125,4 +128,103 @@ test('listeners hear of each blob committed, until they unsubscribe', async (t) 
   unsubscribe();
   await store(blobs, makeProgram(100));
   t.is(changes, 1);
+});
+
+// ---------------------------------------------------------------- two folders (issue 8)
+
+test('a pushed blob lives in the local folder; a synced one, adopted, in the cache folder; both are served', async (t) => {
+  const { dir, cache, blobs } = await started(t);
+  const pushed = await store(blobs, makeProgram(400));
+  t.is(blobs.tierOf(pushed), 'local');
+  t.true((await readdir(dir)).includes(pushed));
+  const synced = makeProgram(300);
+  const file = path.join(cache, 'incoming');
+  await writeFile(file, synced);
+  await blobs.adopt(file, sha256(synced), 300);
+  t.is(blobs.tierOf(sha256(synced)), 'cache');
+  t.deepEqual(await readdir(cache), [sha256(synced)]);
+  t.is(blobs.size(sha256(synced)), 300);
+  t.deepEqual(blobs.bytesByTier(), { local: 400, cache: 300 });
+});
+
+test('adopting a blob already held locally keeps the local copy and drops the incoming file', async (t) => {
+  const { cache, blobs } = await started(t);
+  const bytes = makeProgram(400);
+  const digest = await store(blobs, bytes);
+  const file = path.join(cache, 'incoming');
+  await writeFile(file, bytes);
+  await blobs.adopt(file, digest, 400);
+  t.is(blobs.tierOf(digest), 'local');
+  t.deepEqual(await readdir(cache), []);
+});
+
+test('pushing bytes the cache folder already holds moves them to the local folder: the push may become the only copy', async (t) => {
+  const { dir, cache, blobs } = await started(t);
+  const bytes = makeProgram(400);
+  await writeFile(path.join(cache, 'incoming'), bytes);
+  await blobs.adopt(path.join(cache, 'incoming'), sha256(bytes), 400);
+  await store(blobs, bytes);
+  t.is(blobs.tierOf(sha256(bytes)), 'local');
+  t.deepEqual(await readdir(cache), []);
+  t.true((await readdir(dir)).includes(sha256(bytes)));
+});
+
+test('keepLocally copies a blob from the cache folder to the local folder and removes the cache copy', async (t) => {
+  const { dir, cache, blobs } = await started(t);
+  const bytes = makeProgram(400);
+  await writeFile(path.join(cache, 'incoming'), bytes);
+  await blobs.adopt(path.join(cache, 'incoming'), sha256(bytes), 400);
+  await blobs.keepLocally(sha256(bytes));
+  t.is(blobs.tierOf(sha256(bytes)), 'local');
+  t.deepEqual(await readFile(path.join(dir, sha256(bytes))), bytes);
+  t.deepEqual(await readdir(cache), []);
+  t.deepEqual(await readdir(path.join(dir, 'tmp')), []);
+});
+
+test('a blob in both folders at start (a move cut short) is kept once, in the local folder', async (t) => {
+  const root = await tempDir(t, 'modelferry-blobs-');
+  const bytes = makeProgram(200);
+  for (const folder of ['blobs', 'cache']) {
+    await mkdir(path.join(root, folder), { recursive: true });
+    await writeFile(path.join(root, folder, sha256(bytes)), bytes);
+  }
+  const { cache, blobs } = await started(t, root);
+  t.is(blobs.tierOf(sha256(bytes)), 'local');
+  t.deepEqual(await readdir(cache), []);
+});
+
+test('start empties the push folder of an older layout (<cache>/tmp) and removes it', async (t) => {
+  const root = await tempDir(t, 'modelferry-blobs-');
+  await mkdir(path.join(root, 'cache', 'tmp'), { recursive: true });
+  await writeFile(path.join(root, 'cache', 'tmp', 'half.part'), 'unfinished');
+  const { cache } = await started(t, root);
+  t.deepEqual(await readdir(cache), []);
+});
+
+test('serveOnly hides blobs from size() and holds() while their files stay; remove() deletes the file', async (t) => {
+  const { blobs } = await started(t);
+  const digest = await store(blobs, makeProgram(100));
+  blobs.serveOnly((sha) => sha !== digest);
+  t.is(blobs.size(digest), undefined);
+  t.false(blobs.holds({ sha256: digest, size: 100 }));
+  t.is(blobs.storedSize(digest), 100);
+  t.is(await blobs.openForRead(digest), undefined);
+  await blobs.remove(digest);
+  t.is(blobs.storedSize(digest), undefined);
+  await t.throwsAsync(stat(path.join(blobs.pathOf(digest))), { code: 'ENOENT' });
+});
+
+test('an open reader and a hold keep a blob marked held until released', async (t) => {
+  const { blobs } = await started(t);
+  const digest = await store(blobs, makeProgram(100));
+  const reader = await blobs.openForRead(digest);
+  t.truthy(reader);
+  const release = blobs.hold([digest, digest]);
+  t.true(blobs.isHeld(digest));
+  await reader!.file.close();
+  reader!.release();
+  t.true(blobs.isHeld(digest));
+  release();
+  release();
+  t.false(blobs.isHeld(digest));
 });

@@ -7,7 +7,7 @@ import type { Services } from '../services.ts';
  * Corrupt blobs are removed, so they are never served; a re-push or sync restores them.
  */
 export function cacheRoutes(router: Router, services: Services): void {
-  const { catalog, auth, log } = services;
+  const { catalog, collector, auth, log } = services;
 
   router.post('/v1/cache/check', auth.scope('admin'), async (ctx) => {
     const results = await catalog.checkCache();
@@ -16,4 +16,13 @@ export function cacheRoutes(router: Router, services: Services): void {
     ctx.body = { checked: results.length, ok: results.length - bad.length, problems: bad.length, blobs: results };
   });
 
+  /**
+   * `POST /v1/cache/gc`: one garbage collection now (it also runs every
+   * cache.gcIntervalMinutes); the grace period still applies.
+   */
+  router.post('/v1/cache/gc', auth.scope('admin'), async (ctx) => {
+    const result = await collector.collect();
+    log.info({ removed: result.removed.length, bytes: result.bytes, client: ctx.state.client }, 'garbage collection requested');
+    ctx.body = result;
+  });
 }

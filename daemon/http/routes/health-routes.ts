@@ -3,7 +3,7 @@ import type { Services } from '../services.ts';
 
 /** Routes outside /v1 for monitoring: /healthz and /metrics (the status page is status-routes.ts). */
 export function healthRoutes(router: Router, services: Services): void {
-  const { catalog, blobs, devices, metrics, answers, gatewayId, startedAt } = services;
+  const { catalog, blobs, devices, metrics, answers, sync, gatewayId, startedAt, discovery } = services;
 
   const health = () => ({
     status: 'ok' as const,
@@ -13,10 +13,21 @@ export function healthRoutes(router: Router, services: Services): void {
     models: catalog.current.models.size,
     devices: devices.size,
     longPolls: answers.waiting,
-    upstream: { configured: false, state: 'none' as const },
-    lastSync: null,
-    cache: { blobs: blobs.count, bytes: blobs.totalBytes },
+    upstream: upstreamHealth(),
+    lastSync: sync.status().lastOutcome,
+    cache: { blobs: blobs.count, bytes: blobs.totalBytes, ...blobBytes() },
+    mdns: discovery(),
   });
+
+  const upstreamHealth = () => {
+    const { configured, url, state, breaker, lastSuccessAt, lastError, revision, bytesFetched } = sync.status();
+    return { configured, url, state, breaker, lastSuccessAt, lastError, revision, bytesFetched };
+  };
+
+  const blobBytes = () => {
+    const { local, cache } = blobs.bytesByTier();
+    return { localBytes: local, cacheBytes: cache };
+  };
 
   router.get('/healthz', (ctx) => {
     ctx.set('Cache-Control', 'no-store');

@@ -1,12 +1,13 @@
 import os from 'node:os';
 import type Router from '@koa/router';
 import { VERSION } from '../../version.ts';
+import type { DiscoveryStatus } from '../../discovery/advertiser.ts';
 import type { Services } from '../services.ts';
 import { STATUS_PAGE_CSP, parseStatusQuery, renderLive, renderStatusPage, type StatusUpstream } from '../status-page.ts';
 
 /** GET /: the status page for people (read-only, no token, no secret on it). */
 export function statusRoutes(router: Router, services: Services): void {
-  const { catalog, devices, config, gatewayId, startedAt } = services;
+  const { catalog, devices, config, gatewayId, startedAt, discovery } = services;
 
   router.get('/', (ctx) => {
     const query = parseStatusQuery(ctx.query);
@@ -27,11 +28,18 @@ export function statusRoutes(router: Router, services: Services): void {
       version: VERSION,
       startedAt,
       listening: `${ctx.socket.localAddress ?? '?'}:${ctx.socket.localPort ?? '?'}`,
-      advertised: config.mdns.enabled
-        ? `${config.mdns.name || `modelferry on ${hostname}`} (_modelferry._tcp, priority ${config.mdns.priority})`
-        : 'not advertised (mdns.enabled is false): devices need the gateway URL',
+      advertised: advertisedText(discovery()),
     }, live, query);
   });
+}
+
+/** What devices on the LAN see of this gateway (DESIGN.md section 6), in one line. */
+function advertisedText(mdns: DiscoveryStatus): string {
+  if (!mdns.enabled) return 'not advertised (mdns.enabled is false): devices need the gateway URL';
+  if (mdns.state === 'failed') return `not advertised: mDNS failed (${mdns.error ?? 'unknown error'}); devices need the gateway URL`;
+  const renamed = mdns.renames > 0 ? `, renamed because “${mdns.configuredName}” was taken on the LAN` : '';
+  return `${mdns.state === 'announced' ? '' : `${mdns.state}: `}“${mdns.name}” (${mdns.service}, priority ${mdns.txt.prio}${renamed})`
+    + ` at ${mdns.host}:${mdns.port}, addresses ${mdns.addresses.join(', ') || 'none'}, rev ${mdns.txt.rev}`;
 }
 
 /** The upstream as a person may see it: no credentials, no query (tokens hide there). */

@@ -1,0 +1,152 @@
+import { stat, utimes } from 'node:fs/promises';
+import type { Catalog } from '../catalog/catalog.ts';
+import type { EffectiveCatalog } from '../catalog/effective-catalog.ts';
+import type { DeviceRegistry } from '../devices/device-registry.ts';
+import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
+import type { BlobStore } from './blob-store.ts';
+
+export interface CollectorOptions {
+  /** How long a blob nothing references stays on disk (fractions allowed). */
+  graceHours: number;
+  /** How often a collection runs. */
+  intervalMinutes: number;
+  /** The clock; tests pass their own instead of sleeping through a grace period. */
+  now?: () => number;
+}
+
+export interface Collection {
+  removed: Array<{ sha256: string; size: number }>;
+  bytes: number;
+  /** Unreferenced blobs still within their grace period, or in use. */
+  kept: number;
+}
+
+/**
+ * Decides which blobs are served and which are deleted (DESIGN.md section 4, 8):
+ * - served: blobs a model of the effective catalog names, so an artifact whose model was
+ *   deleted stops being served at once;
+ * - deleted: blobs no model of either layer names and no device reports running, once
+ *   unreferenced for `graceHours`, unless a download or a sync holds them;
+ * - where: a locally pushed model's blob lives in the local folder; blobs an older layout
+ *   kept in the cache folder are moved there at start.
+ *
+ * When a blob stops being referenced its file's mtime is set to that moment, so the grace
+ * period is measured from there and survives restarts.
+ */
+export class BlobCollector {
+  readonly #blobs: BlobStore;
+  readonly #catalog: Catalog;
+  readonly #devices: DeviceRegistry;
+  readonly #metrics: Metrics;
+  readonly #log: Logger;
+  readonly #graceMs: number;
+  readonly #intervalMs: number;
+  readonly #now: () => number;
+  readonly #servedBy = new WeakMap<EffectiveCatalog, Set<string>>();
+  #referenced = new Set<string>();
+  #unsubscribe: (() => void) | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<unknown> = Promise.resolve();
+
+  constructor(parts: { blobs: BlobStore; catalog: Catalog; devices: DeviceRegistry; metrics: Metrics }, options: CollectorOptions, log: Logger) {
+    this.#blobs = parts.blobs;
+    this.#catalog = parts.catalog;
+    this.#devices = parts.devices;
+    this.#metrics = parts.metrics;
+    this.#log = log;
+    this.#graceMs = options.graceHours * 3_600_000;
+    this.#intervalMs = options.intervalMinutes * 60_000;
+    this.#now = options.now ?? Date.now;
+  }
+
+  async start(): Promise<void> {
+    await this.#moveLocalBlobs();
+    this.#referenced = this.#referencedNow();
+    this.#blobs.serveOnly((sha256) => this.#servedSet(this.#catalog.current).has(sha256));
+    this.#unsubscribe = this.#catalog.onChange(() => void this.#serial(() => this.#markUnreferenced()));
+    this.#timer = setInterval(() => void this.collect().catch((error) => this.#log.error({ err: error }, 'blob collection failed')), this.#intervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#unsubscribe?.();
+    await this.#running;
+  }
+
+  /** Deletes every blob that may go now. */
+  collect(): Promise<Collection> {
+    return this.#serial(async () => {
+      const referenced = this.#referencedNow();
+      const running = new Set<string>();
+      for (const device of this.#devices.list()) if (device.report?.sha256) running.add(device.report.sha256);
+      const now = this.#now();
+      const result: Collection = { removed: [], bytes: 0, kept: 0 };
+      for (const sha256 of this.#blobs.digests()) {
+        if (referenced.has(sha256) || running.has(sha256)) continue;
+        if (this.#blobs.isHeld(sha256)) {
+          result.kept++;
+          continue;
+        }
+        const since = await stat(this.#blobs.pathOf(sha256)).then((s) => s.mtimeMs, () => undefined);
+        if (since !== undefined && now - since < this.#graceMs) {
+          result.kept++;
+          continue;
+        }
+        const size = this.#blobs.storedSize(sha256) ?? 0;
+        await this.#blobs.remove(sha256);
+        result.removed.push({ sha256, size });
+        result.bytes += size;
+        this.#metrics.gcDeleted.inc();
+        this.#metrics.gcDeletedBytes.inc(size);
+      }
+      if (result.removed.length > 0) this.#log.info({ removed: result.removed.length, bytes: result.bytes }, 'unreferenced blobs deleted');
+      return result;
+    });
+  }
+
+  #serial<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.#running.then(work, work);
+    this.#running = run.catch(() => {});
+    return run;
+  }
+
+  #servedSet(catalog: EffectiveCatalog): Set<string> {
+    let served = this.#servedBy.get(catalog);
+    if (!served) {
+      served = new Set([...catalog.models.values()].map((model) => model.sha256));
+      this.#servedBy.set(catalog, served);
+    }
+    return served;
+  }
+
+  #referencedNow(): Set<string> {
+    const referenced = new Set<string>();
+    for (const layer of ['local', 'upstream'] as const) {
+      for (const model of this.#catalog.layer(layer).models) referenced.add(model.sha256);
+    }
+    return referenced;
+  }
+
+  /** Starts the grace period of blobs the last catalog change left unreferenced. */
+  async #markUnreferenced(): Promise<void> {
+    const now = this.#referencedNow();
+    const at = new Date(this.#now());
+    for (const sha256 of this.#referenced) {
+      if (now.has(sha256) || this.#blobs.storedSize(sha256) === undefined) continue;
+      await utimes(this.#blobs.pathOf(sha256), at, at).catch(() => {});
+    }
+    this.#referenced = now;
+  }
+
+  async #moveLocalBlobs(): Promise<void> {
+    let moved = 0;
+    for (const model of this.#catalog.layer('local').models) {
+      if (this.#blobs.tierOf(model.sha256) !== 'cache') continue;
+      await this.#blobs.keepLocally(model.sha256);
+      moved++;
+    }
+    if (moved > 0) this.#log.info({ moved }, 'moved locally pushed blobs out of the cache folder into the state folder');
+  }
+}

@@ -1,0 +1,27 @@
+/* Which gateway to talk to (DESIGN.md section 6): the lowest prio, ties broken at random
+ * (but the last gateway that answered wins its tie, so a device does not hop), then the
+ * rest by prio, then the last good one if discovery no longer sees it, then the configured
+ * fallback URL. */
+#ifndef MF_GATEWAY_SELECT_H
+#define MF_GATEWAY_SELECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "modelferry/mf_port_discovery.h"
+
+#define MF_BASE_URL_MAX 128
+#define MF_GATEWAYS_MAX 8
+
+typedef struct {
+    char url[MF_GATEWAYS_MAX][MF_BASE_URL_MAX];
+    size_t count;
+} mf_gateway_list;
+
+/* "http://host:port" (https when tls). 0 on success, -1 when it does not fit. */
+int mf_candidate_url(const mf_gateway_candidate *c, char *out, size_t cap);
+
+/* Orders what to try. last_good and fallback may be NULL or "". */
+void mf_gateway_order(const mf_gateway_candidate *c, size_t n, const char *last_good,
+                      const char *fallback, uint32_t random, mf_gateway_list *out);
+
+#endif

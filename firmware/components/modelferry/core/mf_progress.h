@@ -1,0 +1,28 @@
+/* Records kept in the key-value store across reboots: download progress (to resume) and
+ * the last model that failed verification (to keep backing off after a reboot). Each is a
+ * small blob with a CRC, so a record from another firmware or a torn file reads as absent. */
+#ifndef MF_PROGRESS_H
+#define MF_PROGRESS_H
+
+#include <stdint.h>
+#include "modelferry/mf_port_kv.h"
+
+typedef struct {
+    uint8_t slot;
+    uint8_t sha256[32];
+    uint32_t size;
+    uint32_t written;   /* bytes in the slot that are whole sectors of this artifact */
+} mf_progress;
+
+typedef struct {
+    uint8_t sha256[32];
+    uint32_t attempts;
+} mf_failed_record;
+
+mf_err mf_progress_save(mf_kv *kv, const char *key, const mf_progress *p);
+/* MF_ERR_NOT_FOUND when absent or unreadable. */
+mf_err mf_progress_load(mf_kv *kv, const char *key, mf_progress *p);
+mf_err mf_failed_save(mf_kv *kv, const char *key, const mf_failed_record *f);
+mf_err mf_failed_load(mf_kv *kv, const char *key, mf_failed_record *f);
+
+#endif

@@ -1,0 +1,31 @@
+/* Result codes of the modelferry client. The strings from mf_err_code() are what a device
+ * reports to the gateway in the `error` field, so they are stable. */
+#ifndef MF_ERR_H
+#define MF_ERR_H
+
+typedef enum {
+    MF_OK = 0,
+    MF_ERR_INVALID_ARG,      /* a caller passed something impossible */
+    MF_ERR_NO_MEMORY,
+    MF_ERR_IO,               /* storage failed (flash, file, NVS) */
+    MF_ERR_POWER_LOST,       /* storage stopped mid-operation (fault injection on the host) */
+    MF_ERR_NOT_FOUND,        /* a key, partition or record is absent */
+    MF_ERR_NETWORK,          /* connect, timeout, or a body cut short */
+    MF_ERR_HTTP_STATUS,      /* an unexpected status code */
+    MF_ERR_PROTOCOL,         /* a response that breaks the contract (JSON, headers, ranges) */
+    MF_ERR_NO_ASSIGNMENT,    /* 404 no_assignment */
+    MF_ERR_TOO_LARGE,        /* the model does not fit the slot */
+    MF_ERR_SIZE_MISMATCH,    /* the bytes received are not the announced size */
+    MF_ERR_DIGEST_MISMATCH,  /* sha256 of the bytes is not the announced one */
+    MF_ERR_UNSIGNED,         /* keys are configured and the model carries no signature */
+    MF_ERR_UNKNOWN_KEY,      /* signed by a key the firmware does not trust */
+    MF_ERR_BAD_SIGNATURE,    /* the signature does not verify */
+    MF_ERR_FORMAT,           /* not an ExecuTorch program, or its header is inconsistent */
+    MF_ERR_NO_GATEWAY,       /* discovery found nothing and no fallback URL is set */
+    MF_ERR_ABORTED           /* a callback stopped a transfer */
+} mf_err;
+
+/* Short stable code, e.g. "digest_mismatch". Never NULL. */
+const char *mf_err_code(mf_err err);
+
+#endif

@@ -1,0 +1,180 @@
+/* modelferry device client: finds the gateway, polls for this device's assignment,
+ * downloads only what changed into the inactive model slot, verifies it (size, sha256,
+ * ed25519 signature, ExecuTorch header), commits it and reports (DESIGN.md sections 2, 5-7).
+ *
+ * The client is one struct the application owns (static or on its heap); it allocates only
+ * its report buffer, once, in mf_client_init, plus cJSON's short-lived parse of each
+ * assignment. Everything with logic in it is portable C11; the ports (include files
+ * mf_port_*.h) are chosen at build time: port/esp-idf or port/posix. */
+#ifndef MODELFERRY_H
+#define MODELFERRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "modelferry/mf_err.h"
+#include "modelferry/mf_port_clock.h"
+#include "modelferry/mf_port_discovery.h"
+#include "modelferry/mf_port_http.h"
+#include "modelferry/mf_port_identity.h"
+#include "modelferry/mf_port_kv.h"
+#include "modelferry/mf_port_slots.h"
+
+#define MF_MODEL_NAME_MAX 64
+#define MF_MODEL_VERSION_MAX 64
+
+/* The contract's bounds on capabilities; mf_client_init refuses a config beyond them. */
+#define MF_OPERATORS_MAX 2048
+#define MF_DELEGATES_MAX 64
+#define MF_CAPABILITY_NAME_MAX 128   /* printable ASCII, no spaces */
+#define MF_RUNTIME_MAX 64
+
+/* What this firmware can run, reported to the gateway so it offers only compatible models. */
+typedef struct {
+    const char *const *operators;   /* "aten::add.out", ... */
+    size_t operator_count;
+    const char *const *delegates;
+    size_t delegate_count;
+    uint64_t arena_bytes;           /* memory the firmware gives a method's planned buffers */
+    const char *runtime;            /* e.g. "executorch-1.0"; NULL to leave out */
+} mf_capabilities;
+
+/* The model the application should run: memory-mapped slot bytes. */
+typedef struct {
+    int slot;
+    const uint8_t *data;
+    uint32_t size;
+    uint32_t sequence;
+    uint8_t sha256[32];
+    char sha256_hex[65];
+    char name[MF_MODEL_NAME_MAX + 1];
+    char version[MF_MODEL_VERSION_MAX + 1];
+} mf_active_model;
+
+/* Called at boot for the model found active, and whenever a new one becomes active. The
+ * previous model's pointer stays mapped until this callback returns; after that only the
+ * new one is valid. */
+typedef void (*mf_on_activate)(void *ctx, const mf_active_model *model);
+
+/* What the client does, for logs (the simulator prints these as JSON lines). detail may
+ * be NULL. */
+typedef void (*mf_on_event)(void *ctx, const char *event, const char *detail);
+
+typedef struct {
+    const char *fallback_url;          /* e.g. "http://gw.local:8080"; NULL or "" for none */
+    int discovery;                     /* browse mDNS for the gateway */
+    const char *service;               /* "_modelferry._tcp" */
+    uint32_t discovery_timeout_ms;
+    const uint8_t (*trusted_keys)[32]; /* raw ed25519 public keys; none: signatures unchecked */
+    size_t trusted_key_count;
+    uint32_t poll_interval_s;          /* until the gateway's answer says otherwise */
+    uint32_t poll_jitter_s;
+    uint32_t long_poll_s;              /* `wait=` asked of the gateway; 0: never long-poll */
+    uint32_t request_timeout_ms;
+    uint32_t backoff_base_ms;          /* network and gateway failures */
+    uint32_t backoff_max_ms;
+    uint32_t retry_base_ms;            /* a model that failed verification, per attempt */
+    uint32_t retry_max_ms;
+    uint32_t failures_before_switch;   /* then the next gateway, and rediscovery after the list */
+    const char *device_token;          /* devices.token of the gateway, or NULL */
+    const char *firmware_version;      /* reported; may be NULL */
+    mf_capabilities capabilities;
+    mf_on_activate on_activate;
+    mf_on_event on_event;
+    void *ctx;                         /* passed to both callbacks */
+} mf_config;
+
+/* Defaults for every field (no fallback URL, discovery on, no keys). */
+void mf_config_defaults(mf_config *cfg);
+
+typedef struct {
+    mf_http *http;
+    mf_discovery *discovery;           /* may be NULL when cfg.discovery is 0 */
+    mf_slots *slots;
+    mf_kv *kv;
+    mf_identity *identity;
+} mf_ports;
+
+/* Counters for tests and diagnostics. */
+typedef struct {
+    uint32_t polls, polls_not_modified, long_polls, polls_failed;
+    uint32_t downloads, range_requests, range_restarts;
+    uint64_t bytes_received;
+    uint32_t reports, reports_refused, activations, verify_failures, discoveries;
+} mf_stats;
+
+#define MF_URL_CAP 256
+#define MF_BODY_CAP 4097
+
+typedef struct mf_client {
+    const mf_config *cfg;
+    mf_ports ports;
+    char mac[18];
+    uint64_t boot_ms;
+    int halted;                        /* storage lost power: stop until the next boot */
+
+    int active;                        /* slot index, -1 none */
+    mf_active_model model;
+
+    /* gateway */
+    char gateways[8][128];
+    size_t gateway_count, gateway_index;
+    int have_gateways;
+    uint32_t consecutive_failures;
+    char last_good[128];
+
+    /* assignment */
+    int have_assignment;
+    char etag[MF_ETAG_MAX];
+    struct {
+        char name[MF_MODEL_NAME_MAX + 1], version[MF_MODEL_VERSION_MAX + 1];
+        char sha256_hex[65];
+        uint8_t sha256[32];
+        uint64_t size;
+        char url[MF_URL_CAP];
+        int signed_;
+        uint8_t signature[64];
+        char key_id[17];
+        uint32_t interval_s, jitter_s;
+    } assignment;
+    int long_poll_ok;
+
+    /* a model that failed verification: when it may be tried again */
+    uint8_t failed_sha256[32];
+    uint32_t failed_attempts;
+    uint64_t failed_not_before_ms;
+
+    /* reports */
+    int boot_reported;
+    int caps_accepted;
+    char last_state[16];
+    char last_reported_sha[65];
+    char *report_buf;
+    size_t report_cap;
+
+    uint32_t backoff_failures;
+    char body[MF_BODY_CAP];
+    size_t body_len;
+    int body_overflow;
+    mf_stats stats;
+} mf_client;
+
+/* Reads both slots, activates the valid one with the highest sequence (calling
+ * on_activate), loads what the key-value store remembers. */
+mf_err mf_client_init(mf_client *c, const mf_config *cfg, const mf_ports *ports);
+
+/* One cycle: (re)discover if needed, report after boot, poll, and update when the
+ * assignment names another model. *next_delay_ms says when to call again. Returns the
+ * cycle's outcome; MF_ERR_POWER_LOST means storage stopped and the client does nothing
+ * more until it is initialised again. */
+mf_err mf_client_step(mf_client *c, uint32_t *next_delay_ms);
+
+/* Forever: step, sleep. */
+void mf_client_run(mf_client *c);
+
+/* The active model, or NULL when no slot is valid. */
+const mf_active_model *mf_client_active(const mf_client *c);
+
+void mf_client_deinit(mf_client *c);
+
+#endif

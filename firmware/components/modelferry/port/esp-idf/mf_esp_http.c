@@ -1,0 +1,118 @@
+/* HTTP with esp_http_client: open, write the body, fetch the headers (captured by the event
+ * handler), then read the body in buffer-sized pieces into the sink. */
+#include "modelferry/mf_port_http.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "esp_http_client.h"
+#include "sdkconfig.h"
+
+struct mf_http {
+    esp_http_client_handle_t client;
+    mf_http_head head;
+    char buf[CONFIG_MODELFERRY_HTTP_BUFFER];
+};
+
+static struct mf_http http;
+
+static int64_t decimal(const char *s, const char **end)
+{
+    if (*s < '0' || *s > '9') return -1;
+    int64_t v = 0;
+    while (*s >= '0' && *s <= '9') {
+        if (v > (INT64_MAX - 9) / 10) return -1;
+        v = v * 10 + (*s++ - '0');
+    }
+    *end = s;
+    return v;
+}
+
+static esp_err_t on_event(esp_http_client_event_t *evt)
+{
+    struct mf_http *h = evt->user_data;
+    if (evt->event_id != HTTP_EVENT_ON_HEADER || !evt->header_key || !evt->header_value) return ESP_OK;
+    if (strcasecmp(evt->header_key, "ETag") == 0) {
+        if (strlen(evt->header_value) < sizeof h->head.etag) strcpy(h->head.etag, evt->header_value);
+    } else if (strcasecmp(evt->header_key, "Content-Range") == 0 && strncmp(evt->header_value, "bytes ", 6) == 0) {
+        const char *end;
+        int64_t a = decimal(evt->header_value + 6, &end), b = -1, total = -1;
+        if (a >= 0 && *end == '-') b = decimal(end + 1, &end);
+        if (b >= 0 && *end == '/') total = decimal(end + 1, &end);
+        if (total >= 0 && *end == '\0' && a <= b && b < total) {
+            h->head.range_start = a;
+            h->head.range_end = b;
+            h->head.range_total = total;
+        }
+    }
+    return ESP_OK;
+}
+
+mf_http *mf_esp_http_new(void)
+{
+    esp_http_client_config_t config = {
+        .url = "http://localhost/",
+        .event_handler = on_event,
+        .user_data = &http,
+        .buffer_size = 1024,
+        .disable_auto_redirect = true,
+        .keep_alive_enable = false,
+    };
+    http.client = esp_http_client_init(&config);
+    return http.client ? &http : NULL;
+}
+
+static void header(esp_http_client_handle_t c, const char *key, const char *value)
+{
+    if (value) esp_http_client_set_header(c, key, value);
+    else esp_http_client_delete_header(c, key);
+}
+
+mf_err mf_http_perform(mf_http *h, const mf_http_request *req, const mf_http_sink *sink)
+{
+    esp_http_client_handle_t c = h->client;
+    memset(&h->head, 0, sizeof h->head);
+    h->head.content_length = -1;
+    h->head.range_start = h->head.range_end = h->head.range_total = -1;
+
+    char range[40], auth[300];
+    if (req->range_start >= 0) snprintf(range, sizeof range, "bytes=%" PRId64 "-", req->range_start);
+    if (req->bearer_token) snprintf(auth, sizeof auth, "Bearer %s", req->bearer_token);
+    if (esp_http_client_set_url(c, req->url) != ESP_OK) return MF_ERR_INVALID_ARG;
+    esp_http_client_set_method(c, strcmp(req->method, "POST") == 0 ? HTTP_METHOD_POST : HTTP_METHOD_GET);
+    esp_http_client_set_timeout_ms(c, (int)req->timeout_ms);
+    header(c, "If-None-Match", req->if_none_match);
+    header(c, "Range", req->range_start >= 0 ? range : NULL);
+    header(c, "If-Range", req->range_start >= 0 ? req->if_range : NULL);
+    header(c, "Authorization", req->bearer_token ? auth : NULL);
+    header(c, "Content-Type", req->content_type);
+
+    mf_err result = MF_OK;
+    if (esp_http_client_open(c, (int)req->body_len) != ESP_OK) return MF_ERR_NETWORK;
+    if (req->body_len && esp_http_client_write(c, (const char *)req->body, (int)req->body_len) != (int)req->body_len) {
+        result = MF_ERR_NETWORK;
+        goto out;
+    }
+    int64_t length = esp_http_client_fetch_headers(c);
+    if (length < 0) { result = MF_ERR_NETWORK; goto out; }
+    h->head.status = esp_http_client_get_status_code(c);
+    h->head.content_length = esp_http_client_is_chunked_response(c) ? -1 : length;
+    if (sink->on_head && sink->on_head(sink->ctx, &h->head)) { result = MF_ERR_ABORTED; goto out; }
+    /* 204 and 304 have no body by definition; the completeness check below expects one. */
+    if (h->head.status == 204 || h->head.status == 304) goto out;
+    for (;;) {
+        int n = esp_http_client_read(c, h->buf, sizeof h->buf);
+        if (n < 0) { result = MF_ERR_NETWORK; break; }
+        if (n == 0) {
+            if (!esp_http_client_is_complete_data_received(c)) result = MF_ERR_NETWORK;
+            break;
+        }
+        if (sink->on_body && sink->on_body(sink->ctx, (const uint8_t *)h->buf, (size_t)n)) { result = MF_ERR_ABORTED; break; }
+    }
+out:
+    esp_http_client_close(c);
+    return result;
+}

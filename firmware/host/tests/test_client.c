@@ -1,0 +1,537 @@
+/* The update cycle against a scripted gateway on 127.0.0.1: what is downloaded when, what
+ * is activated, what is reported, and what hostile answers cannot do. */
+#include <string.h>
+
+#include "mf_slot.h"
+#include "test_server.h"
+#include "test_util.h"
+
+#define SLOT_BYTES (64u * 1024)
+
+static test_gateway gw;
+static ts_server server;
+static uint8_t *prog_a, *prog_b;
+static size_t prog_a_len, prog_b_len;
+
+static void fresh(test_device *d)
+{
+    tg_init(&gw);
+    server.ctx = &gw;
+    test_device_open(d, test_tempdir(), SLOT_BYTES, server.url);
+}
+
+static const char *active_sha(test_device *d)
+{
+    const mf_active_model *m = mf_client_active(&d->client);
+    return m ? m->sha256_hex : "";
+}
+
+static void installs_then_only_polls(void)
+{
+    test_device d;
+    fresh(&d);
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK(mf_client_active(&d.client) == NULL);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_STR(active_sha(&d), gw.sha_hex);
+    CHECK_EQ(d.activations, 1);
+    CHECK_EQ(gw.artifact_requests, 1);
+    /* The first report after boot says there is no model, with the capabilities. */
+    CHECK(strstr(gw.first_report, "\"state\":\"idle\"") != NULL);
+    CHECK(strstr(gw.first_report, "no_model") != NULL);
+    CHECK(strstr(gw.first_report, "\"capabilities\"") != NULL);
+    CHECK(strstr(gw.last_report, "\"state\":\"installed\"") != NULL);
+    CHECK(strstr(gw.last_report, gw.sha_hex) != NULL);
+    CHECK(strstr(gw.last_report, "\"capabilities\"") == NULL);
+
+    /* Unchanged: one conditional request, answered 304; nothing downloaded or reported. */
+    int reports = gw.reports;
+    for (int i = 0; i < 3; i++) {
+        uint32_t delay;
+        CHECK_EQ(mf_client_step(&d.client, &delay), MF_OK);
+        CHECK(delay >= 270000 && delay <= 330000); /* the gateway's 300 s ± 30 s */
+    }
+    CHECK_EQ(gw.polls, 4);
+    CHECK_EQ(gw.polls_304, 3);
+    CHECK_EQ(gw.artifact_requests, 1);
+    CHECK_EQ(gw.reports, reports);
+    CHECK_EQ(d.client.stats.polls_not_modified, 3);
+
+    /* A reboot picks the same slot; the boot report says installed, once. */
+    CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+    CHECK_STR(active_sha(&d), gw.sha_hex);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(gw.artifact_requests, 1);
+    CHECK(strstr(gw.last_report, "\"state\":\"installed\"") != NULL);
+    CHECK(strstr(gw.last_report, "\"capabilities\"") != NULL);
+    test_device_close(&d);
+}
+
+static void new_version_goes_to_the_other_slot(void)
+{
+    test_device d;
+    fresh(&d);
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    int first = d.client.active;
+    uint32_t len;
+    uint8_t *before = test_slot_bytes(&d, first, &len);
+
+    tg_serve(&gw, "add", "2", prog_b, prog_b_len);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_STR(active_sha(&d), gw.sha_hex);
+    CHECK(d.client.active != first);
+    CHECK_EQ(d.client.model.sequence, 2);
+    uint8_t *after = test_slot_bytes(&d, first, &len);
+    CHECK(memcmp(before, after, len) == 0); /* the active slot was never touched */
+    free(before);
+    free(after);
+
+    /* And back: the third model goes to the first slot, sequence 3. */
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(d.client.active, first);
+    CHECK_EQ(d.client.model.sequence, 3);
+    CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+    CHECK_EQ(d.client.active, first);
+    test_device_close(&d);
+}
+
+static void long_poll(void)
+{
+    test_device d;
+    fresh(&d);
+    d.cfg.long_poll_s = 1;
+    gw.hold_ms = 600;
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    uint32_t delay;
+    CHECK_EQ(mf_client_step(&d.client, &delay), MF_OK);
+    CHECK(delay < 1000); /* straight back to waiting at the gateway */
+    CHECK_EQ(gw.polls_wait, 0); /* nothing to wait for before the model was in */
+    CHECK_EQ(mf_client_step(&d.client, &delay), MF_OK);
+    CHECK_EQ(gw.polls_wait, 1);
+    CHECK_EQ(gw.polls_304, 1);
+    CHECK(delay < 1000);
+    /* A gateway that answers wait= at once does not hold polls: sleep the interval. */
+    gw.hold_ms = 0;
+    CHECK_EQ(mf_client_step(&d.client, &delay), MF_OK);
+    CHECK(delay >= 270000);
+    /* A change arrives as a 200 to the long poll. */
+    tg_serve(&gw, "add", "2", prog_b, prog_b_len);
+    CHECK_EQ(mf_client_step(&d.client, &delay), MF_OK);
+    CHECK_EQ(gw.polls_wait, 3);
+    CHECK_STR(active_sha(&d), gw.sha_hex);
+    test_device_close(&d);
+}
+
+/* A model that fails verification is reported failed and not fetched again until its backoff. */
+static void check_refused(test_device *d, const char *code, int downloads)
+{
+    CHECK(mf_client_active(&d->client) == NULL || strcmp(active_sha(d), gw.sha_hex) != 0);
+    CHECK(strstr(d->last_failed, code) != NULL);
+    CHECK(strstr(gw.last_report, "\"state\":\"failed\"") != NULL);
+    CHECK(strstr(gw.last_report, code) != NULL);
+    CHECK_EQ(gw.artifact_requests, downloads);
+    uint32_t delay;
+    for (int i = 0; i < 3; i++) {
+        mf_client_step(&d->client, &delay);
+        CHECK(delay > 0);
+    }
+    CHECK_EQ(gw.artifact_requests, downloads);
+}
+
+static void bad_digest_size_and_format(void)
+{
+    test_device d;
+    /* The bytes are not the announced sha256. */
+    fresh(&d);
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    memcpy(gw.sha_hex, "00", 2);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_DIGEST_MISMATCH);
+    check_refused(&d, "digest_mismatch", 1);
+    /* After its backoff it is tried again (and still refused); a reboot keeps the backoff. */
+    CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+    test_device_steps(&d, 2);
+    CHECK_EQ(gw.artifact_requests, 1);
+    mf_posix_clock_advance(10u * 60 * 1000);
+    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_DIGEST_MISMATCH);
+    CHECK_EQ(gw.artifact_requests, 2);
+    CHECK_EQ(d.client.failed_attempts, 2);
+    test_device_close(&d);
+
+    /* Announced size differs from the bytes served. */
+    fresh(&d);
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    gw.announced_size = prog_a_len + 10;
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_SIZE_MISMATCH);
+    check_refused(&d, "size_mismatch", 1);
+    test_device_close(&d);
+
+    /* Right digest, but not an ExecuTorch program. */
+    fresh(&d);
+    static uint8_t junk[3000];
+    memset(junk, 'x', sizeof junk);
+    tg_serve(&gw, "junk", "1", junk, sizeof junk);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_FORMAT);
+    check_refused(&d, "unsupported_format", 1);
+    CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+    CHECK(mf_client_active(&d.client) == NULL);
+    test_device_close(&d);
+
+    /* Too large for the slot: refused before a byte is fetched. */
+    fresh(&d);
+    uint8_t *big = test_program(SLOT_BYTES, 9);
+    tg_serve(&gw, "big", "1", big, SLOT_BYTES);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_TOO_LARGE);
+    check_refused(&d, "model_too_large", 0);
+    test_device_close(&d);
+    free(big);
+}
+
+static void rogue_gateway(void)
+{
+    test_key trusted, rogue;
+    test_keygen(&trusted);
+    test_keygen(&rogue);
+    struct { const char *what; const char *code; int sign_with; const char *version_signed; } cases[] = {
+        {"unsigned while keys are configured", "signature_required", 0, NULL},
+        {"signed by an unknown key", "unknown_key", 2, "1"},
+        {"a trusted key id with another key's signature", "invalid_signature", 3, "1"},
+        {"signed for another version", "invalid_signature", 1, "0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fprintf(stderr, "   %s\n", cases[i].what);
+        test_device d;
+        fresh(&d);
+        memcpy(d.keys[0], trusted.pk, 32);
+        d.cfg.trusted_keys = (const uint8_t(*)[32])d.keys;
+        d.cfg.trusted_key_count = 1;
+        tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+        if (cases[i].sign_with) {
+            const test_key *k = cases[i].sign_with == 1 ? &trusted : &rogue;
+            test_sign(k, "add", cases[i].version_signed, gw.sha_hex, prog_a_len, gw.signature);
+            strcpy(gw.key_id, cases[i].sign_with == 3 ? trusted.key_id : k->key_id);
+        }
+        CHECK_EQ(test_device_boot(&d), MF_OK);
+        test_device_steps(&d, 1);
+        check_refused(&d, cases[i].code, 0);
+        CHECK(mf_client_active(&d.client) == NULL);
+        test_device_close(&d);
+    }
+    /* Properly signed: installed. */
+    test_device d;
+    fresh(&d);
+    memcpy(d.keys[0], rogue.pk, 32);
+    memcpy(d.keys[1], trusted.pk, 32);
+    d.cfg.trusted_keys = (const uint8_t(*)[32])d.keys;
+    d.cfg.trusted_key_count = 2;
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    test_sign(&trusted, "add", "1", gw.sha_hex, prog_a_len, gw.signature);
+    strcpy(gw.key_id, trusted.key_id);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_STR(active_sha(&d), gw.sha_hex);
+    test_device_close(&d);
+}
+
+static void hostile_poll_answers(void)
+{
+    char big[6000];
+    memset(big, ' ', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    big[0] = '{';
+    big[sizeof big - 2] = '}';
+    const char *bodies[] = {
+        "{\"device\":\"02:00:00:00:00:01\",\"model\":{\"name\":\"add\"",   /* truncated */
+        "not json at all",
+        "{\"device\":\"02:00:00:00:00:01\",\"model\":null,\"poll\":{}}",
+        big,                                                                /* oversized */
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        test_device d;
+        fresh(&d);
+        tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+        gw.poll_body = bodies[i];
+        CHECK_EQ(test_device_boot(&d), MF_OK);
+        mf_err err = test_device_steps(&d, 1);
+        CHECK(err == MF_ERR_PROTOCOL);
+        CHECK_EQ(gw.artifact_requests, 0);
+        CHECK(mf_client_active(&d.client) == NULL);
+        test_device_close(&d);
+    }
+    /* Another device's assignment. */
+    {
+        test_device d;
+        fresh(&d);
+        tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+        char body[2048];
+        snprintf(body, sizeof body,
+                 "{\"device\":\"02:00:00:00:00:02\",\"model\":{\"name\":\"add\",\"version\":\"1\",\"sha256\":\"%s\","
+                 "\"size\":%zu,\"url\":\"/v1/artifacts/%s\",\"signature\":null,\"keyId\":null},"
+                 "\"poll\":{\"intervalSeconds\":300,\"jitterSeconds\":30}}", gw.sha_hex, prog_a_len, gw.sha_hex);
+        gw.poll_body = body;
+        CHECK_EQ(test_device_boot(&d), MF_OK);
+        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_PROTOCOL);
+        CHECK_EQ(gw.artifact_requests, 0);
+        test_device_close(&d);
+    }
+    /* Content-Length shorter than the body (the rest is never read: truncated JSON) and
+     * longer (the connection closes early: a network error). */
+    long lengths[] = {40, 3000};
+    mf_err expected[] = {MF_ERR_PROTOCOL, MF_ERR_NETWORK};
+    for (int i = 0; i < 2; i++) {
+        test_device d;
+        fresh(&d);
+        tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+        gw.poll_content_length = lengths[i];
+        CHECK_EQ(test_device_boot(&d), MF_OK);
+        CHECK_EQ(test_device_steps(&d, 1), expected[i]);
+        CHECK_EQ(gw.artifact_requests, 0);
+        test_device_close(&d);
+    }
+    /* Statuses the contract does not give: backoff, nothing else. */
+    {
+        test_device d;
+        fresh(&d);
+        tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+        gw.poll_status = 500;
+        CHECK_EQ(test_device_boot(&d), MF_OK);
+        uint32_t delay;
+        CHECK_EQ(mf_client_step(&d.client, &delay), MF_ERR_HTTP_STATUS);
+        CHECK(delay >= 5 && delay <= 10);
+        CHECK_EQ(mf_client_step(&d.client, &delay), MF_ERR_HTTP_STATUS);
+        CHECK(delay >= 10 && delay <= 20); /* doubling */
+        test_device_close(&d);
+    }
+    /* No assignment: keep what runs. */
+    {
+        test_device d;
+        fresh(&d);
+        tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+        CHECK_EQ(test_device_boot(&d), MF_OK);
+        CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+        gw.no_assignment = 1;
+        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NO_ASSIGNMENT);
+        CHECK_STR(active_sha(&d), gw.sha_hex);
+        test_device_close(&d);
+    }
+}
+
+static void hostile_artifact_answers(void)
+{
+    /* The artifact body is longer than its Content-Length says, and the Content-Length
+     * differs from the announced size: refused at the headers. */
+    {
+        test_device d;
+        fresh(&d);
+        tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+        gw.artifact_content_length_delta = -100;
+        CHECK_EQ(test_device_boot(&d), MF_OK);
+        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_SIZE_MISMATCH);
+        CHECK(mf_client_active(&d.client) == NULL);
+        test_device_close(&d);
+    }
+    /* Shorter than its Content-Length: a drop; progress is kept and the next try resumes. */
+    {
+        test_device d;
+        fresh(&d);
+        tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+        gw.close_after_bytes = 3 * 4096 + 100;
+        CHECK_EQ(test_device_boot(&d), MF_OK);
+        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
+        CHECK(mf_client_active(&d.client) == NULL);
+        CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+        CHECK_EQ(gw.range_requests, 1);
+        CHECK_EQ(gw.last_range_start, 3 * 4096);
+        CHECK(strstr(gw.reports_text, "\"state\":\"downloading\"") != NULL);
+        CHECK_STR(active_sha(&d), gw.sha_hex);
+        test_device_close(&d);
+    }
+    /* Range answered with 200: the download starts over and still installs. */
+    {
+        test_device d;
+        fresh(&d);
+        tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+        gw.close_after_bytes = 5 * 4096;
+        gw.range_as_200 = 1;
+        CHECK_EQ(test_device_boot(&d), MF_OK);
+        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
+        CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+        CHECK_EQ(gw.range_requests, 1);
+        CHECK_EQ(d.client.stats.range_restarts, 1);
+        CHECK_STR(active_sha(&d), gw.sha_hex);
+        test_device_close(&d);
+    }
+    /* A 206 for the wrong range: refused, then a fresh download. */
+    {
+        test_device d;
+        fresh(&d);
+        tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+        gw.close_after_bytes = 5 * 4096;
+        gw.bad_content_range = 1;
+        CHECK_EQ(test_device_boot(&d), MF_OK);
+        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
+        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_PROTOCOL);
+        CHECK(mf_client_active(&d.client) == NULL);
+        CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+        CHECK_EQ(gw.range_requests, 1);
+        CHECK_STR(active_sha(&d), gw.sha_hex);
+        test_device_close(&d);
+    }
+}
+
+static void resume_only_the_same_artifact(void)
+{
+    test_device d;
+    fresh(&d);
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    gw.close_after_bytes = 6 * 4096;
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
+    /* Rebooted, and meanwhile the assignment moved on: no Range for the old progress. */
+    tg_serve(&gw, "add", "2", prog_b, prog_b_len);
+    CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(gw.range_requests, 0);
+    CHECK_STR(active_sha(&d), gw.sha_hex);
+    test_device_close(&d);
+
+    /* The same artifact after a reboot: resumed with Range. */
+    fresh(&d);
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    gw.close_after_bytes = 6 * 4096 + 7;
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
+    CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(gw.range_requests, 1);
+    CHECK_EQ(gw.last_range_start, 6 * 4096);
+    CHECK_STR(active_sha(&d), gw.sha_hex);
+    test_device_close(&d);
+}
+
+static void capabilities_reported(void)
+{
+    static const char *const ops[] = {"aten::add.out", "aten::mul.out"};
+    static const char *const dels[] = {"XnnpackBackend"};
+    test_device d;
+    fresh(&d);
+    d.cfg.capabilities.operators = ops;
+    d.cfg.capabilities.operator_count = 2;
+    d.cfg.capabilities.delegates = dels;
+    d.cfg.capabilities.delegate_count = 1;
+    d.cfg.capabilities.arena_bytes = 65536;
+    d.cfg.capabilities.runtime = "executorch-1.0";
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 2), MF_OK);
+    char expected[512];
+    snprintf(expected, sizeof expected,
+             "\"capabilities\":{\"operators\":[\"aten::add.out\",\"aten::mul.out\"],\"delegates\":[\"XnnpackBackend\"],"
+             "\"arenaBytes\":65536,\"slotBytes\":%u,\"runtime\":\"executorch-1.0\"}", SLOT_BYTES - 4096);
+    CHECK(strstr(gw.first_report, expected) != NULL);
+    /* Once per boot: exactly one report carried them. */
+    CHECK(strstr(strstr(gw.reports_text, "capabilities") + 1, "capabilities") == NULL);
+    test_device_close(&d);
+
+    /* Beyond the contract's bounds: refused at init. */
+    static const char *const spaced[] = {"aten::add out"};
+    static char long_name[130];
+    memset(long_name, 'x', 129);
+    static const char *const too_long[] = {long_name};
+    static const char *many[65];
+    for (int i = 0; i < 65; i++) many[i] = "XnnpackBackend";
+    struct { const char *const *ops; size_t n_ops; const char *const *dels; size_t n_dels; } bad[] = {
+        {spaced, 1, NULL, 0}, {too_long, 1, NULL, 0}, {NULL, 0, many, 65}, {NULL, 3, NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        test_device b;
+        fresh(&b);
+        b.cfg.capabilities.operators = bad[i].ops;
+        b.cfg.capabilities.operator_count = bad[i].n_ops;
+        b.cfg.capabilities.delegates = bad[i].dels;
+        b.cfg.capabilities.delegate_count = bad[i].n_dels;
+        CHECK_EQ(test_device_boot(&b), MF_ERR_INVALID_ARG);
+        test_device_close(&b);
+    }
+    /* The contract's maximum count: 2,048 operators (names of ~25 characters: a ~56 KiB report,
+     * within the 64 KiB a report with capabilities may take). */
+    static char names[2048][32];
+    static const char *all[2048];
+    for (int i = 0; i < 2048; i++) {
+        snprintf(names[i], sizeof names[i], "aten::operator_%04d.out", i % 10000);
+        all[i] = names[i];
+    }
+    fresh(&d);
+    d.cfg.capabilities.operators = all;
+    d.cfg.capabilities.operator_count = 2048;
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK(strstr(gw.first_report, "\"aten::operator_2047.out\"]") != NULL);
+    CHECK(strlen(gw.first_report) < 64 * 1024);
+    test_device_close(&d);
+
+    /* A gateway that refuses them still gets the state. */
+    fresh(&d);
+    gw.refuse_capabilities = 1;
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(d.client.stats.reports_refused, 1);
+    CHECK(strstr(gw.reports_text, "\"state\":\"idle\"") != NULL);
+    CHECK(strstr(gw.last_report, "\"state\":\"installed\"") != NULL);
+    test_device_close(&d);
+}
+
+static void dead_gateway_then_fallback(void)
+{
+    /* The last good gateway is gone: after failures_before_switch failures the client moves
+     * to the configured fallback. */
+    test_device d;
+    fresh(&d);
+    tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+    const char *dead = "http://127.0.0.1:9";
+    CHECK_EQ(mf_kv_set(d.kv, "mf_gw", dead, strlen(dead)), MF_OK);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
+    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_STR(active_sha(&d), gw.sha_hex);
+    char stored[128];
+    size_t len;
+    CHECK_EQ(mf_kv_get(d.kv, "mf_gw", stored, sizeof stored - 1, &len), MF_OK);
+    stored[len] = '\0';
+    CHECK_STR(stored, server.url);
+    test_device_close(&d);
+}
+
+int main(void)
+{
+    ts_start(&server, tg_handler, &gw);
+    prog_a = test_program(40000, 1);
+    prog_a_len = 40000;
+    prog_b = test_program(30001, 2);
+    prog_b_len = 30001;
+    RUN(installs_then_only_polls);
+    RUN(new_version_goes_to_the_other_slot);
+    RUN(long_poll);
+    RUN(bad_digest_size_and_format);
+    RUN(rogue_gateway);
+    RUN(hostile_poll_answers);
+    RUN(hostile_artifact_answers);
+    RUN(resume_only_the_same_artifact);
+    RUN(capabilities_reported);
+    RUN(dead_gateway_then_fallback);
+    ts_stop(&server);
+    free(prog_a);
+    free(prog_b);
+    DONE();
+}

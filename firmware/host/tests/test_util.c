@@ -1,0 +1,205 @@
+#define _GNU_SOURCE
+#include "test_util.h"
+
+#include <ftw.h>
+#include <string.h>
+#include <unistd.h>
+#include <sodium.h>
+
+#include "mf_verify.h"
+
+int test_checks;
+
+static char **dirs;
+static int ndirs;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+static void cleanup_dirs(void)
+{
+    for (int i = 0; i < ndirs; i++) {
+        nftw(dirs[i], rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        free(dirs[i]);
+    }
+    free(dirs);
+}
+
+char *test_tempdir(void)
+{
+    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char tmpl[512];
+    snprintf(tmpl, sizeof tmpl, "%s/mf-test-XXXXXX", base);
+    char *d = mkdtemp(tmpl);
+    CHECK(d != NULL);
+    if (ndirs == 0) atexit(cleanup_dirs);
+    dirs = realloc(dirs, sizeof *dirs * (size_t)(ndirs + 1));
+    dirs[ndirs] = strdup(d);
+    return dirs[ndirs++];
+}
+
+uint8_t *test_fixture(const char *name, size_t *len)
+{
+    const char *dir = getenv("FIXTURES");
+    CHECK(dir != NULL);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc((size_t)n);
+    CHECK(fread(buf, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void put64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+
+uint8_t *test_program(size_t size, uint32_t seed)
+{
+    CHECK(size >= 48);
+    uint8_t *b = malloc(size);
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < size; i++) {
+        x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+        b[i] = (uint8_t)x;
+    }
+    put32(b, 56);
+    memcpy(b + 4, "ET12", 4);
+    memcpy(b + 8, "eh00", 4);
+    put32(b + 12, 32);
+    put64(b + 16, size / 2);
+    put64(b + 24, size / 2);
+    put64(b + 32, size - size / 2);
+    return b;
+}
+
+void test_sha256_hex(const uint8_t *data, size_t len, char out[65])
+{
+    uint8_t d[32];
+    crypto_hash_sha256(d, data, len);
+    mf_hex_encode(d, 32, out);
+}
+
+void test_keygen(test_key *k)
+{
+    CHECK(sodium_init() >= 0);
+    crypto_sign_keypair(k->pk, k->sk);
+    sodium_bin2base64(k->pk_b64, sizeof k->pk_b64, k->pk, 32, sodium_base64_VARIANT_ORIGINAL);
+    mf_key_id(k->pk, k->key_id);
+}
+
+void test_sign(const test_key *k, const char *name, const char *version, const char *sha_hex, uint64_t size,
+               char out[100])
+{
+    char msg[400];
+    int n = snprintf(msg, sizeof msg, "modelferry-v1:%s:%s:%s:%llu", name, version, sha_hex, (unsigned long long)size);
+    uint8_t sig[64];
+    crypto_sign_detached(sig, NULL, (const uint8_t *)msg, (size_t)n, k->sk);
+    sodium_bin2base64(out, 100, sig, 64, sodium_base64_VARIANT_ORIGINAL);
+}
+
+static void dev_event(void *ctx, const char *event, const char *detail)
+{
+    test_device *d = ctx;
+    snprintf(d->last_event, sizeof d->last_event, "%s", event);
+    if (strcmp(event, "failed") == 0) snprintf(d->last_failed, sizeof d->last_failed, "%s", detail ? detail : "");
+    if (getenv("TEST_VERBOSE")) fprintf(stderr, "   [%s] %s\n", event, detail ? detail : "");
+}
+
+static void dev_activate(void *ctx, const mf_active_model *m)
+{
+    test_device *d = ctx;
+    /* The mapped bytes are the model: check what the runtime would get. */
+    char hex[65];
+    test_sha256_hex(m->data, m->size, hex);
+    CHECK_STR(hex, m->sha256_hex);
+    d->activations++;
+}
+
+static void open_ports(test_device *d, uint32_t slot_bytes)
+{
+    d->slots = mf_posix_slots_open(d->dir, slot_bytes, &d->fault);
+    d->kv = mf_posix_kv_open(d->dir, &d->fault);
+    d->http = mf_posix_http_new();
+    static const uint8_t mac[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};
+    d->id = mf_posix_identity_new(mac);
+    CHECK(d->slots && d->kv && d->http && d->id);
+}
+
+void test_device_open(test_device *d, const char *dir, uint32_t slot_bytes, const char *gateway_url)
+{
+    memset(d, 0, sizeof *d);
+    snprintf(d->dir, sizeof d->dir, "%s", dir);
+    mf_fault_init(&d->fault);
+    open_ports(d, slot_bytes);
+    mf_config_defaults(&d->cfg);
+    snprintf(d->fallback, sizeof d->fallback, "%s", gateway_url ? gateway_url : "");
+    d->cfg.fallback_url = d->fallback;
+    d->cfg.discovery = 0;
+    d->cfg.long_poll_s = 0;
+    d->cfg.request_timeout_ms = 5000;
+    d->cfg.backoff_base_ms = 10;
+    d->cfg.backoff_max_ms = 100;
+    d->cfg.retry_base_ms = 60000;
+    d->cfg.retry_max_ms = 600000;
+    d->cfg.failures_before_switch = 2;
+    d->cfg.on_event = dev_event;
+    d->cfg.on_activate = dev_activate;
+    d->cfg.ctx = d;
+    d->cfg.firmware_version = "test";
+}
+
+mf_err test_device_boot(test_device *d)
+{
+    mf_err err = mf_client_init(&d->client, &d->cfg, &(mf_ports){d->http, NULL, d->slots, d->kv, d->id});
+    d->initialised = err == MF_OK;
+    return err;
+}
+
+void test_device_close(test_device *d)
+{
+    if (d->initialised) mf_client_deinit(&d->client);
+    d->initialised = 0;
+    mf_posix_slots_close(d->slots);
+    mf_posix_kv_close(d->kv);
+    mf_posix_http_free(d->http);
+    mf_posix_identity_free(d->id);
+    d->slots = NULL;
+    d->kv = NULL;
+    d->http = NULL;
+    d->id = NULL;
+}
+
+mf_err test_device_reboot(test_device *d, uint32_t slot_bytes)
+{
+    test_device_close(d);
+    mf_fault_init(&d->fault);
+    open_ports(d, slot_bytes);
+    return test_device_boot(d);
+}
+
+mf_err test_device_steps(test_device *d, int n)
+{
+    mf_err err = MF_OK;
+    for (int i = 0; i < n; i++) {
+        uint32_t delay;
+        err = mf_client_step(&d->client, &delay);
+    }
+    return err;
+}
+
+uint8_t *test_slot_bytes(test_device *d, int slot, uint32_t *len)
+{
+    *len = mf_slots_size(d->slots, slot);
+    uint8_t *b = malloc(*len);
+    CHECK(mf_slots_read(d->slots, slot, 0, b, *len) == MF_OK);
+    return b;
+}

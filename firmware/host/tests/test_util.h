@@ -1,0 +1,77 @@
+/* Small helpers for the host tests: checks that abort with a location, temporary folders,
+ * fixtures, programs, keys and signatures, and a simulated device on a state folder. */
+#ifndef TEST_UTIL_H
+#define TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "modelferry/modelferry.h"
+#include "mf_posix.h"
+
+extern int test_checks;
+
+#define CHECK(cond) do { test_checks++; if (!(cond)) { fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); abort(); } } while (0)
+#define CHECK_EQ(a, b) do { long long _a = (long long)(a), _b = (long long)(b); test_checks++; if (_a != _b) { fprintf(stderr, "%s:%d: CHECK_EQ failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__, #a, #b, _a, _b); abort(); } } while (0)
+#define CHECK_STR(a, b) do { const char *_a = (a), *_b = (b); test_checks++; if (strcmp(_a, _b) != 0) { fprintf(stderr, "%s:%d: CHECK_STR failed: \"%s\" != \"%s\"\n", __FILE__, __LINE__, _a, _b); abort(); } } while (0)
+#define RUN(fn) do { fprintf(stderr, "-- %s\n", #fn); fn(); } while (0)
+#define DONE() do { fprintf(stderr, "ok: %d checks\n", test_checks); return 0; } while (0)
+
+/* A fresh folder under $TMPDIR, removed by test_cleanup_dirs (at exit). */
+char *test_tempdir(void);
+
+/* Reads ../shared/fixtures/pte/<name> ($FIXTURES). */
+uint8_t *test_fixture(const char *name, size_t *len);
+
+/* A program of `size` bytes: ET12 at byte 4 and a consistent eh00 header, seeded bytes. */
+uint8_t *test_program(size_t size, uint32_t seed);
+
+void test_sha256_hex(const uint8_t *data, size_t len, char out[65]);
+
+typedef struct {
+    uint8_t pk[32];
+    uint8_t sk[64];
+    char pk_b64[64];
+    char key_id[17];
+} test_key;
+
+void test_keygen(test_key *k);
+/* Base64 signature of modelferry-v1:<name>:<version>:<sha256>:<size>. */
+void test_sign(const test_key *k, const char *name, const char *version, const char *sha_hex, uint64_t size,
+               char out[100]);
+
+/* A device: ports on a state folder (slots of slot_bytes each), a config, a client. */
+typedef struct {
+    char dir[512];
+    mf_fault fault;
+    mf_slots *slots;
+    mf_kv *kv;
+    mf_http *http;
+    mf_identity *id;
+    mf_config cfg;
+    mf_client client;
+    int initialised;
+    char fallback[128];
+    uint8_t keys[4][32];
+    int activations;
+    char last_event[64];
+    char last_failed[512];
+} test_device;
+
+/* Opens the ports (no fault) with defaults fit for tests (no discovery, no long poll,
+ * short backoff); the caller adjusts cfg, then calls test_device_boot. */
+void test_device_open(test_device *d, const char *dir, uint32_t slot_bytes, const char *gateway_url);
+mf_err test_device_boot(test_device *d);
+/* Power off: drop the client and ports without any clean-up of state. */
+void test_device_close(test_device *d);
+/* Close and open again with the same config (a reboot), no fault. */
+mf_err test_device_reboot(test_device *d, uint32_t slot_bytes);
+/* Steps until the step returns `until` or n steps passed; returns the last result. */
+mf_err test_device_steps(test_device *d, int n);
+
+/* Copies the bytes of a slot's partition. */
+uint8_t *test_slot_bytes(test_device *d, int slot, uint32_t *len);
+
+#endif
