@@ -43,20 +43,25 @@ export function artifactFastPath(services: Services): (req: IncomingMessage, res
       sendPrepared(res, head);
       return true;
     }
+    // A blob being sent is held, so garbage collection waits until the response is over.
     const held = hotBlobs.peek(sha256);
     if (held) {
+      res.once('close', blobs.hold([sha256]));
       sendPrepared(res, { ...head, body: held.subarray(body.start, body.end + 1) });
       return true;
     }
-    artifactBytes(hotBlobs, blobs, sha256, size, body.start, body.end).then((bytes) => {
-      if (!bytes) {
+    artifactBytes(hotBlobs, blobs, sha256, size, body.start, body.end).then((found) => {
+      if (!found) {
         sendPrepared(res, preparedError(new ModelferryError('artifact_not_found', `this gateway's cache holds no artifact ${sha256}`)));
-      } else if (Buffer.isBuffer(bytes)) {
-        sendPrepared(res, { ...head, body: bytes });
+        return;
+      }
+      res.once('close', found.release);
+      if (Buffer.isBuffer(found.bytes)) {
+        sendPrepared(res, { ...head, body: found.bytes });
       } else {
         res.writeHead(head.status, head.headers);
         // pipeline destroys the file stream when the device hangs up mid-download.
-        pipeline(bytes, res, () => {});
+        pipeline(found.bytes, res, () => {});
       }
     }, (error: unknown) => {
       log.error({ err: error, sha256 }, 'artifact read failed');

@@ -111,18 +111,24 @@ export function artifactResponder(metrics: Metrics): ArtifactResponder {
   };
 }
 
+/** Bytes to send, and what keeps their blob from garbage collection until the response is over. */
+export interface ArtifactBody {
+  bytes: Buffer | Readable;
+  /** Call when the response closes (idempotent). */
+  release: () => void;
+}
+
 /**
  * The bytes `start..end` of a cached blob: a view of its bytes in memory when they fit the
  * hot cache, else a stream from its file. Undefined when the file is gone (garbage
  * collected or found corrupt meanwhile): the caller answers 404.
  */
-export async function artifactBytes(hot: HotBlobs, blobs: BlobStore, sha256: string, size: number, start: number, end: number): Promise<Buffer | Readable | undefined> {
+export async function artifactBytes(hot: HotBlobs, blobs: BlobStore, sha256: string, size: number, start: number, end: number): Promise<ArtifactBody | undefined> {
   const held = hot.peek(sha256) ?? await hot.get(sha256, size);
-  if (held) return held.subarray(start, end + 1);
-  // The open reader keeps the blob from garbage collection until the response is over.
+  if (held) return { bytes: held.subarray(start, end + 1), release: blobs.hold([sha256]) };
   const reader = await blobs.openForRead(sha256);
   if (!reader) return undefined;
   const stream = reader.file.createReadStream({ start, end, highWaterMark: READ_CHUNK });
   stream.once('close', reader.release);
-  return stream;
+  return { bytes: stream, release: reader.release };
 }

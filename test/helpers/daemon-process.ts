@@ -141,7 +141,8 @@ export class DaemonProcess {
   }
 
   /** Resolves with the first log line (already written or still to come) that matches. */
-  waitForLog(match: string | ((line: LogLine) => boolean), timeoutMs = 30_000): Promise<LogLine> {
+  // Generous: on a shared 2-core machine a daemon started through tsx can take tens of seconds.
+  waitForLog(match: string | ((line: LogLine) => boolean), timeoutMs = 90_000): Promise<LogLine> {
     const test = typeof match === 'string' ? (line: LogLine) => line.msg === match : match;
     return new Promise((resolve, reject) => {
       const check = () => {

@@ -33,8 +33,9 @@ export function artifactRoutes(router: Router, services: Services): void {
       // not a dropped connection halfway through the headers.
       const bytes = await artifactBytes(hotBlobs, blobs, sha256, size, body.start, body.end);
       if (!bytes) fail('artifact_not_found', `this gateway's cache holds no artifact ${sha256}`);
+      ctx.res.once('close', bytes.release);
       applyPrepared(ctx, head);
-      ctx.body = bytes;
+      ctx.body = bytes.bytes;
       return;
     }
     applyPrepared(ctx, head);
