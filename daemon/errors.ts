@@ -27,6 +27,7 @@ export const errorCatalogue = {
   method_not_allowed: { status: 405, message: 'this method is not allowed on this route' },
   version_conflict: { status: 409, message: 'this version is already stored with other bytes; versions are immutable' },
   in_use: { status: 409, message: 'an assignment resolves to this model' },
+  incompatible: { status: 409, message: 'known devices under this selector cannot run this model (missing operators, delegates, memory or slot space)' },
   upstream_owned: { status: 409, message: 'this entry comes from the upstream store; change it there' },
   group_conflict: { status: 409, message: 'a device is in at most one group' },
   no_upstream: { status: 409, message: 'this gateway has no upstream.url configured' },

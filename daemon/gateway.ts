@@ -10,6 +10,8 @@ import { TokenAuth } from './http/auth.ts';
 import { HttpServer } from './http/http-server.ts';
 import type { Logger } from './log.ts';
 import { Metrics } from './metrics.ts';
+import { systemClock, type Clock } from './clock.ts';
+import { RolloutGuard } from './rollouts/rollout-guard.ts';
 import { TrustPolicy } from './signing/trust.ts';
 import { BlobCollector } from './store/blob-collector.ts';
 import { BlobStore, blobDirsOf } from './store/blob-store.ts';
@@ -34,11 +36,18 @@ export class Gateway {
   readonly #started: Array<{ name: string; part: Part }> = [];
   #http: HttpServer | undefined;
 
-  /** `configFile`: the file the config came from, which backups carry (none: the embedded default). */
-  constructor(config: Config, log: Logger, options: { configFile?: string | null } = {}) {
+  readonly #clock: Clock;
+
+  /**
+   * `configFile`: the file the config came from, which backups carry (none: the embedded
+   * default). `clock`: the time of device records, assignments and rollout steps (tests
+   * pass their own).
+   */
+  constructor(config: Config, log: Logger, options: { configFile?: string | null; clock?: Clock } = {}) {
     this.#config = config;
     this.#log = log;
     this.#configFile = options.configFile ?? null;
+    this.#clock = options.clock ?? systemClock;
   }
 
   async start(): Promise<void> {
@@ -53,8 +62,8 @@ export class Gateway {
     const blobs = new BlobStore(blobDirsOf(config.paths), log);
     const hotBlobs = new HotBlobs(blobs, config.artifacts.memoryCacheBytes);
     const catalog = new Catalog(database, blobs, log);
-    const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds);
-    const answers = new PollAnswers(catalog, blobs, {
+    const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds, this.#clock);
+    const answers = new PollAnswers(catalog, blobs, devices, {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
     });
@@ -75,6 +84,8 @@ export class Gateway {
       await this.#startPart('blob collector', collector);
       await this.#startPart('upstream sync', sync);
       const id = await gatewayIdOf(database);
+      const rollouts = new RolloutGuard(catalog, devices, metrics, log, this.#clock);
+      await this.#startPart('rollout guard', rollouts);
       metrics.observe({
         fleet: () => fleetCounts(devices.records(), catalog.current),
         models: () => catalog.current.models.size,
@@ -82,10 +93,12 @@ export class Gateway {
         longPolls: () => answers.waiting,
         dirs: { state: config.paths.state, cache: config.paths.cache },
         upstreamConfigured: () => sync.configured,
+        lastSyncSuccess: () => sync.status().lastSuccessAt,
       });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery,
+        config, log, trust, auth, catalog, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
         configFile: this.#configFile,
+        clock: this.#clock,
         gatewayId: id,
         startedAt: new Date(),
       });
@@ -100,6 +113,7 @@ export class Gateway {
         const http = this.#http;
         advertiser = new Advertiser({
           ...config.mdns,
+          httpHost: config.http.host,
           gatewayId: id,
           port: () => http.address.port,
           revision: () => catalog.current.revision,

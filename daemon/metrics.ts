@@ -20,6 +20,8 @@ export interface MetricSources {
   /** Folders whose file system is watched for free space, by label. */
   dirs: Record<'state' | 'cache', string>;
   upstreamConfigured(): boolean;
+  /** When the last successful sync ended (kept across restarts by the sync part). */
+  lastSyncSuccess(): string | null;
 }
 
 /**
@@ -62,6 +64,12 @@ export class Metrics {
     help: 'Artifact bytes sent to devices (as announced by Content-Length)',
     registers: [this.registry],
   });
+  readonly rolloutHalts = new Counter({
+    name: 'modelferry_rollout_halts_total',
+    help: 'Staged rollouts halted, by selector and by whom (failures: the haltOnFailures threshold; operator: by hand)',
+    labelNames: ['selector', 'by'] as const,
+    registers: [this.registry],
+  });
   readonly pushes = new Counter({
     name: 'modelferry_pushes_total',
     help: 'Model pushes, by outcome (created, unchanged, or the error code)',
@@ -76,8 +84,14 @@ export class Metrics {
   });
   readonly syncLastSuccess = new Gauge({
     name: 'modelferry_sync_last_success_timestamp_seconds',
-    help: 'When the last successful upstream sync ended (Unix time; 0: none since start)',
+    help: 'When the last successful upstream sync ended (Unix time; 0: never)',
     registers: [this.registry],
+    // From the sync part's record, which outlives a restart: a gateway that just restarted
+    // must not look as if it never synced.
+    collect: () => {
+      const at = this.#sources?.lastSyncSuccess();
+      if (at) this.syncLastSuccess.set(Date.parse(at) / 1000);
+    },
   });
   readonly upstreamCircuit = new Gauge({
     name: 'modelferry_upstream_circuit_state',

@@ -3,7 +3,7 @@ import type { Logger } from '../log.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import { READ_ONCE, type Database, type Table } from '../store/database.ts';
 import { EffectiveCatalog } from './effective-catalog.ts';
-import { LAYERS_BY_PRECEDENCE, modelKey, type Assignment, type LayerContent, type LayerName, type ModelRecord } from './types.ts';
+import { LAYERS_BY_PRECEDENCE, modelKey, type Assignment, type LayerContent, type LayerName, type ModelRecord, type Rollout } from './types.ts';
 
 interface LayerTables {
   models: Table<ModelRecord>;
@@ -133,6 +133,29 @@ export class Catalog {
       const local = this.#layers.get('local')!;
       local.assignments = local.assignments.filter((a) => a.selector !== assignment.selector).concat(assignment);
       this.#changed();
+    });
+  }
+
+  /**
+   * Changes the rollout of a local assignment in one step (halt, resume, promote, a step):
+   * `change` gets the current rollout and returns the new one, or null to leave it as is.
+   */
+  updateRollout(selector: string, change: (rollout: Rollout, assignment: Assignment) => Rollout | null): Promise<Assignment | null> {
+    return this.#serial(async () => {
+      const local = this.#layers.get('local')!;
+      const assignment = local.assignments.find((a) => a.selector === selector);
+      if (!assignment) {
+        if (this.current.assignments.has(selector)) fail('upstream_owned', `the assignment for ${selector} comes from the upstream store; change it there`);
+        fail('assignment_not_found', `no assignment for ${selector}`);
+      }
+      if (!assignment.rollout) fail('assignment_not_found', `the assignment for ${selector} has no staged rollout`);
+      const rollout = change(assignment.rollout, assignment);
+      if (rollout === null) return null;
+      const updated: Assignment = { ...assignment, rollout };
+      await this.#tables.get('local')!.assignments.put(selector, updated);
+      local.assignments = local.assignments.map((a) => a.selector === selector ? updated : a);
+      this.#changed();
+      return updated;
     });
   }
 

@@ -15,8 +15,17 @@ export interface Resolution {
   model: EffectiveModel;
   /** The assignment that decided, found by device, then group, then default. */
   assignment: EffectiveAssignment;
+  /** What the assignment resolves to, before any rollout decides. */
+  target: EffectiveModel;
+  /** Why the device is on `rollout.previous` instead: its bucket, or a halted rollout. */
+  heldBy: 'rollout' | 'halted' | null;
   /** True when a staged rollout put the device on `rollout.previous`. */
   held: boolean;
+}
+
+/** In a rollout's cohort: the device's bucket for the concrete target version is below `percent`. */
+export function inCohort(mac: string, target: ModelRecord, percent: number): boolean {
+  return rolloutBucket(mac, target.name, target.version) < percent;
 }
 
 const newestFirst = (a: ModelRecord, b: ModelRecord) =>
@@ -32,6 +41,7 @@ export class EffectiveCatalog {
   readonly groups = new Map<string, { members: string[]; layer: LayerName }>();
   readonly #versionsByName = new Map<string, EffectiveModel[]>();
   readonly #groupOfDevice = new Map<string, string>();
+  readonly #bySha256 = new Map<string, EffectiveModel[]>();
   /** Changes whenever any model, assignment or group changes; the same content gives the same value. */
   readonly revision: string;
 
@@ -50,6 +60,9 @@ export class EffectiveCatalog {
       }
     }
     for (const model of this.models.values()) {
+      const same = this.#bySha256.get(model.sha256);
+      if (same) same.push(model);
+      else this.#bySha256.set(model.sha256, [model]);
       const list = this.#versionsByName.get(model.name) ?? [];
       list.push(model);
       this.#versionsByName.set(model.name, list);
@@ -90,11 +103,27 @@ export class EffectiveCatalog {
     if (!assignment) return undefined;
     const target = this.resolveRef(assignment);
     if (!target) return undefined;
-    if (assignment.rollout && rolloutBucket(mac, target.name, target.version) >= assignment.rollout.percent) {
-      const previous = this.resolveRef(assignment.rollout.previous);
-      return previous ? { model: previous, assignment, held: true } : undefined;
+    const rollout = assignment.rollout;
+    // A halted rollout offers `previous` to its whole cohort until it is resumed.
+    if (rollout && (rollout.halted || !inCohort(mac, target, rollout.percent))) {
+      const previous = this.resolveRef(rollout.previous);
+      return previous ? { model: previous, assignment, target, heldBy: rollout.halted ? 'halted' : 'rollout', held: true } : undefined;
     }
-    return { model: target, assignment, held: false };
+    return { model: target, assignment, target, heldBy: null, held: false };
+  }
+
+  /** Models with these bytes, e.g. to name what a device reports running. */
+  modelsWithSha256(sha256: string): readonly EffectiveModel[] {
+    return this.#bySha256.get(sha256) ?? [];
+  }
+
+  /** True when this assignment is the one that decides for `mac` (device, else group, else default). */
+  decidesFor(selector: string, mac: string): boolean {
+    if (selector === mac) return true;
+    if (this.assignments.has(mac)) return false;
+    const group = this.groupOf(mac);
+    if (selector.startsWith('group:')) return group === selector.slice('group:'.length);
+    return selector === 'default' && (group === undefined || !this.assignments.has(`group:${group}`));
   }
 
   /** The selectors whose assignment resolves to this model now, for `409 in_use`. */
@@ -116,7 +145,7 @@ export class EffectiveCatalog {
       models: sorted(this.models.values(), (m) => modelKey(m.name, m.version))
         .map((m) => [m.name, m.version, m.sha256, m.size, m.signature, m.keyId, m.createdAt]),
       assignments: sorted(this.assignments.values(), (a) => a.selector)
-        .map((a) => [a.selector, a.model, a.version, a.rollout && [a.rollout.percent, a.rollout.previous.model, a.rollout.previous.version]]),
+        .map((a) => [a.selector, a.model, a.version, a.rollout && [a.rollout.percent, a.rollout.previous.model, a.rollout.previous.version, Boolean(a.rollout.halted)]]),
       groups: sorted(this.groups.entries(), ([group]) => group).map(([group, { members }]) => [group, [...members].sort()]),
     });
     return createHash('sha256').update(canonical).digest('hex').slice(0, 16);

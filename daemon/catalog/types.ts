@@ -29,6 +29,30 @@ export interface Rollout {
   /** 0..100: devices whose bucket is below it get the assignment, the others `previous`. */
   percent: number;
   previous: ModelRef;
+  /**
+   * Halt when this many cohort devices report `failed` for the new version: a count, or
+   * `"N%"` of the cohort's known devices. Absent: never halts by itself.
+   */
+  haltOnFailures?: number | `${number}%` | null;
+  /** Judge `haltOnFailures` only once the cohort has this many known devices (default 1). */
+  minDevices?: number | null;
+  /** Automatic progression: the percentages to raise to, one every `stepAfterMinutes` while healthy. */
+  steps?: number[] | null;
+  stepAfterMinutes?: number | null;
+  /** When `percent` last changed (set, stepped or promoted): steps count from here. */
+  percentSince?: string;
+  /** Set by the gateway when the rollout stopped itself (or an operator halted it). */
+  halted?: RolloutHalt | null;
+}
+
+export interface RolloutHalt {
+  at: string;
+  /** `failures` (the threshold was passed) or `operator` (halted by hand). */
+  by: 'failures' | 'operator';
+  failed: number;
+  cohort: number;
+  /** Reported errors of the failed cohort devices, tallied. */
+  reasons: Record<string, number>;
 }
 
 export interface Assignment extends ModelRef {

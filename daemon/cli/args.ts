@@ -6,7 +6,7 @@ export interface Args {
   lists: Map<string, string[]>;
 }
 
-const BOOLEAN_FLAGS = new Set(['help', 'no-mdns', 'json', 'force']);
+const BOOLEAN_FLAGS = new Set(['help', 'no-mdns', 'json', 'force', 'strict']);
 const REPEATABLE = new Set(['set']);
 
 export class UsageError extends Error {

@@ -49,8 +49,14 @@ export async function push(args: Args): Promise<number> {
 }
 
 export const assignHelp = `modelferry assign SELECTOR NAME VERSION [--rollout PERCENT --previous NAME@VERSION]
+                  [--halt-on-failures N|N%] [--min-devices N] [--steps P,P,... --step-after-minutes M] [--strict]
 Assigns a model to a device (MAC), a group (group:<name>) or everyone (default). VERSION may
 be "latest". With --rollout, only PERCENT % of the devices get it; the others stay on --previous.
+--halt-on-failures halts the rollout (everyone back on --previous) when that many devices of
+its cohort (or that share of it) report failed; --steps raises the percentage one step every
+--step-after-minutes while the cohort is healthy. Known devices that cannot run the model
+(missing operators, delegates, memory or slot space) are listed on stderr; with --strict the
+assignment is then refused (exit 1) and nothing changes.
 ${CLIENT_OPTIONS}`;
 
 export async function assign(args: Args): Promise<number> {
@@ -58,15 +64,31 @@ export async function assign(args: Args): Promise<number> {
   const model = positional(args, 1, 'NAME');
   const version = positional(args, 2, 'VERSION');
   const percent = option(args, 'rollout');
-  let rollout: { percent: number; previous: { model: string; version: string } } | undefined;
-  if (percent !== undefined) {
+  const steps = option(args, 'steps');
+  let rollout: { percent?: number; previous: { model: string; version: string }; [safety: string]: unknown } | undefined;
+  if (percent !== undefined || steps !== undefined) {
     const previous = required(args, 'previous');
     const at = previous.lastIndexOf('@');
     if (at < 1) throw new UsageError('--previous takes NAME@VERSION');
-    rollout = { percent: Number(percent), previous: { model: previous.slice(0, at), version: previous.slice(at + 1) } };
+    rollout = { previous: { model: previous.slice(0, at), version: previous.slice(at + 1) } };
+    if (percent !== undefined) rollout.percent = Number(percent);
+    const halt = option(args, 'halt-on-failures');
+    if (halt !== undefined) rollout.haltOnFailures = halt.endsWith('%') ? halt : Number(halt);
+    const minDevices = option(args, 'min-devices');
+    if (minDevices !== undefined) rollout.minDevices = Number(minDevices);
+    if (steps !== undefined) {
+      rollout.steps = steps.split(',').map(Number);
+      rollout.stepAfterMinutes = Number(required(args, 'step-after-minutes'));
+    }
   }
   const client = GatewayClient.fromArgs(args);
-  await client.request('PUT', `/v1/assignments/${encodeURIComponent(selector)}`, { json: { model, version, rollout } });
+  const query = args.flags.has('strict') ? '?strict=true' : '';
+  const { body } = await client.request<{ rollout: { percent: number } | null; compatibility?: { incompatible: Array<{ mac: string; reasons: string[] }> } }>(
+    'PUT', `/v1/assignments/${encodeURIComponent(selector)}${query}`, { json: { model, version, rollout } });
+  for (const device of body.compatibility?.incompatible ?? []) {
+    console.error(`warning: ${device.mac} cannot run ${model}@${version} (${device.reasons.join(', ')}); it keeps what it runs`);
+  }
+  if (rollout) rollout.percent = body.rollout?.percent;
   console.log(`assigned ${model}@${version} to ${selector}${rollout ? ` for ${rollout.percent}% (others: ${rollout.previous.model}@${rollout.previous.version})` : ''}`);
   return 0;
 }

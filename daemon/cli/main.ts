@@ -7,6 +7,7 @@ import { EXIT_CONFIG, serve, serveHelp } from './serve.ts';
 import * as catalog from './catalog-commands.ts';
 import * as keys from './key-commands.ts';
 import * as backups from './backup-commands.ts';
+import { doctor, doctorHelp } from './doctor-command.ts';
 import * as program from './program-commands.ts';
 import * as store from './store-commands.ts';
 
@@ -26,10 +27,12 @@ const commands: Record<string, Command> = {
   devices: { help: catalog.devicesHelp, run: catalog.devices },
   check: { help: catalog.checkHelp, run: catalog.check },
   inspect: { help: program.inspectHelp, run: program.inspect },
+  rollout: { help: program.rolloutHelp, run: program.rollout },
   sync: { help: store.syncHelp, run: store.sync },
   publish: { help: store.publishHelp, run: store.publish },
   keygen: { help: keys.keygenHelp, run: keys.keygen },
   sign: { help: keys.signHelp, run: keys.sign },
+  doctor: { help: doctorHelp, run: doctor },
   backup: { help: backups.backupHelp, run: (args) => backups.backup(args) },
   restore: { help: backups.restoreHelp, run: backups.restore },
 };

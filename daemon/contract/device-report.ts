@@ -3,8 +3,33 @@ import { digestSchema, modelNameSchema, versionTextSchema } from './identifiers.
 
 // The body of `POST /v1/devices/{mac}/report` (DESIGN.md section 2).
 
-/** DESIGN.md section 2: a device report is at most 4 KiB. */
+/** DESIGN.md section 2: a device report is at most 4 KiB... */
 export const REPORT_BODY_LIMIT = 4 * 1024;
+/** ...unless it carries `capabilities`, which may take it up to 64 KiB. */
+export const REPORT_WITH_CAPABILITIES_LIMIT = 64 * 1024;
+
+/** Bounds of `capabilities` (DESIGN.md section 2 and issue 9). */
+export const CAPABILITY_LIMITS = { operators: 2048, delegates: 64, nameLength: 128, runtimeLength: 64 } as const;
+
+// An operator as the runtime's kernel registry names it (`aten::add.out`), a delegate by its
+// backend id (`XnnpackBackend`): printable ASCII without spaces.
+const capabilityName = z.string().min(1).max(CAPABILITY_LIMITS.nameLength).regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
+const byteCount = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+/**
+ * What a device's firmware can run: the kernels it was built with (selective build), its
+ * backends, the arena it gives a method's planned memory and the size of a model slot.
+ * Sent after boot and when it changes; the gateway keeps the last one per device.
+ */
+export const capabilitiesSchema = z.object({
+  operators: z.array(capabilityName).max(CAPABILITY_LIMITS.operators),
+  delegates: z.array(capabilityName).max(CAPABILITY_LIMITS.delegates),
+  arenaBytes: byteCount.optional(),
+  slotBytes: byteCount.optional(),
+  runtime: z.string().max(CAPABILITY_LIMITS.runtimeLength).optional(),
+});
+
+export type Capabilities = z.infer<typeof capabilitiesSchema>;
 
 export const deviceStates = ['idle', 'downloading', 'verifying', 'installed', 'failed'] as const;
 
@@ -20,6 +45,7 @@ export const deviceReportSchema = z.object({
   freeHeap: z.number().int().min(0).optional(),
   rssi: z.number().int().min(-150).max(0).optional(),
   uptimeSeconds: z.number().int().min(0).optional(),
+  capabilities: capabilitiesSchema.optional(),
 });
 
 export type DeviceReport = z.infer<typeof deviceReportSchema>;

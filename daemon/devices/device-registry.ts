@@ -1,4 +1,6 @@
-import type { DeviceReport } from '../contract/device-report.ts';
+import { isDeepStrictEqual } from 'node:util';
+import type { Capabilities, DeviceReport } from '../contract/device-report.ts';
+import { systemClock, type Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import { READ_ONCE, type Database, type Table } from '../store/database.ts';
 
@@ -7,7 +9,18 @@ export interface DeviceRecord {
   firstSeen: string;
   lastSeen: string;
   address: string | null;
-  report: (DeviceReport & { at: string }) | null;
+  /** The last report, without its capabilities (those are kept apart, below). */
+  report: (Omit<DeviceReport, 'capabilities'> & { at: string }) | null;
+  /** The last capabilities the device reported; absent when it never did. */
+  capabilities?: (Capabilities & { at: string }) | null;
+}
+
+/** What a report changed, for those who recompute answers or watch rollouts. */
+export interface ReportChange {
+  mac: string;
+  record: DeviceRecord;
+  /** The capabilities or the running sha256 changed: what the device may be offered can change. */
+  offerInputs: boolean;
 }
 
 /**
@@ -21,12 +34,16 @@ export class DeviceRegistry {
   readonly #flushMs: number;
   readonly #devices = new Map<string, DeviceRecord>();
   readonly #dirty = new Set<string>();
+  readonly #listeners = new Set<(change: ReportChange) => void>();
   #table: Table<DeviceRecord> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
 
-  constructor(db: Database, log: Logger, flushSeconds: number) {
+  readonly #clock: Clock;
+
+  constructor(db: Database, log: Logger, flushSeconds: number, clock: Clock = systemClock) {
     this.#db = db;
+    this.#clock = clock;
     this.#log = log;
     this.#flushMs = flushSeconds * 1000;
   }
@@ -61,9 +78,9 @@ export class DeviceRegistry {
   }
 
   /** `address` as the socket gives it; IPv4-mapped IPv6 addresses are shown as IPv4. */
-  seen(mac: string, socketAddress: string | undefined | null, now?: Date): DeviceRecord {
-    const at = now ? now.toISOString() : isoNow();
-    const address = !socketAddress ? null : socketAddress.startsWith('::ffff:') ? socketAddress.slice(7) : socketAddress;
+  seen(mac: string, socketAddress: string | undefined | null, now = this.#clock.now()): DeviceRecord {
+    const at = now.toISOString();
+    const address = socketAddress ? socketAddress.replace(/^::ffff:/, '') : null;
     let record = this.#devices.get(mac);
     if (!record) {
       record = { mac, firstSeen: at, lastSeen: at, address, report: null };
@@ -76,9 +93,27 @@ export class DeviceRegistry {
     return record;
   }
 
-  report(mac: string, socketAddress: string | undefined | null, report: DeviceReport, now = new Date()): void {
+  report(mac: string, socketAddress: string | undefined | null, report: DeviceReport, now = this.#clock.now()): void {
     const record = this.seen(mac, socketAddress, now);
-    record.report = { ...report, at: now.toISOString() };
+    const { capabilities, ...rest } = report;
+    const runningChanged = record.report?.sha256 !== rest.sha256;
+    record.report = { ...rest, at: now.toISOString() };
+    let capabilitiesChanged = false;
+    if (capabilities) {
+      const { at: _, ...previous } = record.capabilities ?? { at: '' };
+      capabilitiesChanged = !record.capabilities || !isDeepStrictEqual(previous, capabilities);
+      if (capabilitiesChanged) record.capabilities = { ...capabilities, at: now.toISOString() };
+      // Sent after boot and when the firmware changes: rare, and worth keeping at once.
+      if (capabilitiesChanged) void this.flush();
+    }
+    const change: ReportChange = { mac, record, offerInputs: runningChanged || capabilitiesChanged };
+    for (const listener of this.#listeners) listener(change);
+  }
+
+  /** Called after every report is recorded. */
+  onReport(listener: (change: ReportChange) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   /** Writes every changed record in one batch; concurrent calls share one write. */
@@ -96,17 +131,4 @@ export class DeviceRegistry {
     });
     return this.#flushing;
   }
-}
-
-// A poll storm records thousands of "last seen" a second: the time is formatted once per
-// millisecond, not once per poll.
-let isoAt = 0;
-let iso = '';
-function isoNow(): string {
-  const now = Date.now();
-  if (now !== isoAt) {
-    isoAt = now;
-    iso = new Date(now).toISOString();
-  }
-  return iso;
 }

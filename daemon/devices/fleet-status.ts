@@ -1,18 +1,24 @@
 import type { EffectiveCatalog } from '../catalog/effective-catalog.ts';
 import type { DeviceRecord } from './device-registry.ts';
+import { resolveForDevice } from './device-resolution.ts';
 
 /** One device as the inventory shows it: what it runs against what it should run. */
 export function describeDevice(device: DeviceRecord, catalog: EffectiveCatalog) {
-  const resolution = catalog.resolveDevice(device.mac);
-  const assigned = resolution
+  const resolution = resolveForDevice(catalog, device.mac, device);
+  // `assigned` is what the device is offered; with nothing it can run, what it should run.
+  const offered = resolution ? resolution.model ?? resolution.target : null;
+  const assigned = resolution && offered
     ? {
-        model: resolution.model.name,
-        version: resolution.model.version,
-        sha256: resolution.model.sha256,
+        model: offered.name,
+        version: offered.version,
+        sha256: offered.sha256,
         selector: resolution.assignment.selector,
-        heldByRollout: resolution.held,
+        heldByRollout: resolution.heldBy === 'rollout' || resolution.heldBy === 'halted',
+        heldBy: resolution.heldBy,
+        offered: resolution.model !== null,
       }
     : null;
+  const compatibility = resolution?.compatibility ?? null;
   const running = device.report?.sha256 ?? null;
   return {
     mac: device.mac,
@@ -24,6 +30,11 @@ export function describeDevice(device: DeviceRecord, catalog: EffectiveCatalog) 
     running: running === null ? null : { sha256: running, model: device.report?.model ?? null, version: device.report?.version ?? null },
     assigned,
     inSync: assigned === null ? null : running === assigned.sha256,
+    // `incompatible` names what is missing for the model the assignment chose for it.
+    compatibility: compatibility === null ? null : compatibility.status === 'incompatible'
+      ? { status: 'incompatible', model: `${resolution!.target.name}@${resolution!.target.version}`, missing: compatibility.missing, reasons: compatibility.reasons }
+      : compatibility,
+    capabilities: device.capabilities ?? null,
     report: device.report,
   };
 }
@@ -37,17 +48,29 @@ export interface AssignmentHealth {
   failed: number;
   /** Not in sync and not failed: still to poll, download or install. */
   pending: number;
+  /** Devices whose capabilities cannot run what the assignment chose for them (counted in the above too). */
+  incompatible: number;
+  /** Why, tallied: `missing operator aten::mul.out`: 3. */
+  incompatibleReasons: Record<string, number>;
+}
+
+export function emptyHealth(): AssignmentHealth {
+  return { devices: 0, inSync: 0, failed: 0, pending: 0, incompatible: 0, incompatibleReasons: {} };
 }
 
 /** Rollout health: device reports tallied by the assignment that decides for each device. */
 export function assignmentHealth(devices: Iterable<DeviceRecord>, catalog: EffectiveCatalog): Map<string, AssignmentHealth> {
   const health = new Map<string, AssignmentHealth>();
   for (const device of devices) {
-    const { assigned, inSync } = describeDevice(device, catalog);
+    const { assigned, inSync, compatibility } = describeDevice(device, catalog);
     if (!assigned) continue;
     let tally = health.get(assigned.selector);
-    if (!tally) health.set(assigned.selector, tally = { devices: 0, inSync: 0, failed: 0, pending: 0 });
+    if (!tally) health.set(assigned.selector, tally = emptyHealth());
     tally.devices++;
+    if (compatibility?.status === 'incompatible') {
+      tally.incompatible++;
+      for (const reason of compatibility.reasons) tally.incompatibleReasons[reason] = (tally.incompatibleReasons[reason] ?? 0) + 1;
+    }
     if (inSync) tally.inSync++;
     else if (device.report?.state === 'failed') tally.failed++;
     else tally.pending++;
@@ -75,9 +98,10 @@ export function fleetCounts(devices: Iterable<DeviceRecord>, catalog: EffectiveC
   for (const device of devices) {
     counts.known++;
     if (Date.parse(device.lastSeen) >= hourAgo) counts.seenLastHour++;
-    const resolution = catalog.resolveDevice(device.mac);
-    if (!resolution) counts.unassigned++;
-    else if (device.report?.sha256 === resolution.model.sha256) counts.inSync++;
+    const resolution = resolveForDevice(catalog, device.mac, device);
+    const offered = resolution ? resolution.model ?? resolution.target : null;
+    if (!offered) counts.unassigned++;
+    else if (device.report?.sha256 === offered.sha256) counts.inSync++;
     else {
       counts.outOfSync++;
       if (device.report?.state === 'failed') counts.failed++;

@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
 import type { Catalog } from '../catalog/catalog.ts';
-import type { EffectiveCatalog, Resolution } from '../catalog/effective-catalog.ts';
+import type { EffectiveCatalog } from '../catalog/effective-catalog.ts';
 import { artifactPath, wireModel, type PollAnswerBody, type PollTiming } from '../contract/model-wire.ts';
 import type { BlobStore } from '../store/blob-store.ts';
+import type { DeviceRegistry } from './device-registry.ts';
+import { resolveForDevice, type DeviceResolution } from './device-resolution.ts';
 
 export type PollAnswer =
-  | { kind: 'model'; body: Buffer; etag: string; resolution: Resolution }
+  | { kind: 'model'; body: Buffer; etag: string; resolution: DeviceResolution }
   | { kind: 'none'; reason: string };
 
 interface Waiter {
@@ -25,6 +27,7 @@ const MEMO_LIMIT = 100_000;
 export class PollAnswers {
   readonly #catalog: Catalog;
   readonly #blobs: BlobStore;
+  readonly #devices: DeviceRegistry;
   readonly #timing: PollTiming;
   #memo = new Map<string, PollAnswer>();
   #memoFor: EffectiveCatalog | undefined;
@@ -32,9 +35,10 @@ export class PollAnswers {
   #unsubscribe: Array<() => void> = [];
   #stopped = false;
 
-  constructor(catalog: Catalog, blobs: BlobStore, timing: PollTiming) {
+  constructor(catalog: Catalog, blobs: BlobStore, devices: DeviceRegistry, timing: PollTiming) {
     this.#catalog = catalog;
     this.#blobs = blobs;
+    this.#devices = devices;
     this.#timing = timing;
   }
 
@@ -44,6 +48,12 @@ export class PollAnswers {
     this.#unsubscribe = [
       this.#catalog.onChange(() => this.#wakeWaiters()),
       this.#blobs.onChange(() => this.#refresh()),
+      // A device's answer also depends on its capabilities and on what it runs (compatibility).
+      this.#devices.onReport(({ mac, offerInputs }) => {
+        if (!offerInputs) return;
+        this.#memo.delete(mac);
+        this.#wakeWaiters(mac);
+      }),
     ];
   }
 
@@ -108,17 +118,22 @@ export class PollAnswers {
     });
   }
 
-  #wakeWaiters(): void {
+  #wakeWaiters(only?: string): void {
     for (const waiter of [...this.#waiters]) {
+      if (only !== undefined && waiter.mac !== only) continue;
       const answer = this.answerFor(waiter.mac);
       if (answer.kind === 'none' || answer.etag !== waiter.etag) waiter.done(answer);
     }
   }
 
   #compute(catalog: EffectiveCatalog, mac: string): PollAnswer {
-    const resolution = catalog.resolveDevice(mac);
+    const resolution = resolveForDevice(catalog, mac, this.#devices.get(mac));
     if (!resolution) return { kind: 'none', reason: `no assignment resolves for ${mac}: none for the device, its group or default` };
     const { model } = resolution;
+    if (!model) {
+      const why = resolution.compatibility.status === 'incompatible' ? resolution.compatibility.reasons.join('; ') : 'incompatible';
+      return { kind: 'none', reason: `${mac} cannot run ${resolution.target.name}@${resolution.target.version} (${why}) and runs nothing else this catalog has; it keeps its current model` };
+    }
     if (!this.#blobs.holds(model)) {
       return { kind: 'none', reason: `the model assigned to ${mac} (${model.name}@${model.version}) is not in this gateway's cache` };
     }

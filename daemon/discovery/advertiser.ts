@@ -8,7 +8,7 @@ import {
   answerQuery, asRecord, decodeTxt, goodbyesOf, instanceFqdn, recordKey, recordsOf, sameName, SERVICE_TYPE, txtBytes,
   type Advertisement, type DnsPacket, type DnsRecord, type SrvData,
 } from './dns-records.ts';
-import { hostAddresses, localHostName } from './host-addresses.ts';
+import { hostAddresses, listeningAddresses, localHostName } from './host-addresses.ts';
 
 export interface AdvertiserOptions {
   /** Configured instance name; '' means `modelferry on <hostname>`. */
@@ -26,8 +26,8 @@ export interface AdvertiserOptions {
   /** The catalog revision now, and a way to hear when it changes. */
   revision: () => string;
   onRevisionChange: (listener: () => void) => () => void;
-  /** For tests of address changes; the machine's interfaces by default. */
-  addresses?: () => string[];
+  /** The address the HTTP API listens on (`http.host`): only addresses it answers on are advertised. */
+  httpHost: string;
 }
 
 export type AdvertiserState = 'stopped' | 'probing' | 'announced' | 'failed';
@@ -224,7 +224,7 @@ export class Advertiser {
   }
 
   #readAddresses(): string[] {
-    return (this.#options.addresses ?? hostAddresses)();
+    return listeningAddresses(this.#options.httpHost, hostAddresses());
   }
 
   #fail(error: Error): void {
@@ -406,6 +406,9 @@ export class Advertiser {
       this.#multicast([...this.#records, ...goodbyesOf(this.#retired)], { spacingMs: 0, force: true });
     };
     send();
+    if (this.#addresses.length === 0) {
+      this.#log.warn({ httpHost: this.#options.httpHost }, 'mDNS: no address of this machine that devices could reach the API on; the service is advertised without one');
+    }
     if (reason === 'start') {
       this.#log.info({ name: this.#instance, type: SERVICE_TYPE, host: this.#host, port: this.#options.port(), addresses: this.#addresses, txt: this.#txt() }, 'mDNS advertisement announced');
     } else {

@@ -7,6 +7,11 @@ import { fail } from '../errors.ts';
  * the limit is passed (or at once from Content-Length), so memory stays bounded.
  */
 export async function readJson(ctx: Context, limit: number): Promise<unknown> {
+  return (await readJsonSized(ctx, limit)).value;
+}
+
+/** readJson, also saying how many bytes the body had (for limits that depend on content). */
+export async function readJsonSized(ctx: Context, limit: number): Promise<{ value: unknown; bytes: number }> {
   const type = ctx.get('Content-Type');
   // curl -d sends application/x-www-form-urlencoded unless told otherwise: taken as JSON,
   // since nothing here accepts forms and a one-line curl is how operators script this.
@@ -24,7 +29,7 @@ export async function readJson(ctx: Context, limit: number): Promise<unknown> {
   }
   const text = Buffer.concat(chunks).toString('utf8');
   try {
-    return JSON.parse(text);
+    return { value: JSON.parse(text), bytes: size };
   } catch (error) {
     fail('invalid_json', `the body is not valid JSON: ${(error as Error).message}`);
   }
@@ -32,7 +37,12 @@ export async function readJson(ctx: Context, limit: number): Promise<unknown> {
 
 /** Reads and validates a JSON body; the message names the first field that is wrong. */
 export async function readJsonAs<S extends z.ZodType>(ctx: Context, limit: number, schema: S): Promise<z.infer<S>> {
-  const result = schema.safeParse(await readJson(ctx, limit));
+  return validate(schema, await readJson(ctx, limit));
+}
+
+/** `400 invalid_body` naming the first field that is wrong, or the parsed value. */
+export function validate<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
+  const result = schema.safeParse(value);
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const field = issue.path.length > 0 ? issue.path.join('.') : 'body';

@@ -5,6 +5,8 @@ import type { DiscoveryStatus } from '../discovery/advertiser.ts';
 import type { PollAnswers } from '../devices/poll-answers.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
+import type { RolloutGuard } from '../rollouts/rollout-guard.ts';
+import type { Clock } from '../clock.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
 import type { BlobCollector } from '../store/blob-collector.ts';
 import type { BlobStore } from '../store/blob-store.ts';
@@ -34,6 +36,8 @@ export interface Services {
   configFile: string | null;
   /** What the gateway advertises on the LAN (mDNS), under which name, on which addresses. */
   discovery: () => DiscoveryStatus;
+  rollouts: RolloutGuard;
+  clock: Clock;
 }
 
 /** JSON bodies of the admin API are small documents; nothing legitimate comes near this. */

@@ -30,7 +30,10 @@ export interface StatusUpstream {
   /** Shown without credentials or query. */
   url: string | null;
   state: string;
+  /** When the last successful sync ended. */
   lastSync: string | null;
+  /** The last failure, as a sentence (shown escaped). */
+  lastError: string | null;
 }
 
 export interface StatusQuery {
@@ -140,8 +143,9 @@ ${tile('failed', counts.failed, counts.failed > 0 ? 'bad' : '')}
 ${tile('no assignment', counts.unassigned, '')}
 </section>
 <section><h2>Upstream</h2>
-<p>${upstream.url === null ? 'none configured: this gateway serves what is pushed to it'
-    : `<code>${escapeHtml(upstream.url)}</code>, ${escapeHtml(upstream.state)}`}${upstream.lastSync ? `; last sync ${escapeHtml(upstream.lastSync)}` : upstream.url === null ? '' : '; no sync yet'}</p></section>
+${upstream.url === null ? '<p>none configured: this gateway serves what is pushed to it</p>'
+    : `<p id="upstream" class="${upstream.state === 'ok' ? '' : 'stale'}"><code>${escapeHtml(upstream.url)}</code>, ${escapeHtml(upstream.state)}; ${upstream.lastSync ? `last successful sync ${escapeHtml(upstream.lastSync)}` : 'no successful sync yet'}</p>`
+      + (upstream.lastError ? `<p class="error">last error ${escapeHtml(upstream.lastError)}</p>` : '')}</section>
 <section><h2>Models</h2>${renderModels(catalog, byModel)}</section>
 <section><h2>Devices</h2>
 <p class="muted" id="device-range">${rows.length === 0 ? 'no device matches' : `${(page - 1) * PAGE_SIZE + 1}–${(page - 1) * PAGE_SIZE + shown.length} of ${rows.length}`}${needle ? ` matching “${escapeHtml(query.q)}”` : ''}${query.problemsOnly ? ', problems only' : ''}; problems first</p>

@@ -44,7 +44,7 @@ curl -sf -X PUT -H "Authorization: Bearer $token" --data-binary @"$work/model.pt
 curl -sf -X PUT -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
   -d '{"model":"big","version":"1"}' "http://127.0.0.1:$port/v1/assignments/default" >/dev/null
 
-ops=$(python3 -c 'print(",".join("aten::op%d.out" % i for i in range(64)))')
+ops=$(python3 -c 'print(",".join(["aten::add.out"] + ["aten::op%d.out" % i for i in range(63)]))')
 echo "== modelferry-sim --stats (64 operators reported)"
 "$sim" --mac 02:00:00:00:aa:01 --state-dir "$work/dev1" --gateway "http://127.0.0.1:$port" --once --stats \
   --operators "$ops" --arena-bytes 262144 | grep -E '"(stats|once|active)"'

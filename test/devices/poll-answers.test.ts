@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import test, { type ExecutionContext } from 'ava';
 import { Catalog } from '../../daemon/catalog/catalog.ts';
 import { pollAnswerSchema } from '../../daemon/contract/model-wire.ts';
+import { DeviceRegistry } from '../../daemon/devices/device-registry.ts';
 import { PollAnswers } from '../../daemon/devices/poll-answers.ts';
 import { createLogger } from '../../daemon/log.ts';
 import { BlobStore } from '../../daemon/store/blob-store.ts';
@@ -25,10 +26,11 @@ async function open(t: ExecutionContext) {
   const db = new Database(path.join(dir, 'state'), log);
   const blobs = new BlobStore({ local: path.join(dir, 'state', 'blobs'), cache: path.join(dir, 'cache') }, log);
   const catalog = new Catalog(db, blobs, log);
-  const answers = new PollAnswers(catalog, blobs, TIMING);
-  for (const part of [db, blobs, catalog, answers]) await part.start();
+  const devices = new DeviceRegistry(db, log, 30);
+  const answers = new PollAnswers(catalog, blobs, devices, TIMING);
+  for (const part of [db, blobs, catalog, devices, answers]) await part.start();
   t.teardown(async () => {
-    for (const part of [answers, catalog, blobs, db]) await part.stop();
+    for (const part of [answers, devices, catalog, blobs, db]) await part.stop();
   });
   let minute = 0;
   const push = async (name: string, version: string, bytes = makeProgram(256)) => {

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { answerQuery, decodeTxt, goodbyesOf, instanceFqdn, recordsOf, SERVICE_TYPE, type Advertisement, type DnsRecord } from '../../daemon/discovery/dns-records.ts';
 import { instanceName, numberedName } from '../../daemon/discovery/advertiser.ts';
-import { hostAddresses, localHostName } from '../../daemon/discovery/host-addresses.ts';
+import { hostAddresses, listeningAddresses, localHostName } from '../../daemon/discovery/host-addresses.ts';
 
 const ad: Advertisement = {
   instance: 'modelferry on pi',
@@ -78,4 +78,13 @@ test('advertised addresses: no loopback, no interface without a hardware address
     eth0: [info('192.168.1.20', 'IPv4', 'aa:bb:cc:dd:ee:ff'), info('fe80::1%eth0', 'IPv6', 'aa:bb:cc:dd:ee:ff')],
     tun0: [info('10.8.0.2', 'IPv4', '00:00:00:00:00:00')],
   } as never), ['192.168.1.20', 'fe80::1']);
+});
+
+test('only addresses the API listens on are advertised: IPv4 for 0.0.0.0, all for ::, one for one', (t) => {
+  const all = ['192.168.1.20', '192.168.1.21', 'fe80::1'];
+  t.deepEqual(listeningAddresses('0.0.0.0', all), ['192.168.1.20', '192.168.1.21']);
+  t.deepEqual(listeningAddresses('::', all), all);
+  t.deepEqual(listeningAddresses('192.168.1.21', all), ['192.168.1.21']);
+  t.deepEqual(listeningAddresses('127.0.0.1', all), []);
+  t.deepEqual(listeningAddresses('gw.site.lan', all), all);
 });

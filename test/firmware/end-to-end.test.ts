@@ -4,7 +4,7 @@ import { startDaemon } from '../helpers/daemon-process.ts';
 import { tempDir } from '../helpers/harness.ts';
 import { fixture, makeProgram } from '../helpers/programs.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
-import { buildFirmware, pipelineKey, pushSigned, startSim, untilInventory, type InventoryDevice } from './firmware.ts';
+import { buildFirmware, devices, pipelineKey, pushSigned, startSim, untilInventory, type InventoryDevice } from './firmware.ts';
 
 // The real gateway (a `modelferry serve` child, loopback, mDNS off) and several simulated
 // devices built from the firmware sources, each with its own MAC, state folder and
@@ -17,15 +17,15 @@ function installedOn(list: InventoryDevice[], mac: string, sha: string): boolean
   return device?.state === 'installed' && device.running?.sha256 === sha;
 }
 
-test('devices install their own models, follow a push by long poll, and resume after a power cut or a kill mid-download', async (t) => {
+test('devices report what they can run, install their own models, follow a push by long poll, and resume after a power cut or a kill mid-download', async (t) => {
   t.timeout(150_000);
   await buildFirmware();
   const key = pipelineKey();
   const daemon = await startDaemon(t, { config: { trust: { keys: [{ publicKey: key.publicKey }], requireSignatures: true } } });
   const dir = await tempDir(t, 'modelferry-fw-e2e-');
-  const assign = async (mac: string, model: string) => {
+  const assign = async (mac: string, model: string, version = 'latest') => {
     const response = await daemon.fetch(`/v1/assignments/${mac}`, {
-      method: 'PUT', token: ALL_TOKEN, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model, version: 'latest' }),
+      method: 'PUT', token: ALL_TOKEN, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model, version }),
     });
     t.true(response.status < 300, await response.text());
   };
@@ -48,6 +48,13 @@ test('devices install their own models, follow a push by long poll, and resume a
   for (const [i, name] of names.entries()) {
     const loaded = await sims[i]!.waitFor((e) => e.event === 'loaded' && e.detail!.includes(sha1[name]!), `${name} loaded`);
     t.regex(loaded.detail!, /head=ET12/);
+  }
+  // What each firmware can run reached the inventory with its boot report.
+  const seen = await devices(daemon);
+  for (const name of names) {
+    t.like(seen.find((d) => d.mac === macs[name]), {
+      capabilities: { operators: OPERATORS.split(','), delegates: [], arenaBytes: 65536, slotBytes: 3_076_096, runtime: 'executorch' },
+    });
   }
 
   // A push of new versions reaches every device while it long-polls (the poll interval is
@@ -86,6 +93,19 @@ test('devices install their own models, follow a push by long poll, and resume a
   t.is((await restarted.exited).code, 0, restarted.transcript());
   t.truthy(restarted.events.find((e) => e.event === 'resume'), restarted.transcript());
   await untilInventory(daemon, (list) => installedOn(list, mac6, sha2.big!), 'the killed device installed after its restart');
+
+  // A device whose firmware lacks the model's operator is not offered it: it keeps running
+  // nothing, says so, and the inventory names what is missing.
+  const mac7 = '02:00:00:00:fe:07';
+  await assign(mac7, 'mul', '1'); // the real mul.pte: aten::mul.out
+  const lacking = startSim(t, ['--mac', mac7, '--state-dir', path.join(dir, 'fe07'), '--gateway', daemon.url,
+    '--public-key', key.publicKey, '--operators', 'aten::add.out', '--arena-bytes', '65536', '--once']);
+  t.is((await lacking.exited).code, 1, lacking.transcript());
+  t.false(lacking.events.some((e) => e.event === 'download'), lacking.transcript());
+  const held = (await devices(daemon)).find((d) => d.mac === mac7) as InventoryDevice & { compatibility: { status: string; reasons: string[] } | null };
+  t.is(held.state, 'idle');
+  t.is(held.compatibility?.status, 'incompatible', JSON.stringify(held));
+  t.regex(held.compatibility!.reasons.join(' '), /aten::mul\.out/);
 
   // A device that trusts another key refuses the gateway's model and says why.
   const stranger = pipelineKey();

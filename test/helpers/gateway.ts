@@ -3,6 +3,7 @@ import { loadConfig } from '../../daemon/config/load.ts';
 import type { Config } from '../../daemon/config/schema.ts';
 import { Gateway } from '../../daemon/gateway.ts';
 import { createLogger } from '../../daemon/log.ts';
+import type { Clock } from '../../daemon/clock.ts';
 import { fetchWithToken, tempDir, type FetchInit, type HasTeardown } from './harness.ts';
 import { TEST_TOKENS } from './tokens.ts';
 
@@ -44,10 +45,11 @@ export function testConfig(dir: string, overrides: ConfigOverrides = {}): Config
 }
 
 /** A gateway on a fresh temporary folder, stopped (then the folder removed) in `t`'s teardown. */
-export async function startGateway(t: HasTeardown, overrides: ConfigOverrides = {}): Promise<TestGateway> {
+/** `options.clock`: the time rollouts step by (a test's own clock, so nothing sleeps). */
+export async function startGateway(t: HasTeardown, overrides: ConfigOverrides = {}, options: { clock?: Clock } = {}): Promise<TestGateway> {
   const dir = await tempDir(t);
   const config = testConfig(dir, overrides);
-  let gateway = new Gateway(config, createLogger('silent'));
+  let gateway = new Gateway(config, createLogger('silent'), options);
   await gateway.start();
   // Registered after tempDir's, so it runs first.
   t.teardown(() => gateway.stop());
@@ -58,7 +60,7 @@ export async function startGateway(t: HasTeardown, overrides: ConfigOverrides = 
     gateway,
     async restart() {
       await gateway.stop();
-      gateway = new Gateway(config, createLogger('silent'));
+      gateway = new Gateway(config, createLogger('silent'), options);
       await gateway.start();
       handle.gateway = gateway;
       handle.url = urlOf(gateway);

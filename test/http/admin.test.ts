@@ -63,8 +63,8 @@ test('GET /v1/assignments tallies rollout health from device reports: devices ea
 
   const health = Object.fromEntries((await assignments(gw)).map((a) => [a.selector, a.health]));
   t.deepEqual(health, {
-    default: { devices: 3, inSync: 1, failed: 1, pending: 1 },
-    'group:lab': { devices: 1, inSync: 1, failed: 0, pending: 0 },
+    default: { devices: 3, inSync: 1, failed: 1, pending: 1, incompatible: 0, incompatibleReasons: {} },
+    'group:lab': { devices: 1, inSync: 1, failed: 0, pending: 0, incompatible: 0, incompatibleReasons: {} },
   });
 });
 

@@ -122,6 +122,8 @@ export class LanHost {
   /** First address: what other hosts use to reach this one. */
   readonly address: string;
   readonly addresses: string[];
+  /** Addresses standing for devices of their own (LanOptions.clientsPerHost). */
+  readonly clientAddresses: string[] = [];
   readonly #t: HasTeardown;
   readonly #bridgeNs: string;
   readonly #port: string;
@@ -320,13 +322,19 @@ export class Lan {
 }
 
 export interface LanOptions {
-  /** Addresses per host (default 1): device hosts with many addresses look like many devices. */
-  addressesPerHost?: Record<string, number>;
+  /**
+   * Client addresses per host: a device host with many addresses stands for many devices,
+   * each with an address of its own (bind to them with `localAddress`). They sit on the
+   * host's loopback interface, routed through the host's eth0 address from every other host, so the
+   * gateway's neighbour table holds one entry per host (that table is shared by all
+   * namespaces of the machine, and other test runs need it too). At most 254 per host.
+   */
+  clientsPerHost?: Record<string, number>;
 }
 
 /**
- * Builds a LAN with the named hosts (host i gets 198.18.0.(10+i)/24 and its extra
- * addresses above 198.18.0.100); every namespace, and every process left in one, is removed
+ * Builds a LAN with the named hosts (host i gets 198.18.0.(10+i)/24, and its client
+ * addresses 198.18.(i+1).1...); every namespace, and every process left in one, is removed
  * in the test's teardown. Call it only from a `lanTest`.
  */
 export async function createLan(t: HasTeardown, names: string[], options: LanOptions = {}): Promise<Lan> {
@@ -349,17 +357,28 @@ export async function createLan(t: HasTeardown, names: string[], options: LanOpt
   await ip('-n', lan.bridgeNs, 'link', 'add', 'br0', 'type', 'bridge', 'mcast_snooping', '0');
   await ip('-n', lan.bridgeNs, 'link', 'set', 'br0', 'up');
 
-  let extra = 100;
+  const routes: string[] = [];
   for (const [index, name] of names.entries()) {
     if (!/^[a-z][a-z0-9]{0,9}$/.test(name)) throw new Error(`host name ${name}: lower-case letters and digits, at most 10`);
     const ns = `${lan.prefix}-${name}`;
     await addNs(ns);
     const port = `p${index}`;
-    const addresses = [`${SUBNET}.${10 + index}`];
-    for (let i = 1; i < (options.addressesPerHost?.[name] ?? 1); i++) addresses.push(`${SUBNET}.${extra++}`);
-    if (extra > 250) throw new Error('too many addresses for one /24');
-    await connect(lan.bridgeNs, ns, port, addresses);
-    lan.hosts.set(name, new LanHost(t, name, ns, `${name}-${lan.prefix.slice(3)}`, addresses, lan.bridgeNs, port));
+    const address = `${SUBNET}.${10 + index}`;
+    await connect(lan.bridgeNs, ns, port, [address]);
+    const clients = options.clientsPerHost?.[name] ?? 0;
+    if (clients > 254) throw new Error(`${name}: at most 254 client addresses`);
+    const clientAddresses = Array.from({ length: clients }, (_, i) => `198.18.${index + 1}.${i + 1}`);
+    if (clients > 0) {
+      await ipBatch(ns, clientAddresses.map((client) => `address add ${client}/32 dev lo`));
+      routes.push(`route add 198.18.${index + 1}.0/24 via ${address}`);
+    }
+    const host = new LanHost(t, name, ns, `${name}-${lan.prefix.slice(3)}`, [address], lan.bridgeNs, port);
+    host.clientAddresses.push(...clientAddresses);
+    lan.hosts.set(name, host);
+  }
+  for (const host of lan.hosts.values()) {
+    const others = routes.filter((route) => !route.endsWith(` via ${host.address}`));
+    if (others.length > 0) await ipBatch(host.ns, others);
   }
   return lan;
 }
@@ -371,6 +390,14 @@ async function connect(bridgeNs: string, ns: string, port: string, addresses: st
   for (const address of addresses) await ip('-n', ns, 'address', 'add', `${address}/24`, 'dev', 'eth0');
   await ip('-n', ns, 'link', 'set', 'eth0', 'multicast', 'on', 'up');
   await ip('-n', ns, 'route', 'add', '224.0.0.0/4', 'dev', 'eth0');
+}
+
+/** `ip -n NS -batch -`: many commands in one process. */
+async function ipBatch(ns: string, commands: string[]): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const child = execFile('ip', ['-n', ns, '-batch', '-'], (error) => (error ? reject(error) : resolve()));
+    child.stdin!.end(`${commands.join('\n')}\n`);
+  });
 }
 
 async function ip(...args: string[]): Promise<void> {

@@ -30,9 +30,9 @@ interface Setup {
 let setup: Promise<Setup> | undefined;
 function lanSetup(): Promise<Setup> {
   setup ??= (async () => {
-    // Device hosts with several addresses each: many devices, not one client with many sockets.
+    // Each device has an address of its own, as on a real LAN: per-address limits see one device each.
     const lan = await createLan(shared, ['gw', 'pipe', ...DEVICE_HOSTS], {
-      addressesPerHost: Object.fromEntries(DEVICE_HOSTS.map((name) => [name, 5])),
+      clientsPerHost: Object.fromEntries(DEVICE_HOSTS.map((name) => [name, FLEET / DEVICE_HOSTS.length])),
     });
     const gateway = await startLanGateway(shared, lan.host('gw'), { config: { mdns: { enabled: false } } });
     const pipe = lan.host('pipe');
@@ -106,13 +106,13 @@ lanTest.serial('a held long poll is answered 304 at its deadline, and a push for
   t.deepEqual(order, ['other', 'quiet']);
 });
 
-lanTest.serial('1,000 long polls held by devices on four hosts are all answered after one push', async (t) => {
+lanTest.serial('1,000 long polls held by devices (one address each) on four hosts are all answered after one push', async (t) => {
   const { lan, gateway, push, health } = await lanSetup();
   const perHost = FLEET / DEVICE_HOSTS.length;
   const clients = DEVICE_HOSTS.map((name, h) => {
     const host = lan.host(name);
     const macs = Array.from({ length: perHost }, (_, i) => mac(h + 1, i));
-    const spec = { url: gateway.url, macs, wait: 120, localAddresses: host.addresses };
+    const spec = { url: gateway.url, macs, wait: 120, localAddresses: host.clientAddresses };
     return new Peer(host.spawn(process.execPath, [LONG_POLL_TOOL, JSON.stringify(spec)]));
   });
   await Promise.all(clients.map((client) => client.waitFor((event) => event.event === 'holding', 60_000)));

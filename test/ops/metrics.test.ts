@@ -1,3 +1,4 @@
+import net from 'node:net';
 import test from 'ava';
 import { Metrics } from '../../daemon/metrics.ts';
 import { poll } from '../helpers/api.ts';
@@ -30,8 +31,21 @@ function value(samples: Sample[], name: string, labels: Record<string, string> =
   return samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
 }
 
-test('after pushes, polls, downloads and reports, /metrics counts each of them', async (t) => {
-  const gw = await startGateway(t);
+test('after pushes, polls, downloads, reports and a failed sync, /metrics counts each of them', async (t) => {
+  // An upstream that refuses connections: every sync fails.
+  const closed = await new Promise<number>((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+  const gw = await startGateway(t, { 'upstream.url': `http://127.0.0.1:${closed}/manifest.json` });
+  // The sync at start, then one asked for.
+  for (let i = 0; i < 200 && (await (await gw.fetch('/healthz')).json() as { lastSync: unknown }).lastSync === null; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  const sync = await gw.fetch('/v1/sync', { method: 'POST', token: ADMIN_TOKEN });
+  t.true(sync.status >= 500, `a failed sync is an error answer: ${sync.status}`);
   const fleet = await scriptedFleet(t, gw);
   t.is((await gw.fetch('/no/such/page')).status, 404);
   // A long poll held open while scraping.
@@ -83,10 +97,12 @@ test('after pushes, polls, downloads and reports, /metrics counts each of them',
     t.true(v('modelferry_filesystem_free_bytes', { dir })! > 0);
     t.true(v('modelferry_filesystem_size_bytes', { dir })! >= v('modelferry_filesystem_free_bytes', { dir })!);
   }
-  // No upstream here: sync series exist at zero so alert rules have something to read.
-  t.is(v('modelferry_upstream_configured'), 0);
-  t.is(v('modelferry_sync_runs_total', { result: 'failed' }), 0);
-  t.is(v('modelferry_sync_last_success_timestamp_seconds'), 0);
+  t.is(v('modelferry_upstream_configured'), 1);
+  t.is(v('modelferry_sync_runs_total', { result: 'failed' }), 2);
+  t.is(v('modelferry_sync_runs_total', { result: 'updated' }), 0);
+  t.is(v('modelferry_sync_last_success_timestamp_seconds'), 0, 'never synced: what the SyncFailing alert reads');
+  t.is(v('modelferry_upstream_circuit_state', { state: 'closed' }), 1, 'two failures do not open the breaker yet');
+  t.is(v('modelferry_http_requests_total', { route: '/v1/sync', method: 'POST', status: String(sync.status) }), 1);
   t.true(v('modelferry_process_resident_memory_bytes')! > 0);
   t.true(v('modelferry_nodejs_heap_size_used_bytes')! > 0);
 

@@ -130,3 +130,15 @@ test('the device list is paged, problems-only and search work, and the fragment 
   t.deepEqual(rows(fragment), order.slice(50, 100));
   t.true(fragment.includes(fleet.v2.version));
 });
+
+test('a failing upstream is shown as such, with its last error and without credentials or query', async (t) => {
+  const gw = await startGateway(t, { 'upstream.url': 'http://127.0.0.1:9/store/manifest.json?sig=secret-in-query' });
+  let page = '';
+  for (let i = 0; i < 200 && !page.includes('last error'); i++) {
+    page = await (await gw.fetch('/')).text();
+    if (!page.includes('last error')) await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  t.regex(page, /<p id="upstream" class="stale"><code>http:\/\/127\.0\.0\.1:9\/store\/manifest\.json<\/code>, failing; no successful sync yet<\/p>/);
+  t.regex(page, /<p class="error">last error [^<]+<\/p>/);
+  t.false(page.includes('secret-in-query'));
+});

@@ -55,6 +55,8 @@ test('the sandbox keeps what Node and the mDNS advertisement need', (t) => {
   t.true(setting('RestrictAddressFamilies')!.split(/\s+/).includes('AF_NETLINK'));
   t.is(setting('DynamicUser'), 'yes');
   t.is(setting('SyslogLevelPrefix'), 'yes');
+  // Unprefixed lines come from stderr (start-up failures, crashes): errors.
+  t.is(setting('SyslogLevel'), 'err');
 });
 
 test('the unit runs the compiled CLI with its config as a credential, state and cache from systemd', (t) => {

@@ -1,10 +1,10 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { fail } from '../../errors.ts';
-import { REPORT_BODY_LIMIT, deviceReportSchema } from '../../contract/device-report.ts';
+import { REPORT_BODY_LIMIT, REPORT_WITH_CAPABILITIES_LIMIT, deviceReportSchema } from '../../contract/device-report.ts';
 import { parseMac } from '../../contract/identifiers.ts';
 import { etagMatches } from '../etag.ts';
-import { readJsonAs } from '../json-body.ts';
+import { readJsonSized, tooLarge, validate } from '../json-body.ts';
 import { pollResponder } from '../poll-responder.ts';
 import { applyPrepared } from '../prepared-response.ts';
 import type { Services } from '../services.ts';
@@ -33,7 +33,10 @@ export function deviceRoutes(router: Router, services: Services): void {
 
   router.post('/v1/devices/:mac/report', deviceAuth, async (ctx) => {
     const mac = parseMac(ctx.params.mac!);
-    const report = await readJsonAs(ctx, REPORT_BODY_LIMIT, deviceReportSchema);
+    // Up to 64 KiB when the report carries capabilities (2,048 operator names), 4 KiB otherwise.
+    const { value, bytes } = await readJsonSized(ctx, REPORT_WITH_CAPABILITIES_LIMIT);
+    const report = validate(deviceReportSchema, value);
+    if (bytes > REPORT_BODY_LIMIT && report.capabilities === undefined) tooLarge(ctx, REPORT_BODY_LIMIT);
     devices.report(mac, ctx.req.socket.remoteAddress, report);
     metrics.reports.inc({ state: report.state });
     ctx.status = 204;

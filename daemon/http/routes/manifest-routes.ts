@@ -36,7 +36,7 @@ export function manifestRoutes(router: Router, services: Services): void {
       // Relative to /v1/manifest, so it resolves to /v1/artifacts/<sha256> on this gateway.
       models: models.map((model) => manifestModel(model, `artifacts/${model.sha256}`)),
       assignments: [...current.assignments.values()].map(({ selector, model, version, rollout }) =>
-        rollout ? { selector, model, version, rollout } : { selector, model, version }),
+        rollout ? { selector, model, version, rollout: { percent: rollout.halted ? 0 : rollout.percent, previous: rollout.previous } } : { selector, model, version }),
       groups: Object.fromEntries([...current.groups.entries()].map(([name, { members }]) => [name, members])),
     };
     ctx.body = manifest;

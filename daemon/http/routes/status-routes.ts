@@ -2,16 +2,17 @@ import os from 'node:os';
 import type Router from '@koa/router';
 import { VERSION } from '../../version.ts';
 import type { DiscoveryStatus } from '../../discovery/advertiser.ts';
+import type { SyncStatus } from '../../sync/upstream-sync.ts';
 import type { Services } from '../services.ts';
 import { STATUS_PAGE_CSP, parseStatusQuery, renderLive, renderStatusPage, type StatusUpstream } from '../status-page.ts';
 
 /** GET /: the status page for people (read-only, no token, no secret on it). */
 export function statusRoutes(router: Router, services: Services): void {
-  const { catalog, devices, config, gatewayId, startedAt, discovery } = services;
+  const { catalog, devices, sync, gatewayId, startedAt, discovery } = services;
 
   router.get('/', (ctx) => {
     const query = parseStatusQuery(ctx.query);
-    const live = renderLive(catalog.current, devices.records(), upstreamOf(config), query);
+    const live = renderLive(catalog.current, devices.records(), upstreamOf(sync.status()), query);
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Content-Security-Policy', STATUS_PAGE_CSP);
     ctx.set('X-Content-Type-Options', 'nosniff');
@@ -43,15 +44,22 @@ function advertisedText(mdns: DiscoveryStatus): string {
 }
 
 /** The upstream as a person may see it: no credentials, no query (tokens hide there). */
-function upstreamOf(config: Services['config']): StatusUpstream {
-  const url = (config as { upstream?: { url?: string | null } }).upstream?.url ?? null;
-  if (!url) return { url: null, state: 'none', lastSync: null };
+function upstreamOf(status: SyncStatus): StatusUpstream {
+  if (!status.configured || !status.url) return { url: null, state: 'none', lastSync: null, lastError: null };
   let shown: string;
   try {
-    const parsed = new URL(url);
+    const parsed = new URL(status.url);
     shown = `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
   } catch {
     shown = '(not a valid URL)';
   }
-  return { url: shown, state: 'configured', lastSync: null };
+  const state = status.state === 'open'
+    ? `failing, retries paused until ${status.breaker.openUntil ?? '?'}`
+    : status.running ? `${status.state}, syncing now` : status.state;
+  return {
+    url: shown,
+    state,
+    lastSync: status.lastSuccessAt,
+    lastError: status.lastError ? `${status.lastError.at}: ${status.lastError.code}: ${status.lastError.message}` : null,
+  };
 }

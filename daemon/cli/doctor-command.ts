@@ -1,0 +1,71 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { ConfigError } from '../config/config-error.ts';
+import { loadConfig } from '../config/load.ts';
+import type { Config } from '../config/schema.ts';
+import type { Finding } from '../doctor/checks.ts';
+import { option, type Args } from './args.ts';
+
+export const doctorHelp = `modelferry doctor [--config FILE] [--state-dir DIR] [--cache-dir DIR] [--port P] [--host H]
+Checks what the gateway needs and says what to do about anything wrong: the configuration,
+Node.js, the clock, the state and cache folders (writable, disk space), the listen port,
+mDNS, and the upstream store. It reads the config as serve would (--config, else
+/etc/modelferry/config.yaml); as root through /usr/local/bin/modelferry it sees what the
+service sees. Exit status: 0 nothing wrong (warnings allowed), 1 something is.`;
+
+const FLAG_KEYS: Record<string, string> = { host: 'http.host', port: 'http.port', 'state-dir': 'paths.state', 'cache-dir': 'paths.cache' };
+
+export async function doctor(args: Args): Promise<number> {
+  // Loaded here only (prom-client comes with it), so that other commands start quickly.
+  const { checkClock, checkDisk, checkMdns, checkNode, checkPort, checkUpstream, checkWritable } = await import('../doctor/checks.ts');
+  const findings: Finding[] = [checkNode()];
+  const flags: Record<string, string> = {};
+  for (const [flag, key] of Object.entries(FLAG_KEYS)) {
+    const value = option(args, flag);
+    if (value !== undefined) flags[key] = value;
+  }
+  let config: Config | undefined;
+  try {
+    const loaded = loadConfig({ file: option(args, 'config'), flags });
+    config = loaded.config;
+    findings.push({ check: 'config', verdict: 'ok', message: `valid (${loaded.files.slice(1).join(', ') || 'the embedded default'})` });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    findings.push({ check: 'config', verdict: 'fail', message: error.message, fix: 'fix the value named above; serve refuses to start (exit 78) until then' });
+  }
+  findings.push(checkClock(new Date(), await ntpSynchronized()));
+  if (config) {
+    findings.push(await checkWritable('state', config.paths.state));
+    findings.push(await checkWritable('cache', config.paths.cache));
+    findings.push(...await checkDisk({ state: config.paths.state, cache: config.paths.cache }, Math.max(2 * config.artifacts.maxBytes, 64 * 1024 ** 2)));
+    findings.push(await checkPort(config.http.host, config.http.port));
+    findings.push(await checkMdns(config.mdns));
+    findings.push(await checkUpstream(config.upstream.url, config.upstream.token));
+  } else {
+    findings.push({ check: 'others', verdict: 'warn', message: 'folders, disk, port, mDNS and upstream not checked', fix: 'fix the configuration first' });
+  }
+
+  const label = { ok: 'ok  ', warn: 'WARN', fail: 'FAIL' } as const;
+  const width = Math.max(...findings.map((f) => f.check.length));
+  for (const finding of findings) {
+    const [first, ...rest] = finding.message.split('\n');
+    console.log(`${label[finding.verdict]}  ${finding.check.padEnd(width)}  ${first}`);
+    for (const line of rest) console.log(`${' '.repeat(width + 8)}${line}`);
+    if (finding.fix && finding.verdict !== 'ok') console.log(`${' '.repeat(width + 8)}→ ${finding.fix}`);
+  }
+  const failures = findings.filter((f) => f.verdict === 'fail').length;
+  const warnings = findings.filter((f) => f.verdict === 'warn').length;
+  console.log(failures === 0 && warnings === 0 ? 'nothing wrong found'
+    : `${failures} problem${failures === 1 ? '' : 's'}, ${warnings} warning${warnings === 1 ? '' : 's'}`);
+  return failures > 0 ? 1 : 0;
+}
+
+/** systemd's view of NTP, where timedatectl can ask it; undefined elsewhere. */
+async function ntpSynchronized(): Promise<boolean | undefined> {
+  try {
+    const { stdout } = await promisify(execFile)('timedatectl', ['show', '-p', 'NTPSynchronized', '--value'], { timeout: 3000 });
+    return stdout.trim() === 'yes' ? true : stdout.trim() === 'no' ? false : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,191 @@
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { existsSync } from 'node:fs';
+import { open, rm, stat } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { Config } from '../config/schema.ts';
+import { diskSpace } from '../metrics.ts';
+
+// What `modelferry doctor` looks at. Each check says what it found and, when something is
+// wrong, what to do about it. Checks read; the only things they write are a probe file
+// (removed at once) and a socket bound for a moment. Nothing is sent on the network except
+// to the gateway's own port and the configured upstream.
+
+export type Verdict = 'ok' | 'warn' | 'fail';
+
+export interface Finding {
+  check: string;
+  verdict: Verdict;
+  /** What was found. */
+  message: string;
+  /** What to do, when something is wrong. */
+  fix?: string;
+}
+
+const ok = (check: string, message: string): Finding => ({ check, verdict: 'ok', message });
+const warn = (check: string, message: string, fix: string): Finding => ({ check, verdict: 'warn', message, fix });
+const failed = (check: string, message: string, fix: string): Finding => ({ check, verdict: 'fail', message, fix });
+
+/** Signatures, TLS and "last seen" need a real date; a Pi without network starts in 1970. */
+export const CLOCK_FLOOR = new Date('2026-01-01T00:00:00Z');
+/** Under this share of free space a full disk is near (the same bar as the alert rule). */
+export const DISK_WARN_SHARE = 0.10;
+
+export function checkNode(version = process.versions.node): Finding {
+  const [major = 0, minor = 0] = version.split('.').map(Number);
+  if (major < 20 || (major === 20 && minor < 19)) {
+    return failed('node', `Node.js ${version} is too old: modelferry needs 20.19 or later`, 'install Node.js 22 LTS (NodeSource or nodejs.org builds for arm64/armv7)');
+  }
+  if (major === 20) return warn('node', `Node.js ${version} works, but Node 20 is out of upstream support`, 'move to Node.js 22 LTS');
+  return ok('node', `Node.js ${version}`);
+}
+
+export function checkClock(now = new Date(), synchronized?: boolean): Finding {
+  if (now < CLOCK_FLOOR) {
+    return failed('clock', `the clock says ${now.toISOString()}: it was never set`, 'let the Pi reach an NTP server (timedatectl set-ntp true), or set the time (timedatectl set-time); signatures, TLS and device times need it');
+  }
+  if (synchronized === false) {
+    return warn('clock', `the clock says ${now.toISOString()}, but it is not synchronized`, 'check timedatectl: NTP may be off or unreachable; a Pi has no battery-backed clock');
+  }
+  return ok('clock', `${now.toISOString()}${synchronized ? ', synchronized' : ''}`);
+}
+
+/** The folder (or, if it does not exist yet, the nearest parent that does) takes a new file. */
+export async function checkWritable(check: string, dir: string): Promise<Finding> {
+  let probeDir = dir;
+  while (!existsSync(probeDir) && path.dirname(probeDir) !== probeDir) probeDir = path.dirname(probeDir);
+  try {
+    if (!(await stat(probeDir)).isDirectory()) {
+      return failed(check, `${probeDir} is not a folder`, `set paths.${check} to a folder`);
+    }
+    const probe = path.join(probeDir, `.modelferry-doctor-${randomBytes(4).toString('hex')}`);
+    const file = await open(probe, 'wx', 0o600);
+    await file.close();
+    await rm(probe, { force: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    return failed(check, `${dir} is not writable (${code}${probeDir === dir ? '' : ` at ${probeDir}`})`,
+      code === 'EROFS' ? 'the file system is read-only: remount it or choose another folder'
+        : `give the gateway's user write access, or set paths.${check} (under systemd it is the service's ${check === 'state' ? 'StateDirectory' : 'CacheDirectory'}: run doctor as root)`);
+  }
+  return ok(check, probeDir === dir ? `${dir} is writable` : `${dir} does not exist yet; ${probeDir} lets the gateway create it`);
+}
+
+export async function checkDisk(dirs: Record<string, string>, neededBytes: number): Promise<Finding[]> {
+  const findings: Finding[] = [];
+  const seen = new Set<string>();
+  for (const [name, dir] of Object.entries(dirs)) {
+    let where = dir;
+    while (!existsSync(where) && path.dirname(where) !== where) where = path.dirname(where);
+    let space: { free: number; size: number };
+    try {
+      space = await diskSpace(where);
+    } catch (error) {
+      findings.push(failed('disk', `cannot read the free space of ${where}: ${(error as Error).message}`, 'check the mount'));
+      continue;
+    }
+    // One line per file system, however many folders share it.
+    const device = String((await stat(where)).dev);
+    if (seen.has(device)) continue;
+    seen.add(device);
+    const text = `${name}: ${mib(space.free)} free of ${mib(space.size)} on the file system of ${where}`;
+    if (space.free < neededBytes) {
+      findings.push(failed('disk', text, `a model of artifacts.maxBytes would not fit: delete unused versions (modelferry delete NAME VERSION) or use a bigger card`));
+    } else if (space.free < space.size * DISK_WARN_SHARE) {
+      findings.push(warn('disk', `${text} (under ${DISK_WARN_SHARE * 100}%)`, 'delete unused model versions, or move paths.cache to a bigger disk'));
+    } else {
+      findings.push(ok('disk', text));
+    }
+  }
+  return findings;
+}
+
+/**
+ * The listen address can be bound, or a modelferry gateway already holds it (fine: the
+ * service is running). Anything else holding the port is a problem.
+ */
+export async function checkPort(host: string, port: number, timeoutMs = 3000): Promise<Finding> {
+  const where = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    const server = net.createServer();
+    server.once('error', (e) => resolve(e));
+    server.listen(port, host, () => server.close(() => resolve(undefined)));
+  });
+  if (!error) return ok('port', `${where} is free for the gateway`);
+  if (error.code === 'EADDRINUSE') {
+    const probeHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+    const url = `http://${probeHost.includes(':') ? `[${probeHost}]` : probeHost}:${port}/healthz`;
+    const health = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
+      .then(async (r) => (r.ok ? await r.json() as { status?: string; gateway?: string } : undefined))
+      .catch(() => undefined);
+    if (health?.status === 'ok' && typeof health.gateway === 'string') {
+      return ok('port', `${where} is taken by a running modelferry gateway (id ${health.gateway})`);
+    }
+    return failed('port', `${where} is in use by another program`, `find it with: ss -ltnp 'sport = :${port}'; stop it or set http.port`);
+  }
+  if (error.code === 'EACCES') {
+    return failed('port', `${where} needs privileges to bind`, 'use a port of 1024 or more (the service runs without privileges)');
+  }
+  if (error.code === 'EADDRNOTAVAIL') {
+    return failed('port', `${host} is not an address of this machine`, 'set http.host to 0.0.0.0 or one of its addresses');
+  }
+  return failed('port', `${where} cannot be bound: ${error.code ?? error.message}`, 'check http.host and http.port');
+}
+
+export type Interfaces = ReturnType<typeof os.networkInterfaces>;
+
+/**
+ * Devices find the gateway by mDNS: that needs an interface on the LAN and the mDNS port.
+ * Binding UDP 5353 (shared, as mDNS responders do) sends nothing.
+ */
+export async function checkMdns(config: Pick<Config['mdns'], 'enabled'>, interfaces: Interfaces = os.networkInterfaces(), bindPort = 5353): Promise<Finding> {
+  if (!config.enabled) return ok('mdns', 'off (mdns.enabled: false): devices need the gateway URL configured');
+  const lan = Object.entries(interfaces).flatMap(([name, list]) => (list ?? [])
+    .filter((a) => !a.internal && a.family === 'IPv4')
+    .map((a) => `${name} ${a.address}`));
+  if (lan.length === 0) {
+    return failed('mdns', 'no network interface with an IPv4 address besides loopback: devices on the LAN cannot discover the gateway', 'connect the Pi to the LAN (ip addr shows its addresses)');
+  }
+  const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+    socket.once('error', (e) => { socket.close(); resolve(e); });
+    socket.bind(bindPort, () => socket.close(() => resolve(undefined)));
+  });
+  if (error) {
+    return failed('mdns', `UDP port ${bindPort} (mDNS) cannot be bound: ${error.code ?? error.message}`, 'another program holds it exclusively; avahi-daemon shares it, others may not');
+  }
+  return ok('mdns', `advertised on ${lan.join(', ')} (UDP ${bindPort} available)`);
+}
+
+/** The upstream store answers its manifest (when one is configured). */
+export async function checkUpstream(url: string | null | undefined, token: string | null | undefined, timeoutMs = 10_000): Promise<Finding> {
+  if (!url) return ok('upstream', 'none configured: the gateway serves what is pushed to it');
+  let shown: string;
+  try {
+    const parsed = new URL(url);
+    shown = `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
+  } catch {
+    return failed('upstream', 'upstream.url is not a URL', 'set upstream.url to the manifest URL, e.g. https://store.example/modelferry/manifest.json');
+  }
+  try {
+    const response = await fetch(url, {
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    await response.body?.cancel();
+    if (response.status === 401 || response.status === 403) {
+      return failed('upstream', `${shown} refuses this gateway (${response.status})`, 'check upstream.token');
+    }
+    if (!response.ok) return failed('upstream', `${shown} answers ${response.status}`, 'check upstream.url: it must name the store\'s manifest.json');
+    return ok('upstream', `${shown} answers`);
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string } }).cause;
+    return failed('upstream', `${shown} is unreachable (${cause?.code ?? (error as Error).name})`, 'check the network, DNS and upstream.url; devices are still served from the cache meanwhile');
+  }
+}
+
+function mib(bytes: number): string {
+  return bytes >= 10 * 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : `${Math.round(bytes / 1024 ** 2)} MiB`;
+}
