@@ -78,8 +78,11 @@ export async function fleetConvergence(root: string, entry: string[], dir: strin
   const target = '≤ 5 s';
   const firmware = path.join(root, 'firmware');
   if (!existsSync(path.join(firmware, 'host', 'CMakeLists.txt'))) return { name, target, skipped: 'the firmware simulator (firmware/host, modelferry-sim) is not part of this checkout yet' };
-  const build = path.join(firmware, 'build', 'host');
-  const sim = path.join(build, 'modelferry-sim');
+  // An existing build is used; otherwise one of the bench's own, so as not to race the
+  // firmware tests' build folder.
+  const existing = path.join(firmware, 'build', 'host', 'modelferry-sim');
+  const build = path.join(dir, 'sim-build');
+  const sim = existsSync(existing) ? existing : path.join(build, 'modelferry-sim');
   if (!existsSync(sim)) {
     if (!await which('cmake')) return { name, target, skipped: 'cmake is not installed, so modelferry-sim cannot be built' };
     try {

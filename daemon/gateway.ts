@@ -126,6 +126,9 @@ export class Gateway {
       await this.stop();
       throw error;
     }
+    if (config.auth.tokens.length === 0) {
+      log.warn('no tokens configured (auth.tokens is empty): the admin API refuses every push and change until tokens are added to the config file');
+    }
     log.info({
       state: config.paths.state,
       cache: config.paths.cache,

@@ -9,18 +9,23 @@ import { CONFIG_MEMBER, MANIFEST_MEMBER, type BackupManifest } from '../backup/b
 import { listTar, readMember } from '../backup/tar.ts';
 import { loadConfig } from '../config/load.ts';
 import { option, positional, type Args } from './args.ts';
-import { ClientError } from './gateway-client.ts';
+import { defineCommand } from './command.ts';
+import { ClientError, GatewayClient } from './gateway-client.ts';
 
-export const backupHelp = `modelferry backup FILE [--gateway URL] [--token TOKEN]
-Saves a consistent snapshot of a running gateway into FILE (a tar, mode 0600: it holds the
+export const backupCommand = defineCommand({
+  name: 'backup',
+  summary: 'save a consistent snapshot of a running gateway (config, database, blobs) to a file',
+  description: `Saves a consistent snapshot of a running gateway into FILE (a tar, mode 0600: it holds the
 config with its tokens): the config file, the whole database (catalog, devices, gateway id)
-and every blob the catalog names. Needs a token with the admin scope.
-Client options: --gateway URL (or MODELFERRY_GATEWAY, default http://localhost:8080),
---token TOKEN (or MODELFERRY_TOKEN).`;
+and every blob the catalog names. Needs a token with the admin scope.`,
+  operands: [{ name: 'FILE' }],
+  client: true,
+  run: (args) => backup(args),
+});
 
 export async function backup(args: Args, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const file = positional(args, 0, 'FILE');
-  const baseUrl = (option(args, 'gateway') ?? env.MODELFERRY_GATEWAY ?? 'http://localhost:8080').replace(/\/+$/, '');
+  const baseUrl = GatewayClient.fromArgs(args, env).baseUrl;
   const token = option(args, 'token') ?? env.MODELFERRY_TOKEN;
   let response: Response;
   try {
@@ -65,12 +70,23 @@ export async function backup(args: Args, env: NodeJS.ProcessEnv = process.env): 
   }
 }
 
-export const restoreHelp = `modelferry restore FILE [--config FILE] [--state-dir DIR] [--cache-dir DIR] [--force]
-Restores a backup offline, before the gateway starts (stop it first: it owns the database).
+export const restoreCommand = defineCommand({
+  name: 'restore',
+  summary: 'restore a backup offline, before the gateway starts',
+  description: `Restores a backup offline, before the gateway starts (stop it first: it owns the database).
 The state directory must be empty or absent, and the config file absent or identical;
 --force moves an existing state directory and config file aside (*.before-restore-<time>)
 instead of refusing. The config goes to --config (default /etc/modelferry/config.yaml);
-the folders come from it, from STATE_DIRECTORY/CACHE_DIRECTORY, or from the flags.`;
+the folders come from it, from STATE_DIRECTORY/CACHE_DIRECTORY, or from the flags.`,
+  operands: [{ name: 'FILE' }],
+  flags: {
+    config: { placeholder: 'FILE', help: 'where the backup\'s config file goes (default /etc/modelferry/config.yaml)' },
+    'state-dir': { placeholder: 'DIR', help: 'database folder to restore into (paths.state)' },
+    'cache-dir': { placeholder: 'DIR', help: 'blob folder to restore into (paths.cache)' },
+    force: { kind: 'boolean', help: 'move an existing state folder and config file aside instead of refusing' },
+  },
+  run: (args) => restore(args),
+});
 
 export async function restore(args: Args): Promise<number> {
   const file = positional(args, 0, 'FILE');
@@ -111,7 +127,7 @@ export async function restore(args: Args): Promise<number> {
   const { manifest } = result;
   console.log(`restored gateway ${manifest.gatewayId} (backup of ${manifest.createdAt}, modelferry ${manifest.version})`);
   console.log(`  database: ${manifest.entries} entries into ${paths.state}${result.stateMovedTo ? ` (the previous state is in ${result.stateMovedTo})` : ''}`);
-  console.log(`  blobs: ${manifest.blobs.length} (${result.blobsWritten} written) into ${paths.cache}`);
+  console.log(`  blobs: ${manifest.blobs.length} (${result.blobsWritten} written) into ${path.join(paths.state, 'blobs')}`);
   console.log(`  config: ${result.config.action}${result.config.path ? ` ${result.config.path}` : ''}${result.config.movedTo ? ` (the previous one is ${result.config.movedTo})` : ''}`);
   console.log('start the gateway now (sudo systemctl start modelferry)');
   return 0;

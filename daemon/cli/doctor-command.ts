@@ -5,13 +5,25 @@ import { loadConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import type { Finding } from '../doctor/checks.ts';
 import { option, type Args } from './args.ts';
+import { defineCommand } from './command.ts';
 
-export const doctorHelp = `modelferry doctor [--config FILE] [--state-dir DIR] [--cache-dir DIR] [--port P] [--host H]
-Checks what the gateway needs and says what to do about anything wrong: the configuration,
+export const doctorCommand = defineCommand({
+  name: 'doctor',
+  summary: 'check what the gateway needs (config, clock, folders, disk, port, mDNS, upstream) and say what to fix',
+  description: `Checks what the gateway needs and says what to do about anything wrong: the configuration,
 Node.js, the clock, the state and cache folders (writable, disk space), the listen port,
 mDNS, and the upstream store. It reads the config as serve would (--config, else
 /etc/modelferry/config.yaml); as root through /usr/local/bin/modelferry it sees what the
-service sees. Exit status: 0 nothing wrong (warnings allowed), 1 something is.`;
+service sees. Exit status: 0 nothing wrong (warnings allowed), 1 something is.`,
+  flags: {
+    config: { placeholder: 'FILE', help: 'the config file serve reads (default /etc/modelferry/config.yaml when present)' },
+    'state-dir': { placeholder: 'DIR', help: 'database folder (paths.state)' },
+    'cache-dir': { placeholder: 'DIR', help: 'model blob folder (paths.cache)' },
+    port: { placeholder: 'PORT', help: 'listen port (http.port)' },
+    host: { placeholder: 'ADDRESS', help: 'listen address (http.host)' },
+  },
+  run: (args) => doctor(args),
+});
 
 const FLAG_KEYS: Record<string, string> = { host: 'http.host', port: 'http.port', 'state-dir': 'paths.state', 'cache-dir': 'paths.cache' };
 

@@ -1,4 +1,4 @@
-import type { Args } from './args.ts';
+import { UsageError, type Args } from './args.ts';
 
 /** A refusal from the gateway, or no answer at all, as a sentence for the person at the terminal. */
 export class ClientError extends Error {
@@ -33,8 +33,10 @@ export class GatewayClient {
   }
 
   static fromArgs(args: Args, env: NodeJS.ProcessEnv = process.env): GatewayClient {
-    const url = args.options.get('gateway') ?? env.MODELFERRY_GATEWAY ?? 'http://localhost:8080';
-    return new GatewayClient(url, args.options.get('token') ?? env.MODELFERRY_TOKEN);
+    const flag = args.options.get('gateway');
+    const from = flag !== undefined ? '--gateway' : env.MODELFERRY_GATEWAY ? 'MODELFERRY_GATEWAY' : undefined;
+    const url = gatewayUrl(flag ?? (env.MODELFERRY_GATEWAY || 'http://localhost:8080'), from);
+    return new GatewayClient(url, args.options.get('token') ?? (env.MODELFERRY_TOKEN || undefined));
   }
 
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<{ status: number; body: T }> {
@@ -53,15 +55,49 @@ export class GatewayClient {
       } as RequestInit);
     } catch (error) {
       const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-      throw new ClientError('unreachable', 0, `cannot reach the gateway at ${this.baseUrl}: ${cause?.code ?? cause?.message ?? (error as Error).message}`);
+      throw new ClientError('unreachable', 0, unreachable(this.baseUrl, cause?.code ?? cause?.message ?? (error as Error).message));
     }
     const text = await response.text();
     let parsed: unknown = text;
     if (response.headers.get('content-type')?.includes('json') && text) parsed = JSON.parse(text);
     if (!response.ok) {
       const { error, message } = (parsed ?? {}) as { error?: string; message?: string };
-      throw new ClientError(error ?? 'http_error', response.status, `${response.status} ${error ?? response.statusText}: ${message ?? text}`);
+      // The gateway cannot know whether the token was forgotten; the CLI can.
+      const hint = response.status === 401 && !this.#token
+        ? ' (no token was sent: pass --token TOKEN or set MODELFERRY_TOKEN)' : '';
+      throw new ClientError(error ?? 'http_error', response.status, `${response.status} ${error ?? response.statusText}: ${message ?? text}${hint}`);
     }
     return { status: response.status, body: parsed as T };
   }
+}
+
+/**
+ * The gateway's base URL as a person types it: `gw.lan:8080` means `http://gw.lan:8080`.
+ * Anything that is not then an http(s) URL is a usage error naming where it came from.
+ */
+export function gatewayUrl(text: string, from: string | undefined): string {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new UsageError(`${from ?? 'the gateway URL'} ${JSON.stringify(text)} is not a URL; expected http://HOST:PORT, e.g. http://gw.site.lan:8080`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new UsageError(`${from ?? 'the gateway URL'} ${JSON.stringify(text)} uses ${url.protocol.slice(0, -1)}; the gateway speaks http:// or https://`);
+  }
+  if (url.search || url.hash) throw new UsageError(`${from ?? 'the gateway URL'} ${JSON.stringify(text)} must not have a query or fragment`);
+  return url.href;
+}
+
+function unreachable(baseUrl: string, cause: string): string {
+  const why: Record<string, string> = {
+    ECONNREFUSED: 'nothing listens there (is modelferry serve running, on that port?)',
+    ENOTFOUND: 'the host name does not resolve',
+    EAI_AGAIN: 'the host name could not be resolved just now (DNS)',
+    ETIMEDOUT: 'the connection timed out',
+    EHOSTUNREACH: 'the host is unreachable',
+    ECONNRESET: 'the connection was reset',
+  };
+  return `cannot reach the gateway at ${baseUrl}: ${why[cause] ?? cause}; set --gateway URL or MODELFERRY_GATEWAY`;
 }

@@ -1,83 +1,80 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { ConfigError } from '../config/config-error.ts';
 import { isModelferryError } from '../errors.ts';
-import { UsageError, parseArgs } from './args.ts';
+import { UsageError, editDistance, parseArgs } from './args.ts';
+import { CliError } from './cli-error.ts';
+import { commandHelp, commandUsageLine, topLevelHelp, type Command } from './command.ts';
+import { commands } from './commands.ts';
 import { ClientError } from './gateway-client.ts';
-import { EXIT_CONFIG, serve, serveHelp } from './serve.ts';
-import * as catalog from './catalog-commands.ts';
-import * as keys from './key-commands.ts';
-import * as backups from './backup-commands.ts';
-import { doctor, doctorHelp } from './doctor-command.ts';
-import * as program from './program-commands.ts';
-import * as store from './store-commands.ts';
+import { EXIT_CONFIG } from './serve.ts';
 
-interface Command {
-  help: string;
-  run: (args: ReturnType<typeof parseArgs>) => Promise<number>;
-}
+const EXIT_USAGE = 2;
 
-const commands: Record<string, Command> = {
-  serve: { help: serveHelp, run: serve },
-  push: { help: catalog.pushHelp, run: catalog.push },
-  assign: { help: catalog.assignHelp, run: catalog.assign },
-  unassign: { help: catalog.unassignHelp, run: catalog.unassign },
-  group: { help: catalog.groupHelp, run: catalog.group },
-  models: { help: catalog.modelsHelp, run: catalog.models },
-  delete: { help: catalog.deleteHelp, run: catalog.deleteModel },
-  devices: { help: catalog.devicesHelp, run: catalog.devices },
-  check: { help: catalog.checkHelp, run: catalog.check },
-  inspect: { help: program.inspectHelp, run: program.inspect },
-  rollout: { help: program.rolloutHelp, run: program.rollout },
-  sync: { help: store.syncHelp, run: store.sync },
-  publish: { help: store.publishHelp, run: store.publish },
-  keygen: { help: keys.keygenHelp, run: keys.keygen },
-  sign: { help: keys.signHelp, run: keys.sign },
-  doctor: { help: doctorHelp, run: doctor },
-  backup: { help: backups.backupHelp, run: (args) => backups.backup(args) },
-  restore: { help: backups.restoreHelp, run: backups.restore },
-};
-
-const usage = `usage: modelferry <command> [options]   (modelferry <command> --help for more)
-commands: ${Object.keys(commands).join(', ')}`;
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-    console.log(usage);
-    return name === undefined ? 2 : 0;
+  const help = topLevelHelp(commands, version);
+  if (name === undefined) {
+    console.error(help);
+    return EXIT_USAGE;
   }
-  const command = commands[name];
+  if (name === '--help' || name === '-h' || name === 'help') {
+    const about = name === 'help' ? commands.find((c) => c.name === rest[0]) : undefined;
+    console.log(about ? commandHelp(about) : help);
+    return 0;
+  }
+  if (name === '--version' || name === '-V' || name === 'version') {
+    console.log(`modelferry ${version}`);
+    return 0;
+  }
+  const command = commands.find((c) => c.name === name);
   if (!command) {
-    console.error(`modelferry: unknown command ${name}\n${usage}`);
-    return 2;
+    const close = commands.map((c) => c.name).filter((c) => editDistance(name, c) <= 2);
+    const what = name.startsWith('-') ? `unknown option ${name} (options go after the command)` : `unknown command ${name}`;
+    console.error(`modelferry: ${what}${close.length ? `; did you mean ${close.join(' or ')}?` : ''}\nusage: modelferry <command> [arguments] [options]   ("modelferry --help" lists the commands)`);
+    return EXIT_USAGE;
   }
+  return run(command, rest);
+}
+
+async function run(command: Command, argv: string[]): Promise<number> {
+  const prefix = `modelferry ${command.name}`;
   try {
-    const args = parseArgs(rest);
+    const args = parseArgs(argv, command);
     if (args.flags.has('help')) {
-      console.log(command.help);
+      console.log(commandHelp(command));
       return 0;
     }
     return await command.run(args);
   } catch (error) {
     if (error instanceof UsageError) {
-      console.error(`modelferry ${name}: ${error.message}\n${command.help}`);
-      return 2;
+      console.error(`${prefix}: ${error.message}\n${commandUsageLine(command)}   ("${prefix} --help" explains)`);
+      return EXIT_USAGE;
     }
     if (error instanceof ConfigError) {
-      console.error(`modelferry: ${error.message}`);
+      console.error(`${prefix}: ${error.message}`);
       return EXIT_CONFIG;
     }
+    if (error instanceof CliError) {
+      console.error(`${prefix}: ${error.message}`);
+      return error.exitCode;
+    }
     if (error instanceof ClientError) {
-      console.error(`modelferry ${name}: ${error.message}`);
+      console.error(`${prefix}: ${error.message}`);
       return 1;
     }
     if (isModelferryError(error)) {
-      console.error(`modelferry ${name}: ${error.code}: ${error.message}`);
+      console.error(`${prefix}: ${error.code}: ${error.message}`);
       return 1;
     }
-    console.error(`modelferry ${name}: ${(error as Error).message}`);
+    console.error(`${prefix}: ${(error as Error).message}`);
     return 1;
   }
 }
 
 process.exitCode = await main(process.argv.slice(2));
+// Whatever might still hold the event loop (a file system call that never returns, a
+// keep-alive socket) must not keep a finished command alive; output is flushed by then.
+setTimeout(() => process.exit(), 2000).unref();

@@ -1,10 +1,14 @@
 import { ConfigError } from '../config/config-error.ts';
 import { loadConfig } from '../config/load.ts';
-import { option, type Args } from './args.ts';
+import { listenError, preflight } from '../config/preflight.ts';
+import { errnoOf } from '../fs-errors.ts';
+import { option } from './args.ts';
+import { defineCommand } from './command.ts';
 
 /** sysexits EX_CONFIG: systemd is told not to restart on it (RestartPreventExitStatus). */
 export const EXIT_CONFIG = 78;
 
+/** Flags that set one configuration key each; messages name the flag as typed. */
 const FLAG_KEYS: Record<string, string> = {
   host: 'http.host',
   port: 'http.port',
@@ -13,55 +17,105 @@ const FLAG_KEYS: Record<string, string> = {
   'log-level': 'log.level',
 };
 
-export const serveHelp = `modelferry serve [--config FILE] [--host H] [--port P] [--state-dir DIR] [--cache-dir DIR]
-                 [--log-level L] [--no-mdns] [--set section.key=value ...]
-Runs the gateway. Without --config it reads /etc/modelferry/config.yaml when present, else
+export const serve = defineCommand({
+  name: 'serve',
+  summary: 'run the gateway',
+  description: `Runs the gateway. Without --config it reads /etc/modelferry/config.yaml when present, else
 runs on the embedded default (config/default.yaml). MODELFERRY_<SECTION>_<KEY> variables
-override the file; flags override both.`;
+override the file; flags override both. Folders and the listen address are checked before
+anything is opened; a configuration that cannot work exits 78.`,
+  flags: {
+    config: { placeholder: 'FILE', help: 'YAML or JSON config file (default /etc/modelferry/config.yaml when present)' },
+    host: { placeholder: 'ADDRESS', help: 'listen address (http.host)' },
+    port: { placeholder: 'PORT', help: 'listen port (http.port)' },
+    'state-dir': { placeholder: 'DIR', help: 'database folder (paths.state)' },
+    'cache-dir': { placeholder: 'DIR', help: 'model blob folder (paths.cache)' },
+    'log-level': { placeholder: 'LEVEL', help: 'fatal, error, warn, info, debug, trace or silent (log.level)' },
+    'no-mdns': { kind: 'boolean', help: 'do not advertise on the LAN (mdns.enabled=false)' },
+    set: { kind: 'list', placeholder: 'SECTION.KEY=VALUE', help: 'any other configuration key' },
+  },
+  async run(args) {
+    const flags: Record<string, string> = {};
+    const flagNames: Record<string, string> = {};
+    for (const [flag, key] of Object.entries(FLAG_KEYS)) {
+      const value = option(args, flag);
+      if (value !== undefined) {
+        flags[key] = value;
+        flagNames[key] = `--${flag}`;
+      }
+    }
+    if (args.flags.has('no-mdns')) {
+      flags['mdns.enabled'] = 'false';
+      flagNames['mdns.enabled'] = '--no-mdns';
+    }
+    for (const assignment of args.lists.get('set') ?? []) {
+      const eq = assignment.indexOf('=');
+      if (eq < 1) throw new ConfigError(`--set takes section.key=value, got ${assignment}`);
+      const key = assignment.slice(0, eq);
+      flags[key] = assignment.slice(eq + 1);
+      flagNames[key] = `--set ${key}`;
+    }
+    const loaded = loadConfig({ file: option(args, 'config'), flags, flagNames });
+    const { config, files, origin } = loaded;
+    await preflight(loaded);
+    // The daemon is loaded only here, so that client commands start quickly.
+    const [{ Gateway }, { createLogger }] = await Promise.all([import('../gateway.ts'), import('../log.ts')]);
+    const log = createLogger(config.log.level);
+    log.info({
+      files,
+      state: config.paths.state,
+      stateFrom: origin('paths.state'),
+      cache: config.paths.cache,
+      cacheFrom: origin('paths.cache'),
+    }, 'configuration loaded');
+    // files[0] is the embedded default; a file after it is the one backups carry.
+    const gateway = new Gateway(config, log, { configFile: files.length > 1 ? files.at(-1)! : null });
 
-export async function serve(args: Args): Promise<number> {
-  const flags: Record<string, string> = {};
-  for (const [flag, key] of Object.entries(FLAG_KEYS)) {
-    const value = option(args, flag);
-    if (value !== undefined) flags[key] = value;
-  }
-  if (args.flags.has('no-mdns')) flags['mdns.enabled'] = 'false';
-  for (const assignment of args.lists.get('set') ?? []) {
-    const eq = assignment.indexOf('=');
-    if (eq < 1) throw new ConfigError(`--set takes section.key=value, got ${assignment}`);
-    flags[assignment.slice(0, eq)] = assignment.slice(eq + 1);
-  }
-  const { config, files } = loadConfig({ file: option(args, 'config'), flags });
-  // The daemon is loaded only here, so that client commands start quickly.
-  const [{ Gateway }, { createLogger }] = await Promise.all([import('../gateway.ts'), import('../log.ts')]);
-  const log = createLogger(config.log.level);
-  log.info({ files }, 'configuration loaded');
-  // files[0] is the embedded default; a file after it is the one backups carry.
-  const gateway = new Gateway(config, log, { configFile: files.length > 1 ? files.at(-1)! : null });
+    // Handlers go in before start, so a SIGTERM during start-up still stops cleanly, and stay
+    // for the whole run, so a second signal while draining cannot kill the process before
+    // the database is closed.
+    let signalled: (signal: NodeJS.Signals) => void = () => {};
+    const stopRequested = new Promise<NodeJS.Signals>((resolve) => { signalled = resolve; });
+    const onSignal = (signal: NodeJS.Signals) => {
+      log.info({ signal }, 'stopping');
+      signalled(signal);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    try {
+      await startOrGiveUp(gateway.start(), stopRequested, config.http.shutdownGraceSeconds);
+      await stopRequested;
+      await gateway.stop();
+      log.info('stopped');
+      return 0;
+    } catch (error) {
+      await gateway.stop();
+      if (['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL'].includes(errnoOf(error) ?? '') && (error as { syscall?: string }).syscall === 'listen') {
+        throw listenError(error, config.http.host, config.http.port, origin);
+      }
+      throw error;
+    } finally {
+      log.flush();
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    }
+  },
+});
 
-  // Handlers go in before start, so a SIGTERM during start-up still stops cleanly, and stay
-  // for the whole run, so a second signal while draining cannot kill the process before
-  // the database is closed.
-  let signalled: (signal: NodeJS.Signals) => void = () => {};
-  const stopRequested = new Promise<NodeJS.Signals>((resolve) => { signalled = resolve; });
-  const onSignal = (signal: NodeJS.Signals) => {
-    log.info({ signal }, 'stopping');
-    signalled(signal);
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+/**
+ * A start-up stuck on something outside the process (a hung network file system) must
+ * not make the daemon unkillable: once asked to stop, it waits the grace period, then
+ * gives up with an error.
+ */
+async function startOrGiveUp(start: Promise<void>, stopRequested: Promise<NodeJS.Signals>, graceSeconds: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const givenUp = stopRequested.then((signal) => new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`start-up did not finish within ${graceSeconds} s of ${signal} (http.shutdownGraceSeconds); giving up`)), graceSeconds * 1000);
+    timer.unref();
+  }));
   try {
-    await gateway.start();
-    await stopRequested;
-    await gateway.stop();
-    log.info('stopped');
-    return 0;
-  } catch (error) {
-    await gateway.stop();
-    throw error;
+    await Promise.race([start, givenUp]);
   } finally {
-    log.flush();
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
+    clearTimeout(timer);
   }
 }

@@ -1,7 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
+import { describeFsError } from '../fs-errors.ts';
 import { ConfigError } from './config-error.ts';
 import { configSchema, type Config } from './schema.ts';
 
@@ -21,6 +23,8 @@ export interface ConfigSources {
   env?: NodeJS.ProcessEnv;
   /** Dotted keys from the command line, e.g. `{ 'http.port': '9000' }`. */
   flags?: Record<string, string>;
+  /** The flag a person typed for a key (`http.port` → `--port`), for messages. */
+  flagNames?: Record<string, string>;
   cwd?: string;
 }
 
@@ -28,6 +32,8 @@ export interface LoadedConfig {
   config: Config;
   /** The files that were read, lowest precedence first. */
   files: string[];
+  /** Where a key's value came from, as a person would look for it: `flag --port`, a file, `default`. */
+  origin(key: string): string;
 }
 
 type Tree = Record<string, Record<string, unknown>>;
@@ -51,7 +57,7 @@ export function loadConfig(sources: ConfigSources = {}): LoadedConfig {
 
   const file = sources.file ?? (existsSync(SYSTEM_CONFIG_FILE) ? SYSTEM_CONFIG_FILE : undefined);
   if (file) {
-    const content = readYamlFile(path.resolve(cwd, file));
+    const content = readYamlFile(path.resolve(cwd, file), sources.file !== undefined ? `--config ${file}` : file);
     if (content !== null && content !== undefined) {
       if (typeof content !== 'object' || Array.isArray(content)) {
         throw new ConfigError(`config: ${file} must hold a mapping of sections (http, paths, ...)`);
@@ -76,9 +82,16 @@ export function loadConfig(sources: ConfigSources = {}): LoadedConfig {
   }
 
   for (const [key, raw] of Object.entries(sources.flags ?? {})) {
-    if (!isKnownKey(defaults, key)) throw new ConfigError(`config: --${key} names no configuration key (see config/default.yaml)`);
-    set(key, coerce(defaults, key, raw, `flag --${key}`), `flag --${key}`);
+    const flag = sources.flagNames?.[key] ?? `--${key}`;
+    if (!isKnownKey(defaults, key)) throw new ConfigError(`config: ${flag} names no configuration key (see config/default.yaml)`);
+    set(key, coerce(defaults, key, raw, `flag ${flag}`), `flag ${flag}`);
   }
+
+  // Paths left at their default (null) go to the user's XDG folders: never relative to
+  // whatever directory the command happened to be started in (`/` under a supervisor).
+  const paths = (merged.paths ??= {});
+  if (paths.state === null) set('paths.state', xdgFolder(env, 'XDG_STATE_HOME', '.local/state', 'paths.state'), 'default ($XDG_STATE_HOME/modelferry)');
+  if (paths.cache === null) set('paths.cache', xdgFolder(env, 'XDG_CACHE_HOME', '.cache', 'paths.cache'), 'default ($XDG_CACHE_HOME/modelferry)');
 
   const result = configSchema.safeParse(merged);
   if (!result.success) {
@@ -97,17 +110,30 @@ export function loadConfig(sources: ConfigSources = {}): LoadedConfig {
     throw new ConfigError(`config is invalid:\n  ${lines.join('\n  ')}`);
   }
   const config = result.data;
-  config.paths.state = path.resolve(cwd, config.paths.state);
-  config.paths.cache = path.resolve(cwd, config.paths.cache);
-  return { config, files };
+  // A relative path in a config file means next to that file, so the file works from any
+  // working directory; one typed as a flag or variable means from where it was typed.
+  const base = (key: string) => (file && origin.get(key) === file ? path.dirname(path.resolve(cwd, file)) : cwd);
+  config.paths.state = path.resolve(base('paths.state'), config.paths.state);
+  config.paths.cache = path.resolve(base('paths.cache'), config.paths.cache);
+  return { config, files, origin: (key) => origin.get(key) ?? 'default' };
 }
 
-function readYamlFile(file: string): unknown {
+function xdgFolder(env: NodeJS.ProcessEnv, variable: string, underHome: string, key: string): string {
+  const explicit = env[variable];
+  if (explicit && path.isAbsolute(explicit)) return path.join(explicit, 'modelferry');
+  const home = env.HOME || os.homedir();
+  if (!home || home === '/') {
+    throw new ConfigError(`config: ${key} is not set and this user has no home folder for its default ($${variable}/modelferry): set ${key} in the config file, or --state-dir / --cache-dir`);
+  }
+  return path.join(home, underHome, 'modelferry');
+}
+
+function readYamlFile(file: string, label = file): unknown {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
-    throw new ConfigError(`config: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    throw new ConfigError(`config: ${describeFsError(error, label, 'name a readable YAML or JSON file with --config FILE')}`);
   }
   try {
     return YAML.parse(text);

@@ -33,8 +33,9 @@ export type Capabilities = z.infer<typeof capabilitiesSchema>;
 
 export const deviceStates = ['idle', 'downloading', 'verifying', 'installed', 'failed'] as const;
 
-// Unknown fields are dropped (devices of newer firmware may send more); known ones must be valid.
-export const deviceReportSchema = z.object({
+// Unknown fields are refused with their name (400 invalid_body): a report the gateway would
+// silently half-read hides a firmware bug. A field is added here before firmware sends it.
+export const deviceReportSchema = z.strictObject({
   state: z.enum(deviceStates),
   sha256: digestSchema.optional(),
   model: modelNameSchema.optional(),

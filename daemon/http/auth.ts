@@ -52,6 +52,9 @@ export class TokenAuth {
     return async (ctx, next) => {
       const credential = this.identify(ctx.get('Authorization'));
       if (!credential) {
+        if (this.#credentials.length === 0) {
+          fail('unauthorized', 'this gateway has no tokens configured (auth.tokens is empty), so its admin API refuses everyone: add {name, token, scopes} entries under auth.tokens in its config file and restart it', CHALLENGE);
+        }
         fail('unauthorized', ctx.get('Authorization') ? 'the bearer token is not valid for this gateway' : 'this route needs Authorization: Bearer <token>', CHALLENGE);
       }
       if (scope !== null && !credential.scopes.includes(scope)) {

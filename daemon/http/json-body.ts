@@ -46,6 +46,9 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown): z.infe
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const field = issue.path.length > 0 ? issue.path.join('.') : 'body';
+    if (issue.code === 'unrecognized_keys') {
+      fail('invalid_body', `${field}: unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`);
+    }
     fail('invalid_body', `${field}: ${issue.message}`);
   }
   return result.data;

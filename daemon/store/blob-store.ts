@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { copyFile, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { copyFile, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { fail } from '../errors.ts';
@@ -7,6 +7,7 @@ import { isDigest } from '../contract/identifiers.ts';
 import type { Logger } from '../log.ts';
 import { PROGRAM_HEAD_BYTES as HEAD_BYTES } from './executorch.ts';
 import { digestFile } from './file-digest.ts';
+import { makeDirectory } from './make-directory.ts';
 
 const TEMP_DIR = 'tmp';
 
@@ -85,8 +86,8 @@ export class BlobStore {
 
   async start(): Promise<void> {
     const tempDir = path.join(this.#dirs.local, TEMP_DIR);
-    await mkdir(tempDir, { recursive: true });
-    await mkdir(this.#dirs.cache, { recursive: true });
+    await makeDirectory(tempDir);
+    await makeDirectory(this.#dirs.cache);
     // Unfinished pushes: in the local tmp now, in <cache>/tmp before blobs moved to state.
     let leftovers = 0;
     for (const dir of [tempDir, path.join(this.#dirs.cache, TEMP_DIR)]) {

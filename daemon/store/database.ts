@@ -1,7 +1,7 @@
-import { mkdir } from 'node:fs/promises';
 import type { AbstractSublevel } from 'abstract-level';
 import { Level } from 'level';
 import type { Logger } from '../log.ts';
+import { makeDirectory } from './make-directory.ts';
 
 export type Table<V> = AbstractSublevel<Level<string, unknown>, string | Buffer | Uint8Array, string, V>;
 
@@ -27,14 +27,14 @@ export class Database {
   }
 
   async start(): Promise<void> {
-    await mkdir(this.#dir, { recursive: true });
+    await makeDirectory(this.#dir);
     const db = new Level<string, unknown>(this.#dir, { valueEncoding: 'json' });
     try {
       await db.open();
     } catch (error) {
       const cause = (error as { cause?: { code?: string } }).cause;
       if (cause?.code === 'LEVEL_LOCKED') {
-        throw new Error(`the database in ${this.#dir} is in use by another modelferry process`);
+        throw new Error(`the database in ${this.#dir} (paths.state) is in use by another modelferry process: stop that one, or give this one another state folder (--state-dir)`);
       }
       throw error;
     }

@@ -50,11 +50,15 @@ export class UpstreamHttp {
       });
       req.on('response', (res) => {
         clearTimeout(timer);
+        // Sockets are reused within a sync: the idle timer and its listener go with the response.
         const socket = res.socket;
-        socket.setTimeout(bodyIdleMs, () => res.destroy(timedOut(`${where} sent no body bytes for ${bodyIdleMs / 1000} s`)));
+        const onIdle = () => res.destroy(timedOut(`${where} sent no body bytes for ${bodyIdleMs / 1000} s`));
+        socket.setTimeout(bodyIdleMs);
+        socket.on('timeout', onIdle);
         const done = () => {
           signal.removeEventListener('abort', onAbort);
           socket.setTimeout(0);
+          socket.off('timeout', onIdle);
         };
         res.once('end', done);
         res.once('close', done);

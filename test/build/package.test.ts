@@ -58,7 +58,7 @@ test('at run time the package needs only its dependencies: no .ts import, no dev
 
 test('bin, npm start and the systemd unit run node on dist/cli/main.js; installing from a clone builds it', async (t) => {
   t.deepEqual(Object.values(pkg.bin), ['dist/cli/main.js']);
-  t.regex(pkg.scripts.start ?? '', /^node (--[\w-]+=\S+ )*dist\/cli\/main\.js serve$/);
+  t.regex(pkg.scripts.start ?? '', /^(exec )?node (--[\w-]+=\S+ )*dist\/cli\/main\.js serve$/);
   t.regex(pkg.scripts.prepare ?? '', /npm run build/);
   t.regex(await readFile(path.join(ROOT, 'systemd', 'modelferry.service'), 'utf8'), /^ExecStart=\S*node \/opt\/modelferry\/dist\/cli\/main\.js serve /m);
   t.regex((await readFile(path.join(ROOT, 'dist', 'cli', 'main.js'), 'utf8')).split('\n')[0]!, /^#!\/usr\/bin\/env node$/);

@@ -390,7 +390,7 @@ test('the same content gives the same revision after a restart', async (t) => {
 test('a second process cannot open the same database', async (t) => {
   const h = await fresh(t);
   const second = new Database(path.join(h.dir, 'state'), log);
-  await t.throwsAsync(second.start(), { message: `the database in ${path.join(h.dir, 'state')} is in use by another modelferry process` });
+  await t.throwsAsync(second.start(), { message: `the database in ${path.join(h.dir, 'state')} (paths.state) is in use by another modelferry process: stop that one, or give this one another state folder (--state-dir)` });
 });
 
 test('the cache check hashes each blob once, names every model that shares it, and finds corrupt and missing ones', async (t) => {

@@ -26,16 +26,17 @@ function includesAll(t: ExecutionContext, message: string, parts: string[]): voi
   for (const part of parts) t.true(message.includes(part), `expected ${JSON.stringify(part)} in:\n${message}`);
 }
 
-test('with no config at all the embedded default runs: port 8080 on all interfaces, mDNS on, var/ under the working directory', async (t) => {
-  const cwd = await tempDir(t, 'modelferry-config-');
-  const { config, files } = loadConfig({ env: {}, cwd });
+test('with no config at all the embedded default runs: port 8080 on all interfaces, mDNS on, state and cache in the user\'s XDG folders whatever the working directory', async (t) => {
+  const home = await tempDir(t, 'modelferry-config-');
+  const { config, files, origin } = loadConfig({ env: { HOME: home }, cwd: '/' });
   t.deepEqual(files, [DEFAULT_CONFIG_FILE]);
   t.is(config.http.host, '0.0.0.0');
   t.is(config.http.port, 8080);
   t.true(config.mdns.enabled);
   t.is(config.mdns.priority, 10);
-  t.is(config.paths.state, path.join(cwd, 'var', 'state'));
-  t.is(config.paths.cache, path.join(cwd, 'var', 'cache'));
+  t.is(config.paths.state, path.join(home, '.local', 'state', 'modelferry'));
+  t.is(config.paths.cache, path.join(home, '.cache', 'modelferry'));
+  t.is(origin('paths.state'), 'default ($XDG_STATE_HOME/modelferry)');
   t.deepEqual(config.auth.tokens, []);
   t.is(config.devices.token, null);
   t.is(config.devices.maxWaitSeconds, 300);
@@ -44,6 +45,14 @@ test('with no config at all the embedded default runs: port 8080 on all interfac
   t.deepEqual(config.trust, { keys: [], requireSignatures: false });
   t.is(config.artifacts.maxBytes, 16 * 1024 * 1024);
   t.deepEqual(config.artifacts.formats, ['executorch']);
+});
+
+test('XDG_STATE_HOME and XDG_CACHE_HOME move the default paths; with no home folder the default is refused naming paths.state', (t) => {
+  const { config } = loadConfig({ env: { HOME: '/home/u', XDG_STATE_HOME: '/xdg/state', XDG_CACHE_HOME: '/xdg/cache' }, cwd: '/' });
+  t.is(config.paths.state, '/xdg/state/modelferry');
+  t.is(config.paths.cache, '/xdg/cache/modelferry');
+  includesAll(t, refused(t, { env: { HOME: '/' }, cwd: '/' }), ['paths.state is not set', 'no home folder', '--state-dir']);
+  t.is(loadConfig({ env: { HOME: '/' }, flags: { 'paths.state': 's', 'paths.cache': 'c' }, cwd: '/srv' }).config.paths.state, '/srv/s');
 });
 
 test('STATE_DIRECTORY and CACHE_DIRECTORY (systemd) replace the default paths, first entry of a colon list', async (t) => {
@@ -81,11 +90,13 @@ test('a JSON config file is read as YAML', async (t) => {
   t.is(config.mdns.priority, 3);
 });
 
-test('a relative config file and relative paths in it are resolved against the working directory', async (t) => {
+test('a relative config file is found from the working directory; relative paths in it are relative to the file, in flags to the working directory', async (t) => {
   const { dir } = await writeTemp(t, 'site.yaml', 'paths:\n  state: data/state\n  cache: /abs/cache\n');
-  const { config } = loadConfig({ file: 'site.yaml', env: {}, cwd: dir });
+  const { config } = loadConfig({ file: path.join(path.basename(dir), 'site.yaml'), env: {}, cwd: path.dirname(dir) });
   t.is(config.paths.state, path.join(dir, 'data', 'state'));
   t.is(config.paths.cache, '/abs/cache');
+  const flagged = loadConfig({ file: path.join(dir, 'site.yaml'), env: {}, flags: { 'paths.state': 'here' }, cwd: '/srv' });
+  t.is(flagged.config.paths.state, '/srv/here');
 });
 
 test('an empty config file leaves the defaults', async (t) => {
@@ -291,6 +302,6 @@ test('a config file that is not valid YAML is refused naming the file', async (t
 test('a config file that cannot be read is refused naming the file and the reason', async (t) => {
   const dir = await tempDir(t, 'modelferry-config-');
   const missing = path.join(dir, 'missing.yaml');
-  includesAll(t, refused(t, { file: missing, cwd: dir }), [`cannot read ${missing}`, 'ENOENT']);
-  includesAll(t, refused(t, { file: dir, cwd: dir }), [`cannot read ${dir}`, 'EISDIR']);
+  includesAll(t, refused(t, { file: missing, cwd: dir }), [`--config ${missing} does not exist`, '--config FILE']);
+  includesAll(t, refused(t, { file: dir, cwd: dir }), [`--config ${dir} is a folder, not a file`]);
 });

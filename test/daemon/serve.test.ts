@@ -28,24 +28,29 @@ function assertJsonLogLines(t: import('ava').ExecutionContext, daemon: DaemonPro
   }
 }
 
-test('with no config file serve runs on the embedded default, keeping state under ./var and logging where it listens and keeps state', async (t) => {
+test('with no config file serve runs on the embedded default, keeping state in the user\'s XDG folders (not under the working directory, here /) and logging where it listens and keeps state', async (t) => {
   t.false(existsSync(SYSTEM_CONFIG), `${SYSTEM_CONFIG} exists on this machine, so the embedded default cannot be tested`);
-  const cwd = await realpath(await tempDir(t));
+  const home = await realpath(await tempDir(t));
   const port = await freePort();
   const daemon = spawnModelferry(t, ['serve'], {
-    cwd,
-    env: { MODELFERRY_HTTP_PORT: String(port), MODELFERRY_HTTP_HOST: '127.0.0.1', MODELFERRY_MDNS_ENABLED: 'false' },
+    cwd: '/',
+    env: { HOME: home, MODELFERRY_HTTP_PORT: String(port), MODELFERRY_HTTP_HOST: '127.0.0.1', MODELFERRY_MDNS_ENABLED: 'false' },
   });
   const ready = await daemon.waitForLog('gateway ready');
-  t.is(ready.state, path.join(cwd, 'var', 'state'));
-  t.is(ready.cache, path.join(cwd, 'var', 'cache'));
+  const state = path.join(home, '.local', 'state', 'modelferry');
+  const cache = path.join(home, '.cache', 'modelferry');
+  t.is(ready.state, state);
+  t.is(ready.cache, cache);
+  t.like(daemon.logs().find((line) => line.msg === 'configuration loaded'), {
+    state, stateFrom: 'default ($XDG_STATE_HOME/modelferry)', cache, cacheFrom: 'default ($XDG_CACHE_HOME/modelferry)',
+  });
   const listening = daemon.logs().find((line) => line.msg === 'listening')!;
   t.like(listening, { address: '127.0.0.1', port, url: `http://127.0.0.1:${port}/` });
   t.deepEqual(daemon.logs().find((line) => line.msg === 'configuration loaded')?.files, [path.join(ROOT, 'config', 'default.yaml')]);
 
-  t.true(existsSync(path.join(cwd, 'var', 'state', 'CURRENT')), 'a LevelDB database under var/state');
-  t.deepEqual(await readdir(path.join(cwd, 'var', 'cache')), []);
-  t.deepEqual(await readdir(path.join(cwd, 'var', 'state', 'blobs')), ['tmp'], 'pushed blobs go under the state folder');
+  t.true(existsSync(path.join(state, 'CURRENT')), 'a LevelDB database in the XDG state folder');
+  t.deepEqual(await readdir(cache), []);
+  t.deepEqual(await readdir(path.join(state, 'blobs')), ['tmp'], 'pushed blobs go under the state folder');
 
   const health = await fetch(`http://127.0.0.1:${port}/healthz`);
   t.is(health.status, 200);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -25,6 +25,7 @@ export interface StoreRequest {
   path: string;
   range: string;
   ifNoneMatch: string;
+  ifModifiedSince: string;
   authorization: string;
   status: number;
 }
@@ -36,6 +37,8 @@ export class FaultStore {
   #server: Server | undefined;
   readonly #faults = new Map<string, { fault: Fault; times: number }>();
   #beforeServe: ((pathname: string) => Promise<void>) | undefined;
+  /** Validators sent: an ETag (the default), or only Last-Modified (a file's mtime), as some hosts do. */
+  validators: 'etag' | 'last-modified' = 'etag';
 
   constructor(root: string) {
     this.root = root;
@@ -84,6 +87,7 @@ export class FaultStore {
       path: pathname,
       range: req.headers.range ?? '',
       ifNoneMatch: req.headers['if-none-match'] ?? '',
+      ifModifiedSince: req.headers['if-modified-since'] ?? '',
       authorization: req.headers.authorization ?? '',
       status: 0,
     };
@@ -105,17 +109,22 @@ export class FaultStore {
       return;
     }
     let bytes: Buffer;
+    let modified: Date;
     try {
       bytes = await readFile(path.join(this.root, pathname));
+      modified = (await stat(path.join(this.root, pathname))).mtime;
     } catch {
       record.status = 404;
       res.writeHead(404).end('not found');
       return;
     }
-    const etag = `"${createHash('sha256').update(bytes).digest('hex').slice(0, 16)}"`;
-    if (req.headers['if-none-match'] === etag) {
+    const validator: Record<string, string> = this.validators === 'etag'
+      ? { ETag: `"${createHash('sha256').update(bytes).digest('hex').slice(0, 16)}"` }
+      : { 'Last-Modified': modified.toUTCString() };
+    const since = Date.parse(req.headers['if-modified-since'] ?? '');
+    if (this.validators === 'etag' ? req.headers['if-none-match'] === validator.ETag : Math.floor(modified.getTime() / 1000) <= since / 1000) {
       record.status = 304;
-      res.writeHead(304, { ETag: etag }).end();
+      res.writeHead(304, validator).end();
       return;
     }
     let start = 0;
@@ -124,7 +133,7 @@ export class FaultStore {
     const body = bytes.subarray(start);
     record.status = start > 0 ? 206 : 200;
     res.writeHead(record.status, {
-      ETag: etag,
+      ...validator,
       'Content-Length': body.length,
       'Content-Type': pathname.endsWith('.json') ? 'application/json' : 'application/octet-stream',
       ...(start > 0 ? { 'Content-Range': `bytes ${start}-${bytes.length - 1}/${bytes.length}` } : {}),

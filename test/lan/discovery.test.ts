@@ -48,6 +48,7 @@ const mdnsOf = (health: Json) => health.mdns as {
 };
 
 lanTest.serial("bonjour-service's browser on a device host finds the gateway: port, address and TXT", async (t) => {
+  t.timeout(120_000); // the first test builds the LAN and starts the gateway
   const { lan, gateway, browser, health } = await lanSetup();
   const gw = lan.host('gw');
   const up = serviceOf(await browser.waitFor((event) => event.event === 'up'));

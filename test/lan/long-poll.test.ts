@@ -71,6 +71,7 @@ async function etagOf(device: LanHost, gateway: LanGateway, address: string): Pr
 }
 
 lanTest.serial('a held long poll is answered 200 with the new model after a push that changes its answer', async (t) => {
+  t.timeout(120_000); // the first test builds the LAN and starts the gateway
   const { lan, gateway, push, health } = await lanSetup();
   const device = lan.host('d1');
   const address = mac(0xa0, 1);
@@ -107,8 +108,10 @@ lanTest.serial('a held long poll is answered 304 at its deadline, and a push for
 });
 
 lanTest.serial('1,000 long polls held by devices (one address each) on four hosts are all answered after one push', async (t) => {
+  t.timeout(180_000);
   const { lan, gateway, push, health } = await lanSetup();
   const perHost = FLEET / DEVICE_HOSTS.length;
+  const idle = await memoryOf(gateway.process.pid);
   const clients = DEVICE_HOSTS.map((name, h) => {
     const host = lan.host(name);
     const macs = Array.from({ length: perHost }, (_, i) => mac(h + 1, i));
@@ -124,7 +127,7 @@ lanTest.serial('1,000 long polls held by devices (one address each) on four host
   const rss = await memoryOf(gateway.process.pid);
   const last = Math.max(...results.map((result) => Number(result.last)));
   t.log(`push to last of ${FLEET} answers: ${last - pushStarted} ms from the push's start, ${last - pushAcknowledged} ms from its acknowledgement`);
-  t.log(`gateway memory then: VmRSS ${rss.VmRSS}, VmHWM ${rss.VmHWM}`);
+  t.log(`gateway memory then: VmRSS ${rss.VmRSS}, VmHWM ${rss.VmHWM} (VmRSS ${idle.VmRSS} before the long polls)`);
   for (const result of results) {
     t.deepEqual(result.statuses, { 200: perHost });
     t.deepEqual(result.versions, { '3.0.0': perHost });

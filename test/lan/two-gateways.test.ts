@@ -36,6 +36,7 @@ function lanSetup(): Promise<Setup> {
 }
 
 lanTest('two gateways configured with the same name both stay discoverable, under different names', async (t) => {
+  t.timeout(120_000); // either test may be the one that builds the LAN and starts both gateways
   const { gateways, services } = await lanSetup();
   const names = services.map((service) => service.name);
   t.not(names[0], names[1]);
@@ -47,6 +48,7 @@ lanTest('two gateways configured with the same name both stay discoverable, unde
 });
 
 lanTest('two gateways with different priorities are both visible and told apart, here by an independent resolver', async (t) => {
+  t.timeout(120_000);
   const { dev, gateways, ids } = await lanSetup();
   const resolver = await zeroconf(dev, 'browse');
   const found = await Promise.all(ids.map((id) => resolver.waitFor((event) => event.event === 'added' && (event.txt as Json).id === id)));

@@ -1,4 +1,6 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { readdir, readFile, utimes } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { generateKeyPair, signModel } from '../../daemon/signing/signature.ts';
@@ -237,3 +239,65 @@ test('after breakerFailures failed syncs in a row the breaker opens: /healthz, G
   t.regex(after, /^modelferry_sync_last_success_timestamp_seconds [1-9]/m);
 });
 
+
+test('artifacts come upstream.concurrency at a time; when one fails the others stay unserved until a sync applies them all', async (t) => {
+  const h = await primed(t, { 'upstream.concurrency': '2' });
+  const more = Array.from({ length: 6 }, () => makeProgram(32 * 1024));
+  for (const [i, bytes] of more.entries()) await publishBytes(h.store, `extra-${i}`, '1', bytes);
+  let inFlight = 0;
+  let most = 0;
+  h.server.beforeServe(async (pathname) => {
+    if (!pathname.startsWith('/artifacts/')) return;
+    inFlight++;
+    most = Math.max(most, inFlight);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    inFlight--;
+  });
+  const broken = `/artifacts/${sha256(more[5]!)}`;
+  h.server.fault(broken, { kind: 'status', status: 404 });
+  await failsUnseen(t, h, 'upstream_error');
+  t.is(most, 2, 'never more than upstream.concurrency downloads at once');
+  for (const bytes of more.slice(0, 5)) {
+    t.is((await h.gw.fetch(`/v1/artifacts/${sha256(bytes)}`, { method: 'HEAD' })).status, 404, 'downloaded, but no model names it yet');
+  }
+  await recovers(t, h);
+  const downloads = h.server.requests.filter((r) => r.path.startsWith('/artifacts/') && r.status === 200).map((r) => r.path);
+  for (const bytes of more) {
+    t.is((await h.gw.fetch(`/v1/artifacts/${sha256(bytes)}`, { method: 'HEAD' })).status, 200);
+    t.is(downloads.filter((p) => p === `/artifacts/${sha256(bytes)}`).length, 1, 'each artifact is downloaded once: the next sync fetches only what is missing');
+  }
+});
+
+test('a store that sends only Last-Modified: the next sync asks If-Modified-Since, and an unchanged store is one 304', async (t) => {
+  const store = await storeDir(t);
+  await publishBytes(store, 'kws', '1', fixture('add.pte'), { assign: 'default' });
+  const manifest = path.join(store, 'manifest.json');
+  await utimes(manifest, new Date('2026-11-01T00:00:00Z'), new Date('2026-11-01T00:00:00Z'));
+  const server = await FaultStore.start(t, store);
+  server.validators = 'last-modified';
+  const gw = await syncingGateway(t, `${server.url}/manifest.json`);
+  t.like((await startRunDone(gw)).lastOutcome, { result: 'updated' });
+  const asked = server.requests.length;
+  await synced(t, gw, 'unchanged');
+  t.like(server.requests.slice(asked), [{ path: '/manifest.json', ifNoneMatch: '', ifModifiedSince: 'Sun, 01 Nov 2026 00:00:00 GMT', status: 304 }]);
+  const v2 = makeProgram(4096);
+  await publishBytes(store, 'kws', '2', v2, { assign: 'default' });
+  await utimes(manifest, new Date('2026-11-02T00:00:00Z'), new Date('2026-11-02T00:00:00Z'));
+  await synced(t, gw);
+  t.true((await deviceView(gw, MAC)).poll.body.includes(sha256(v2)));
+});
+
+test('a store that does not accept the connection: upstream_timeout after connectTimeoutSeconds, devices unaffected', async (t) => {
+  // A listener with a full backlog of one that never accepts: the next SYN goes unanswered.
+  const listener = spawn('python3', ['-c', 'import socket,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(120)'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => listener.kill());
+  const port = await new Promise<number>((resolve) => listener.stdout!.once('data', (data) => resolve(Number(String(data).trim()))));
+  const filler = net.connect(port, '127.0.0.1');
+  t.teardown(() => filler.destroy());
+  await new Promise((resolve) => filler.once('connect', resolve));
+  const gw = await syncingGateway(t, `http://127.0.0.1:${port}/manifest.json`, { 'upstream.connectTimeoutSeconds': '1' });
+  const status = await startRunDone(gw);
+  t.like(status, { state: 'failing', lastError: { code: 'upstream_timeout' } });
+  t.regex(status.lastError.message, /did not accept a connection within 1 s/);
+  t.is((await deviceView(gw, MAC)).poll.status, 404, 'nothing was assigned before, nothing is now');
+});

@@ -35,6 +35,10 @@ export function deviceRoutes(router: Router, services: Services): void {
     const mac = parseMac(ctx.params.mac!);
     // Up to 64 KiB when the report carries capabilities (2,048 operator names), 4 KiB otherwise.
     const { value, bytes } = await readJsonSized(ctx, REPORT_WITH_CAPABILITIES_LIMIT);
+    // The size rule first: a body too big for a report without capabilities is 413 whatever
+    // else is wrong with it (unknown fields are 400 after).
+    const carriesCapabilities = value !== null && typeof value === 'object' && 'capabilities' in value;
+    if (bytes > REPORT_BODY_LIMIT && !carriesCapabilities) tooLarge(ctx, REPORT_BODY_LIMIT);
     const report = validate(deviceReportSchema, value);
     if (bytes > REPORT_BODY_LIMIT && report.capabilities === undefined) tooLarge(ctx, REPORT_BODY_LIMIT);
     devices.report(mac, ctx.req.socket.remoteAddress, report);
@@ -44,13 +48,17 @@ export function deviceRoutes(router: Router, services: Services): void {
 
 }
 
+/**
+ * A firmware cannot know this gateway's devices.maxWaitSeconds, so a longer wait is held for
+ * the maximum instead of refused; only text that is not a number of seconds is refused.
+ */
 function parseWait(value: unknown, max: number): number {
   if (value === undefined) return 0;
   const text = Array.isArray(value) ? value[0] : value;
-  if (typeof text !== 'string' || !/^\d{1,6}$/.test(text) || Number(text) > max) {
-    fail('invalid_query', `wait must be a whole number of seconds from 0 to ${max}`);
+  if (typeof text !== 'string' || !/^\d{1,9}$/.test(text)) {
+    fail('invalid_query', `wait must be a whole number of seconds (longer than ${max} is held for ${max})`);
   }
-  return Number(text);
+  return Math.min(Number(text), max);
 }
 
 /** Aborts when the device hangs up, so an abandoned long poll is dropped at once. */
