@@ -57,8 +57,10 @@ export async function incrementalSync(root: string, entry: string[], dir: string
     upstream: { url: `${up}/v1/manifest`, token: TOKEN, schedule: '0 0 1 1 *' },
   }), 18111, children);
   const sync = async () => (await (await expectOk(fetch(`${down}/v1/sync`, { method: 'POST', headers: auth }))).json()) as { result: string; bytes: number; fetched: number; models: number };
+  // The sync that runs at start may have done the full fetch already; either way, all 200 must be in.
   const first = await sync();
-  if (first.models !== 200) throw new Error(`the first sync saw ${first.models} models, not 200`);
+  const synced = (await (await expectOk(fetch(`${down}/v1/models`, { headers: auth }))).json()) as { models: unknown[] };
+  if (synced.models.length !== 200) throw new Error(`after the first sync the downstream holds ${synced.models.length} models, not 200`);
   await push(up, 'model-7', '2', makeProgram(blobSize));
   const manifestBytes = (await (await expectOk(fetch(`${up}/v1/manifest`, { headers: auth }))).arrayBuffer()).byteLength;
   const second = await sync();
@@ -67,9 +69,9 @@ export async function incrementalSync(root: string, entry: string[], dir: string
   const limit = (blobSize + manifestBytes) * 1.1;
   return {
     name, target,
-    value: `${(second.bytes / 1024).toFixed(1)} KiB for a ${blobSize / 1024} KiB blob and a ${(manifestBytes / 1024).toFixed(1)} KiB manifest (${second.fetched} fetched; the first sync: ${(first.bytes / 1024).toFixed(0)} KiB)`,
+    value: `${(second.bytes / 1024).toFixed(1)} KiB for a ${blobSize / 1024} KiB blob and a ${(manifestBytes / 1024).toFixed(1)} KiB manifest (${second.fetched} fetched)`,
     met: second.bytes <= limit,
-    raw: { blobBytes: blobSize, manifestBytes, bytes: second.bytes, fetched: second.fetched, firstSyncBytes: first.bytes },
+    raw: { blobBytes: blobSize, manifestBytes, bytes: second.bytes, fetched: second.fetched, result: second.result, firstResult: first.result },
   };
 }
 

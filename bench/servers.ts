@@ -7,10 +7,14 @@ const run = promisify(execFile);
 
 export const TOKEN = 'bench-token-0123456789abcdef';
 
-/** What runs the gateway: by default the compiled package, as systemd runs it. */
+/**
+ * What runs the gateway: by default the compiled package with the node flags the systemd
+ * unit and npm start give it (a small young generation).
+ */
 export function gatewayEntry(root: string): string[] {
   const custom = process.env.BENCH_GATEWAY_ENTRY;
-  return custom ? custom.split(' ') : [path.join(root, 'dist', 'cli', 'main.js')];
+  const flags = (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=2').split(' ').filter(Boolean);
+  return [...flags, ...(custom ? custom.split(' ') : [path.join(root, 'dist', 'cli', 'main.js')])];
 }
 
 export async function startGateway(entry: string[], configFile: string, port: number, children: ChildProcess[]): Promise<ChildProcess> {
