@@ -22,7 +22,7 @@ export async function seedFleet(dir: string, models: number, devices: number): P
   const db = new Database(path.join(dir, 'state'), log);
   const blobs = new BlobStore(blobDirsOf({ state: path.join(dir, 'state'), cache: path.join(dir, 'cache') }), log);
   const catalog = new Catalog(db, blobs, log);
-  const registry = new DeviceRegistry(db, log, 3600);
+  const registry = new DeviceRegistry(db, log, { seenFlushSeconds: 3600, maxKnown: 1_000_000, newPerAddressPerMinute: 1_000_000 }, () => true);
   for (const part of [db, blobs, catalog, registry]) await part.start();
   try {
     const digests: string[] = [];
@@ -44,7 +44,7 @@ export async function seedFleet(dir: string, models: number, devices: number): P
     await catalog.setAssignment({ selector: 'default', model: 'model-0', version: 'latest', rollout: null, updatedAt: new Date().toISOString() });
     const at = new Date();
     for (let d = 0; d < devices; d++) {
-      registry.report(macOf(d), `10.${(d >> 16) & 255}.${(d >> 8) & 255}.${d & 255}`, {
+      registry.report(macOf(d), `10.${(d >> 16) & 255}.${(d >> 8) & 255}.${d & 255}`, true, {
         state: 'installed', sha256: digests[d % digests.length], model: `model-${d % models}`, version: '1.0.0',
         firmware: '1.4.2', freeHeap: 180_000, rssi: -61, uptimeSeconds: 3600,
       }, at);

@@ -16,14 +16,17 @@ export interface StartupResult {
 
 export async function configFor(dir: string, port: number, extra: Record<string, unknown> = {}): Promise<string> {
   const file = path.join(dir, `gateway-${port}.json`);
-  await writeFile(file, JSON.stringify({
-    http: { host: '127.0.0.1', port },
+  const base: Record<string, Record<string, unknown>> = {
+    // The load comes from one address (wrk, the long polls): the per-address cap must not count here.
+    http: { host: '127.0.0.1', port, maxConnectionsPerAddress: 4096, maxConnections: 4096 },
+    devices: { newPerAddressPerMinute: 1_000_000, maxLongPollsPerAddress: 4096, maxLongPolls: 4096 },
     paths: { state: path.join(dir, 'state'), cache: path.join(dir, 'cache') },
     mdns: { enabled: false },
     log: { level: 'warn' },
     auth: { tokens: [{ name: 'bench', token: 'bench-token-0123456789abcdef', scopes: ['push', 'admin', 'sync'] }] },
-    ...extra,
-  }));
+  };
+  for (const [section, values] of Object.entries(extra)) base[section] = { ...base[section], ...(values as Record<string, unknown>) };
+  await writeFile(file, JSON.stringify(base));
   return file;
 }
 

@@ -35,6 +35,8 @@ export const errorCatalogue = {
   unsupported_format: { status: 415, message: 'the body is not in a format artifacts.formats allows' },
   unsupported_media_type: { status: 415, message: 'this route takes application/json' },
   range_not_satisfiable: { status: 416, message: "the range is outside the artifact's bytes" },
+  rate_limited: { status: 429, message: 'this client address is over a limit; try again after Retry-After seconds' },
+  busy: { status: 503, message: 'the gateway is at a limit for now; try again after Retry-After seconds' },
   internal: { status: 500, message: 'the gateway failed to handle this request; see its log' },
   upstream_unreachable: { status: 502, message: 'the upstream store could not be reached, or the connection broke' },
   upstream_error: { status: 502, message: 'the upstream store answered with an error status' },

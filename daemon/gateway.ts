@@ -62,11 +62,11 @@ export class Gateway {
     const blobs = new BlobStore(blobDirsOf(config.paths), log);
     const hotBlobs = new HotBlobs(blobs, config.artifacts.memoryCacheBytes);
     const catalog = new Catalog(database, blobs, log);
-    const devices = new DeviceRegistry(database, log, config.devices.seenFlushSeconds, this.#clock);
+    const devices = new DeviceRegistry(database, log, config.devices, (mac) => catalog.current.namesDevice(mac), this.#clock);
     const answers = new PollAnswers(catalog, blobs, devices, {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
-    });
+    }, config.devices);
     const collector = new BlobCollector({ blobs, catalog, devices, metrics }, {
       graceHours: config.cache.gcGraceHours,
       intervalMinutes: config.cache.gcIntervalMinutes,
@@ -94,6 +94,7 @@ export class Gateway {
         dirs: { state: config.paths.state, cache: config.paths.cache },
         upstreamConfigured: () => sync.configured,
         lastSyncSuccess: () => sync.status().lastSuccessAt,
+        connections: () => this.#http?.connections ?? 0,
       });
       const listener = createRequestListener({
         config, log, trust, auth, catalog, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
@@ -103,9 +104,7 @@ export class Gateway {
         startedAt: new Date(),
       });
       this.#http = new HttpServer(listener, {
-        host: config.http.host,
-        port: config.http.port,
-        shutdownGraceSeconds: config.http.shutdownGraceSeconds,
+        ...config.http,
         onDrain: () => void answers.stop(),
       }, log);
       await this.#startPart('http server', this.#http);

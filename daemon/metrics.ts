@@ -22,6 +22,8 @@ export interface MetricSources {
   upstreamConfigured(): boolean;
   /** When the last successful sync ended (kept across restarts by the sync part). */
   lastSyncSuccess(): string | null;
+  /** Client connections open (the HTTP server's connection caps count the same). */
+  connections(): number;
 }
 
 /**
@@ -99,6 +101,11 @@ export class Metrics {
     labelNames: ['state'] as const,
     registers: [this.registry],
   });
+  readonly longPollsRefused = new Counter({
+    name: 'modelferry_device_long_polls_refused_total',
+    help: 'Long polls answered at once because devices.maxLongPolls or maxLongPollsPerAddress was reached',
+    registers: [this.registry],
+  });
 
   readonly syncBytes = new Counter({
     name: 'modelferry_sync_bytes_fetched_total',
@@ -137,6 +144,7 @@ export class Metrics {
     gauge('modelferry_devices_out_of_sync', 'Devices with an assignment that do not report running it (failed ones included)', (s) => fleetOf(s).outOfSync);
     gauge('modelferry_devices_failed', 'Out-of-sync devices whose last report is "failed"', (s) => fleetOf(s).failed);
     gauge('modelferry_device_long_polls_held', 'Device polls held open waiting for a change', (s) => s.longPolls());
+    gauge('modelferry_http_connections_open', 'Client connections open; capped by http.maxConnections', (s) => s.connections());
     gauge('modelferry_models', 'Models in the effective catalog', (s) => s.models());
     gauge('modelferry_cache_bytes', 'Bytes of blobs in the cache', (s) => s.cache().bytes);
     gauge('modelferry_cache_blobs', 'Blobs in the cache', (s) => s.cache().blobs);

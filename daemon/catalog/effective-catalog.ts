@@ -85,6 +85,11 @@ export class EffectiveCatalog {
     return this.#groupOfDevice.get(mac);
   }
 
+  /** True when the catalog names this device: an assignment of its own or a group. */
+  namesDevice(mac: string): boolean {
+    return this.assignments.has(mac) || this.#groupOfDevice.has(mac);
+  }
+
   /** A concrete version, or the newest one for `latest`. */
   resolveRef(ref: ModelRef): EffectiveModel | undefined {
     if (ref.version === LATEST) return this.versionsOf(ref.model)[0];

@@ -38,6 +38,14 @@ export const configSchema = z.strictObject({
     host: z.string().min(1),
     port: z.number().int().min(0).max(65535),
     shutdownGraceSeconds: seconds(3600),
+    headersTimeoutSeconds: z.number().int().min(1).max(3600),
+    requestTimeoutSeconds: z.number().int().min(1).max(86400),
+    idleTimeoutSeconds: z.number().int().min(1).max(3600),
+    keepAliveTimeoutSeconds: z.number().int().min(1).max(3600),
+    maxConnections: z.number().int().min(1).max(1_000_000),
+    maxConnectionsPerAddress: z.number().int().min(1).max(1_000_000),
+  }).refine((http) => http.headersTimeoutSeconds <= http.requestTimeoutSeconds, {
+    message: 'headersTimeoutSeconds must not exceed requestTimeoutSeconds', path: ['headersTimeoutSeconds'],
   }),
   paths: z.strictObject({
     state: z.string().min(1),
@@ -67,6 +75,10 @@ export const configSchema = z.strictObject({
     pollIntervalSeconds: z.number().int().min(1).max(86400),
     pollJitterSeconds: seconds(86400),
     seenFlushSeconds: z.number().int().min(1).max(3600),
+    maxKnown: z.number().int().min(1).max(10_000_000),
+    newPerAddressPerMinute: z.number().int().min(1).max(1_000_000),
+    maxLongPolls: z.number().int().min(0).max(1_000_000),
+    maxLongPollsPerAddress: z.number().int().min(0).max(1_000_000),
   }),
   trust: z.strictObject({
     keys: z.array(z.strictObject({

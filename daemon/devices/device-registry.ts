@@ -3,6 +3,7 @@ import type { Capabilities, DeviceReport } from '../contract/device-report.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import { READ_ONCE, type Database, type Table } from '../store/database.ts';
+import { AddressRateLimit } from './address-rate-limit.ts';
 
 export interface DeviceRecord {
   mac: string;
@@ -23,35 +24,73 @@ export interface ReportChange {
   offerInputs: boolean;
 }
 
+export interface DeviceLimits {
+  seenFlushSeconds: number;
+  /** Records kept at most; past it the least recently seen unnamed ones are evicted. */
+  maxKnown: number;
+  /** New MACs one client address may introduce per minute. */
+  newPerAddressPerMinute: number;
+}
+
+/**
+ * What a poll or report did to the registry: the device's record, nothing (a MAC that
+ * neither the catalog names nor resolves to a model, or no room), or a refusal because
+ * this address introduced too many new MACs lately.
+ */
+export type SeenOutcome =
+  | { kind: 'recorded'; record: DeviceRecord }
+  | { kind: 'ignored' }
+  | { kind: 'rate_limited'; retryAfterSeconds: number };
+
 /**
  * What the gateway knows of each device: when it last polled, from where, and what it last
  * reported. Held in memory and written in one batch every `seenFlushSeconds` (and at stop),
  * so a fleet polling every few seconds does not wear out an SD card.
+ *
+ * Anyone on the LAN can poll with any MAC, so records are bounded: one is made only for a
+ * MAC the catalog names (its own assignment, a group) or that resolves to a model, a client
+ * address may introduce only so many new MACs a minute, and past `maxKnown` the least
+ * recently seen records the catalog does not name make room.
  */
 export class DeviceRegistry {
   readonly #db: Database;
   readonly #log: Logger;
-  readonly #flushMs: number;
+  readonly #limits: DeviceLimits;
+  readonly #named: (mac: string) => boolean;
+  /** In least-recently-seen-first order: a record moves to the end when seen. */
   readonly #devices = new Map<string, DeviceRecord>();
+  /** The MACs in canonical (= numeric) order, for paging the inventory without sorting. */
+  #sorted: string[] = [];
   readonly #dirty = new Set<string>();
+  readonly #evicted = new Set<string>();
+  readonly #introductions: AddressRateLimit;
   readonly #listeners = new Set<(change: ReportChange) => void>();
+  readonly #clock: Clock;
   #table: Table<DeviceRecord> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
+  #fullWarned = false;
 
-  readonly #clock: Clock;
-
-  constructor(db: Database, log: Logger, flushSeconds: number, clock: Clock = systemClock) {
+  /** `named` says whether the catalog names a MAC (assignment or group): such records are never evicted. */
+  constructor(db: Database, log: Logger, limits: DeviceLimits, named: (mac: string) => boolean, clock: Clock = systemClock) {
     this.#db = db;
     this.#clock = clock;
     this.#log = log;
-    this.#flushMs = flushSeconds * 1000;
+    this.#limits = limits;
+    this.#named = named;
+    this.#introductions = new AddressRateLimit(limits.newPerAddressPerMinute);
   }
 
   async start(): Promise<void> {
     this.#table = this.#db.table<DeviceRecord>('devices');
-    for await (const [mac, record] of this.#table.iterator(READ_ONCE)) this.#devices.set(mac, record);
-    this.#timer = setInterval(() => void this.flush(), this.#flushMs);
+    const loaded: DeviceRecord[] = [];
+    for await (const record of this.#table.values(READ_ONCE)) loaded.push(record);
+    loaded.sort((a, b) => a.lastSeen.localeCompare(b.lastSeen));
+    for (const record of loaded) this.#devices.set(record.mac, record);
+    this.#sorted = [...this.#devices.keys()].sort();
+    // A lowered maxKnown takes effect at start.
+    while (this.#devices.size > this.#limits.maxKnown && this.#evictOne()) { /* evicting */ }
+    this.#timer = setInterval(() => void this.flush(), this.#limits.seenFlushSeconds * 1000);
     this.#timer.unref();
   }
 
@@ -64,11 +103,15 @@ export class DeviceRegistry {
     return this.#devices.get(mac);
   }
 
-  list(): DeviceRecord[] {
-    return [...this.#devices.values()].sort((a, b) => a.mac.localeCompare(b.mac));
+  /** Up to `limit` records with a MAC after `after` (all when null), in MAC order. */
+  page(limit: number, after: string | null): { records: DeviceRecord[]; next: string | null } {
+    let start = after === null ? 0 : upperBound(this.#sorted, after);
+    const records: DeviceRecord[] = [];
+    for (; start < this.#sorted.length && records.length < limit; start++) records.push(this.#devices.get(this.#sorted[start]!)!);
+    return { records, next: start < this.#sorted.length ? records.at(-1)!.mac : null };
   }
 
-  /** Every record, in no particular order (cheaper than list() for counting). */
+  /** Every record, in no particular order. */
   records(): IterableIterator<DeviceRecord> {
     return this.#devices.values();
   }
@@ -77,24 +120,41 @@ export class DeviceRegistry {
     return this.#devices.size;
   }
 
-  /** `address` as the socket gives it; IPv4-mapped IPv6 addresses are shown as IPv4. */
-  seen(mac: string, socketAddress: string | undefined | null, now = this.#clock.now()): DeviceRecord {
+  /**
+   * A poll or report from `mac`. `resolves`: whether a model resolves for it now.
+   * `address` as the socket gives it; IPv4-mapped IPv6 addresses are kept as IPv4.
+   */
+  seen(mac: string, socketAddress: string | undefined | null, resolves: boolean, now = this.#clock.now()): SeenOutcome {
     const at = now.toISOString();
     const address = socketAddress ? socketAddress.replace(/^::ffff:/, '') : null;
     let record = this.#devices.get(mac);
-    if (!record) {
-      record = { mac, firstSeen: at, lastSeen: at, address, report: null };
-      this.#devices.set(mac, record);
-    } else {
+    if (record) {
       record.lastSeen = at;
       record.address = address;
+      this.#devices.delete(mac);
+      this.#devices.set(mac, record);
+    } else {
+      if (!resolves && !this.#named(mac)) return { kind: 'ignored' };
+      const allowed = this.#introductions.take(address ?? '', now.getTime());
+      if (!allowed.ok) return { kind: 'rate_limited', retryAfterSeconds: allowed.retryAfterSeconds };
+      if (this.#devices.size >= this.#limits.maxKnown && !this.#evictOne()) {
+        if (!this.#fullWarned) this.#log.warn({ maxKnown: this.#limits.maxKnown }, 'devices.maxKnown reached and every record is named by the catalog; new devices are not recorded');
+        this.#fullWarned = true;
+        return { kind: 'ignored' };
+      }
+      record = { mac, firstSeen: at, lastSeen: at, address, report: null };
+      this.#devices.set(mac, record);
+      this.#sorted.splice(upperBound(this.#sorted, mac), 0, mac);
+      this.#evicted.delete(mac);
     }
     this.#dirty.add(mac);
-    return record;
+    return { kind: 'recorded', record };
   }
 
-  report(mac: string, socketAddress: string | undefined | null, report: DeviceReport, now = this.#clock.now()): void {
-    const record = this.seen(mac, socketAddress, now);
+  report(mac: string, socketAddress: string | undefined | null, resolves: boolean, report: DeviceReport, now = this.#clock.now()): SeenOutcome {
+    const outcome = this.seen(mac, socketAddress, resolves, now);
+    if (outcome.kind !== 'recorded') return outcome;
+    const { record } = outcome;
     const { capabilities, ...rest } = report;
     const runningChanged = record.report?.sha256 !== rest.sha256;
     record.report = { ...rest, at: now.toISOString() };
@@ -108,6 +168,7 @@ export class DeviceRegistry {
     }
     const change: ReportChange = { mac, record, offerInputs: runningChanged || capabilitiesChanged };
     for (const listener of this.#listeners) listener(change);
+    return outcome;
   }
 
   /** Called after every report is recorded. */
@@ -116,19 +177,52 @@ export class DeviceRegistry {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Writes every changed record in one batch; concurrent calls share one write. */
+  /** Writes every changed record (and removes evicted ones) in one batch; concurrent calls share one write. */
   flush(): Promise<void> {
     this.#flushing = this.#flushing.then(async () => {
-      if (this.#dirty.size === 0 || !this.#table) return;
+      if ((this.#dirty.size === 0 && this.#evicted.size === 0) || !this.#table) return;
       const macs = [...this.#dirty];
+      const evicted = [...this.#evicted];
       this.#dirty.clear();
+      this.#evicted.clear();
       try {
-        await this.#table.batch(macs.map((mac) => ({ type: 'put' as const, key: mac, value: this.#devices.get(mac)! })));
+        // Unsynced on purpose: last-seen times are not acknowledged to anyone, and an fsync
+        // per period would be the SD-card wear the coalescing exists to avoid.
+        await this.#table.batch([
+          ...evicted.map((mac) => ({ type: 'del' as const, key: mac })),
+          ...macs.map((mac) => ({ type: 'put' as const, key: mac, value: this.#devices.get(mac)! })),
+        ]);
       } catch (error) {
         for (const mac of macs) this.#dirty.add(mac);
+        for (const mac of evicted) if (!this.#devices.has(mac)) this.#evicted.add(mac);
         this.#log.error({ err: error }, 'could not write device records; will retry');
       }
     });
     return this.#flushing;
   }
+
+  /** Forgets the least recently seen record the catalog does not name; false when there is none. */
+  #evictOne(): boolean {
+    for (const mac of this.#devices.keys()) {
+      if (this.#named(mac)) continue;
+      this.#devices.delete(mac);
+      this.#sorted.splice(upperBound(this.#sorted, mac) - 1, 1);
+      this.#dirty.delete(mac);
+      this.#evicted.add(mac);
+      return true;
+    }
+    return false;
+  }
+}
+
+/** The index of the first element greater than `value` in a sorted array. */
+function upperBound(sorted: readonly string[], value: string): number {
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if (sorted[mid]! <= value) low = mid + 1;
+    else high = mid;
+  }
+  return low;
 }

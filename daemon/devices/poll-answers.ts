@@ -10,11 +10,25 @@ export type PollAnswer =
   | { kind: 'model'; body: Buffer; etag: string; resolution: DeviceResolution }
   | { kind: 'none'; reason: string };
 
+export interface LongPollLimits {
+  /** Long polls held at once, in total. */
+  maxLongPolls: number;
+  /** Long polls held at once for one client address. */
+  maxLongPollsPerAddress: number;
+}
+
 interface Waiter {
   mac: string;
   etag: string;
+  address: string;
   done: (answer: PollAnswer | undefined) => void;
 }
+
+/** A wake-up pass yields to the event loop after this long or this many answered waiters,
+ * so a change with thousands of long polls waiting never holds other requests up for more
+ * than a few milliseconds (answering each released poll costs more than checking it). */
+const WAKE_SLICE_MS = 2;
+const WAKE_SLICE_RELEASES = 32;
 
 /** Past this many devices the memo starts over rather than grow without bound. */
 const MEMO_LIMIT = 100_000;
@@ -29,17 +43,22 @@ export class PollAnswers {
   readonly #blobs: BlobStore;
   readonly #devices: DeviceRegistry;
   readonly #timing: PollTiming;
+  readonly #limits: LongPollLimits;
+  readonly #waitingByAddress = new Map<string, number>();
+  #waking = false;
+  #wakeAgain = false;
   #memo = new Map<string, PollAnswer>();
   #memoFor: EffectiveCatalog | undefined;
   readonly #waiters = new Set<Waiter>();
   #unsubscribe: Array<() => void> = [];
   #stopped = false;
 
-  constructor(catalog: Catalog, blobs: BlobStore, devices: DeviceRegistry, timing: PollTiming) {
+  constructor(catalog: Catalog, blobs: BlobStore, devices: DeviceRegistry, timing: PollTiming, limits: LongPollLimits) {
     this.#catalog = catalog;
     this.#blobs = blobs;
     this.#devices = devices;
     this.#timing = timing;
+    this.#limits = limits;
   }
 
   async start(): Promise<void> {
@@ -94,20 +113,33 @@ export class PollAnswers {
     return answer;
   }
 
+  /** True when one more long poll from `address` may be held (see LongPollLimits). */
+  mayHold(address: string): boolean {
+    return !this.#stopped
+      && this.#waiters.size < this.#limits.maxLongPolls
+      && (this.#waitingByAddress.get(address) ?? 0) < this.#limits.maxLongPollsPerAddress;
+  }
+
   /**
    * Resolves with the new answer once it differs from `etag`, or with undefined after
-   * `timeoutMs`, at shutdown, or when `signal` aborts (the device hung up).
+   * `timeoutMs`, at shutdown, or when `signal` aborts (the device hung up). Resolves with
+   * undefined at once when the limits allow no more long polls (mayHold).
    */
-  waitForChange(mac: string, etag: string, timeoutMs: number, signal: AbortSignal): Promise<PollAnswer | undefined> {
-    if (this.#stopped) return Promise.resolve(undefined);
+  waitForChange(mac: string, etag: string, address: string, timeoutMs: number, signal: AbortSignal): Promise<PollAnswer | undefined> {
+    if (!this.mayHold(address)) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       const waiter: Waiter = {
         mac,
         etag,
+        address,
         done: (answer) => {
           clearTimeout(timer);
           signal.removeEventListener('abort', onAbort);
-          this.#waiters.delete(waiter);
+          if (this.#waiters.delete(waiter)) {
+            const left = this.#waitingByAddress.get(address)! - 1;
+            if (left === 0) this.#waitingByAddress.delete(address);
+            else this.#waitingByAddress.set(address, left);
+          }
           resolve(answer);
         },
       };
@@ -115,15 +147,56 @@ export class PollAnswers {
       const timer = setTimeout(onAbort, timeoutMs);
       signal.addEventListener('abort', onAbort, { once: true });
       this.#waiters.add(waiter);
+      this.#waitingByAddress.set(address, (this.#waitingByAddress.get(address) ?? 0) + 1);
     });
   }
 
+  /**
+   * Releases the waiters whose answer changed. One device's change (a report) checks only
+   * that device's waiters. A catalog change checks every waiter, in slices that yield to the
+   * event loop; a change during a pass runs another pass after it, so no waiter misses the
+   * latest answer.
+   */
   #wakeWaiters(only?: string): void {
-    for (const waiter of [...this.#waiters]) {
-      if (only !== undefined && waiter.mac !== only) continue;
-      const answer = this.answerFor(waiter.mac);
-      if (answer.kind === 'none' || answer.etag !== waiter.etag) waiter.done(answer);
+    if (only !== undefined) {
+      for (const waiter of [...this.#waiters]) {
+        if (waiter.mac !== only) continue;
+        const answer = this.answerFor(waiter.mac);
+        if (answer.kind === 'none' || answer.etag !== waiter.etag) waiter.done(answer);
+      }
+      return;
     }
+    if (this.#waking) {
+      this.#wakeAgain = true;
+      return;
+    }
+    this.#waking = true;
+    const pending = [...this.#waiters];
+    let next = 0;
+    const slice = () => {
+      const deadline = performance.now() + WAKE_SLICE_MS;
+      let released = 0;
+      while (next < pending.length) {
+        const waiter = pending[next++]!;
+        if (!this.#waiters.has(waiter)) continue;
+        const answer = this.answerFor(waiter.mac);
+        if (answer.kind === 'none' || answer.etag !== waiter.etag) {
+          waiter.done(answer);
+          if (++released >= WAKE_SLICE_RELEASES) break;
+        }
+        if ((next & 15) === 0 && performance.now() >= deadline) break;
+      }
+      if (next < pending.length) {
+        setImmediate(slice);
+        return;
+      }
+      this.#waking = false;
+      if (this.#wakeAgain) {
+        this.#wakeAgain = false;
+        this.#wakeWaiters();
+      }
+    };
+    slice();
   }
 
   #compute(catalog: EffectiveCatalog, mac: string): PollAnswer {

@@ -21,7 +21,7 @@ export class TokenAuth {
   readonly #credentials: Credential[];
   readonly #deviceToken: Buffer | null;
 
-  constructor(auth: Config['auth'], devices: Config['devices']) {
+  constructor(auth: Config['auth'], devices: Pick<Config['devices'], 'token'>) {
     this.#credentials = auth.tokens.map(({ name, token, scopes }) => ({ name, scopes, digest: digestOf(token) }));
     this.#deviceToken = devices.token === null ? null : digestOf(devices.token);
   }

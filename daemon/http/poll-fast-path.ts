@@ -32,7 +32,8 @@ export function pollFastPath(services: Services): (req: IncomingMessage, res: Se
     const mac = parseMac(match[1]!);
     const answer = answers.answerFor(mac);
     if (answer.kind !== 'model') return false;
-    devices.seen(mac, req.socket.remoteAddress);
+    // A refused introduction (429) is the Koa route's to answer.
+    if (devices.seen(mac, req.socket.remoteAddress, true).kind === 'rate_limited') return false;
     const prepared = respond(answer, req.headers['if-none-match']);
     requests[prepared.status === 304 ? 304 : 200].inc();
     sendPrepared(res, prepared);

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { EffectiveCatalog } from '../catalog/effective-catalog.ts';
 import type { DeviceRecord } from '../devices/device-registry.ts';
+import type { ProgramSummary } from '../program/program-summary.ts';
 
 // The status page a site technician opens on a phone (GET /): server-rendered HTML, no
 // external assets, every value escaped. The live part (summary, models, devices) is also
@@ -170,17 +171,26 @@ function renderModels(catalog: EffectiveCatalog, byModel: Map<string, { devices:
         return target === model || previous === model;
       }).map((a) => {
         const rollout = a.rollout
-          ? ` <span class="rollout">rollout ${a.rollout.percent}% (others on ${escapeHtml(a.rollout.previous.model)}@${escapeHtml(a.rollout.previous.version)})</span>`
+          ? ` <span class="rollout">rollout ${a.rollout.percent}%${a.rollout.halted ? ' <b class="halted">halted</b>' : ''} (others on ${escapeHtml(a.rollout.previous.model)}@${escapeHtml(a.rollout.previous.version)})</span>`
           : '';
         return `<code>${escapeHtml(a.selector)}</code>${a.version !== model.version ? ` (as ${escapeHtml(a.model)}@${escapeHtml(a.version)})` : ''}${rollout}`;
       });
       return `<li><b>${escapeHtml(model.version)}</b> <span class="muted">${escapeHtml(model.layer)}, ${formatBytes(model.size)}</span>`
         + ` · ${tally ? `${tally.devices} device${tally.devices === 1 ? '' : 's'}, ${tally.inSync} in sync` : 'no devices'}`
-        + `${selectors.length ? ` · assigned to ${selectors.join(', ')}` : ''}</li>`;
+        + `${selectors.length ? ` · assigned to ${selectors.join(', ')}` : ''}${renderProgram(model.program)}</li>`;
     });
     return `<li class="model"><h3>${escapeHtml(name)}</h3><ul>${versions.join('')}</ul></li>`;
   });
   return `<ul class="models">${items.join('')}</ul>`;
+}
+
+/** What is inside the program (daemon/program): what a device needs to run it. */
+function renderProgram(program: ProgramSummary | null | undefined): string {
+  if (!program) return '';
+  const { operators, delegates, arenaBytes } = program.requires;
+  return `<div class="program muted">${program.methods.map((m) => escapeHtml(m.name)).join(', ')}: `
+    + `${operators.length} operator${operators.length === 1 ? '' : 's'} <span title="${escapeHtml(operators.join(' '))}">(${escapeHtml(operators.slice(0, 4).join(', '))}${operators.length > 4 ? ', …' : ''})</span>`
+    + `${delegates.length ? `, delegates ${escapeHtml(delegates.join(', '))}` : ''}, arena ${formatBytes(arenaBytes)}</div>`;
 }
 
 function renderDevice({ device, standing, assigned }: DeviceRow, now: number): string {

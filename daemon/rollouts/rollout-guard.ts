@@ -22,8 +22,8 @@ const STEP_CHECK_MS = 60_000;
 const REASON_LENGTH = 120;
 
 /**
- * Rollouts that stop themselves. After device reports, a rollout with `haltOnFailures`
- * whose cohort has reached the threshold is halted: its whole cohort is offered
+ * Rollouts that stop themselves. After device reports (and every minute), a rollout with
+ * `haltOnFailures` whose cohort has reached the threshold is halted: its whole cohort is offered
  * `previous` again (the catalog changes, so held long polls wake). Every minute, rollouts
  * with `steps` go up one step while healthy. Operators halt, resume and promote by hand.
  */
@@ -48,14 +48,20 @@ export class RolloutGuard {
 
   async start(): Promise<void> {
     this.#unsubscribe = [
-      this.#devices.onReport(({ mac, record }) => {
-        if (record.report?.state !== 'failed') return;
+      // Any report may tip the balance: a failure, or a device that completes a cohort of minDevices.
+      this.#devices.onReport(({ mac }) => {
         const assignment = this.#catalog.current.assignmentFor(mac);
         if (!assignment?.rollout?.haltOnFailures || assignment.rollout.halted || assignment.layer !== 'local') return;
         this.#due.add(assignment.selector);
         this.#schedule();
       }),
-      this.#clock.every(STEP_CHECK_MS, () => this.#queued(() => this.step())),
+      this.#clock.every(STEP_CHECK_MS, () => this.#queued(async () => {
+        // Devices also join a cohort by polling: judge every guarded rollout, then step.
+        for (const assignment of this.#catalog.current.assignments.values()) {
+          if (assignment.rollout?.haltOnFailures) await this.#judge(assignment.selector);
+        }
+        await this.step();
+      })),
     ];
   }
 
@@ -85,12 +91,6 @@ export class RolloutGuard {
     });
   }
 
-  /** Settles once every report received so far has been judged (for tests and shutdown). */
-  async settled(): Promise<void> {
-    while (this.#scheduled) await new Promise((resolve) => setImmediate(resolve));
-    await this.#work;
-  }
-
   health(assignment: Assignment): CohortHealth {
     const catalog = this.#catalog.current;
     const rollout = assignment.rollout;
@@ -98,7 +98,7 @@ export class RolloutGuard {
     const health: CohortHealth = { cohort: 0, failed: 0, reasons: {}, threshold: null, passed: false };
     if (!rollout || !target) return health;
     const since = rollout.percentSince ?? assignment.updatedAt;
-    for (const device of this.#devices.list()) {
+    for (const device of this.#devices.records()) {
       if (!catalog.decidesFor(assignment.selector, device.mac) || !inCohort(device.mac, target, rollout.percent)) continue;
       health.cohort++;
       const report = device.report;

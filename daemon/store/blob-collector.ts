@@ -80,7 +80,7 @@ export class BlobCollector {
     return this.#serial(async () => {
       const referenced = this.#referencedNow();
       const running = new Set<string>();
-      for (const device of this.#devices.list()) if (device.report?.sha256) running.add(device.report.sha256);
+      for (const device of this.#devices.records()) if (device.report?.sha256) running.add(device.report.sha256);
       const now = this.#now();
       const result: Collection = { removed: [], bytes: 0, kept: 0 };
       for (const sha256 of this.#blobs.digests()) {

@@ -143,6 +143,9 @@ test('models prints the catalog as JSON on stdout', async (t) => {
 
 test('devices prints the inventory as JSON, with what a device reported running', async (t) => {
   const mac = '02:00:00:00:02:01';
+  // Reports are kept only for devices the catalog names: this one through a group.
+  const group = await gw.fetch('/v1/groups/cli-listed', { method: 'PUT', token: ADMIN_TOKEN, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ members: [mac] }) });
+  t.is(group.status, 201);
   await gw.fetch(`/v1/devices/${mac}/model`);
   const report = await gw.fetch(`/v1/devices/${mac}/report`, {
     method: 'POST',

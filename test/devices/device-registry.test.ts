@@ -1,6 +1,6 @@
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { DeviceRegistry, type DeviceRecord } from '../../daemon/devices/device-registry.ts';
+import { DeviceRegistry, type DeviceRecord, type SeenOutcome } from '../../daemon/devices/device-registry.ts';
 import { createLogger } from '../../daemon/log.ts';
 import { Database } from '../../daemon/store/database.ts';
 import { tempDir } from '../helpers/harness.ts';
@@ -14,11 +14,11 @@ const DEV_B = 'aa:bb:cc:dd:ee:02';
 const T0 = new Date('2026-11-24T10:00:00Z');
 const T1 = new Date('2026-11-24T10:05:00Z');
 
-async function open(t: ExecutionContext, dir: string) {
+async function open(t: ExecutionContext, dir: string, limits = { maxKnown: 1000, newPerAddressPerMinute: 1000 }, named = new Set<string>()) {
   const db = new Database(path.join(dir, 'state'), log);
   await db.start();
   // A flush period far longer than any test: flushes happen only when a test asks.
-  const devices = new DeviceRegistry(db, log, 3600);
+  const devices = new DeviceRegistry(db, log, { seenFlushSeconds: 3600, ...limits }, (mac) => named.has(mac));
   await devices.start();
   let stopped = false;
   const stop = async () => {
@@ -40,40 +40,82 @@ async function stored(db: Database): Promise<Record<string, DeviceRecord>> {
 
 test('the first poll creates a record; later ones move lastSeen and address, never firstSeen', async (t) => {
   const { devices } = await open(t, await tempDir(t));
-  const first = devices.seen(DEV_A, '192.168.1.20', T0);
-  t.deepEqual(first, { mac: DEV_A, firstSeen: T0.toISOString(), lastSeen: T0.toISOString(), address: '192.168.1.20', report: null });
-  devices.seen(DEV_A, '192.168.1.21', T1);
+  const first = devices.seen(DEV_A, '192.168.1.20', true, T0);
+  t.deepEqual(first.kind === 'recorded' ? first.record : first, { mac: DEV_A, firstSeen: T0.toISOString(), lastSeen: T0.toISOString(), address: '192.168.1.20', report: null });
+  devices.seen(DEV_A, '192.168.1.21', true, T1);
   t.deepEqual(devices.get(DEV_A), { mac: DEV_A, firstSeen: T0.toISOString(), lastSeen: T1.toISOString(), address: '192.168.1.21', report: null });
   t.is(devices.size, 1);
 });
 
 test('an IPv4-mapped IPv6 address is shown as IPv4; no address is null', async (t) => {
   const { devices } = await open(t, await tempDir(t));
-  t.is(devices.seen(DEV_A, '::ffff:10.0.0.7', T0).address, '10.0.0.7');
-  t.is(devices.seen(DEV_B, undefined, T0).address, null);
-  t.is(devices.seen(DEV_B, 'fe80::1', T0).address, 'fe80::1');
+  const address = (outcome: SeenOutcome) => outcome.kind === 'recorded' ? outcome.record.address : outcome.kind;
+  t.is(address(devices.seen(DEV_A, '::ffff:10.0.0.7', true, T0)), '10.0.0.7');
+  t.is(address(devices.seen(DEV_B, undefined, true, T0)), null);
+  t.is(address(devices.seen(DEV_B, 'fe80::1', true, T0)), 'fe80::1');
 });
 
 test('a report counts as being seen and is kept with the time it arrived', async (t) => {
   const { devices } = await open(t, await tempDir(t));
-  devices.report(DEV_A, '10.0.0.7', { state: 'installed', sha256: 'a'.repeat(64), model: 'kws', version: '1.0.0' }, T1);
+  devices.report(DEV_A, '10.0.0.7', true, { state: 'installed', sha256: 'a'.repeat(64), model: 'kws', version: '1.0.0' }, T1);
   t.deepEqual(devices.get(DEV_A), {
     mac: DEV_A, firstSeen: T1.toISOString(), lastSeen: T1.toISOString(), address: '10.0.0.7',
     report: { state: 'installed', sha256: 'a'.repeat(64), model: 'kws', version: '1.0.0', at: T1.toISOString() },
   });
 });
 
-test('the list is sorted by MAC', async (t) => {
+test('pages are in MAC order: `next` names the last MAC of a page that has more after it', async (t) => {
   const { devices } = await open(t, await tempDir(t));
-  devices.seen(DEV_B, null, T0);
-  devices.seen(DEV_A, null, T0);
-  t.deepEqual(devices.list().map((d) => d.mac), [DEV_A, DEV_B]);
+  const macs = Array.from({ length: 7 }, (_, i) => `aa:bb:cc:dd:ee:${(0x30 - i * 5).toString(16).padStart(2, '0')}`);
+  for (const mac of macs) devices.seen(mac, null, true, T0);
+  const sorted = [...macs].sort();
+  const first = devices.page(3, null);
+  t.deepEqual(first.records.map((d) => d.mac), sorted.slice(0, 3));
+  t.is(first.next, sorted[2]!);
+  t.deepEqual(devices.page(3, first.next!).records.map((d) => d.mac), sorted.slice(3, 6));
+  t.deepEqual(devices.page(3, sorted[5]!), { records: [devices.get(sorted[6]!)!], next: null });
+  t.deepEqual(devices.page(3, 'aa:bb:cc:dd:ee:ff'), { records: [], next: null });
+});
+
+test('a MAC that neither resolves nor is named by the catalog gets no record; a named one does', async (t) => {
+  const { devices } = await open(t, await tempDir(t), undefined, new Set([DEV_B]));
+  t.deepEqual(devices.seen(DEV_A, null, false, T0), { kind: 'ignored' });
+  t.deepEqual(devices.report(DEV_A, null, false, { state: 'idle' }, T0), { kind: 'ignored' });
+  t.is(devices.seen(DEV_B, null, false, T0).kind, 'recorded');
+  t.is(devices.size, 1);
+});
+
+test('new MACs from one address are limited to newPerAddressPerMinute, refilled over the minute; other addresses and known devices are not held back', async (t) => {
+  const { devices } = await open(t, await tempDir(t), { maxKnown: 1000, newPerAddressPerMinute: 2 });
+  const mac = (i: number) => `aa:bb:cc:00:00:${i.toString(16).padStart(2, '0')}`;
+  t.is(devices.seen(mac(1), '10.0.0.1', true, T0).kind, 'recorded');
+  t.is(devices.seen(mac(2), '10.0.0.1', true, T0).kind, 'recorded');
+  t.deepEqual(devices.seen(mac(3), '10.0.0.1', true, T0), { kind: 'rate_limited', retryAfterSeconds: 30 });
+  t.is(devices.seen(mac(1), '10.0.0.1', true, T0).kind, 'recorded');
+  t.is(devices.seen(mac(4), '10.0.0.2', true, T0).kind, 'recorded');
+  t.is(devices.seen(mac(3), '10.0.0.1', true, new Date(T0.getTime() + 30_000)).kind, 'recorded');
+});
+
+test('past maxKnown the least recently seen record the catalog does not name is evicted, also from disk', async (t) => {
+  const named = new Set(['aa:bb:cc:00:00:01']);
+  const { db, devices } = await open(t, await tempDir(t), { maxKnown: 3, newPerAddressPerMinute: 1000 }, named);
+  const mac = (i: number) => `aa:bb:cc:00:00:${i.toString(16).padStart(2, '0')}`;
+  for (const i of [1, 2, 3]) devices.seen(mac(i), null, true, T0);
+  await devices.flush();
+  devices.seen(mac(2), null, true, T1);
+  devices.seen(mac(4), null, true, T1);
+  t.deepEqual(devices.page(10, null).records.map((d) => d.mac), [mac(1), mac(2), mac(4)], '03 went: 01 is named, 02 was seen since');
+  await devices.flush();
+  t.deepEqual(Object.keys(await stored(db)).sort(), [mac(1), mac(2), mac(4)]);
+  named.add(mac(2));
+  named.add(mac(4));
+  t.deepEqual(devices.seen(mac(5), null, true, T1), { kind: 'ignored' }, 'no room when every record is named');
 });
 
 test('nothing reaches the disk until a flush, and then every changed record does', async (t) => {
   const { db, devices } = await open(t, await tempDir(t));
-  devices.seen(DEV_A, '10.0.0.1', T0);
-  devices.report(DEV_B, '10.0.0.2', { state: 'idle' }, T0);
+  devices.seen(DEV_A, '10.0.0.1', true, T0);
+  devices.report(DEV_B, '10.0.0.2', true, { state: 'idle' }, T0);
   t.deepEqual(await stored(db), {});
   await devices.flush();
   t.deepEqual(await stored(db), { [DEV_A]: devices.get(DEV_A)!, [DEV_B]: devices.get(DEV_B)! });
@@ -82,8 +124,8 @@ test('nothing reaches the disk until a flush, and then every changed record does
 test('stop writes what is pending, and a restart reads every record back', async (t) => {
   const dir = await tempDir(t);
   const first = await open(t, dir);
-  first.devices.seen(DEV_A, '10.0.0.1', T0);
-  first.devices.report(DEV_A, '10.0.0.1', { state: 'failed', error: 'sha256 mismatch' }, T1);
+  first.devices.seen(DEV_A, '10.0.0.1', true, T0);
+  first.devices.report(DEV_A, '10.0.0.1', true, { state: 'failed', error: 'sha256 mismatch' }, T1);
   const before = structuredClone(first.devices.get(DEV_A));
   await first.stop();
 
@@ -94,7 +136,7 @@ test('stop writes what is pending, and a restart reads every record back', async
 
 test('concurrent flushes share the work and both settle after the write', async (t) => {
   const { db, devices } = await open(t, await tempDir(t));
-  devices.seen(DEV_A, null, T0);
+  devices.seen(DEV_A, null, true, T0);
   await Promise.all([devices.flush(), devices.flush()]);
   t.deepEqual(Object.keys(await stored(db)), [DEV_A]);
 });

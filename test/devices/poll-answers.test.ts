@@ -21,13 +21,13 @@ const DEV_B = 'aa:bb:cc:dd:ee:02';
 const TIMING = { intervalSeconds: 300, jitterSeconds: 30 };
 const never = new AbortController().signal;
 
-async function open(t: ExecutionContext) {
+async function open(t: ExecutionContext, limits = { maxLongPolls: 1000, maxLongPollsPerAddress: 1000 }) {
   const dir = await tempDir(t);
   const db = new Database(path.join(dir, 'state'), log);
   const blobs = new BlobStore({ local: path.join(dir, 'state', 'blobs'), cache: path.join(dir, 'cache') }, log);
   const catalog = new Catalog(db, blobs, log);
-  const devices = new DeviceRegistry(db, log, 30);
-  const answers = new PollAnswers(catalog, blobs, devices, TIMING);
+  const devices = new DeviceRegistry(db, log, { seenFlushSeconds: 30, maxKnown: 1000, newPerAddressPerMinute: 1000 }, () => true);
+  const answers = new PollAnswers(catalog, blobs, devices, TIMING, limits);
   for (const part of [db, blobs, catalog, devices, answers]) await part.start();
   t.teardown(async () => {
     for (const part of [answers, devices, catalog, blobs, db]) await part.stop();
@@ -108,7 +108,7 @@ test('a long poll wakes with the new answer when its device\'s answer changes', 
   await push('kws', '1.0.0');
   await assign('default', 'kws', 'latest');
   const before = answers.answerFor(DEV_A);
-  const waiting = answers.waitForChange(DEV_A, before.kind === 'model' ? before.etag : '', 60_000, never);
+  const waiting = answers.waitForChange(DEV_A, before.kind === 'model' ? before.etag : '', '10.0.0.1', 60_000, never);
   t.is(answers.waiting, 1);
   await push('kws', '1.0.1');
   const after = await waiting;
@@ -124,7 +124,7 @@ test('a long poll is not woken by a change that leaves its device\'s answer as i
   const before = answers.answerFor(DEV_A);
   const etag = before.kind === 'model' ? before.etag : '';
   const controller = new AbortController();
-  const held = answers.waitForChange(DEV_A, etag, 60_000, controller.signal);
+  const held = answers.waitForChange(DEV_A, etag, '10.0.0.1', 60_000, controller.signal);
   await assign(DEV_B, 'vad', '1.0.0');
   t.is(answers.waiting, 1);
   controller.abort();
@@ -137,7 +137,7 @@ test('a long poll ends with undefined when its time is up', async (t) => {
   await push('kws', '1.0.0');
   await assign('default', 'kws', 'latest');
   const before = answers.answerFor(DEV_A);
-  t.is(await answers.waitForChange(DEV_A, before.kind === 'model' ? before.etag : '', 1, never), undefined);
+  t.is(await answers.waitForChange(DEV_A, before.kind === 'model' ? before.etag : '', '10.0.0.1', 1, never), undefined);
   t.is(answers.waiting, 0);
 });
 
@@ -147,10 +147,51 @@ test('stop releases every long poll with undefined, and later waits end at once'
   await assign('default', 'kws', 'latest');
   const before = answers.answerFor(DEV_A);
   const etag = before.kind === 'model' ? before.etag : '';
-  const held = [answers.waitForChange(DEV_A, etag, 60_000, never), answers.waitForChange(DEV_B, 'x', 60_000, never)];
+  const held = [answers.waitForChange(DEV_A, etag, '10.0.0.1', 60_000, never), answers.waitForChange(DEV_B, 'x', '10.0.0.1', 60_000, never)];
   t.false(answers.stopped);
   await answers.stop();
   t.true(answers.stopped);
   t.deepEqual(await Promise.all(held), [undefined, undefined]);
-  t.is(await answers.waitForChange(DEV_A, etag, 60_000, never), undefined);
+  t.is(await answers.waitForChange(DEV_A, etag, '10.0.0.1', 60_000, never), undefined);
+});
+
+test('long polls are held up to maxLongPollsPerAddress per address and maxLongPolls in total; beyond, waitForChange ends at once with undefined', async (t) => {
+  const { answers, push, assign } = await open(t, { maxLongPolls: 3, maxLongPollsPerAddress: 2 });
+  await push('kws', '1.0.0');
+  await assign('default', 'kws', 'latest');
+  const before = answers.answerFor(DEV_A);
+  const etag = before.kind === 'model' ? before.etag : '';
+  const held = [answers.waitForChange(DEV_A, etag, '10.0.0.1', 60_000, never), answers.waitForChange(DEV_A, etag, '10.0.0.1', 60_000, never)];
+  t.false(answers.mayHold('10.0.0.1'));
+  t.is(await answers.waitForChange(DEV_A, etag, '10.0.0.1', 60_000, never), undefined);
+  held.push(answers.waitForChange(DEV_A, etag, '10.0.0.2', 60_000, never));
+  t.false(answers.mayHold('10.0.0.3'));
+  t.is(await answers.waitForChange(DEV_A, etag, '10.0.0.3', 60_000, never), undefined);
+  t.is(answers.waiting, 3);
+  await push('kws', '1.0.1');
+  for (const answer of await Promise.all(held)) t.is(answer?.kind, 'model');
+  t.true(answers.mayHold('10.0.0.1'), 'released long polls free their places');
+});
+
+test('a change wakes thousands of waiters in slices that yield to the event loop, and a change during a pass reaches every waiter', async (t) => {
+  const { answers, push, assign } = await open(t, { maxLongPolls: 10_000, maxLongPollsPerAddress: 10_000 });
+  await push('kws', '1.0.0');
+  await assign('default', 'kws', 'latest');
+  const count = 5000;
+  const macs = Array.from({ length: count }, (_, i) => `02:00:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 0xff).toString(16).padStart(2, '0')}`);
+  const held = macs.map((mac) => {
+    const answer = answers.answerFor(mac);
+    return answers.waitForChange(mac, answer.kind === 'model' ? answer.etag : '', '10.0.0.1', 60_000, never);
+  });
+  let releasedWhenOtherWorkRan = -1;
+  const change = push('kws', '1.0.1');
+  // Queued behind the first slice: it runs while later slices are still to come.
+  const other = change.then(() => new Promise<void>((resolve) => setImmediate(() => {
+    releasedWhenOtherWorkRan = count - answers.waiting;
+    resolve();
+  })));
+  await other;
+  t.true(releasedWhenOtherWorkRan > 0 && releasedWhenOtherWorkRan < count, `other work ran after ${releasedWhenOtherWorkRan} of ${count} were released`);
+  const woken = await Promise.all(held);
+  t.true(woken.every((answer) => answer?.kind === 'model' && JSON.parse(answer.body.toString()).model.version === '1.0.1'));
 });

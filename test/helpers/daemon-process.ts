@@ -230,6 +230,8 @@ export function testConfig(dir: string, port: number, overrides: ConfigSections 
     log: { level: 'info' },
     mdns: { enabled: false },
     auth: { tokens: TEST_TOKENS },
+    // Every test client is 127.0.0.1, standing in for a fleet of addresses (see gateway.ts).
+    devices: { newPerAddressPerMinute: 1_000_000 },
   };
   for (const [section, values] of Object.entries(overrides)) base[section] = { ...base[section], ...values };
   return base;

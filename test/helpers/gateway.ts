@@ -39,6 +39,9 @@ export function testConfig(dir: string, overrides: ConfigOverrides = {}): Config
       'mdns.enabled': 'false',
       'log.level': 'silent',
       'auth.tokens': JSON.stringify(TEST_TOKENS),
+      // Every test client is 127.0.0.1, standing in for a fleet of addresses: the per-address
+      // limit on new MACs is raised so that tests of other things can poll many MACs.
+      'devices.newPerAddressPerMinute': '1000000',
       ...overrides,
     },
   }).config;

@@ -428,8 +428,11 @@ test('without devices.token a poll needs no Authorization', async (t) => {
   t.is(response.headers.get('www-authenticate'), null);
 });
 
-test('every poll records the device as seen: lastSeen time and address in GET /v1/devices, 404 polls included', async (t) => {
+test('every poll records the device as seen: lastSeen time and address in GET /v1/devices, 404 polls for a MAC the catalog names included, a MAC it does not name never', async (t) => {
   const gw = await startGateway(t);
+  t.is((await poll(gw, '02:00:00:00:0f:0f')).status, 404);
+  t.deepEqual(await inventory(t, gw), [], 'a MAC nothing names or resolves for leaves no record');
+  await setGroup(t, gw, 'lab', [MAC]);
   const before = new Date().toISOString();
   t.is((await poll(gw, 'AA-BB-CC-DD-EE-0F')).status, 404);
   const after = new Date().toISOString();

@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
-import { assign, expectError, expectUnauthorized, inventory, inventoryOf, poll, pushed } from '../helpers/api.ts';
-import { startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { assign, expectError, expectUnauthorized, inventory, inventoryOf, poll, pushed, sendJson } from '../helpers/api.ts';
+import { startGateway as startBareGateway, type ConfigOverrides, type TestGateway } from '../helpers/gateway.ts';
 import { ADD_SHA256, MUL_SHA256, fixture } from '../helpers/programs.ts';
 import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 
@@ -21,6 +21,17 @@ const FULL_REPORT = {
   rssi: -61,
   uptimeSeconds: 86_400,
 };
+
+/**
+ * A gateway whose catalog names MAC and 02:00:00:00:00:01 (a group, nothing assigned):
+ * reports are kept only for devices the catalog names or assigns a model to.
+ */
+async function startGateway(t: ExecutionContext, overrides: ConfigOverrides = {}): Promise<TestGateway> {
+  const gw = await startBareGateway(t, overrides);
+  const response = await sendJson(gw, 'PUT', '/v1/groups/lab', { members: [MAC, '02:00:00:00:00:01'] });
+  t.is(response.status, 201);
+  return gw;
+}
 
 function report(gw: TestGateway, mac: string, body: unknown, headers: Record<string, string> = { 'Content-Type': 'application/json' }): Promise<Response> {
   return gw.fetch(`/v1/devices/${mac}/report`, {
@@ -227,7 +238,19 @@ test('the inventory shows reported state, running sha256, assigned model and inS
   t.is(body.inSync, false);
 });
 
-test('a device that reports without an assignment is listed with assigned null', async (t) => {
+test('a report for a MAC the catalog neither names nor assigns a model to is 404 device_not_found and records nothing; once a default assignment resolves for it, it is kept', async (t) => {
+  const gw = await startBareGateway(t);
+  const stranger = '02:00:00:00:0f:0f';
+  await expectError(t, await report(gw, stranger, { state: 'idle' }), 404, 'device_not_found');
+  t.is((await inventoryOf(gw, stranger)).status, 404);
+  t.deepEqual(await inventory(t, gw), []);
+  await pushed(t, gw, 'kws', '1', fixture('add.pte'));
+  await assign(t, gw, 'default', { model: 'kws', version: '1' });
+  await accepted(t, await report(gw, stranger, { state: 'idle' }));
+  t.is((await inventoryOf(gw, stranger)).body.state, 'idle');
+});
+
+test('a device that reports without an assignment (named by a group only) is listed with assigned null', async (t) => {
   const gw = await startGateway(t);
   await accepted(t, await report(gw, MAC, { state: 'idle', sha256: ADD_SHA256 }));
   const { body } = await inventoryOf(gw, MAC);

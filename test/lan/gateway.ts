@@ -24,9 +24,10 @@ export async function startLanGateway(t: HasTeardown, host: LanHost, options: { 
   const dir = await tempDir(t, 'modelferry-lan-');
   const configFile = path.join(dir, 'config.yaml');
   const config = testConfig(dir, GATEWAY_PORT, {
-    http: { host: '0.0.0.0', port: GATEWAY_PORT },
     mdns: { enabled: true },
     ...options.config,
+    // Callers may add http keys (limits); the LAN address and port stay.
+    http: { ...options.config?.http, host: '0.0.0.0', port: GATEWAY_PORT },
   });
   // testConfig merges section by section: mdns overrides from the caller replace ours key by key.
   if (options.config?.mdns) config.mdns = { enabled: true, ...options.config.mdns };

@@ -43,6 +43,9 @@ test('a push records what the program contains: GET /v1/models/{name}/{version} 
   const models = await runCli(['models', 'adder', ...client()]);
   t.is(models.code, 0, models.stderr);
   t.deepEqual(JSON.parse(models.stdout).versions[0].program, record.program);
+  // The status page says what the program needs.
+  const page = await (await gw.fetch('/')).text();
+  t.regex(page, /<div class="program muted">forward: 1 operator <span title="aten::add.out">\(aten::add\.out\)<\/span>, arena 48 B<\/div>/);
 });
 
 test('a file that claims ET12 but does not parse is refused with 415 unsupported_format naming the problem; nothing is stored', async (t) => {

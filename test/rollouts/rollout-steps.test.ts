@@ -102,6 +102,19 @@ test('without haltOnFailures, any failure in the cohort holds the steps; a count
   t.like((await rolloutOf(gw, 'group:pair')).halted, { by: 'failures', failed: 2, cohort: 2, reasons: { e1: 1, e2: 1 } });
 });
 
+test('minDevices: failures are judged once the cohort is big enough, whichever report completes it', async (t) => {
+  const { gw } = await setUp(t);
+  const [a, b] = ['0f:00:00:03:00:01', '0f:00:00:03:00:02'];
+  t.is((await sendJson(gw, 'PUT', '/v1/groups/duo', { members: [a, b] })).status, 201);
+  await assign(t, gw, 'group:duo', { model: 'kws', version: '2', rollout: { percent: 100, previous: { model: 'kws', version: '1' }, haltOnFailures: 1, minDevices: 2 } });
+  t.is((await sendJson(gw, 'POST', `/v1/devices/${a}/report`, { state: 'failed', error: 'boom' })).status, 204);
+  t.like((await (await gw.fetch('/v1/assignments', { token: ADMIN_TOKEN })).json() as any).assignments[0], { cohort: { cohort: 1, failed: 1, passed: false } });
+  t.falsy((await rolloutOf(gw, 'group:duo')).halted, 'one known device is below minDevices');
+  t.is((await sendJson(gw, 'POST', `/v1/devices/${b}/report`, { state: 'installed', sha256: MUL_SHA256 })).status, 204);
+  await until(async () => Boolean((await rolloutOf(gw, 'group:duo')).halted));
+  t.like((await rolloutOf(gw, 'group:duo')).halted, { failed: 1, cohort: 2 });
+});
+
 test('rollout fields are validated', async (t) => {
   const { gw } = await setUp(t);
   const previous = { model: 'kws', version: '1' };

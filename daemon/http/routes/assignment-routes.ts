@@ -39,7 +39,7 @@ export function assignmentRoutes(router: Router, services: Services): void {
 
   router.get('/v1/assignments', auth.anyToken(), (ctx) => {
     const current = catalog.current;
-    const health = assignmentHealth(services.devices.list(), current);
+    const health = assignmentHealth(services.devices.records(), current);
     ctx.body = {
       revision: current.revision,
       assignments: [...current.assignments.values()].map((assignment) => ({
@@ -102,7 +102,7 @@ export function assignmentRoutes(router: Router, services: Services): void {
       incompatible: [] as Array<{ mac: string; reasons: string[]; missing: Incompatibility }>,
     };
     if (!model) return summary;
-    for (const device of services.devices.list()) {
+    for (const device of services.devices.records()) {
       if (!current.decidesFor(selector, device.mac)) continue;
       summary.devices++;
       const check = checkCompatibility(model, device.capabilities);

@@ -3,6 +3,8 @@ import type { Context } from 'koa';
 import { fail } from '../../errors.ts';
 import { REPORT_BODY_LIMIT, REPORT_WITH_CAPABILITIES_LIMIT, deviceReportSchema } from '../../contract/device-report.ts';
 import { parseMac } from '../../contract/identifiers.ts';
+import type { SeenOutcome } from '../../devices/device-registry.ts';
+import { pauseIdleTimeout } from '../http-server.ts';
 import { etagMatches } from '../etag.ts';
 import { readJsonSized, tooLarge, validate } from '../json-body.ts';
 import { pollResponder } from '../poll-responder.ts';
@@ -21,14 +23,30 @@ export function deviceRoutes(router: Router, services: Services): void {
   router.get('/v1/devices/:mac/model', deviceAuth, async (ctx) => {
     const mac = parseMac(ctx.params.mac!);
     const wait = parseWait(ctx.query.wait, config.devices.maxWaitSeconds);
-    devices.seen(mac, ctx.req.socket.remoteAddress);
     let answer = answers.answerFor(mac);
-    if (answer.kind === 'model' && etagMatches(ctx.get('If-None-Match'), answer.etag) && wait > 0) {
-      answer = await answers.waitForChange(mac, answer.etag, wait * 1000, closed(ctx)) ?? answer;
-      // Released by shutdown: tell the device not to send its next poll on this connection.
-      if (answers.stopped) ctx.set('Connection', 'close');
+    record(devices.seen(mac, ctx.req.socket.remoteAddress, answer.kind === 'model'));
+    const ifNoneMatch = ctx.get('If-None-Match');
+    let released = false;
+    // `*` asks "anything at all?": it never starts a long poll (it would match every answer,
+    // so nothing could ever release it as changed).
+    if (answer.kind === 'model' && wait > 0 && !isWildcard(ifNoneMatch) && etagMatches(ifNoneMatch, answer.etag)) {
+      const address = ctx.req.socket.remoteAddress ?? '';
+      if (answers.mayHold(address)) {
+        const resumeIdleTimeout = pauseIdleTimeout(ctx.req);
+        const changed = await answers.waitForChange(mac, answer.etag, address, wait * 1000, closed(ctx));
+        resumeIdleTimeout();
+        if (changed) {
+          answer = changed;
+          released = true;
+        }
+        // Released by shutdown: tell the device not to send its next poll on this connection.
+        if (answers.stopped) ctx.set('Connection', 'close');
+      } else {
+        metrics.longPollsRefused.inc();
+      }
     }
-    applyPrepared(ctx, respond(answer, ctx.get('If-None-Match')));
+    // A long poll released by a change answers with the new body, whatever else the header listed.
+    applyPrepared(ctx, respond(answer, released ? undefined : ifNoneMatch));
   });
 
   router.post('/v1/devices/:mac/report', deviceAuth, async (ctx) => {
@@ -41,11 +59,26 @@ export function deviceRoutes(router: Router, services: Services): void {
     if (bytes > REPORT_BODY_LIMIT && !carriesCapabilities) tooLarge(ctx, REPORT_BODY_LIMIT);
     const report = validate(deviceReportSchema, value);
     if (bytes > REPORT_BODY_LIMIT && report.capabilities === undefined) tooLarge(ctx, REPORT_BODY_LIMIT);
-    devices.report(mac, ctx.req.socket.remoteAddress, report);
+    const outcome = devices.report(mac, ctx.req.socket.remoteAddress, answers.answerFor(mac).kind === 'model', report);
+    record(outcome);
+    if (outcome.kind === 'ignored') {
+      fail('device_not_found', `reports are kept only for devices the catalog names or assigns a model to, and ${mac} is neither`);
+    }
     metrics.reports.inc({ state: report.state });
     ctx.status = 204;
   });
 
+}
+
+/** A new MAC from an address that introduced too many lately is refused until it may try again. */
+function record(outcome: SeenOutcome): void {
+  if (outcome.kind === 'rate_limited') {
+    fail('rate_limited', `this address introduced too many new devices lately; try again in ${outcome.retryAfterSeconds} s`, { 'Retry-After': String(outcome.retryAfterSeconds) });
+  }
+}
+
+function isWildcard(ifNoneMatch: string): boolean {
+  return ifNoneMatch.split(',').some((candidate) => candidate.trim() === '*');
 }
 
 /**

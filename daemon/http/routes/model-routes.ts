@@ -4,6 +4,7 @@ import type { ModelRecord } from '../../catalog/types.ts';
 import { fail, isModelferryError } from '../../errors.ts';
 import { parseModelName, parseVersion } from '../../contract/identifiers.ts';
 import { acceptFormat, inspectProgramFile } from '../../store/executorch.ts';
+import { pauseIdleTimeout } from '../http-server.ts';
 import { tooLarge } from '../json-body.ts';
 import type { Services } from '../services.ts';
 
@@ -37,6 +38,10 @@ export function modelRoutes(router: Router, services: Services): void {
     const maxBytes = config.artifacts.maxBytes;
     if (Number(ctx.get('Content-Length') || 0) > maxBytes) tooLarge(ctx, maxBytes);
 
+    // Once the client has sent everything, the gateway is the slow one (fsync on an SD card,
+    // reading the program), which the idle timeout must not take for a stalled client. Node
+    // puts the keep-alive timeout back once the answer is sent.
+    ctx.req.once('end', () => pauseIdleTimeout(ctx.req));
     let pending;
     try {
       pending = await blobs.receive(ctx.req, maxBytes);
