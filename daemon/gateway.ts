@@ -168,6 +168,6 @@ async function gatewayIdOf(database: Database): Promise<string> {
   const existing = await meta.get('gatewayId');
   if (existing) return existing;
   const id = randomBytes(8).toString('hex');
-  await meta.put('gatewayId', id);
+  await meta.put('gatewayId', id, { sync: true } as Record<string, unknown>);
   return id;
 }
