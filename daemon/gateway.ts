@@ -9,7 +9,7 @@ import { DeviceRegistry } from './devices/device-registry.ts';
 import { fleetCounts } from './devices/fleet-status.ts';
 import { Advertiser, type DiscoveryStatus } from './discovery/advertiser.ts';
 import { PollAnswers } from './devices/poll-answers.ts';
-import { createRequestListener } from './http/app.ts';
+import { createRequestListener } from './http/listener.ts';
 import { TokenAuth } from './http/auth.ts';
 import { HttpServer } from './http/http-server.ts';
 import type { Logger } from './log.ts';
@@ -19,6 +19,7 @@ import { RolloutGuard } from './rollouts/rollout-guard.ts';
 import { TrustPolicy } from './signing/trust.ts';
 import { BlobCollector } from './store/blob-collector.ts';
 import { BlobStore, blobDirsOf } from './store/blob-store.ts';
+import { HotBlobs } from './store/hot-blobs.ts';
 import { Database } from './store/database.ts';
 import { UpstreamSync } from './sync/upstream-sync.ts';
 
@@ -70,6 +71,7 @@ export class Gateway {
     const metrics = new Metrics();
     const database = new Database(config.paths.state, log);
     const blobs = new BlobStore(blobDirsOf(config.paths), log);
+    const hotBlobs = new HotBlobs(blobs, config.artifacts.memoryCacheBytes);
     const catalog = new Catalog(database, blobs, log);
     const devices = new DeviceRegistry(database, log, config.devices, (mac) => catalog.current.namesDevice(mac), this.#clock);
     const answers = new PollAnswers(catalog, blobs, devices, {
@@ -86,6 +88,7 @@ export class Gateway {
     try {
       await this.#startPart('database', database);
       await this.#startPart('blob store', blobs);
+      await this.#startPart('hot blobs', hotBlobs);
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
       await this.#startPart('poll answers', answers);
@@ -106,7 +109,7 @@ export class Gateway {
       });
       const intake = new ModelIntake({ catalog, blobs, trust, config, log });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, intake, blobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
+        config, log, trust, auth, catalog, intake, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
         configFile: this.#configFile,
         clock: this.#clock,
         gatewayId: id,
@@ -219,6 +222,6 @@ async function gatewayIdOf(database: Database): Promise<string> {
   const existing = await meta.get('gatewayId');
   if (existing) return existing;
   const id = randomBytes(8).toString('hex');
-  await meta.put('gatewayId', id);
+  await meta.put('gatewayId', id, { sync: true } as Record<string, unknown>);
   return id;
 }

@@ -1,7 +1,7 @@
 import { fail } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { BlobStore } from '../store/blob-store.ts';
-import type { Database, Table } from '../store/database.ts';
+import { READ_ONCE, type Database, type Table } from '../store/database.ts';
 import { EffectiveCatalog } from './effective-catalog.ts';
 import { LAYERS_BY_PRECEDENCE, modelKey, type Assignment, type LayerContent, type LayerName, type ModelRecord, type Rollout } from './types.ts';
 
@@ -17,6 +17,12 @@ export interface CachedBlobCheck {
   models: string[];
   status: 'ok' | 'missing' | 'corrupt';
 }
+
+/**
+ * Every catalog change is acknowledged to a client (or ends a sync), so it must survive a
+ * power cut, not only a crash of the process: LevelDB fsyncs its log before answering.
+ */
+const DURABLE: Record<string, unknown> = { sync: true };
 
 export type CatalogListener = (catalog: EffectiveCatalog) => void;
 
@@ -50,9 +56,9 @@ export class Catalog {
       };
       this.#tables.set(layer, tables);
       const content: LayerContent = { models: [], assignments: [], groups: {} };
-      for await (const value of tables.models.values()) content.models.push(value);
-      for await (const value of tables.assignments.values()) content.assignments.push(value);
-      for await (const [key, value] of tables.groups.iterator()) content.groups[key] = value;
+      for await (const value of tables.models.values(READ_ONCE)) content.models.push(value);
+      for await (const value of tables.assignments.values(READ_ONCE)) content.assignments.push(value);
+      for await (const [key, value] of tables.groups.iterator(READ_ONCE)) content.groups[key] = value;
       this.#layers.set(layer, content);
     }
     this.#rebuild();
@@ -94,7 +100,7 @@ export class Catalog {
       // model must not take a locally pushed (and perhaps locally assigned) model with it.
       const local = this.#layers.get('local')!.models.find((m) => m.name === record.name && m.version === record.version);
       if (local) return { created: false, record: local };
-      await this.#tables.get('local')!.models.put(modelKey(record.name, record.version), record);
+      await this.#tables.get('local')!.models.put(modelKey(record.name, record.version), record, DURABLE);
       this.#layers.get('local')!.models.push(record);
       this.#changed();
       return { created: true, record };
@@ -113,7 +119,7 @@ export class Catalog {
       }
       const using = this.current.selectorsUsing(name, version);
       if (using.length > 0) fail('in_use', `${name}@${version} is assigned to ${using.join(', ')}; change those assignments first`);
-      await this.#tables.get('local')!.models.del(modelKey(name, version));
+      await this.#tables.get('local')!.models.del(modelKey(name, version), DURABLE);
       local.models.splice(index, 1);
       this.#changed();
     });
@@ -129,7 +135,7 @@ export class Catalog {
             : `no version ${ref.version} of ${ref.model} in the catalog`);
         }
       }
-      await this.#tables.get('local')!.assignments.put(assignment.selector, assignment);
+      await this.#tables.get('local')!.assignments.put(assignment.selector, assignment, DURABLE);
       const local = this.#layers.get('local')!;
       local.assignments = local.assignments.filter((a) => a.selector !== assignment.selector).concat(assignment);
       this.#changed();
@@ -152,7 +158,7 @@ export class Catalog {
       const rollout = change(assignment.rollout, assignment);
       if (rollout === null) return null;
       const updated: Assignment = { ...assignment, rollout };
-      await this.#tables.get('local')!.assignments.put(selector, updated);
+      await this.#tables.get('local')!.assignments.put(selector, updated, DURABLE);
       local.assignments = local.assignments.map((a) => a.selector === selector ? updated : a);
       this.#changed();
       return updated;
@@ -166,7 +172,7 @@ export class Catalog {
         if (this.current.assignments.has(selector)) fail('upstream_owned', `the assignment for ${selector} comes from the upstream store; change it there`);
         fail('assignment_not_found', `no assignment for ${selector}`);
       }
-      await this.#tables.get('local')!.assignments.del(selector);
+      await this.#tables.get('local')!.assignments.del(selector, DURABLE);
       local.assignments = local.assignments.filter((a) => a.selector !== selector);
       this.#changed();
     });
@@ -179,7 +185,7 @@ export class Catalog {
         const other = Object.entries(local.groups).find(([name, list]) => name !== group && list.includes(mac));
         if (other) fail('group_conflict', `${mac} is already in group ${other[0]}; a device is in at most one group`);
       }
-      await this.#tables.get('local')!.groups.put(group, members);
+      await this.#tables.get('local')!.groups.put(group, members, DURABLE);
       local.groups[group] = members;
       this.#changed();
     });
@@ -192,7 +198,7 @@ export class Catalog {
         if (this.current.groups.has(group)) fail('upstream_owned', `group ${group} comes from the upstream store; change it there`);
         fail('group_not_found', `no group named ${group}`);
       }
-      await this.#tables.get('local')!.groups.del(group);
+      await this.#tables.get('local')!.groups.del(group, DURABLE);
       delete local.groups[group];
       this.#changed();
     });
@@ -210,7 +216,7 @@ export class Catalog {
         ...content.models.map((m) => ({ type: 'put' as const, sublevel: tables.models, key: modelKey(m.name, m.version), value: m })),
         ...content.assignments.map((a) => ({ type: 'put' as const, sublevel: tables.assignments, key: a.selector, value: a })),
         ...Object.entries(content.groups).map(([g, members]) => ({ type: 'put' as const, sublevel: tables.groups, key: g, value: members })),
-      ] as never);
+      ] as never, DURABLE);
       this.#layers.set('upstream', structuredClone(content));
       this.#changed();
     });

@@ -11,6 +11,7 @@ import type { Clock } from '../clock.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
 import type { BlobCollector } from '../store/blob-collector.ts';
 import type { BlobStore } from '../store/blob-store.ts';
+import type { HotBlobs } from '../store/hot-blobs.ts';
 import type { Database } from '../store/database.ts';
 import type { UpstreamSync } from '../sync/upstream-sync.ts';
 import type { TokenAuth } from './auth.ts';
@@ -25,6 +26,7 @@ export interface Services {
   /** Where pushed models enter the catalog (the inbox uses the same). */
   intake: ModelIntake;
   blobs: BlobStore;
+  hotBlobs: HotBlobs;
   collector: BlobCollector;
   sync: UpstreamSync;
   devices: DeviceRegistry;
