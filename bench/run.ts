@@ -1,25 +1,32 @@
-// Benchmarks the gateway against nginx in the same run, on the same machine, as ratios:
-// the device poll route against nginx serving a static JSON of the same size, and artifact
-// downloads against nginx with sendfile. Run with `npm run bench`; it runs itself inside a
-// private network namespace (../shared/tools/netns-run), so no load leaves loopback.
-// Writes bench/results.md. Machines are noisy: every figure is a median of several rounds.
+// `npm run bench`: the gateway against nginx in the same run, on the same machine, as
+// ratios of medians over interleaved rounds (machines are noisy, and this one is shared), plus
+// the gateway's own figures: memory, start-up with a fleet-sized state, disk writes per poll,
+// long polls held at once. It runs itself inside a private network namespace
+// (../shared/tools/netns-run), so no load leaves loopback. Writes bench/RESULTS.md and
+// bench/results.json. BENCH_ROUNDS, BENCH_SECONDS and BENCH_GATEWAY_ENTRY (what node runs,
+// default dist/cli/main.js, e.g. an older checkout for a before/after) change the run.
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile, chmod, mkdir } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { makeProgram, sha256 } from '../test/helpers/programs.ts';
+import { fleetConvergence, incrementalSync, type Measured, type Skipped } from './dependent-rows.ts';
+import { seedFleet } from './fleet-state.ts';
+import { measureLongPolls, measurePollWrites } from './long-polls.ts';
+import { TOKEN, expectOk, gatewayEntry, nginxWorkerPid, startGateway, startNginx, stopChild, which } from './servers.ts';
+import { configFor, measureStartup, rssMiB } from './startup.ts';
+import { rangeScript, wrk, type WrkCase, type WrkResult } from './wrk.ts';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const NETNS_RUN = path.join(ROOT, '..', 'shared', 'tools', 'netns-run');
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const CONNECTIONS = 32;
-const TOKEN = 'bench-token-0123456789abcdef';
 const MAC = 'aa:bb:cc:dd:ee:ff';
+const FLUSH_SECONDS = 1;
 
 if (process.env.NETNS_RUN_INSIDE !== '1') {
   const child = spawn(NETNS_RUN, [process.execPath, ...process.execArgv, fileURLToPath(import.meta.url)], { stdio: 'inherit' });
@@ -28,154 +35,207 @@ if (process.env.NETNS_RUN_INSIDE !== '1') {
   await main();
 }
 
+interface Comparison {
+  name: string;
+  unit: 'req/s' | 'MB/s';
+  gateway: WrkCase;
+  nginx: WrkCase;
+}
+
+interface ComparisonResult {
+  name: string;
+  unit: string;
+  connections: number;
+  rounds: Array<{ gateway: WrkResult; nginx: WrkResult }>;
+  gatewayMedian: number;
+  nginxMedian: number;
+  ratio: number;
+  gatewayP50Ms: number;
+  gatewayP99Ms: number;
+  nginxP50Ms: number;
+  nginxP99Ms: number;
+  p99Ratio: number;
+}
+
 async function main(): Promise<void> {
+  const missing = [];
+  for (const tool of ['wrk', 'nginx']) if (!await which(tool)) missing.push(tool);
+  if (missing.length > 0) {
+    console.log(`bench: skipped: ${missing.join(' and ')} not installed (apt-get install wrk nginx-light)`);
+    return;
+  }
+  const entry = gatewayEntry(ROOT);
+  if (!process.env.BENCH_GATEWAY_ENTRY) {
+    console.log('bench: building dist/ (npm run build)');
+    await run('npm', ['run', 'build'], { cwd: ROOT });
+  }
   const dir = await mkdtemp(path.join(os.tmpdir(), 'modelferry-bench-'));
   await chmod(dir, 0o755); // nginx workers run as www-data
   const children: ChildProcess[] = [];
   try {
     const program = makeProgram(4 * 1024 * 1024);
     const digest = sha256(program);
-
     const gatewayPort = 18080;
-    const gateway = await startGateway(dir, gatewayPort, children);
+    const nginxPort = 18081;
     const base = `http://127.0.0.1:${gatewayPort}`;
-    await expectOk(fetch(`${base}/v1/models/bench/1`, { method: 'PUT', body: program, headers: { Authorization: `Bearer ${TOKEN}` } }));
+    const nginxBase = `http://127.0.0.1:${nginxPort}`;
+
+    const gateway = await startGateway(entry, await configFor(dir, gatewayPort, { devices: { seenFlushSeconds: FLUSH_SECONDS } }), gatewayPort, children);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const idleRssMiB = await rssMiB(gateway.pid!);
+    const auth = { Authorization: `Bearer ${TOKEN}` };
+    await expectOk(fetch(`${base}/v1/models/bench/1`, { method: 'PUT', body: program, headers: auth }));
     await expectOk(fetch(`${base}/v1/assignments/default`, {
-      method: 'PUT', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ model: 'bench', version: '1' }),
+      method: 'PUT', headers: { ...auth, 'Content-Type': 'application/json' }, body: JSON.stringify({ model: 'bench', version: 'latest' }),
     }));
-    const pollBody = Buffer.from(await (await fetch(`${base}/v1/devices/${MAC}/model`)).arrayBuffer());
+    const poll = await expectOk(fetch(`${base}/v1/devices/${MAC}/model`));
+    const pollEtag = poll.headers.get('etag')!;
+    const pollBody = Buffer.from(await poll.arrayBuffer());
 
     const www = path.join(dir, 'www');
     await mkdir(www, { mode: 0o755 });
     await writeFile(path.join(www, 'poll.json'), pollBody, { mode: 0o644 });
     await writeFile(path.join(www, 'artifact'), program, { mode: 0o644 });
-    const nginxPort = 18081;
     const nginx = await startNginx(dir, www, nginxPort, children);
+    const nginxEtag = (await fetch(`${nginxBase}/poll.json`, { method: 'HEAD' })).headers.get('etag')!;
+    const range = await rangeScript(dir, program.length, 64 * 1024);
 
-    const cases = [
-      { name: `device poll (${pollBody.length}-byte JSON)`, gateway: `${base}/v1/devices/${MAC}/model`, nginx: `http://127.0.0.1:${nginxPort}/poll.json`, unit: 'req/s' as const, target: 0.7 },
-      { name: 'artifact download (4 MiB)', gateway: `${base}/v1/artifacts/${digest}`, nginx: `http://127.0.0.1:${nginxPort}/artifact`, unit: 'MB/s' as const, target: 0.8 },
+    const both = (connections: number, gatewayPath: string, nginxPath: string, extra: Partial<WrkCase> = {}, nginxHeaders?: Record<string, string>) => ({
+      gateway: { url: `${base}${gatewayPath}`, connections, seconds: SECONDS, ...extra },
+      nginx: { url: `${nginxBase}${nginxPath}`, connections, seconds: SECONDS, ...extra, ...(nginxHeaders ? { headers: nginxHeaders } : {}) },
+    });
+    const comparisons: Comparison[] = [
+      { name: `poll 200 (${pollBody.length}-byte JSON), 256 connections`, unit: 'req/s', ...both(256, `/v1/devices/${MAC}/model`, '/poll.json') },
+      { name: 'poll 304 (If-None-Match), 256 connections', unit: 'req/s', ...both(256, `/v1/devices/${MAC}/model`, '/poll.json', { headers: { 'If-None-Match': pollEtag } }, { 'If-None-Match': nginxEtag }) },
+      { name: '4 MiB download, 16 connections', unit: 'MB/s', ...both(16, `/v1/artifacts/${digest}`, '/artifact') },
+      { name: 'Range, one 64 KiB piece per request, 64 connections', unit: 'req/s', ...both(64, `/v1/artifacts/${digest}`, '/artifact', { script: range }) },
     ];
-    const rows: string[] = [];
-    for (const c of cases) {
-      const ratios: number[] = [];
-      const gw: number[] = [];
-      const ref: number[] = [];
-      for (let round = 0; round < ROUNDS; round++) {
-        // Alternate who goes first, so drift in machine load does not favour one side.
-        const order = round % 2 === 0 ? ['nginx', 'gateway'] as const : ['gateway', 'nginx'] as const;
-        const result: Record<string, number> = {};
-        for (const who of order) result[who] = await wrk(c[who], c.unit);
-        gw.push(result.gateway!);
-        ref.push(result.nginx!);
-        ratios.push(result.gateway! / result.nginx!);
-      }
-      const ratio = median(ratios);
-      rows.push(`| ${c.name} | ${fmt(median(gw))} ${c.unit} | ${fmt(median(ref))} ${c.unit} | **${ratio.toFixed(2)}** | ${c.target} | ${ratio >= c.target ? 'meets' : 'below'} |`);
-      console.log(rows.at(-1));
+    const results: ComparisonResult[] = [];
+    for (const comparison of comparisons) {
+      results.push(await compare(comparison));
+      const r = results.at(-1)!;
+      console.log(`${r.name}: gateway ${fmt(r.gatewayMedian)} ${r.unit}, nginx ${fmt(r.nginxMedian)} ${r.unit}, ratio ${r.ratio.toFixed(2)}; p99 ${fmt(r.gatewayP99Ms)} vs ${fmt(r.nginxP99Ms)} ms`);
     }
-    const memory = `gateway peak RSS ${await peakRssMiB(gateway.pid!)} MiB; nginx worker peak RSS ${await peakRssMiB(await nginxWorkerPid(nginx.pid!))} MiB`;
-    console.log(memory);
+    const peakAfterLoadMiB = await rssMiB(gateway.pid!, 'VmHWM');
+    const nginxPeakMiB = await rssMiB(await nginxWorkerPid(nginx.pid!), 'VmHWM');
+
+    const diskPer1000Polls = await measurePollWrites(base, gateway.pid!, 1000, FLUSH_SECONDS);
+    console.log(`disk written per 1,000 polls: ${(diskPer1000Polls / 1024).toFixed(1)} KiB`);
+    const longPolls = await measureLongPolls(base, gateway.pid!, 1000, 'bench', '2', makeProgram(64 * 1024));
+    console.log(`1,000 long polls: ${longPolls.kibPerHeld.toFixed(1)} KiB each; push to last answered ${fmt(longPolls.pushToLastAnsweredMs)} ms`);
+    const peakRssMiB = await rssMiB(gateway.pid!, 'VmHWM');
+    await stopChild(gateway);
+    await stopChild(nginx);
+
+    console.log('seeding 1,000 models and 10,000 devices for the start-up rounds');
+    const fleetDir = path.join(dir, 'fleet');
+    await mkdir(fleetDir);
+    await seedFleet(fleetDir, 1000, 10_000);
+    const startups = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const port = 18090 + round;
+      startups.push(await measureStartup(entry, await configFor(fleetDir, port), port));
+      console.log(`start-up round ${round + 1}: first poll ${fmt(startups.at(-1)!.firstPollMs)} ms, idle RSS ${startups.at(-1)!.idleRssMiB.toFixed(1)} MiB`);
+    }
+
+    const dependent: Array<Skipped | Measured> = [];
+    for (const measure of [fleetConvergence, incrementalSync]) {
+      try {
+        dependent.push(await measure(ROOT, entry, dir, children));
+      } catch (error) {
+        dependent.push({ name: measure.name, target: '', skipped: `failed: ${(error as Error).message}` });
+      }
+    }
+    for (const row of dependent) console.log(row);
 
     const { stdout: cpu } = await run('sh', ['-c', "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]);
-    const report = `# Benchmark results
-
-Recorded by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)} (${cpu.trim()}, ${os.cpus().length} cores, Node ${process.version}).
-wrk, 1 thread, ${CONNECTIONS} connections, ${SECONDS} s per run, ${ROUNDS} rounds alternating
-which server goes first; figures are medians, the ratio is the median of per-round ratios.
-nginx runs one worker (like the gateway's one event loop) with sendfile on and no access log.
-Both listen on loopback inside a private network namespace.
-
-| case | gateway | nginx | ratio | target | |
-|---|---|---|---|---|---|
-${rows.join('\n')}
-
-Memory after the runs: ${memory}.
-`;
-    await writeFile(path.join(ROOT, 'bench', 'results.md'), report);
-    console.log('wrote bench/results.md');
+    const { stdout: load } = await run('cat', ['/proc/loadavg']);
+    const machine = { date: new Date().toISOString(), cpu: cpu.trim(), cores: os.cpus().length, node: process.version, loadavg: load.trim(), entry: entry.join(' ') };
+    const raw = {
+      machine, rounds: ROUNDS, seconds: SECONDS, comparisons: results,
+      memory: { idleRssMiB, peakAfterLoadMiB, peakRssMiB, nginxWorkerPeakMiB: nginxPeakMiB },
+      diskPer1000PollsBytes: diskPer1000Polls, longPolls,
+      startup: { models: 1000, devices: 10_000, rounds: startups, firstPollMsMedian: median(startups.map((s) => s.firstPollMs)), idleRssMiBMedian: median(startups.map((s) => s.idleRssMiB)) },
+      dependent,
+    };
+    const out = process.env.BENCH_OUT ?? path.join(ROOT, 'bench');
+    await writeFile(path.join(out, 'results.json'), `${JSON.stringify(raw, null, 2)}\n`);
+    await writeFile(path.join(out, 'RESULTS.md'), report(raw));
+    console.log(`wrote ${path.join(out, 'RESULTS.md')} and results.json`);
   } finally {
-    for (const child of children) child.kill('SIGTERM');
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    for (const child of children) await stopChild(child);
     await rm(dir, { recursive: true, force: true });
   }
 }
 
-async function startGateway(dir: string, port: number, children: ChildProcess[]): Promise<ChildProcess> {
-  const config = path.join(dir, 'gateway.yaml');
-  await writeFile(config, JSON.stringify({
-    // wrk's connections all come from one address: the per-address cap must not count here.
-    http: { host: '127.0.0.1', port, maxConnectionsPerAddress: 4 * CONNECTIONS },
-    paths: { state: path.join(dir, 'state'), cache: path.join(dir, 'cache') },
-    mdns: { enabled: false },
-    log: { level: 'warn' },
-    auth: { tokens: [{ name: 'bench', token: TOKEN, scopes: ['push', 'admin'] }] },
-  }));
-  const child = spawn(process.execPath, [path.join(ROOT, 'daemon', 'cli', 'modelferry.js'), 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
-  children.push(child);
-  await waitFor(`http://127.0.0.1:${port}/healthz`);
-  return child;
-}
-
-async function startNginx(dir: string, www: string, port: number, children: ChildProcess[]): Promise<ChildProcess> {
-  const conf = path.join(dir, 'nginx.conf');
-  await writeFile(conf, `daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  client_body_temp_path ${dir}/nginx-body;
-  proxy_temp_path ${dir}/nginx-proxy;
-  fastcgi_temp_path ${dir}/nginx-fastcgi;
-  uwsgi_temp_path ${dir}/nginx-uwsgi;
-  scgi_temp_path ${dir}/nginx-scgi;
-  default_type application/octet-stream;
-  server { listen 127.0.0.1:${port}; root ${www}; etag on; }
-}
-`);
-  const child = spawn('nginx', ['-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] });
-  children.push(child);
-  await waitFor(`http://127.0.0.1:${port}/poll.json`);
-  return child;
-}
-
-async function wrk(url: string, unit: 'req/s' | 'MB/s'): Promise<number> {
-  const { stdout } = await run('wrk', ['-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', url], { maxBuffer: 1 << 20 });
-  if (/Non-2xx/.test(stdout)) throw new Error(`wrk saw errors for ${url}:\n${stdout}`);
-  if (unit === 'req/s') return Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)![1]);
-  const [, value, scale] = /Transfer\/sec:\s+([\d.]+)([KMG]B)/.exec(stdout)!;
-  return Number(value) * { KB: 1 / 1024, MB: 1, GB: 1024 }[scale as 'KB' | 'MB' | 'GB'];
-}
-
-async function waitFor(url: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch { /* not up yet */ }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+async function compare(c: Comparison): Promise<ComparisonResult> {
+  const rounds: Array<{ gateway: WrkResult; nginx: WrkResult }> = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    // Alternate who goes first, so drift in machine load does not favour one side.
+    const order = round % 2 === 0 ? ['nginx', 'gateway'] as const : ['gateway', 'nginx'] as const;
+    const result: Partial<Record<'gateway' | 'nginx', WrkResult>> = {};
+    for (const who of order) result[who] = await wrk(c[who]);
+    rounds.push(result as { gateway: WrkResult; nginx: WrkResult });
   }
-  throw new Error(`${url} did not come up`);
+  const value = (r: WrkResult) => (c.unit === 'MB/s' ? r.megabytesPerSecond : r.requestsPerSecond);
+  return {
+    name: c.name,
+    unit: c.unit,
+    connections: c.gateway.connections,
+    rounds,
+    gatewayMedian: median(rounds.map((r) => value(r.gateway))),
+    nginxMedian: median(rounds.map((r) => value(r.nginx))),
+    ratio: median(rounds.map((r) => value(r.gateway) / value(r.nginx))),
+    gatewayP50Ms: median(rounds.map((r) => r.gateway.p50Ms)),
+    gatewayP99Ms: median(rounds.map((r) => r.gateway.p99Ms)),
+    nginxP50Ms: median(rounds.map((r) => r.nginx.p50Ms)),
+    nginxP99Ms: median(rounds.map((r) => r.nginx.p99Ms)),
+    p99Ratio: median(rounds.map((r) => r.gateway.p99Ms / r.nginx.p99Ms)),
+  };
 }
 
-async function expectOk(response: Promise<Response>): Promise<void> {
-  const res = await response;
-  if (!res.ok) throw new Error(`${res.url}: ${res.status} ${await res.text()}`);
-}
+function report(raw: {
+  machine: Record<string, unknown>; comparisons: ComparisonResult[];
+  memory: { idleRssMiB: number; peakRssMiB: number; peakAfterLoadMiB: number; nginxWorkerPeakMiB: number };
+  diskPer1000PollsBytes: number; longPolls: { kibPerHeld: number; pushToLastAnsweredMs: number; held: number };
+  startup: { firstPollMsMedian: number; idleRssMiBMedian: number; rounds: Array<{ firstPollMs: number }> };
+  dependent: Array<Skipped | Measured>;
+}): string {
+  const [poll, notModified, download, range] = raw.comparisons as [ComparisonResult, ComparisonResult, ComparisonResult, ComparisonResult];
+  const row = (figure: string, value: string, target: string, met: boolean) => `| ${figure} | ${value} | ${target} | ${met ? 'meets' : '**below**'} |`;
+  const vs = (r: ComparisonResult) => `**${r.ratio.toFixed(2)}x** (${fmt(r.gatewayMedian)} vs ${fmt(r.nginxMedian)} ${r.unit}; per round ${r.rounds.map((x) => (r.unit === 'MB/s' ? x.gateway.megabytesPerSecond / x.nginx.megabytesPerSecond : x.gateway.requestsPerSecond / x.nginx.requestsPerSecond).toFixed(2)).join(', ')})`;
+  const lines = [
+    row(poll.name.replace(/^poll 200/, 'poll 200') + ', vs nginx static JSON', vs(poll), '≥ 0.7x in every run', poll.rounds.every((x) => x.gateway.requestsPerSecond / x.nginx.requestsPerSecond >= 0.7)),
+    row('poll p99 latency at 256 connections', `**${poll.p99Ratio.toFixed(2)}x** nginx's (p50 ${fmt(poll.gatewayP50Ms)} vs ${fmt(poll.nginxP50Ms)} ms, p99 ${fmt(poll.gatewayP99Ms)} vs ${fmt(poll.nginxP99Ms)} ms)`, '≤ 2x nginx p99', poll.p99Ratio <= 2),
+    row('poll 304 (If-None-Match) vs nginx 304, 256 connections', vs(notModified), '≥ 0.8x', notModified.ratio >= 0.8),
+    row('4 MiB download, 16 connections', vs(download), '≥ 0.8x in every run', download.rounds.every((x) => x.gateway.megabytesPerSecond / x.nginx.megabytesPerSecond >= 0.8)),
+    row('Range, one 64 KiB piece per request, 64 connections', vs(range), '≥ 0.7x', range.ratio >= 0.7),
+    row('RSS idle after start (one model)', `${raw.memory.idleRssMiB.toFixed(1)} MiB`, '≤ 60 MiB', raw.memory.idleRssMiB <= 60),
+    row('RSS idle after start, 1,000 models and 10,000 devices', `${raw.startup.idleRssMiBMedian.toFixed(1)} MiB`, '≤ 60 MiB', raw.startup.idleRssMiBMedian <= 60),
+    row('RSS peak during the runs above', `${raw.memory.peakRssMiB.toFixed(1)} MiB (after the wrk runs ${raw.memory.peakAfterLoadMiB.toFixed(1)} MiB; nginx worker ${raw.memory.nginxWorkerPeakMiB.toFixed(1)} MiB)`, '≤ 150 MiB', raw.memory.peakRssMiB <= 150),
+    row('start-up to first answered poll, 1,000 models and 10,000 devices stored', `${fmt(raw.startup.firstPollMsMedian)} ms (rounds ${raw.startup.rounds.map((r) => fmt(r.firstPollMs)).join(', ')})`, '≤ 1 s', raw.startup.firstPollMsMedian <= 1000),
+    row('disk written per 1,000 polls (1,000 devices, after the coalesced flush)', `${(raw.diskPer1000PollsBytes / 1024).toFixed(1)} KiB`, '≤ 64 KiB', raw.diskPer1000PollsBytes <= 64 * 1024),
+    row(`${raw.longPolls.held.toLocaleString('en')} long polls held at once: memory per held request`, `${raw.longPolls.kibPerHeld.toFixed(1)} KiB`, '(reported)', true),
+    row(`${raw.longPolls.held.toLocaleString('en')} long polls: push to the last answered`, `${fmt(raw.longPolls.pushToLastAnsweredMs)} ms`, '(reported)', true),
+  ];
+  for (const d of raw.dependent) {
+    lines.push('skipped' in d ? `| ${d.name} | skipped: ${d.skipped} | ${d.target} | |` : row(d.name, d.value, d.target, d.met));
+  }
+  const m = raw.machine;
+  return `# Benchmark results
 
-async function peakRssMiB(pid: number): Promise<string> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return (Number(/VmHWM:\s+(\d+)/.exec(status)![1]) / 1024).toFixed(1);
-}
+Recorded by \`npm run bench\` on ${String(m.date).slice(0, 16).replace('T', ' ')} UTC (${m.cpu}, ${m.cores} cores, Node ${m.node},
+load average at the end ${String(m.loadavg).split(' ').slice(0, 3).join(' ')}; the machine is shared, so absolute figures are noisy
+and the ratios, measured in the same run, are what to compare). The gateway ran as \`node ${String(m.entry).replaceAll(ROOT, "")}\`.
+wrk, 1 thread, ${ROUNDS} rounds of ${SECONDS} s per case alternating which server goes first; figures are medians, a
+ratio is the median of per-round ratios. nginx runs one worker (like the gateway's one event loop)
+with sendfile on and no access log. Both listen on loopback inside a private network namespace.
+Raw numbers: [results.json](results.json).
 
-async function nginxWorkerPid(masterPid: number): Promise<number> {
-  const { stdout } = await run('pgrep', ['-P', String(masterPid)]);
-  return Number(stdout.trim().split('\n')[0]);
+| figure | measured | target | |
+|---|---|---|---|
+${lines.join('\n')}
+`;
 }
 
 function median(values: number[]): number {
@@ -187,3 +247,4 @@ function median(values: number[]): number {
 function fmt(value: number): string {
   return value >= 100 ? Math.round(value).toString() : value.toFixed(1);
 }
+

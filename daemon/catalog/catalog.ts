@@ -1,7 +1,7 @@
 import { fail } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { BlobStore } from '../store/blob-store.ts';
-import type { Database, Table } from '../store/database.ts';
+import { READ_ONCE, type Database, type Table } from '../store/database.ts';
 import { EffectiveCatalog } from './effective-catalog.ts';
 import { LAYERS_BY_PRECEDENCE, modelKey, type Assignment, type LayerContent, type LayerName, type ModelRecord, type Rollout } from './types.ts';
 
@@ -56,9 +56,9 @@ export class Catalog {
       };
       this.#tables.set(layer, tables);
       const content: LayerContent = { models: [], assignments: [], groups: {} };
-      for await (const value of tables.models.values()) content.models.push(value);
-      for await (const value of tables.assignments.values()) content.assignments.push(value);
-      for await (const [key, value] of tables.groups.iterator()) content.groups[key] = value;
+      for await (const value of tables.models.values(READ_ONCE)) content.models.push(value);
+      for await (const value of tables.assignments.values(READ_ONCE)) content.assignments.push(value);
+      for await (const [key, value] of tables.groups.iterator(READ_ONCE)) content.groups[key] = value;
       this.#layers.set(layer, content);
     }
     this.#rebuild();

@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../config/config-error.ts';
 import { isModelferryError } from '../errors.ts';

@@ -9,19 +9,19 @@ const SIZE_UNITS: Record<string, number> = {
   b: 1, kb: 1e3, mb: 1e6, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3,
 };
 
-/** `16 MiB`, `512kb`, `1048576`: a byte count as a person writes it. */
-const byteSize = z.union([z.number(), z.string()]).transform((value, ctx) => {
+/** `16 MiB`, `512kb`, `1048576`: a byte count as a person writes it (0 only where `min` is 0). */
+const byteSize = (min = 1) => z.union([z.number(), z.string()]).transform((value, ctx) => {
   if (typeof value === 'number') {
-    if (Number.isSafeInteger(value) && value > 0) return value;
+    if (Number.isSafeInteger(value) && value >= min) return value;
   } else {
     const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
     const unit = SIZE_UNITS[(match?.[2] || 'b').toLowerCase()];
     if (match && unit) {
       const bytes = Math.floor(Number(match[1]) * unit);
-      if (bytes > 0) return bytes;
+      if (bytes >= min) return bytes;
     }
   }
-  ctx.addIssue({ code: 'custom', message: 'must be a positive size such as 16 MiB, 512 KiB or a byte count' });
+  ctx.addIssue({ code: 'custom', message: `must be a ${min === 0 ? 'size (0 for none)' : 'positive size'} such as 16 MiB, 512 KiB or a byte count` });
   return z.NEVER;
 });
 
@@ -88,8 +88,9 @@ export const configSchema = z.strictObject({
     requireSignatures: z.boolean(),
   }),
   artifacts: z.strictObject({
-    maxBytes: byteSize,
+    maxBytes: byteSize(),
     formats: z.array(z.enum(['executorch', 'any'])).min(1),
+    memoryCacheBytes: byteSize(0),
   }),
   upstream: z.strictObject({
     url: z.url({ protocol: /^https?$/, message: 'must be an http:// or https:// URL of a manifest' }).nullable(),
@@ -100,9 +101,14 @@ export const configSchema = z.strictObject({
     connectTimeoutSeconds: positiveSeconds,
     headersTimeoutSeconds: positiveSeconds,
     bodyIdleTimeoutSeconds: positiveSeconds,
-    maxManifestBytes: byteSize,
+    maxManifestBytes: byteSize(),
     breakerFailures: z.number().int().min(1).max(1000),
     breakerCooldownSeconds: positiveSeconds,
+  }),
+  inbox: z.strictObject({
+    dir: z.string().min(1).nullable(),
+    settleSeconds: positiveSeconds,
+    checkSeconds: positiveSeconds,
   }),
   cache: z.strictObject({
     gcGraceHours: z.number().min(0).max(24 * 365),

@@ -42,6 +42,8 @@ export function isMac(input: string): boolean {
 }
 
 export function parseMac(input: string): string {
+  // Devices send the canonical form they were answered with: no rewriting needed.
+  if (MAC_CANONICAL.test(input)) return input;
   if (!MAC_INPUT.test(input)) {
     fail('invalid_mac', `${shown(input)} is not a MAC address; expected six hex pairs such as aa:bb:cc:dd:ee:ff`);
   }

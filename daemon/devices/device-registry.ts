@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Capabilities, DeviceReport } from '../contract/device-report.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
-import type { Database, Table } from '../store/database.ts';
+import { READ_ONCE, type Database, type Table } from '../store/database.ts';
 import { AddressRateLimit } from './address-rate-limit.ts';
 
 export interface DeviceRecord {
@@ -84,7 +84,7 @@ export class DeviceRegistry {
   async start(): Promise<void> {
     this.#table = this.#db.table<DeviceRecord>('devices');
     const loaded: DeviceRecord[] = [];
-    for await (const record of this.#table.values()) loaded.push(record);
+    for await (const record of this.#table.values(READ_ONCE)) loaded.push(record);
     loaded.sort((a, b) => a.lastSeen.localeCompare(b.lastSeen));
     for (const record of loaded) this.#devices.set(record.mac, record);
     this.#sorted = [...this.#devices.keys()].sort();

@@ -1,8 +1,6 @@
-import type { RequestListener } from 'node:http';
 import Koa from 'koa';
 import Router from '@koa/router';
 import { errorHandler } from './error-handler.ts';
-import { pollFastPath } from './poll-fast-path.ts';
 import { artifactRoutes } from './routes/artifact-routes.ts';
 import { backupRoutes } from './routes/backup-routes.ts';
 import { assignmentRoutes } from './routes/assignment-routes.ts';
@@ -16,16 +14,11 @@ import { statusRoutes } from './routes/status-routes.ts';
 import { syncRoutes } from './routes/sync-routes.ts';
 import type { Services } from './services.ts';
 
-/** The gateway's HTTP API (DESIGN.md sections 2 and 3): plain device polls first, then Koa. */
-export function createRequestListener(services: Services): RequestListener {
-  const fastPoll = pollFastPath(services);
-  const koa = createApp(services).callback();
-  return (req, res) => {
-    if (!fastPoll(req, res)) void koa(req, res);
-  };
-}
-
-function createApp(services: Services): Koa {
+/**
+ * The Koa application: every route, behind the error handler. Loaded by listener.ts on the
+ * first request the fast paths do not take.
+ */
+export function createApp(services: Services): Koa {
   const app = new Koa();
   app.silent = true;
   const router = new Router();

@@ -1,6 +1,7 @@
 import type { Middleware } from 'koa';
 import { errorCatalogue, isModelferryError, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { applyPrepared, preparedError } from './prepared-response.ts';
 
 const STATUS_CODES = new Map<number, ErrorCode>([
   [404, 'not_found'],
@@ -24,9 +25,7 @@ export function errorHandler(log: Logger): Middleware {
       }
     } catch (error) {
       if (isModelferryError(error)) {
-        ctx.status = error.status;
-        ctx.set(error.headers);
-        ctx.body = { error: error.code, message: error.message };
+        applyPrepared(ctx, preparedError(error));
         return;
       }
       const status = (error as { status?: number }).status;

@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { Context } from 'koa';
+import type { ModelferryError } from '../errors.ts';
 
 /**
  * An answer decided before it is written: status, headers and body. The rules that decide
@@ -23,4 +24,14 @@ export function applyPrepared(ctx: Context, prepared: PreparedResponse): void {
   ctx.status = prepared.status;
   for (const [name, value] of Object.entries(prepared.headers)) ctx.set(name, String(value));
   if (prepared.body) ctx.body = prepared.body;
+}
+
+/** The JSON error answer every route gives: `{"error": code, "message": sentence}`. */
+export function preparedError(error: ModelferryError): PreparedResponse {
+  const body = Buffer.from(JSON.stringify({ error: error.code, message: error.message }));
+  return {
+    status: error.status,
+    headers: { ...error.headers, 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': body.length },
+    body,
+  };
 }

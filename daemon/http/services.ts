@@ -1,4 +1,5 @@
 import type { Catalog } from '../catalog/catalog.ts';
+import type { ModelIntake } from '../catalog/model-intake.ts';
 import type { Config } from '../config/schema.ts';
 import type { DeviceRegistry } from '../devices/device-registry.ts';
 import type { DiscoveryStatus } from '../discovery/advertiser.ts';
@@ -10,6 +11,7 @@ import type { Clock } from '../clock.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
 import type { BlobCollector } from '../store/blob-collector.ts';
 import type { BlobStore } from '../store/blob-store.ts';
+import type { HotBlobs } from '../store/hot-blobs.ts';
 import type { Database } from '../store/database.ts';
 import type { UpstreamSync } from '../sync/upstream-sync.ts';
 import type { TokenAuth } from './auth.ts';
@@ -21,7 +23,10 @@ export interface Services {
   gatewayId: string;
   startedAt: Date;
   catalog: Catalog;
+  /** Where pushed models enter the catalog (the inbox uses the same). */
+  intake: ModelIntake;
   blobs: BlobStore;
+  hotBlobs: HotBlobs;
   collector: BlobCollector;
   sync: UpstreamSync;
   devices: DeviceRegistry;

@@ -7,6 +7,12 @@ export type Table<V> = AbstractSublevel<Level<string, unknown>, string | Buffer 
 
 
 /**
+ * Iterator options for a table read whole into memory at start: classic-level's fillCache
+ * off, so the read does not also fill LevelDB's block cache (limit is its default, -1).
+ */
+export const READ_ONCE: { limit: number } = { limit: -1, fillCache: false } as { limit: number };
+
+/**
  * The gateway's one LevelDB database. It belongs to this process alone: LevelDB locks the
  * folder, so the CLI talks to the daemon over HTTP instead of opening it.
  */

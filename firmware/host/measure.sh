@@ -30,7 +30,8 @@ mdns: { enabled: false }
 log: { level: warn }
 auth: { tokens: [ { name: m, token: "$token", scopes: [push, admin] } ] }
 YAML
-node "$root/daemon/cli/modelferry.js" serve --config "$work/config.yaml" >"$work/gateway.log" 2>&1 &
+[ -f "$root/dist/cli/main.js" ] || (cd "$root" && npm run build >/dev/null)
+node "$root/dist/cli/main.js" serve --config "$work/config.yaml" >"$work/gateway.log" 2>&1 &
 gateway_pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
 

@@ -8,8 +8,9 @@ import YAML from 'yaml';
 import { fetchWithToken, tempDir, type FetchInit, type HasTeardown } from './harness.ts';
 import { ALL_TOKEN, TEST_TOKENS } from './tokens.ts';
 
-// The gateway and its CLI as real child processes: `node daemon/cli/modelferry.js ...`,
-// exactly what systemd or a Jenkins step runs. Real LevelDB, real blob folder, real HTTP
+// The gateway and its CLI as real child processes: `node test/helpers/cli-from-sources.js ...`,
+// the sources of what systemd or a Jenkins step runs compiled (dist/cli/main.js; the
+// compiled package has its own test in test/build/). Real LevelDB, real blob folder, real HTTP
 // on a loopback port. Every child is killed in the test's teardown (and, as a last resort,
 // when the test worker exits).
 //
@@ -17,7 +18,8 @@ import { ALL_TOKEN, TEST_TOKENS } from './tokens.ts';
 // whole daemon into the test process, which these tests run as a child instead.
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-export const CLI = path.join(ROOT, 'daemon', 'cli', 'modelferry.js');
+/** What node runs for the CLI from the sources: `node ...CLI_ARGS <command>`. */
+export const CLI_ARGS: readonly string[] = [path.join(ROOT, 'test', 'helpers', 'cli-from-sources.js')];
 
 export interface ExitStatus {
   code: number | null;
@@ -64,9 +66,9 @@ export interface SpawnOptions {
   prefix?: string[];
 }
 
-/** `node daemon/cli/modelferry.js <args>` with piped output, killed if still running when the worker exits. */
+/** `node test/helpers/cli-from-sources.js <args>` with piped output, killed if still running when the worker exits. */
 function spawnCli(args: string[], options: SpawnOptions): ChildProcess {
-  const [command, ...words] = [...(options.prefix ?? []), process.execPath, CLI, ...args];
+  const [command, ...words] = [...(options.prefix ?? []), process.execPath, ...CLI_ARGS, ...args];
   const child = spawn(command!, words, {
     cwd: options.cwd ?? ROOT,
     env: cleanEnv(options.env),
@@ -139,7 +141,8 @@ export class DaemonProcess {
   }
 
   /** Resolves with the first log line (already written or still to come) that matches. */
-  waitForLog(match: string | ((line: LogLine) => boolean), timeoutMs = 30_000): Promise<LogLine> {
+  // Generous: on a shared 2-core machine a daemon started through tsx can take tens of seconds.
+  waitForLog(match: string | ((line: LogLine) => boolean), timeoutMs = 90_000): Promise<LogLine> {
     const test = typeof match === 'string' ? (line: LogLine) => line.msg === match : match;
     return new Promise((resolve, reject) => {
       const check = () => {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import test from 'ava';
 import YAML from 'yaml';
 import { REDACTED_PATHS, SYSLOG_PRIORITY, createLogger } from '../../daemon/log.ts';
-import { CLI, ROOT, cleanEnv, freePort, testConfig } from '../helpers/daemon-process.ts';
+import { CLI_ARGS, ROOT, cleanEnv, freePort, testConfig } from '../helpers/daemon-process.ts';
 import { tempDir } from '../helpers/harness.ts';
 
 // Under systemd every log line starts with its syslog priority, so that
@@ -75,7 +75,7 @@ test('a daemon whose stdout is the journal stream (JOURNAL_STREAM matches) prefi
   const out = path.join(dir, 'journal-stream');
   const fd = openSync(out, 'w');
   const stat = fstatSync(fd, { bigint: true });
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile], {
+  const child = spawn(process.execPath, [...CLI_ARGS, 'serve', '--config', configFile], {
     cwd: ROOT,
     env: cleanEnv({ JOURNAL_STREAM: `${stat.dev}:${stat.ino}` }),
     stdio: ['ignore', fd, 'pipe'],

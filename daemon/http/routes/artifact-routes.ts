@@ -1,17 +1,18 @@
 import type Router from '@koa/router';
-import parseRange from 'range-parser';
-import { fail } from '../../errors.ts';
 import { parseDigest } from '../../contract/identifiers.ts';
-import { etagMatches } from '../etag.ts';
+import { fail } from '../../errors.ts';
+import { artifactBytes, artifactResponder } from '../artifact-responder.ts';
+import { applyPrepared } from '../prepared-response.ts';
 import type { Services } from '../services.ts';
 
-/** Reads of 256 KiB keep the copy loop short (64 KiB, the default, is much slower) while
- * holding memory at a few hundred KiB per download in flight; 1 MiB gained little. */
-const READ_CHUNK = 256 << 10;
-
+/**
+ * The artifact route. Requests the fast path takes (artifact-fast-path.ts) never get here;
+ * this one answers the rest (refusals, encoded paths, queries) by the same rules.
+ */
 export function artifactRoutes(router: Router, services: Services): void {
-  const { blobs, metrics } = services;
+  const { blobs, hotBlobs, metrics } = services;
   const deviceAuth = services.auth.deviceAccess();
+  const respond = artifactResponder(metrics);
 
   // GET also answers HEAD (koa-router registers both).
   router.get('/v1/artifacts/:sha256', deviceAuth, async (ctx) => {
@@ -21,55 +22,23 @@ export function artifactRoutes(router: Router, services: Services): void {
       metrics.artifactResponses.inc({ status: '404' });
       fail('artifact_not_found', `this gateway's cache holds no artifact ${sha256}`);
     }
-    const etag = `"${sha256}"`;
-    ctx.set('ETag', etag);
-    ctx.set('Accept-Ranges', 'bytes');
-    ctx.set('Repr-Digest', `sha-256=:${Buffer.from(sha256, 'hex').toString('base64')}:`);
-    ctx.set('Cache-Control', 'public, max-age=31536000, immutable');
-    if (etagMatches(ctx.get('If-None-Match'), etag)) {
-      metrics.artifactResponses.inc({ status: '304' });
-      ctx.status = 304;
+    const { head, body } = respond(sha256, size, {
+      method: ctx.method,
+      ifNoneMatch: ctx.get('If-None-Match') || undefined,
+      range: ctx.get('Range') || undefined,
+      ifRange: ctx.get('If-Range') || undefined,
+    });
+    if (body) {
+      // Read before answering: a blob that vanished (garbage collection) is a clean 404,
+      // not a dropped connection halfway through the headers.
+      const bytes = await artifactBytes(hotBlobs, blobs, sha256, size, body.start, body.end);
+      if (!bytes) fail('artifact_not_found', `this gateway's cache holds no artifact ${sha256}`);
+      ctx.res.once('close', bytes.release);
+      applyPrepared(ctx, head);
+      ctx.body = bytes.bytes;
       return;
     }
-
-    let start = 0;
-    let end = size - 1;
-    const range = ctx.get('Range');
-    const ifRange = ctx.get('If-Range');
-    // If-Range with anything but our ETag (an old ETag, a date) means "send it all".
-    if (range && (!ifRange || ifRange.trim() === etag)) {
-      // range-parser refuses a suffix longer than the artifact; RFC 9110 14.1.2 says it
-      // means the whole representation, so such a suffix is clamped to the size first.
-      const suffixClamped = range.replace(/(^\s*bytes\s*=|,)\s*-\s*(\d+)/gi, (all, lead: string, n: string) => Number(n) > size ? `${lead}-${size}` : all);
-      const ranges = parseRange(size, suffixClamped, { combine: true });
-      if (ranges === -1) {
-        metrics.artifactResponses.inc({ status: '416' });
-        fail('range_not_satisfiable', `the range ${range} is outside the artifact's ${size} bytes`, { 'Content-Range': `bytes */${size}` });
-      }
-      // -2 is a malformed header: ignored as RFC 9110 allows. Several ranges: the whole body.
-      if (ranges !== -2 && ranges.length === 1 && ranges.type === 'bytes') {
-        start = ranges[0]!.start;
-        end = ranges[0]!.end;
-        ctx.status = 206;
-        ctx.set('Content-Range', `bytes ${start}-${end}/${size}`);
-      }
-    }
-    if (ctx.status !== 206) ctx.status = 200;
-    const length = end - start + 1;
-    ctx.type = 'application/octet-stream';
-    ctx.length = length;
-    metrics.artifactResponses.inc({ status: String(ctx.status) });
-    if (ctx.method === 'HEAD') return;
-
-    // Open before answering: a blob that vanished (garbage collection) is a clean 404,
-    // not a dropped connection halfway through the headers. The open reader keeps the
-    // blob from garbage collection until the response is over.
-    const reader = await blobs.openForRead(sha256);
-    if (!reader) fail('artifact_not_found', `this gateway's cache holds no artifact ${sha256}`);
-    metrics.artifactBytes.inc(length);
-    const stream = reader.file.createReadStream({ start, end, highWaterMark: READ_CHUNK });
-    stream.once('close', reader.release);
-    ctx.body = stream;
+    applyPrepared(ctx, head);
   });
 
 }
