@@ -320,7 +320,7 @@ async function main(): Promise<void> {
     // The default limits hold: 250 addresses x 4 long polls each, 100 polling addresses.
     devices: { maxWaitSeconds: 300 },
   }));
-  const daemon: ChildProcess = spawn(process.execPath, [path.join(ROOT, 'daemon', 'cli', 'modelferry.js'), 'serve', '--config', config], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const daemon: ChildProcess = spawn(process.execPath, [path.join(ROOT, 'test', 'helpers', 'cli-from-sources.js'), 'serve', '--config', config], { stdio: ['ignore', 'inherit', 'inherit'] });
   let daemonExit: string | undefined;
   daemon.once('exit', (code, signal) => { daemonExit = `exit ${code} ${signal}`; });
   const cleanup = async () => {
