@@ -1,5 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { Catalog } from './catalog/catalog.ts';
+import { ModelIntake } from './catalog/model-intake.ts';
+import { ConfigReloader } from './config/config-reloader.ts';
+import type { LoadedConfig } from './config/load.ts';
+import { Inbox } from './inbox/inbox.ts';
 import type { Config } from './config/schema.ts';
 import { DeviceRegistry } from './devices/device-registry.ts';
 import { fleetCounts } from './devices/fleet-status.ts';
@@ -18,6 +22,8 @@ import { BlobStore, blobDirsOf } from './store/blob-store.ts';
 import { HotBlobs } from './store/hot-blobs.ts';
 import { Database } from './store/database.ts';
 import { UpstreamSync } from './sync/upstream-sync.ts';
+
+type InboxSettings = { dir: string; settleSeconds: number; checkSeconds: number };
 
 interface Part {
   start(): Promise<void>;
@@ -43,12 +49,17 @@ export class Gateway {
    * default). `clock`: the time of device records, assignments and rollout steps (tests
    * pass their own).
    */
-  constructor(config: Config, log: Logger, options: { configFile?: string | null; clock?: Clock } = {}) {
+  constructor(config: Config, log: Logger, options: { configFile?: string | null; clock?: Clock; reload?: () => LoadedConfig } = {}) {
     this.#config = config;
     this.#log = log;
     this.#configFile = options.configFile ?? null;
     this.#clock = options.clock ?? systemClock;
+    this.#reload = options.reload;
   }
+
+  /** Loads the configuration again (from the same file, environment and flags); none: no reload. */
+  readonly #reload: (() => LoadedConfig) | undefined;
+  #live: { trust: TrustPolicy; auth: TokenAuth; answers: PollAnswers; sync: UpstreamSync } | undefined;
 
   async start(): Promise<void> {
     const config = this.#config;
@@ -96,8 +107,9 @@ export class Gateway {
         lastSyncSuccess: () => sync.status().lastSuccessAt,
         connections: () => this.#http?.connections ?? 0,
       });
+      const intake = new ModelIntake({ catalog, blobs, trust, config, log });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
+        config, log, trust, auth, catalog, intake, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
         configFile: this.#configFile,
         clock: this.#clock,
         gatewayId: id,
@@ -121,6 +133,19 @@ export class Gateway {
         // Last to start, first to stop: the goodbye goes out while the API still answers.
         await this.#startPart('mdns advertiser', advertiser);
       }
+      if (config.inbox.dir !== null) {
+        await this.#startPart('inbox', new Inbox(config.inbox as InboxSettings, { intake, catalog, log }));
+      }
+      this.#live = { trust, auth, answers, sync };
+      if (this.#reload) {
+        await this.#startPart('config reloader', new ConfigReloader({
+          file: this.#configFile ?? undefined,
+          load: this.#reload,
+          running: config,
+          apply: (next, keys) => this.#applyLive(next, keys),
+          log,
+        }));
+      }
     } catch (error) {
       await this.stop();
       throw error;
@@ -136,6 +161,35 @@ export class Gateway {
       trustedKeys: trust.keyIds,
       requireSignatures: config.trust.requireSignatures,
     }, 'gateway ready');
+  }
+
+  /**
+   * Makes reloaded keys take effect (config-reloader.ts lists which). Everything is checked
+   * before anything changes, so a refused reload leaves the running configuration whole.
+   * Routes read the shared config object at each request; tokens, trust keys and poll
+   * timing live in their parts and are replaced there.
+   */
+  #applyLive(next: Config, keys: string[]): void {
+    const live = this.#live;
+    if (!live) return;
+    const changed = (prefix: string) => keys.some((key) => key.startsWith(prefix));
+    const trust = changed('trust.') ? new TrustPolicy(next.trust) : undefined;
+    const running = this.#config as unknown as Record<string, Record<string, unknown>>;
+    for (const key of keys) {
+      const [section, leaf] = key.split('.') as [string, string];
+      running[section]![leaf] = (next as unknown as Record<string, Record<string, unknown>>)[section]![leaf];
+    }
+    if (trust) live.trust.adopt(trust);
+    if (changed('auth.') || keys.includes('devices.token')) live.auth.update(this.#config.auth, this.#config.devices);
+    if (keys.includes('devices.pollIntervalSeconds') || keys.includes('devices.pollJitterSeconds')) {
+      live.answers.setTiming({ intervalSeconds: this.#config.devices.pollIntervalSeconds, jitterSeconds: this.#config.devices.pollJitterSeconds });
+    }
+    if (keys.includes('log.level')) this.#log.level = this.#config.log.level;
+    if (changed('upstream.')) {
+      // The schedule and the store are read when the sync part starts: start it again.
+      const sync = live.sync;
+      void sync.stop().then(() => sync.start()).catch((error: unknown) => this.#log.error({ err: error }, 'upstream sync did not restart after a reload'));
+    }
   }
 
   /** Where the HTTP API listens (after start). */

@@ -44,7 +44,8 @@ export const sign = defineCommand({
   name: 'sign',
   summary: 'print the signature of a model for X-Signature / X-Signature-Key-Id',
   description: `Prints {"name", "version", "sha256", "size", "signature", "keyId"} for the model as it
-will be pushed: the values for the X-Signature and X-Signature-Key-Id headers.`,
+will be pushed: the values for the X-Signature and X-Signature-Key-Id headers, or for the
+"signature" and "keyId" of an inbox sidecar.`,
   operands: [{ name: 'FILE' }],
   flags: {
     name: { placeholder: 'NAME', required: true, help: 'model name' },

@@ -55,7 +55,8 @@ anything is opened; a configuration that cannot work exits 78.`,
       flags[key] = assignment.slice(eq + 1);
       flagNames[key] = `--set ${key}`;
     }
-    const loaded = loadConfig({ file: option(args, 'config'), flags, flagNames });
+    const sources = { file: option(args, 'config'), flags, flagNames };
+    const loaded = loadConfig(sources);
     const { config, files, origin } = loaded;
     await preflight(loaded);
     // The daemon is loaded only here, so that client commands start quickly.
@@ -69,7 +70,8 @@ anything is opened; a configuration that cannot work exits 78.`,
       cacheFrom: origin('paths.cache'),
     }, 'configuration loaded');
     // files[0] is the embedded default; a file after it is the one backups carry.
-    const gateway = new Gateway(config, log, { configFile: files.length > 1 ? files.at(-1)! : null });
+    // A changed config file or SIGHUP reloads from the same file, environment and flags.
+    const gateway = new Gateway(config, log, { configFile: files.length > 1 ? files.at(-1)! : null, reload: () => loadConfig(sources) });
 
     // Handlers go in before start, so a SIGTERM during start-up still stops cleanly, and stay
     // for the whole run, so a second signal while draining cannot kill the process before

@@ -115,6 +115,7 @@ export function loadConfig(sources: ConfigSources = {}): LoadedConfig {
   const base = (key: string) => (file && origin.get(key) === file ? path.dirname(path.resolve(cwd, file)) : cwd);
   config.paths.state = path.resolve(base('paths.state'), config.paths.state);
   config.paths.cache = path.resolve(base('paths.cache'), config.paths.cache);
+  if (config.inbox.dir !== null) config.inbox.dir = path.resolve(base('inbox.dir'), config.inbox.dir);
   return { config, files, origin: (key) => origin.get(key) ?? 'default' };
 }
 

@@ -105,6 +105,11 @@ export const configSchema = z.strictObject({
     breakerFailures: z.number().int().min(1).max(1000),
     breakerCooldownSeconds: positiveSeconds,
   }),
+  inbox: z.strictObject({
+    dir: z.string().min(1).nullable(),
+    settleSeconds: positiveSeconds,
+    checkSeconds: positiveSeconds,
+  }),
   cache: z.strictObject({
     gcGraceHours: z.number().min(0).max(24 * 365),
     gcIntervalMinutes: z.number().gt(0).max(24 * 60),

@@ -42,7 +42,7 @@ export class PollAnswers {
   readonly #catalog: Catalog;
   readonly #blobs: BlobStore;
   readonly #devices: DeviceRegistry;
-  readonly #timing: PollTiming;
+  #timing: PollTiming;
   readonly #limits: LongPollLimits;
   readonly #waitingByAddress = new Map<string, number>();
   #waking = false;
@@ -88,6 +88,15 @@ export class PollAnswers {
   /** True once stop() released the long polls: their answers should close the connection. */
   get stopped(): boolean {
     return this.#stopped;
+  }
+
+  /**
+   * New poll interval and jitter from a config reload. Answers carry them, so the answers
+   * change: held long polls are answered with the new timing, none is dropped.
+   */
+  setTiming(timing: PollTiming): void {
+    this.#timing = timing;
+    this.#refresh();
   }
 
   get waiting(): number {

@@ -18,13 +18,23 @@ const digestOf = (secret: string) => createHash('sha256').update(secret).digest(
  * configured token without stopping early, so timing tells nothing about which one is close.
  */
 export class TokenAuth {
-  readonly #credentials: Credential[];
-  readonly #deviceToken: Buffer | null;
+  #credentials: Credential[];
+  #deviceToken: Buffer | null;
 
   constructor(auth: Config['auth'], devices: Pick<Config['devices'], 'token'>) {
     this.#credentials = auth.tokens.map(({ name, token, scopes }) => ({ name, scopes, digest: digestOf(token) }));
     this.#deviceToken = devices.token === null ? null : digestOf(devices.token);
   }
+  /**
+   * New tokens from a config reload: the next request is checked against them. Requests
+   * already admitted (a held long poll, a download) are not checked again.
+   */
+  update(auth: Config['auth'], devices: Config['devices']): void {
+    const next = new TokenAuth(auth, devices);
+    this.#credentials = next.#credentials;
+    this.#deviceToken = next.#deviceToken;
+  }
+
 
   /** The configured token presented in this Authorization header, if any. */
   identify(header: string | undefined): Credential | undefined {

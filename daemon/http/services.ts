@@ -1,4 +1,5 @@
 import type { Catalog } from '../catalog/catalog.ts';
+import type { ModelIntake } from '../catalog/model-intake.ts';
 import type { Config } from '../config/schema.ts';
 import type { DeviceRegistry } from '../devices/device-registry.ts';
 import type { DiscoveryStatus } from '../discovery/advertiser.ts';
@@ -22,6 +23,8 @@ export interface Services {
   gatewayId: string;
   startedAt: Date;
   catalog: Catalog;
+  /** Where pushed models enter the catalog (the inbox uses the same). */
+  intake: ModelIntake;
   blobs: BlobStore;
   hotBlobs: HotBlobs;
   collector: BlobCollector;

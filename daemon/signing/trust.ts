@@ -15,8 +15,8 @@ export interface SignatureClaim {
  * signatures through to devices, which verify again against keys in their firmware.
  */
 export class TrustPolicy {
-  readonly #keys = new Map<string, PublicKey>();
-  readonly #requireSignatures: boolean;
+  #keys = new Map<string, PublicKey>();
+  #requireSignatures: boolean;
 
   constructor(config: Config['trust']) {
     config.keys.forEach((entry, index) => {
@@ -35,6 +35,12 @@ export class TrustPolicy {
       throw new ConfigError('config: trust.requireSignatures = true needs at least one key in trust.keys');
     }
     this.#requireSignatures = config.requireSignatures;
+  }
+
+  /** Takes the keys and rule of a policy built from a reloaded config (already validated). */
+  adopt(next: TrustPolicy): void {
+    this.#keys = next.#keys;
+    this.#requireSignatures = next.#requireSignatures;
   }
 
   get keyIds(): string[] {

@@ -3,13 +3,12 @@ import type { Context } from 'koa';
 import type { ModelRecord } from '../../catalog/types.ts';
 import { fail, isModelferryError } from '../../errors.ts';
 import { parseModelName, parseVersion } from '../../contract/identifiers.ts';
-import { acceptFormat, inspectProgramFile } from '../../store/executorch.ts';
 import { pauseIdleTimeout } from '../http-server.ts';
 import { tooLarge } from '../json-body.ts';
 import type { Services } from '../services.ts';
 
 export function modelRoutes(router: Router, services: Services): void {
-  const { catalog, blobs, trust, config, metrics } = services;
+  const { catalog, blobs, metrics } = services;
 
   router.put('/v1/models/:name/:version', services.auth.scope('push'), async (ctx) => {
     try {
@@ -24,50 +23,28 @@ export function modelRoutes(router: Router, services: Services): void {
     }
   });
 
-  /**
-   * The push: stream to a temporary blob while hashing, check format, declared digest and
-   * signature, then commit blob and catalog entry, in that order. Any refusal leaves the
-   * catalog and the blob folder exactly as they were.
-   */
+  /** The push: checked and stored by the intake the inbox shares; here, the HTTP side of it. */
   async function receiveModel(ctx: Context): Promise<{ status: 200 | 201; record: ModelRecord }> {
-    const name = parseModelName(ctx.params.name!);
-    const version = parseVersion(ctx.params.version!);
-    const declared = declaredDigest(ctx);
-    const claim = { signature: ctx.get('X-Signature') || null, keyId: ctx.get('X-Signature-Key-Id') || null };
-    trust.precheck(claim);
-    const maxBytes = config.artifacts.maxBytes;
-    if (Number(ctx.get('Content-Length') || 0) > maxBytes) tooLarge(ctx, maxBytes);
+    const submission = {
+      name: parseModelName(ctx.params.name!),
+      version: parseVersion(ctx.params.version!),
+      declaredSha256: declaredDigest(ctx),
+      claim: { signature: ctx.get('X-Signature') || null, keyId: ctx.get('X-Signature-Key-Id') || null },
+      client: String(ctx.state.client),
+    };
 
     // Once the client has sent everything, the gateway is the slow one (fsync on an SD card,
     // reading the program), which the idle timeout must not take for a stalled client. Node
     // puts the keep-alive timeout back once the answer is sent.
     ctx.req.once('end', () => pauseIdleTimeout(ctx.req));
-    let pending;
     try {
-      pending = await blobs.receive(ctx.req, maxBytes);
-    } catch (error) {
-      if (isModelferryError(error) && error.code === 'body_too_large') tooLarge(ctx, maxBytes);
-      throw error;
-    }
-    try {
-      const { sha256, size } = pending;
-      const { format, program } = acceptFormat(await inspectProgramFile(pending.path, size), config.artifacts.formats);
-      if (declared !== null && declared !== sha256) {
-        fail('digest_mismatch', `the body's sha256 is ${sha256}, not the declared ${declared}; nothing was stored`);
-      }
-      trust.check({ name, version, sha256, size }, claim);
-      const { created, record } = await catalog.addModel({
-        name, version, sha256, size,
-        format,
-        program,
-        signature: claim.signature,
-        keyId: claim.keyId,
-        createdAt: new Date().toISOString(),
-      }, () => pending.commit());
-      if (created) services.log.info({ model: name, version, sha256, size, client: ctx.state.client }, 'model stored');
+      services.intake.precheck(submission, Number(ctx.get('Content-Length') || 0) || null);
+      const { created, record } = await services.intake.submit(submission, ctx.req);
       return { status: created ? 201 : 200, record };
-    } finally {
-      await pending.discard();
+    } catch (error) {
+      // Stop reading, let the rest drain and close the connection after the answer.
+      if (isModelferryError(error) && error.code === 'body_too_large') tooLarge(ctx, services.intake.maxBytes);
+      throw error;
     }
   }
 
