@@ -131,7 +131,12 @@ async function workload(daemon: RunningDaemon, known: Known, uncertain: Uncertai
           uncertain.models.set(key, new Set([known.models.get(key)!, null]));
           const response = await daemon.fetch(`/v1/models/kws/${key.split('@')[1]}`, { method: 'DELETE', token: ALL_TOKEN });
           await response.arrayBuffer();
-          if (response.status === 409) { uncertain.models.delete(key); continue; }
+          // 409: assigned meanwhile; 404: another worker deleted it first. Either way this
+          // delete changed nothing.
+          if (response.status === 409 || response.status === 404) {
+            if (response.status === 409) uncertain.models.delete(key);
+            continue;
+          }
           if (response.status !== 204) throw new Error(`delete ${key}: ${response.status}`);
           known.models.set(key, null);
           uncertain.models.delete(key);
