@@ -90,7 +90,8 @@ export class BlobCollector {
           continue;
         }
         const since = await stat(this.#blobs.pathOf(sha256)).then((s) => s.mtimeMs, () => undefined);
-        if (since !== undefined && now - since < this.#graceMs) {
+        // Held while the file was looked at (a push of the same bytes): it stays.
+        if ((since !== undefined && now - since < this.#graceMs) || this.#blobs.isHeld(sha256)) {
           result.kept++;
           continue;
         }
