@@ -95,6 +95,9 @@ export class BlobCollector {
           result.kept++;
           continue;
         }
+        // `referenced` is as old as this collection: a push or sync that finished since may
+        // name the blob now. Checked again with no await before the removal unindexes it.
+        if (this.#referencedNow().has(sha256)) continue;
         const size = this.#blobs.storedSize(sha256) ?? 0;
         await this.#blobs.remove(sha256);
         result.removed.push({ sha256, size });
