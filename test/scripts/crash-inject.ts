@@ -14,6 +14,7 @@
 //
 // test/daemon/crash-inject.test.ts runs a few rounds.
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { publish } from '../../daemon/sync/publish.ts';
@@ -82,7 +83,7 @@ async function check(daemon: RunningDaemon, known: Known, uncertain: Uncertain):
   const present = new Map(models.map((m) => [`${m.name}@${m.version}`, m.sha256]));
   for (const model of models) {
     const artifact = await daemon.fetch(`/v1/artifacts/${model.sha256}`);
-    if (artifact.status !== 200) throw new Error(`${model.name}@${model.version}: artifact answered ${artifact.status}`);
+    if (artifact.status !== 200) throw new Error(`${model.name}@${model.version}: artifact ${model.sha256} answered ${artifact.status}`);
     const digest = sha256(Buffer.from(await artifact.arrayBuffer()));
     if (digest !== model.sha256) throw new Error(`${model.name}@${model.version}: blob sha256 ${digest}, entry ${model.sha256}`);
   }
@@ -266,9 +267,21 @@ export async function crashInject(t: HasTeardown, rounds: number, log: (line: st
   await publishNext(store, known);
   const counts: CrashCounts = { kills: 0, duringSync: 0, duringGc: 0 };
   const aims = ['time', 'sync', 'gc'] as const;
+  const daemons: RunningDaemon[] = [];
+  // A failed check keeps every run's log, for finding what happened before the kill.
+  const checked = async (daemon: RunningDaemon) => {
+    daemons.push(daemon);
+    try {
+      await check(daemon, known, uncertain);
+    } catch (error) {
+      const file = path.join(os.tmpdir(), `modelferry-crash-inject-${process.pid}.log`);
+      await writeFile(file, daemons.map((d, i) => `=== run ${i + 1}\n${d.lines.join('\n')}`).join('\n'));
+      throw new Error(`${(error as Error).message} (the daemons' logs are in ${file})`);
+    }
+  };
   for (let round = 0; round < rounds; round++) {
     const daemon = await startDaemon(t, { dir, config });
-    await check(daemon, known, uncertain);
+    await checked(daemon);
     let kill!: () => void;
     const killNow = new Promise<void>((resolve) => { kill = resolve; });
     const cut: Cut = {
@@ -297,7 +310,7 @@ export async function crashInject(t: HasTeardown, rounds: number, log: (line: st
     log(`round ${round + 1} (${cut.aim}): killed${under.length > 0 ? ` during ${under.join(' and ')}` : ''}; ${[...known.models.values()].filter((v) => v !== null).length} models acknowledged, up@${known.synced} synced of ${known.published}, ${uncertain.models.size + uncertain.assignments.size} operations cut`);
   }
   const last = await startDaemon(t, { dir, config });
-  await check(last, known, uncertain);
+  await checked(last);
   await last.stop();
   return counts;
 }
