@@ -20,6 +20,8 @@ export async function configFor(dir: string, port: number, extra: Record<string,
     // The load comes from one address (wrk, the long polls): the per-address cap must not count here.
     http: { host: '127.0.0.1', port, maxConnectionsPerAddress: 4096, maxConnections: 4096 },
     devices: { newPerAddressPerMinute: 1_000_000, maxLongPollsPerAddress: 4096, maxLongPolls: 4096 },
+    // Setup pushes 8 models at once (dependent-rows.ts).
+    artifacts: { maxConcurrentPushes: 16 },
     paths: { state: path.join(dir, 'state'), cache: path.join(dir, 'cache') },
     mdns: { enabled: false },
     log: { level: 'warn' },

@@ -37,6 +37,7 @@ export const errorCatalogue = {
   range_not_satisfiable: { status: 416, message: "the range is outside the artifact's bytes" },
   rate_limited: { status: 429, message: 'this client address is over a limit; try again after Retry-After seconds' },
   busy: { status: 503, message: 'the gateway is at a limit for now; try again after Retry-After seconds' },
+  insufficient_storage: { status: 507, message: "the gateway's disk has too little free space for this (beyond its reserve, artifacts.diskReserveBytes); free space on it (delete unused models, run garbage collection) and try again" },
   internal: { status: 500, message: 'the gateway failed to handle this request; see its log' },
   upstream_unreachable: { status: 502, message: 'the upstream store could not be reached, or the connection broke' },
   upstream_error: { status: 502, message: 'the upstream store answered with an error status' },

@@ -32,3 +32,16 @@ export function describeFsError(error: unknown, subject: string, fix?: string): 
   if (!reason) return `${subject}: ${(error as Error).message}`;
   return `${subject} ${reason.why}: ${fix ?? reason.fix}`;
 }
+
+/**
+ * True for a write refused because the disk (or the quota) is full: ENOSPC or EDQUOT from
+ * Node, or LevelDB's "IO error: ...: No space left on device", which carries no errno.
+ */
+export function isDiskFull(error: unknown): boolean {
+  for (let e = error as (Error & { cause?: unknown }) | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    const code = errnoOf(e);
+    if (code === 'ENOSPC' || code === 'EDQUOT') return true;
+    if (typeof e.message === 'string' && /No space left on device|Disk quota exceeded/i.test(e.message)) return true;
+  }
+  return false;
+}

@@ -19,6 +19,7 @@ import { RolloutGuard } from './rollouts/rollout-guard.ts';
 import { TrustPolicy } from './signing/trust.ts';
 import { BlobCollector } from './store/blob-collector.ts';
 import { BlobStore, blobDirsOf } from './store/blob-store.ts';
+import { DiskSpace } from './store/disk-space.ts';
 import { HotBlobs } from './store/hot-blobs.ts';
 import { Database } from './store/database.ts';
 import { UpstreamSync } from './sync/upstream-sync.ts';
@@ -82,7 +83,8 @@ export class Gateway {
       graceHours: config.cache.gcGraceHours,
       intervalMinutes: config.cache.gcIntervalMinutes,
     }, log);
-    const sync = new UpstreamSync({ config, catalog, blobs, database, trust, metrics }, log);
+    const disk = new DiskSpace(config);
+    const sync = new UpstreamSync({ config, catalog, blobs, database, trust, metrics, disk }, log);
     let advertiser: Advertiser | undefined;
     const discovery = (): DiscoveryStatus => advertiser ? { enabled: true, ...advertiser.status() } : { enabled: false };
     try {
@@ -107,7 +109,7 @@ export class Gateway {
         lastSyncSuccess: () => sync.status().lastSuccessAt,
         connections: () => this.#http?.connections ?? 0,
       });
-      const intake = new ModelIntake({ catalog, blobs, trust, config, log });
+      const intake = new ModelIntake({ catalog, blobs, trust, config, log, disk });
       const listener = createRequestListener({
         config, log, trust, auth, catalog, intake, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
         configFile: this.#configFile,

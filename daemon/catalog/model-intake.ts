@@ -4,6 +4,7 @@ import { fail } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { SignatureClaim, TrustPolicy } from '../signing/trust.ts';
 import type { BlobStore, PendingBlob } from '../store/blob-store.ts';
+import { diskFullError, type DiskClaim, type DiskSpace } from '../store/disk-space.ts';
 import { acceptFormat, inspectProgramFile } from '../store/executorch.ts';
 import type { Catalog } from './catalog.ts';
 import type { ModelRecord } from './types.ts';
@@ -31,13 +32,15 @@ export class ModelIntake {
   readonly #trust: TrustPolicy;
   readonly #config: Config;
   readonly #log: Logger;
+  readonly #disk: DiskSpace;
 
-  constructor(parts: { catalog: Catalog; blobs: BlobStore; trust: TrustPolicy; config: Config; log: Logger }) {
+  constructor(parts: { catalog: Catalog; blobs: BlobStore; trust: TrustPolicy; config: Config; log: Logger; disk: DiskSpace }) {
     this.#catalog = parts.catalog;
     this.#blobs = parts.blobs;
     this.#trust = parts.trust;
     this.#config = parts.config;
     this.#log = parts.log;
+    this.#disk = parts.disk;
   }
 
   /** Read at each submission: the limit may change while the gateway runs (config reload). */
@@ -53,8 +56,25 @@ export class ModelIntake {
     }
   }
 
-  async submit(submission: ModelSubmission, body: Readable): Promise<{ created: boolean; record: ModelRecord }> {
-    const pending: PendingBlob = await this.#blobs.receive(body, this.maxBytes);
+  /**
+   * `declaredSize`: the size the sender announced (Content-Length, the dropped file's), or
+   * null. The disk must hold it beyond the reserve before a byte is read (a size not
+   * announced is held to the room there is, as it arrives). A disk that fills up anyway
+   * (another writer) is `insufficient_storage` too, wherever it is met.
+   */
+  async submit(submission: ModelSubmission, body: Readable, declaredSize: number | null): Promise<{ created: boolean; record: ModelRecord }> {
+    const room = await this.#disk.claim(this.#blobs.dirOf('local'), declaredSize, `this ${declaredSize === null ? '' : `${declaredSize}-byte `}model`);
+    try {
+      return await this.#submit(submission, body, room);
+    } catch (error) {
+      throw diskFullError(error, 'the model was being stored') ?? error;
+    } finally {
+      room.release();
+    }
+  }
+
+  async #submit(submission: ModelSubmission, body: Readable, room: DiskClaim): Promise<{ created: boolean; record: ModelRecord }> {
+    const pending: PendingBlob = await this.#blobs.receive(body, this.maxBytes, room);
     try {
       const { name, version, declaredSha256, claim } = submission;
       const { sha256, size } = pending;

@@ -20,6 +20,8 @@ export const LIVE_KEYS: ReadonlySet<string> = new Set([
   'trust.requireSignatures',
   'artifacts.maxBytes',
   'artifacts.formats',
+  'artifacts.diskReserveBytes',
+  'artifacts.maxConcurrentPushes',
   'log.level',
   'upstream.url',
   'upstream.token',

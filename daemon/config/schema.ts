@@ -91,6 +91,8 @@ export const configSchema = z.strictObject({
     maxBytes: byteSize(),
     formats: z.array(z.enum(['executorch', 'any'])).min(1),
     memoryCacheBytes: byteSize(0),
+    diskReserveBytes: byteSize(0),
+    maxConcurrentPushes: z.number().int().min(1).max(1000),
   }),
   upstream: z.strictObject({
     url: z.url({ protocol: /^https?$/, message: 'must be an http:// or https:// URL of a manifest' }).nullable(),

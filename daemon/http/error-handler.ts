@@ -1,6 +1,7 @@
 import type { Middleware } from 'koa';
 import { errorCatalogue, isModelferryError, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { diskFullError } from '../store/disk-space.ts';
 import { applyPrepared, preparedError } from './prepared-response.ts';
 
 const STATUS_CODES = new Map<number, ErrorCode>([
@@ -37,6 +38,13 @@ export function errorHandler(log: Logger): Middleware {
       }
       if ((error as NodeJS.ErrnoException).code === 'ECONNRESET' || (error as Error).message === 'aborted') {
         log.warn({ method: ctx.method, path: ctx.path }, 'client went away mid-request');
+        return;
+      }
+      // A full disk is the operator's to fix, not a bug: say so to the client as well.
+      const full = diskFullError(error, `${ctx.method} ${ctx.path} was writing`);
+      if (full) {
+        log.warn({ err: error, method: ctx.method, path: ctx.path }, 'disk full');
+        applyPrepared(ctx, preparedError(full));
         return;
       }
       log.error({ err: error, method: ctx.method, path: ctx.path }, 'request failed');

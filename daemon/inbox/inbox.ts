@@ -254,7 +254,7 @@ export class Inbox {
       client: 'inbox',
     };
     this.#intake.precheck(submission, programInfo.size);
-    const { created, record } = await readRegular(this.#in(program), programInfo, (handle) => this.#intake.submit(submission, handle.createReadStream({ autoClose: false })));
+    const { created, record } = await readRegular(this.#in(program), programInfo, (handle) => this.#intake.submit(submission, handle.createReadStream({ autoClose: false }), programInfo.size));
     if (selector !== null) {
       await this.#catalog.setAssignment({ selector, model: record.name, version: record.version, rollout: null, updatedAt: new Date().toISOString() });
       this.#log.info({ selector, model: record.name, version: record.version, client: 'inbox' }, 'assignment set');

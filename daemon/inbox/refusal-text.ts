@@ -14,6 +14,8 @@ export function refusalText(error: unknown, maxBytes: number): string {
       return `This file is not a complete ExecuTorch program (.pte). Copy the .pte file the model export wrote, and make sure the copy finished. (${detail})`;
     case 'body_too_large':
       return `This file is too big: the gateway takes models up to ${maxBytes} bytes (artifacts.maxBytes). (${detail})`;
+    case 'insufficient_storage':
+      return `The gateway's disk is too full to take this file. Free space on the gateway (delete models no longer used, then POST /v1/cache/gc), then copy the file into the inbox again. (${detail})`;
     case 'digest_mismatch':
       return `The file is not what its sidecar says (sha256 differs): the copy is incomplete or damaged. Copy it again. (${detail})`;
     case 'invalid_name':

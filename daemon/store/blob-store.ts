@@ -6,6 +6,7 @@ import { fail } from '../errors.ts';
 import { isDigest } from '../contract/identifiers.ts';
 import type { Logger } from '../log.ts';
 import { PROGRAM_HEAD_BYTES as HEAD_BYTES } from './executorch.ts';
+import type { DiskClaim } from './disk-space.ts';
 import { digestFile } from './file-digest.ts';
 import { makeDirectory } from './make-directory.ts';
 
@@ -155,6 +156,11 @@ export class BlobStore {
     return [...this.#files.keys()];
   }
 
+  /** The folder of a tier (for free-space checks on its disk). */
+  dirOf(tier: BlobTier): string {
+    return this.#dirs[tier];
+  }
+
   pathOf(sha256: string): string {
     return path.join(this.#dirs[this.#files.get(sha256)?.tier ?? 'local'], sha256);
   }
@@ -212,9 +218,10 @@ export class BlobStore {
    * Streams `source` into a temporary file under the local folder while hashing it. More than
    * `maxBytes` stops the transfer with `body_too_large` and leaves nothing behind. The source
    * is never destroyed here, so an HTTP layer can still answer on the same connection.
-   * A committed push lives in the local folder: it may be the only copy.
+   * A committed push lives in the local folder: it may be the only copy. With `room`, more
+   * than its limit stops the transfer with `insufficient_storage`, also leaving nothing.
    */
-  async receive(source: Readable, maxBytes: number): Promise<PendingBlob> {
+  async receive(source: Readable, maxBytes: number, room?: DiskClaim): Promise<PendingBlob> {
     const tempPath = path.join(this.#dirs.local, TEMP_DIR, `${randomUUID()}.part`);
     const file = await open(tempPath, 'wx', 0o644);
     const hash = createHash('sha256');
@@ -225,12 +232,16 @@ export class BlobStore {
       for await (const chunk of source.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
         size += chunk.length;
         if (size > maxBytes) fail('body_too_large', `the artifact is larger than artifacts.maxBytes (${maxBytes} bytes)`);
+        if (room && size > room.limit) {
+          fail('insufficient_storage', `the disk had room for ${room.limit} bytes of this artifact beyond its reserve (artifacts.diskReserveBytes), and more came; nothing was stored. Free space on the gateway's disk and try again`);
+        }
         hash.update(chunk);
         if (headLength < HEAD_BYTES) {
           headChunks.push(chunk.subarray(0, HEAD_BYTES - headLength));
           headLength += headChunks.at(-1)!.length;
         }
         await writeFully(file, chunk);
+        room?.wrote(chunk.length);
       }
       await file.sync();
     } catch (error) {

@@ -1,6 +1,8 @@
 import { mkdir, open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fail, ModelferryError } from '../errors.ts';
+import { isDiskFull } from '../fs-errors.ts';
+import { diskFullError } from '../store/disk-space.ts';
 import { digestFile } from '../store/file-digest.ts';
 import { bodyError, type UpstreamHttp } from './upstream-http.ts';
 
@@ -29,15 +31,27 @@ export class BlobFetcher {
     return path.join(cacheDir, 'partial');
   }
 
+  /** Bytes a partial download of `blob` already holds. */
+  async partialSize(blob: { sha256: string }): Promise<number> {
+    return stat(path.join(this.#dir, `${blob.sha256}.part`)).then((s) => s.size, () => 0);
+  }
+
   async fetch(blob: BlobToFetch, headers: Record<string, string>, signal: AbortSignal, onBytes: (n: number) => void): Promise<string> {
     await mkdir(this.#dir, { recursive: true });
     const file = path.join(this.#dir, `${blob.sha256}.part`);
-    let have = await stat(file).then((s) => s.size, () => 0);
+    let have = await this.partialSize(blob);
     if (have > blob.size) {
       await rm(file, { force: true });
       have = 0;
     }
-    if (have < blob.size) await this.#download(blob, file, have, headers, signal, onBytes);
+    try {
+      if (have < blob.size) await this.#download(blob, file, have, headers, signal, onBytes);
+    } catch (error) {
+      if (!isDiskFull(error)) throw error;
+      // The space a partial file holds is what the disk is short of: give it back.
+      await rm(file, { force: true });
+      throw diskFullError(error, `the artifact ${blob.sha256} was downloading`);
+    }
     const { sha256: actual } = await digestFile(file);
     if (actual !== blob.sha256) {
       await rm(file, { force: true });
@@ -80,7 +94,7 @@ export class BlobFetcher {
           onBytes(chunk.length);
         }
       } catch (error) {
-        throw bodyError(error, where);
+        throw isDiskFull(error) ? error : bodyError(error, where);
       }
       await handle.sync();
     } finally {

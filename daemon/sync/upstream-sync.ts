@@ -1,6 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { createTask, type ScheduledTask } from 'node-cron';
+import type { ScheduledTask } from 'node-cron';
 import type { Catalog } from '../catalog/catalog.ts';
 import type { LayerContent, ModelRecord } from '../catalog/types.ts';
 import type { Config } from '../config/schema.ts';
@@ -9,6 +9,7 @@ import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
 import type { BlobStore } from '../store/blob-store.ts';
+import { diskFullError, type DiskSpace } from '../store/disk-space.ts';
 import type { Database, Table } from '../store/database.ts';
 import { acceptFormat, inspectProgramFile } from '../store/executorch.ts';
 import { BlobFetcher, type BlobToFetch } from './blob-fetcher.ts';
@@ -84,6 +85,7 @@ export class UpstreamSync {
   readonly #db: Database;
   readonly #trust: TrustPolicy;
   readonly #metrics: Metrics;
+  readonly #disk: DiskSpace;
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #breaker: CircuitBreaker;
@@ -99,7 +101,7 @@ export class UpstreamSync {
   #bytesFetched = 0;
 
   constructor(
-    parts: { config: Config; catalog: Catalog; blobs: BlobStore; database: Database; trust: TrustPolicy; metrics: Metrics },
+    parts: { config: Config; catalog: Catalog; blobs: BlobStore; database: Database; trust: TrustPolicy; metrics: Metrics; disk: DiskSpace },
     log: Logger,
     now: () => number = Date.now,
   ) {
@@ -109,6 +111,7 @@ export class UpstreamSync {
     this.#db = parts.database;
     this.#trust = parts.trust;
     this.#metrics = parts.metrics;
+    this.#disk = parts.disk;
     this.#log = log.child({ part: 'sync' });
     this.#now = now;
     const { breakerFailures, breakerCooldownSeconds } = parts.config.upstream;
@@ -127,6 +130,8 @@ export class UpstreamSync {
     if (!this.configured) return;
     const { schedule, maxRandomDelaySeconds, url } = this.#config.upstream;
     const log = this.#log;
+    // Loaded only by gateways with an upstream: most sites have none, and it costs memory.
+    const { createTask } = await import('node-cron');
     this.#task = createTask(schedule, () => this.run('schedule'), {
       name: 'upstream-sync',
       noOverlap: true,
@@ -226,8 +231,9 @@ export class UpstreamSync {
       this.#log.info({ trigger, result, revision: progress.revision, fetched: progress.fetched, bytes: progress.bytes }, result === 'updated' ? 'upstream sync applied' : 'upstream unchanged');
       return outcome;
     } catch (error) {
-      const known = isModelferryError(error) ? error : new ModelferryError('internal', `the sync failed unexpectedly: ${(error as Error).message}`);
-      if (!isModelferryError(error)) this.#log.error({ err: error }, 'sync failed unexpectedly');
+      const full = isModelferryError(error) ? undefined : diskFullError(error, 'the sync was writing');
+      const known = isModelferryError(error) ? error : full ?? new ModelferryError('internal', `the sync failed unexpectedly: ${(error as Error).message}`);
+      if (!isModelferryError(error) && !full) this.#log.error({ err: error }, 'sync failed unexpectedly');
       if (known.code !== 'sync_aborted') this.#breaker.failure(this.#now());
       this.#lastError = { at: new Date(this.#now()).toISOString(), code: known.code, message: known.message };
       this.#log.warn({ trigger, error: known.code, reason: known.message, failures: this.#breaker.failures, breaker: this.#breaker.state(this.#now()) }, 'upstream sync failed; devices keep being served from the cache');
@@ -359,13 +365,23 @@ export class UpstreamSync {
       if (url.protocol !== 'http:' && url.protocol !== 'https:') fail('manifest_invalid', `${model.name}@${model.version} has a url that is not http(s): ${url.protocol}`);
       queue.push({ sha256: model.sha256, size: model.size, url });
     }
+    // Room for every artifact to fetch (less what partial downloads already hold) must be
+    // there beyond the reserve before the first byte is asked for.
+    if (queue.length === 0) return 0;
+    let need = 0;
+    for (const blob of queue) need += blob.size - Math.min(blob.size, await fetcher.partialSize(blob));
+    const room = await this.#disk.claim(this.#config.paths.cache, need, `the sync's ${queue.length} artifact${queue.length === 1 ? '' : 's'} to download (${need} bytes)`);
+    const counted = (n: number) => {
+      onBytes(n);
+      room.wrote(n);
+    };
     let count = 0;
     let failed: unknown;
     const worker = async () => {
       while (queue.length > 0 && failed === undefined) {
         const blob = queue.shift()!;
         try {
-          const file = await fetcher.fetch(blob, this.#authFor(blob.url, manifestUrl), signal, onBytes);
+          const file = await fetcher.fetch(blob, this.#authFor(blob.url, manifestUrl), signal, counted);
           await this.#blobs.adopt(file, blob.sha256, blob.size);
           count++;
         } catch (error) {
@@ -373,7 +389,11 @@ export class UpstreamSync {
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(this.#config.upstream.concurrency, queue.length) }, worker));
+    try {
+      await Promise.all(Array.from({ length: Math.min(this.#config.upstream.concurrency, queue.length) }, worker));
+    } finally {
+      room.release();
+    }
     if (failed !== undefined) throw failed;
     return count;
   }

@@ -234,6 +234,8 @@ export function testConfig(dir: string, port: number, overrides: ConfigSections 
     auth: { tokens: TEST_TOKENS },
     // Every test client is 127.0.0.1, standing in for a fleet of addresses (see gateway.ts).
     devices: { newPerAddressPerMinute: 1_000_000 },
+    // The tests of a file share a daemon and push at the same time; the limit's own tests set it.
+    artifacts: { maxConcurrentPushes: 64 },
   };
   for (const [section, values] of Object.entries(overrides)) base[section] = { ...base[section], ...values };
   return base;

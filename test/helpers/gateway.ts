@@ -42,6 +42,9 @@ export function testConfig(dir: string, overrides: ConfigOverrides = {}): Config
       // Every test client is 127.0.0.1, standing in for a fleet of addresses: the per-address
       // limit on new MACs is raised so that tests of other things can poll many MACs.
       'devices.newPerAddressPerMinute': '1000000',
+      // The tests of a file share a gateway and push at the same time; the limit's own
+      // tests set it.
+      'artifacts.maxConcurrentPushes': '64',
       ...overrides,
     },
   }).config;

@@ -103,6 +103,11 @@ async function workload(daemon: RunningDaemon, known: Known, uncertain: Uncertai
           uncertain.models.set(key, new Set([digest, null]));
           const response = await daemon.fetch(`/v1/models/kws/${key.split('@')[1]}`, { method: 'PUT', body: bytes, token: ALL_TOKEN });
           await response.arrayBuffer();
+          // Over artifacts.maxConcurrentPushes: refused before its body was read, nothing stored.
+          if (response.status === 503) {
+            uncertain.models.delete(key);
+            continue;
+          }
           if (response.status !== 201) throw new Error(`push ${key}: ${response.status}`);
           known.models.set(key, digest);
           uncertain.models.delete(key);

@@ -5,6 +5,7 @@ import { createLogger } from '../../daemon/log.ts';
 import { Metrics } from '../../daemon/metrics.ts';
 import { TrustPolicy } from '../../daemon/signing/trust.ts';
 import { BlobStore, blobDirsOf } from '../../daemon/store/blob-store.ts';
+import { DiskSpace } from '../../daemon/store/disk-space.ts';
 import { Database } from '../../daemon/store/database.ts';
 import { UpstreamSync } from '../../daemon/sync/upstream-sync.ts';
 import { FaultStore } from '../helpers/fault-store.ts';
@@ -32,7 +33,7 @@ async function syncPart(t: ExecutionContext, url: string, clock: { now: number }
   const blobs = new BlobStore(blobDirsOf(config.paths), log);
   const catalog = new Catalog(database, blobs, log);
   const metrics = new Metrics();
-  const sync = new UpstreamSync({ config, catalog, blobs, database, trust: new TrustPolicy(config.trust), metrics }, log, () => clock.now);
+  const sync = new UpstreamSync({ config, catalog, blobs, database, trust: new TrustPolicy(config.trust), metrics, disk: new DiskSpace(config) }, log, () => clock.now);
   for (const part of [database, blobs, catalog]) await part.start();
   t.teardown(async () => {
     for (const part of [sync, catalog, blobs, database]) await part.stop();

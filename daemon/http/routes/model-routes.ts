@@ -7,8 +7,13 @@ import { pauseIdleTimeout } from '../http-server.ts';
 import { tooLarge } from '../json-body.ts';
 import type { Services } from '../services.ts';
 
+/** What a push refused for the concurrency limit is told to wait: about one push on a Pi. */
+const PUSH_RETRY_SECONDS = 5;
+
 export function modelRoutes(router: Router, services: Services): void {
   const { catalog, blobs, metrics } = services;
+  /** Pushes receiving now: each may hold up to artifacts.maxBytes in tmp/ and a CPU hashing. */
+  let pushing = 0;
 
   router.put('/v1/models/:name/:version', services.auth.scope('push'), async (ctx) => {
     try {
@@ -37,14 +42,25 @@ export function modelRoutes(router: Router, services: Services): void {
     // reading the program), which the idle timeout must not take for a stalled client. Node
     // puts the keep-alive timeout back once the answer is sent.
     ctx.req.once('end', () => pauseIdleTimeout(ctx.req));
+    const declaredSize = ctx.get('Content-Length') === '' ? null : Number(ctx.get('Content-Length'));
+    let slot = false;
     try {
-      services.intake.precheck(submission, Number(ctx.get('Content-Length') || 0) || null);
-      const { created, record } = await services.intake.submit(submission, ctx.req);
+      services.intake.precheck(submission, declaredSize);
+      const limit = services.config.artifacts.maxConcurrentPushes;
+      if (pushing >= limit) {
+        fail('busy', `the gateway is receiving its maximum of ${limit} pushes at once (artifacts.maxConcurrentPushes); try again after Retry-After seconds`, { 'Retry-After': String(PUSH_RETRY_SECONDS) });
+      }
+      pushing++;
+      slot = true;
+      const { created, record } = await services.intake.submit(submission, ctx.req, declaredSize);
       return { status: created ? 201 : 200, record };
     } catch (error) {
       // Stop reading, let the rest drain and close the connection after the answer.
       if (isModelferryError(error) && error.code === 'body_too_large') tooLarge(ctx, services.intake.maxBytes);
+      if (!ctx.req.complete) ctx.req.resume();
       throw error;
+    } finally {
+      if (slot) pushing--;
     }
   }
 
