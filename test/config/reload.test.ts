@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import test from 'ava';
 import YAML from 'yaml';
@@ -110,12 +110,15 @@ test('a large download in flight across a reload that rotates every token comple
   const held = daemon.fetch(`/v1/devices/${MAC}/model?wait=100`, { token: DEVICE_TOKEN_A, headers: { 'If-None-Match': first.headers.get('etag')! } })
     .finally(() => { settled = true; });
 
-  // Every token rotated, written and signalled (the file watch and SIGHUP both reload).
+  // Every token rotated and signalled (the file watch and SIGHUP both reload). The new file
+  // is renamed over the old one, as editors and config management do: the watch is on the
+  // folder, so it sees the new file.
   const from = Date.now();
   const tokens = [{ name: 'root', token: NEW_ADMIN, scopes: ['push', 'admin', 'sync'] }];
-  await writeFile(daemon.configFile, YAML.stringify(testConfig(daemon.dir, daemon.port, {
+  await writeFile(`${daemon.configFile}.new`, YAML.stringify(testConfig(daemon.dir, daemon.port, {
     devices: { token: DEVICE_TOKEN_B, maxWaitSeconds: 120 }, artifacts: { maxBytes: '32 MiB', memoryCacheBytes: 0 }, auth: { tokens },
   })));
+  await rename(`${daemon.configFile}.new`, daemon.configFile);
   t.deepEqual((await logAfter(daemon, from, (line) => line.msg?.startsWith('configuration reloaded') === true)).keys, ['auth.tokens', 'devices.token']);
   daemon.child.kill('SIGHUP');
   await logAfter(daemon, from, (line) => line.trigger === 'SIGHUP');
