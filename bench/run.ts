@@ -243,7 +243,7 @@ function report(raw: {
 Recorded by \`npm run bench\` on ${String(m.date).slice(0, 16).replace('T', ' ')} UTC (${m.cpu}, ${m.cores} cores, Node ${m.node},
 load average at the end ${String(m.loadavg).split(' ').slice(0, 3).join(' ')}; the machine is shared, so absolute figures are noisy
 and the ratios, measured in the same run, are what to compare). The gateway ran as \`node ${String(m.entry).replaceAll(ROOT, "")}\`.
-wrk, 1 thread, ${ROUNDS} rounds of ${SECONDS} s per case alternating which server goes first; figures are medians, a
+wrk, 1 thread, ${ROUNDS} rounds of ${SECONDS} s per case, rotating which server goes first; figures are medians, a
 ratio is the median of per-round ratios. nginx runs one worker (like the gateway's one event loop)
 with sendfile on and no access log. "bare node:http" is bench/node-floor.ts, a node:http server with the
 gateway's node flags answering the same bytes and nothing else, measured in the same rounds: the
