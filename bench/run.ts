@@ -16,7 +16,7 @@ import { makeProgram, sha256 } from '../test/helpers/programs.ts';
 import { fleetConvergence, incrementalSync, type Measured, type Skipped } from './dependent-rows.ts';
 import { seedFleet } from './fleet-state.ts';
 import { longPollWakeStall, measureLongPolls, measurePollWrites } from './long-polls.ts';
-import { TOKEN, expectOk, gatewayEntry, nginxWorkerPid, startGateway, startNginx, stopChild, which } from './servers.ts';
+import { TOKEN, expectOk, gatewayEntry, nginxWorkerPid, startGateway, startNginx, stopChild, waitFor, which } from './servers.ts';
 import { configFor, measureStartup, rssMiB } from './startup.ts';
 import { rangeScript, wrk, type WrkCase, type WrkResult } from './wrk.ts';
 
@@ -40,20 +40,26 @@ interface Comparison {
   unit: 'req/s' | 'MB/s';
   gateway: WrkCase;
   nginx: WrkCase;
+  /** The same request to bare node:http (bench/node-floor.ts). */
+  floor: WrkCase;
 }
 
 interface ComparisonResult {
   name: string;
   unit: string;
   connections: number;
-  rounds: Array<{ gateway: WrkResult; nginx: WrkResult }>;
+  rounds: Array<{ gateway: WrkResult; nginx: WrkResult; floor: WrkResult }>;
   gatewayMedian: number;
   nginxMedian: number;
+  floorMedian: number;
   ratio: number;
+  /** Bare node:http against nginx: the most any node:http server reached here. */
+  floorRatio: number;
   gatewayP50Ms: number;
   gatewayP99Ms: number;
   nginxP50Ms: number;
   nginxP99Ms: number;
+  floorP99Ms: number;
   p99Ratio: number;
 }
 
@@ -99,10 +105,16 @@ async function main(): Promise<void> {
     const nginx = await startNginx(dir, www, nginxPort, children);
     const nginxEtag = (await fetch(`${nginxBase}/poll.json`, { method: 'HEAD' })).headers.get('etag')!;
     const range = await rangeScript(dir, program.length, 64 * 1024);
+    const floorPort = 18082;
+    const floorBase = `http://127.0.0.1:${floorPort}`;
+    children.push(spawn(process.execPath, [...process.execArgv, ...gatewayEntry(ROOT).filter((arg) => arg.startsWith('--')), path.join(ROOT, 'bench', 'node-floor.ts'),
+      String(floorPort), path.join(www, 'poll.json'), pollEtag, path.join(www, 'artifact')], { stdio: ['ignore', 'ignore', 'inherit'] }));
+    await waitFor(`${floorBase}/poll.json`);
 
     const both = (connections: number, gatewayPath: string, nginxPath: string, extra: Partial<WrkCase> = {}, nginxHeaders?: Record<string, string>) => ({
       gateway: { url: `${base}${gatewayPath}`, connections, seconds: SECONDS, ...extra },
       nginx: { url: `${nginxBase}${nginxPath}`, connections, seconds: SECONDS, ...extra, ...(nginxHeaders ? { headers: nginxHeaders } : {}) },
+      floor: { url: `${floorBase}${nginxPath}`, connections, seconds: SECONDS, ...extra },
     });
     const comparisons: Comparison[] = [
       { name: `poll 200 (${pollBody.length}-byte JSON), 256 connections`, unit: 'req/s', ...both(256, `/v1/devices/${MAC}/model`, '/poll.json') },
@@ -114,7 +126,7 @@ async function main(): Promise<void> {
     for (const comparison of comparisons) {
       results.push(await compare(comparison));
       const r = results.at(-1)!;
-      console.log(`${r.name}: gateway ${fmt(r.gatewayMedian)} ${r.unit}, nginx ${fmt(r.nginxMedian)} ${r.unit}, ratio ${r.ratio.toFixed(2)}; p99 ${fmt(r.gatewayP99Ms)} vs ${fmt(r.nginxP99Ms)} ms`);
+      console.log(`${r.name}: gateway ${fmt(r.gatewayMedian)} ${r.unit}, nginx ${fmt(r.nginxMedian)} ${r.unit}, ratio ${r.ratio.toFixed(2)} (bare node:http ${r.floorRatio.toFixed(2)}); p99 ${fmt(r.gatewayP99Ms)} vs ${fmt(r.nginxP99Ms)} ms`);
     }
     const peakAfterLoadMiB = await rssMiB(gateway.pid!, 'VmHWM');
     const nginxPeakMiB = await rssMiB(await nginxWorkerPid(nginx.pid!), 'VmHWM');
@@ -169,13 +181,14 @@ async function main(): Promise<void> {
 }
 
 async function compare(c: Comparison): Promise<ComparisonResult> {
-  const rounds: Array<{ gateway: WrkResult; nginx: WrkResult }> = [];
+  const rounds: Array<{ gateway: WrkResult; nginx: WrkResult; floor: WrkResult }> = [];
   for (let round = 0; round < ROUNDS; round++) {
-    // Alternate who goes first, so drift in machine load does not favour one side.
-    const order = round % 2 === 0 ? ['nginx', 'gateway'] as const : ['gateway', 'nginx'] as const;
-    const result: Partial<Record<'gateway' | 'nginx', WrkResult>> = {};
+    // Rotate who goes first, so drift in machine load does not favour one side.
+    const servers = ['nginx', 'gateway', 'floor'] as const;
+    const order = [...servers.slice(round % 3), ...servers.slice(0, round % 3)];
+    const result: Partial<Record<'gateway' | 'nginx' | 'floor', WrkResult>> = {};
     for (const who of order) result[who] = await wrk(c[who]);
-    rounds.push(result as { gateway: WrkResult; nginx: WrkResult });
+    rounds.push(result as { gateway: WrkResult; nginx: WrkResult; floor: WrkResult });
   }
   const value = (r: WrkResult) => (c.unit === 'MB/s' ? r.megabytesPerSecond : r.requestsPerSecond);
   return {
@@ -185,11 +198,14 @@ async function compare(c: Comparison): Promise<ComparisonResult> {
     rounds,
     gatewayMedian: median(rounds.map((r) => value(r.gateway))),
     nginxMedian: median(rounds.map((r) => value(r.nginx))),
+    floorMedian: median(rounds.map((r) => value(r.floor))),
     ratio: median(rounds.map((r) => value(r.gateway) / value(r.nginx))),
+    floorRatio: median(rounds.map((r) => value(r.floor) / value(r.nginx))),
     gatewayP50Ms: median(rounds.map((r) => r.gateway.p50Ms)),
     gatewayP99Ms: median(rounds.map((r) => r.gateway.p99Ms)),
     nginxP50Ms: median(rounds.map((r) => r.nginx.p50Ms)),
     nginxP99Ms: median(rounds.map((r) => r.nginx.p99Ms)),
+    floorP99Ms: median(rounds.map((r) => r.floor.p99Ms)),
     p99Ratio: median(rounds.map((r) => r.gateway.p99Ms / r.nginx.p99Ms)),
   };
 }
@@ -203,10 +219,10 @@ function report(raw: {
 }): string {
   const [poll, notModified, download, range] = raw.comparisons as [ComparisonResult, ComparisonResult, ComparisonResult, ComparisonResult];
   const row = (figure: string, value: string, target: string, met: boolean) => `| ${figure} | ${value} | ${target} | ${met ? 'meets' : '**below**'} |`;
-  const vs = (r: ComparisonResult) => `**${r.ratio.toFixed(2)}x** (${fmt(r.gatewayMedian)} vs ${fmt(r.nginxMedian)} ${r.unit}; per round ${r.rounds.map((x) => (r.unit === 'MB/s' ? x.gateway.megabytesPerSecond / x.nginx.megabytesPerSecond : x.gateway.requestsPerSecond / x.nginx.requestsPerSecond).toFixed(2)).join(', ')})`;
+  const vs = (r: ComparisonResult) => `**${r.ratio.toFixed(2)}x** (${fmt(r.gatewayMedian)} vs ${fmt(r.nginxMedian)} ${r.unit}; per round ${r.rounds.map((x) => (r.unit === 'MB/s' ? x.gateway.megabytesPerSecond / x.nginx.megabytesPerSecond : x.gateway.requestsPerSecond / x.nginx.requestsPerSecond).toFixed(2)).join(', ')}; bare node:http ${r.floorRatio.toFixed(2)}x)`;
   const lines = [
     row(poll.name.replace(/^poll 200/, 'poll 200') + ', vs nginx static JSON', vs(poll), '≥ 0.7x in every run', poll.rounds.every((x) => x.gateway.requestsPerSecond / x.nginx.requestsPerSecond >= 0.7)),
-    row('poll p99 latency at 256 connections', `**${poll.p99Ratio.toFixed(2)}x** nginx's (p50 ${fmt(poll.gatewayP50Ms)} vs ${fmt(poll.nginxP50Ms)} ms, p99 ${fmt(poll.gatewayP99Ms)} vs ${fmt(poll.nginxP99Ms)} ms)`, '≤ 2x nginx p99', poll.p99Ratio <= 2),
+    row('poll p99 latency at 256 connections', `**${poll.p99Ratio.toFixed(2)}x** nginx's (p50 ${fmt(poll.gatewayP50Ms)} vs ${fmt(poll.nginxP50Ms)} ms, p99 ${fmt(poll.gatewayP99Ms)} vs ${fmt(poll.nginxP99Ms)} ms; bare node:http p99 ${fmt(poll.floorP99Ms)} ms)`, '≤ 2x nginx p99', poll.p99Ratio <= 2),
     row('poll 304 (If-None-Match) vs nginx 304, 256 connections', vs(notModified), '≥ 0.8x', notModified.ratio >= 0.8),
     row('4 MiB download, 16 connections', vs(download), '≥ 0.8x in every run', download.rounds.every((x) => x.gateway.megabytesPerSecond / x.nginx.megabytesPerSecond >= 0.8)),
     row('Range, one 64 KiB piece per request, 64 connections', vs(range), '≥ 0.7x', range.ratio >= 0.7),
@@ -227,9 +243,11 @@ function report(raw: {
 Recorded by \`npm run bench\` on ${String(m.date).slice(0, 16).replace('T', ' ')} UTC (${m.cpu}, ${m.cores} cores, Node ${m.node},
 load average at the end ${String(m.loadavg).split(' ').slice(0, 3).join(' ')}; the machine is shared, so absolute figures are noisy
 and the ratios, measured in the same run, are what to compare). The gateway ran as \`node ${String(m.entry).replaceAll(ROOT, "")}\`.
-wrk, 1 thread, ${ROUNDS} rounds of ${SECONDS} s per case alternating which server goes first; figures are medians, a
+wrk, 1 thread, ${ROUNDS} rounds of ${SECONDS} s per case, rotating which server goes first; figures are medians, a
 ratio is the median of per-round ratios. nginx runs one worker (like the gateway's one event loop)
-with sendfile on and no access log. Both listen on loopback inside a private network namespace.
+with sendfile on and no access log. "bare node:http" is bench/node-floor.ts, a node:http server with the
+gateway's node flags answering the same bytes and nothing else, measured in the same rounds: the
+most any node:http server reaches here. All listen on loopback inside a private network namespace.
 Raw numbers: [results.json](results.json).
 
 | figure | measured | target | |

@@ -7,16 +7,21 @@
 #   sudo systemd/install.sh --uninstall                         remove it (keeps state and config)
 #
 # What it writes: the release in /opt/modelferry (production dependencies only), the unit
-# /etc/systemd/system/modelferry.service, the command /usr/local/bin/modelferry, and once,
-# /etc/modelferry/config.yaml with fresh random tokens (never overwritten). The gateway's
-# state (/var/lib/modelferry) and cache (/var/cache/modelferry) belong to systemd and the
-# service; nothing here touches them.
+# /etc/systemd/system/modelferry.service, the system user modelferry (declared in
+# /usr/local/lib/sysusers.d/modelferry.conf, created by systemd-sysusers), the command
+# /usr/local/bin/modelferry, and once, /etc/modelferry/config.yaml with fresh random tokens
+# (never overwritten; root:modelferry 0640 in a root:modelferry 2750 folder, so the service
+# reads it and no one else does). The gateway's state (/var/lib/modelferry) and cache
+# (/var/cache/modelferry) belong to systemd and the service; nothing here touches them.
 #
 # Options:
 #   --tarball FILE  the release made by `npm pack` (default: the package this script is in,
 #                   an unpacked release or a built checkout)
 #   --root DIR      install under DIR instead of / (DESTDIR-style, for packaging and tests);
-#                   systemctl is not run, and files are owned by whoever runs the script
+#                   systemctl is not run, and files are owned by whoever runs the script.
+#                   The user is created in DIR/etc/passwd only when that file exists (an OS
+#                   image) and the script runs as root; else create it on the target with
+#                   systemd-sysusers and give it /etc/modelferry (see below).
 #   --offline       dependencies from npm's cache only (`npm ci --offline`), no network
 #   --no-start      enable the service but do not start it (e.g. to restore a backup first)
 #
@@ -47,12 +52,14 @@ done
 opt="$root/opt/modelferry"
 etc="$root/etc/modelferry"
 unit="$root/etc/systemd/system/modelferry.service"
+sysusers="$root/usr/local/lib/sysusers.d/modelferry.conf"
 bin="$root/usr/local/bin/modelferry"
 node=${NODE:-/usr/bin/node}
 
 if [ -z "$root" ]; then
   [ "$(id -u)" = 0 ] || die "run as root (sudo), or pass --root DIR to install into a folder"
   [ -d /run/systemd/system ] && command -v systemctl >/dev/null || die "systemd is not running here; this installer sets up a systemd service"
+  [ "$mode" = uninstall ] || command -v systemd-sysusers >/dev/null || die "systemd-sysusers is needed to create the service's user (systemd >= 215 has it)"
 fi
 # Under a root prefix as another user, files stay that user's; as root they are root's.
 owner() { [ "$(id -u)" = 0 ] && chown -R root:root "$@" || true; }
@@ -62,12 +69,12 @@ systemctl_() {
 
 if [ "$mode" = uninstall ]; then
   systemctl_ disable --now modelferry.service || true
-  rm -f "$unit" "$bin"
+  rm -f "$unit" "$bin" "$sysusers"
   rm -rf "$opt" "$opt".new-* "$opt".old-*
   systemctl_ daemon-reload
   say "removed the service, /opt/modelferry and /usr/local/bin/modelferry"
-  say "kept: /etc/modelferry (config and tokens), /var/lib/modelferry (catalog, devices, gateway id), /var/cache/modelferry"
-  say "to remove those too: sudo rm -rf /etc/modelferry /var/lib/private/modelferry /var/lib/modelferry /var/cache/private/modelferry /var/cache/modelferry"
+  say "kept: /etc/modelferry (config and tokens), /var/lib/modelferry (catalog, devices, gateway id), /var/cache/modelferry, and the system user modelferry that owns them"
+  say "to remove those too: sudo rm -rf /etc/modelferry /var/lib/private/modelferry /var/lib/modelferry /var/cache/private/modelferry /var/cache/modelferry && sudo userdel modelferry"
   exit 0
 fi
 
@@ -144,26 +151,48 @@ exec /usr/bin/node /opt/modelferry/dist/cli/main.js "$@"
 SH
 chmod 0755 "$bin.tmp"
 mv "$bin.tmp" "$bin"
-owner "$unit" "$bin"
+install -d -m 0755 "$(dirname "$sysusers")"
+install -m 0644 "$opt/systemd/modelferry.sysusers" "$sysusers"
+owner "$unit" "$bin" "$sysusers"
 
-install -d -m 0755 "$etc"
-owner "$etc"
+# ---- the service's user, and the config folder it may read
+# A static user, so the config can be granted to it: the service reads the file itself and
+# sees every edit (a systemd credential would be a copy taken at start).
+group=""
+if [ -z "$root" ]; then
+  systemd-sysusers "$sysusers" || die "systemd-sysusers could not create the user modelferry"
+  group=modelferry
+elif [ -f "$root/etc/passwd" ] && [ "$(id -u)" = 0 ]; then
+  systemd-sysusers --root="$root" "$sysusers" || die "systemd-sysusers could not create the user modelferry in $root"
+  group=$(awk -F: '$1 == "modelferry" { print $3 }' "$root/etc/group")
+  [ -n "$group" ] || die "systemd-sysusers made no group modelferry in $root/etc/group"
+else
+  say "skipped (root prefix without etc/passwd, or not root): creating the user modelferry; on the target run systemd-sysusers, then chgrp -R modelferry /etc/modelferry"
+fi
+# The folder is set-group-id: a config that an editor or a tool replaces by rename is made
+# in the service's group too. Mode 2750 keeps everyone else out even if that new file is
+# created readable by all.
+install -d "$etc"
+if [ -n "$group" ]; then chown "root:$group" "$etc"; fi
+chmod 2750 "$etc"
 if [ -e "$etc/config.yaml" ]; then
   say "kept $etc/config.yaml"
 else
-  # Fresh random tokens in place of the example's placeholders; readable by root alone (the
-  # service gets it as a systemd credential).
+  # Fresh random tokens in place of the example's placeholders.
   "$node" -e '
     const fs = require("fs"), crypto = require("crypto");
     const [example, target] = process.argv.slice(1);
     const text = fs.readFileSync(example, "utf8")
       .replace(/replace-with-a-long-random-secret-\d/g, () => crypto.randomBytes(24).toString("hex"));
-    fs.writeFileSync(target + ".tmp", text, { mode: 0o600 });
+    fs.writeFileSync(target + ".tmp", text, { mode: 0o640 });
     fs.renameSync(target + ".tmp", target);
   ' "$opt/config/example.yaml" "$etc/config.yaml"
-  owner "$etc/config.yaml"
-  say "wrote $etc/config.yaml with new tokens (root only): the jenkins and ops tokens are in it"
+  say "wrote $etc/config.yaml with new tokens (readable by root and the service): the jenkins and ops tokens are in it"
 fi
+# Also for a config kept from an older release, which was root's alone (0600) and reached
+# the service as a credential: the service now reads it itself.
+if [ -n "$group" ]; then chown "root:$group" "$etc/config.yaml"; fi
+chmod 0640 "$etc/config.yaml"
 
 systemctl_ daemon-reload
 if [ "$mode" = install ]; then systemctl_ enable modelferry.service; fi

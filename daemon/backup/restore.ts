@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Level } from 'level';
 import { createLogger } from '../log.ts';
@@ -150,8 +150,16 @@ async function applyConfig(plan: ConfigPlan, config: Buffer | null, stamp: strin
   if (plan.action !== 'written' || plan.target === null || config === null) return { action: plan.action, path: plan.target, movedTo: null };
   await mkdir(path.dirname(plan.target), { recursive: true });
   const temp = `${plan.target}.restoring-${randomBytes(4).toString('hex')}`;
-  // It holds the tokens: readable by its owner alone, as install.sh writes it.
+  // It holds the tokens. A config it replaces keeps its owner, group and mode: under the
+  // systemd unit that is root:modelferry 0640, which the service needs to read it. A new one
+  // is its owner's alone, unless the folder is set-group-id (install.sh's /etc/modelferry,
+  // whose group is the service's): then that group may read it too.
+  const folder = await stat(path.dirname(plan.target));
+  const replaced = plan.moveExisting ? await stat(plan.target) : null;
+  const mode = replaced ? replaced.mode & 0o777 : (folder.mode & 0o2000) !== 0 ? 0o640 : 0o600;
   await writeFile(temp, config, { mode: 0o600, flush: true });
+  if (replaced && process.getuid?.() === 0) await chown(temp, replaced.uid, replaced.gid);
+  await chmod(temp, mode);
   let movedTo: string | null = null;
   if (plan.moveExisting) {
     movedTo = `${plan.target}.before-restore-${stamp}`;

@@ -29,7 +29,7 @@ const FLAG_KEYS: Record<string, string> = { host: 'http.host', port: 'http.port'
 
 export async function doctor(args: Args): Promise<number> {
   // Loaded here only (prom-client comes with it), so that other commands start quickly.
-  const { checkClock, checkDisk, checkMdns, checkNode, checkPort, checkUpstream, checkWritable } = await import('../doctor/checks.ts');
+  const { checkClock, checkConfigAccess, checkDisk, checkMdns, checkNode, checkPort, checkUpstream, checkWritable } = await import('../doctor/checks.ts');
   const findings: Finding[] = [checkNode()];
   const flags: Record<string, string> = {};
   for (const [flag, key] of Object.entries(FLAG_KEYS)) {
@@ -41,6 +41,8 @@ export async function doctor(args: Args): Promise<number> {
     const loaded = loadConfig({ file: option(args, 'config'), flags });
     config = loaded.config;
     findings.push({ check: 'config', verdict: 'ok', message: `valid (${loaded.files.slice(1).join(', ') || 'the embedded default'})` });
+    const file = loaded.files.at(-1);
+    if (loaded.files.length > 1 && file) findings.push(await checkConfigAccess(file, config.auth.tokens.length > 0 || config.devices.token !== null || config.upstream.token !== null));
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     findings.push({ check: 'config', verdict: 'fail', message: error.message, fix: 'fix the value named above; serve refuses to start (exit 78) until then' });

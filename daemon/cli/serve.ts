@@ -35,6 +35,13 @@ anything is opened; a configuration that cannot work exits 78.`,
     set: { kind: 'list', placeholder: 'SECTION.KEY=VALUE', help: 'any other configuration key' },
   },
   async run(args) {
+    // SIGHUP's default action ends the process, which systemd counts as a clean stop (no
+    // restart): a `systemctl reload` while the gateway starts must not take it down. One
+    // that comes before the config reloader listens is passed on to it once it does (a
+    // start that fails exits anyway).
+    let hangupDuringStart = false;
+    const onEarlyHangup = () => { hangupDuringStart = true; };
+    process.on('SIGHUP', onEarlyHangup);
     const flags: Record<string, string> = {};
     const flagNames: Record<string, string> = {};
     for (const [flag, key] of Object.entries(FLAG_KEYS)) {
@@ -86,6 +93,8 @@ anything is opened; a configuration that cannot work exits 78.`,
     process.on('SIGINT', onSignal);
     try {
       await startOrGiveUp(gateway.start(), stopRequested, config.http.shutdownGraceSeconds);
+      process.off('SIGHUP', onEarlyHangup);
+      if (hangupDuringStart && process.listenerCount('SIGHUP') > 0) process.kill(process.pid, 'SIGHUP');
       await stopRequested;
       await gateway.stop();
       log.info('stopped');
@@ -100,6 +109,7 @@ anything is opened; a configuration that cannot work exits 78.`,
       log.flush();
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+      process.off('SIGHUP', onEarlyHangup);
     }
   },
 });

@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Capabilities, DeviceReport } from '../contract/device-report.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
-import { READ_ONCE, type Database, type Table } from '../store/database.ts';
+import { READ_ONCE, type BatchOperation, type Database, type Table } from '../store/database.ts';
 import { AddressRateLimit } from './address-rate-limit.ts';
 
 export interface DeviceRecord {
@@ -61,12 +61,15 @@ export class DeviceRegistry {
   readonly #devices = new Map<string, DeviceRecord>();
   /** The MACs in canonical (= numeric) order, for paging the inventory without sorting. */
   #sorted: string[] = [];
-  readonly #dirty = new Set<string>();
+  /** Changed since the last flush: last seen and address only (polls), the facts (creation, reports), capabilities. */
+  readonly #dirtySeen = new Set<string>();
+  readonly #dirtyFacts = new Set<string>();
+  readonly #dirtyCapabilities = new Set<string>();
   readonly #evicted = new Set<string>();
   readonly #introductions: AddressRateLimit;
   readonly #listeners = new Set<(change: ReportChange) => void>();
   readonly #clock: Clock;
-  #table: Table<DeviceRecord> | undefined;
+  #tables: DeviceTables | undefined;
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
   #fullWarned = false;
@@ -82,9 +85,27 @@ export class DeviceRegistry {
   }
 
   async start(): Promise<void> {
-    this.#table = this.#db.table<DeviceRecord>('devices');
+    const tables: DeviceTables = {
+      facts: this.#db.table<StoredFacts>('devices'),
+      seen: this.#db.table<string>('seen', 'utf8'),
+      capabilities: this.#db.table<DeviceRecord['capabilities']>('capabilities'),
+    };
+    this.#tables = tables;
+    const seen = new Map<string, string>();
+    for await (const [mac, value] of tables.seen.iterator(READ_ONCE)) seen.set(mac, value);
+    const capabilities = new Map<string, DeviceRecord['capabilities']>();
+    for await (const [mac, value] of tables.capabilities.iterator(READ_ONCE)) capabilities.set(mac, value);
     const loaded: DeviceRecord[] = [];
-    for await (const record of this.#table.values(READ_ONCE)) loaded.push(record);
+    for await (const stored of tables.facts.values(READ_ONCE)) {
+      const record = fromStored(stored, seen.get(stored.mac), capabilities.get(stored.mac));
+      // Written before last seen and capabilities had tables of their own: moved at the next flush.
+      if ('lastSeen' in stored || 'capabilities' in stored) {
+        this.#dirtySeen.add(record.mac);
+        this.#dirtyFacts.add(record.mac);
+        if (record.capabilities !== undefined) this.#dirtyCapabilities.add(record.mac);
+      }
+      loaded.push(record);
+    }
     loaded.sort((a, b) => a.lastSeen.localeCompare(b.lastSeen));
     for (const record of loaded) this.#devices.set(record.mac, record);
     this.#sorted = [...this.#devices.keys()].sort();
@@ -146,8 +167,9 @@ export class DeviceRegistry {
       this.#devices.set(mac, record);
       this.#sorted.splice(upperBound(this.#sorted, mac), 0, mac);
       this.#evicted.delete(mac);
+      this.#dirtyFacts.add(mac);
     }
-    this.#dirty.add(mac);
+    this.#dirtySeen.add(mac);
     return { kind: 'recorded', record };
   }
 
@@ -158,13 +180,17 @@ export class DeviceRegistry {
     const { capabilities, ...rest } = report;
     const runningChanged = record.report?.sha256 !== rest.sha256;
     record.report = { ...rest, at: now.toISOString() };
+    this.#dirtyFacts.add(mac);
     let capabilitiesChanged = false;
     if (capabilities) {
       const { at: _, ...previous } = record.capabilities ?? { at: '' };
       capabilitiesChanged = !record.capabilities || !isDeepStrictEqual(previous, capabilities);
-      if (capabilitiesChanged) record.capabilities = { ...capabilities, at: now.toISOString() };
-      // Sent after boot and when the firmware changes: rare, and worth keeping at once.
-      if (capabilitiesChanged) void this.flush();
+      if (capabilitiesChanged) {
+        record.capabilities = { ...capabilities, at: now.toISOString() };
+        this.#dirtyCapabilities.add(mac);
+        // Sent after boot and when the firmware changes: rare, and worth keeping at once.
+        void this.flush();
+      }
     }
     const change: ReportChange = { mac, record, offerInputs: runningChanged || capabilitiesChanged };
     for (const listener of this.#listeners) listener(change);
@@ -177,24 +203,35 @@ export class DeviceRegistry {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Writes every changed record (and removes evicted ones) in one batch; concurrent calls share one write. */
+  /**
+   * Writes what changed (and removes evicted records) in one batch; concurrent calls share
+   * one write. A poll changes only last seen and address, kept apart from the report and
+   * the capabilities (up to 64 KiB) in a few bytes, so a fleet polling all day writes
+   * little more than the MACs it saw.
+   */
   flush(): Promise<void> {
     this.#flushing = this.#flushing.then(async () => {
-      if ((this.#dirty.size === 0 && this.#evicted.size === 0) || !this.#table) return;
-      const macs = [...this.#dirty];
-      const evicted = [...this.#evicted];
-      this.#dirty.clear();
-      this.#evicted.clear();
+      const tables = this.#tables;
+      if (!tables) return;
+      const taken = { seen: [...this.#dirtySeen], facts: [...this.#dirtyFacts], capabilities: [...this.#dirtyCapabilities], evicted: [...this.#evicted] };
+      if (taken.seen.length + taken.facts.length + taken.capabilities.length + taken.evicted.length === 0) return;
+      for (const set of [this.#dirtySeen, this.#dirtyFacts, this.#dirtyCapabilities, this.#evicted]) set.clear();
+      const record = (mac: string) => this.#devices.get(mac)!;
       try {
         // Unsynced on purpose: last-seen times are not acknowledged to anyone, and an fsync
         // per period would be the SD-card wear the coalescing exists to avoid.
-        await this.#table.batch([
-          ...evicted.map((mac) => ({ type: 'del' as const, key: mac })),
-          ...macs.map((mac) => ({ type: 'put' as const, key: mac, value: this.#devices.get(mac)! })),
-        ]);
+        const operations: BatchOperation[] = [
+          ...taken.evicted.flatMap((mac) => [tables.facts, tables.seen, tables.capabilities].map((sublevel) => ({ type: 'del' as const, sublevel, key: mac }))),
+          ...taken.facts.map((mac) => ({ type: 'put' as const, sublevel: tables.facts, key: mac, value: factsOf(record(mac)) })),
+          ...taken.seen.map((mac) => ({ type: 'put' as const, sublevel: tables.seen, key: mac, value: seenOf(record(mac)) })),
+          ...taken.capabilities.map((mac) => ({ type: 'put' as const, sublevel: tables.capabilities, key: mac, value: record(mac).capabilities })),
+        ];
+        await this.#db.level.batch(operations);
       } catch (error) {
-        for (const mac of macs) this.#dirty.add(mac);
-        for (const mac of evicted) if (!this.#devices.has(mac)) this.#evicted.add(mac);
+        for (const mac of taken.seen) if (this.#devices.has(mac)) this.#dirtySeen.add(mac);
+        for (const mac of taken.facts) if (this.#devices.has(mac)) this.#dirtyFacts.add(mac);
+        for (const mac of taken.capabilities) if (this.#devices.has(mac)) this.#dirtyCapabilities.add(mac);
+        for (const mac of taken.evicted) if (!this.#devices.has(mac)) this.#evicted.add(mac);
         this.#log.error({ err: error }, 'could not write device records; will retry');
       }
     });
@@ -207,12 +244,43 @@ export class DeviceRegistry {
       if (this.#named(mac)) continue;
       this.#devices.delete(mac);
       this.#sorted.splice(upperBound(this.#sorted, mac) - 1, 1);
-      this.#dirty.delete(mac);
+      for (const set of [this.#dirtySeen, this.#dirtyFacts, this.#dirtyCapabilities]) set.delete(mac);
       this.#evicted.add(mac);
       return true;
     }
     return false;
   }
+}
+
+/** What a device record keeps in the `devices` table: what changes only when it reports. */
+type StoredFacts = Pick<DeviceRecord, 'mac' | 'firstSeen' | 'report'>;
+
+interface DeviceTables {
+  facts: Table<StoredFacts>;
+  /** `<last seen, ms since the epoch> <address>`: a poll's whole change, in about 30 bytes. */
+  seen: Table<string>;
+  capabilities: Table<DeviceRecord['capabilities']>;
+}
+
+function factsOf(record: DeviceRecord): StoredFacts {
+  return { mac: record.mac, firstSeen: record.firstSeen, report: record.report };
+}
+
+function seenOf(record: DeviceRecord): string {
+  return `${Date.parse(record.lastSeen)} ${record.address ?? ''}`;
+}
+
+/** A record from its stored parts; records written before the split carry everything themselves. */
+function fromStored(stored: StoredFacts & Partial<DeviceRecord>, seen: string | undefined, capabilities: DeviceRecord['capabilities'] | undefined): DeviceRecord {
+  const record: DeviceRecord = { mac: stored.mac, firstSeen: stored.firstSeen, lastSeen: stored.lastSeen ?? stored.firstSeen, address: stored.address ?? null, report: stored.report };
+  if (seen !== undefined) {
+    const space = seen.indexOf(' ');
+    record.lastSeen = new Date(Number(seen.slice(0, space))).toISOString();
+    record.address = seen.slice(space + 1) || null;
+  }
+  const kept = capabilities ?? stored.capabilities;
+  if (kept !== undefined) record.capabilities = kept;
+  return record;
 }
 
 /** The index of the first element greater than `value` in a sorted array. */

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { existsSync } from 'node:fs';
-import { open, rm, stat } from 'node:fs/promises';
+import { open, readFile, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -50,6 +50,34 @@ export function checkClock(now = new Date(), synchronized?: boolean): Finding {
     return warn('clock', `the clock says ${now.toISOString()}, but it is not synchronized`, 'check timedatectl: NTP may be off or unreachable; a Pi has no battery-backed clock');
   }
   return ok('clock', `${now.toISOString()}${synchronized ? ', synchronized' : ''}`);
+}
+
+/**
+ * Under install.sh's layout the service reads its config through the group of the folder
+ * (root:modelferry 2750, set-group-id). An editor or tool that replaced the file may have
+ * left it root's alone: the service then refuses every reload and cannot start again.
+ * Elsewhere (a config of one's own) it only warns when tokens are readable by every user.
+ */
+export async function checkConfigAccess(file: string, hasTokens: boolean): Promise<Finding> {
+  const [info, folder] = await Promise.all([stat(file), stat(path.dirname(file))]);
+  const mode = (info.mode & 0o777).toString(8).padStart(4, '0');
+  if ((folder.mode & 0o2000) !== 0) {
+    const group = await groupName(folder.gid);
+    const serviceReads = (info.gid === folder.gid && (info.mode & 0o040) !== 0) || (info.mode & 0o004) !== 0;
+    if (!serviceReads) {
+      return failed('config-access', `${file} (mode ${mode}) is not readable by the group ${group} of its folder, which the service runs in: reloads are refused and the service cannot start`, `chgrp ${group} ${file} && chmod 0640 ${file}`);
+    }
+    return ok('config-access', `${file} is readable by the service's group ${group}${(folder.mode & 0o005) === 0 ? ' and by no one else' : ''}`);
+  }
+  if (hasTokens && (info.mode & 0o004) !== 0 && (folder.mode & 0o001) !== 0) {
+    return warn('config-access', `${file} (mode ${mode}) holds tokens and every user of this machine can read it`, `chmod o-rwx ${file}`);
+  }
+  return ok('config-access', `${file} (mode ${mode})`);
+}
+
+async function groupName(gid: number): Promise<string> {
+  const text = await readFile('/etc/group', 'utf8').catch(() => '');
+  return text.split('\n').map((line) => line.split(':')).find((fields) => fields[2] === String(gid))?.[0] ?? String(gid);
 }
 
 /** The folder (or, if it does not exist yet, the nearest parent that does) takes a new file. */

@@ -1,9 +1,12 @@
-import type { AbstractSublevel } from 'abstract-level';
+import type { AbstractBatchOperation, AbstractSublevel } from 'abstract-level';
 import { Level } from 'level';
 import type { Logger } from '../log.ts';
 import { makeDirectory } from './make-directory.ts';
 
 export type Table<V> = AbstractSublevel<Level<string, unknown>, string | Buffer | Uint8Array, string, V>;
+
+/** One write of an atomic batch across tables: each operation names its table as `sublevel`. */
+export type BatchOperation = AbstractBatchOperation<Level<string, unknown>, string, unknown>;
 
 
 /**
@@ -52,8 +55,8 @@ export class Database {
     return this.#db;
   }
 
-  /** A JSON-valued sublevel: one table of the database. */
-  table<V>(name: string): Table<V> {
-    return this.level.sublevel<string, V>(name, { valueEncoding: 'json' });
+  /** A sublevel: one table of the database, its values JSON unless said otherwise. */
+  table<V>(name: string, valueEncoding: 'json' | 'utf8' = 'json'): Table<V> {
+    return this.level.sublevel<string, V>(name, { valueEncoding });
   }
 }

@@ -1,6 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { createTask, type ScheduledTask } from 'node-cron';
+import type { ScheduledTask } from 'node-cron';
 import type { Catalog } from '../catalog/catalog.ts';
 import type { LayerContent, ModelRecord } from '../catalog/types.ts';
 import type { Config } from '../config/schema.ts';
@@ -130,6 +130,8 @@ export class UpstreamSync {
     if (!this.configured) return;
     const { schedule, maxRandomDelaySeconds, url } = this.#config.upstream;
     const log = this.#log;
+    // Loaded only by gateways with an upstream: most sites have none, and it costs memory.
+    const { createTask } = await import('node-cron');
     this.#task = createTask(schedule, () => this.run('schedule'), {
       name: 'upstream-sync',
       noOverlap: true,

@@ -2,7 +2,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { DeviceRegistry, type DeviceRecord, type SeenOutcome } from '../../daemon/devices/device-registry.ts';
 import { createLogger } from '../../daemon/log.ts';
-import { Database } from '../../daemon/store/database.ts';
+import { Database, type BatchOperation } from '../../daemon/store/database.ts';
 import { tempDir } from '../helpers/harness.ts';
 
 // The device registry (README "Storage and crash safety"): polls and reports change records
@@ -31,11 +31,31 @@ async function open(t: ExecutionContext, dir: string, limits = { maxKnown: 1000,
   return { db, devices, stop };
 }
 
-/** What is on disk, read past the registry. */
+/** What is on disk, as a registry started afresh on the same database reads it. */
 async function stored(db: Database): Promise<Record<string, DeviceRecord>> {
+  const reader = new DeviceRegistry(db, log, { seenFlushSeconds: 3600, maxKnown: 1000, newPerAddressPerMinute: 1000 }, () => false);
+  await reader.start();
   const out: Record<string, DeviceRecord> = {};
-  for await (const [mac, record] of db.table<DeviceRecord>('devices').iterator()) out[mac] = record;
+  for (const record of reader.records()) out[record.mac] = structuredClone(record);
+  await reader.stop();
   return out;
+}
+
+/** The tables each batch write touched, and how many entries in each. */
+function recordBatches(db: Database): Array<Record<string, number>> {
+  const batches: Array<Record<string, number>> = [];
+  const level = db.level;
+  const batch = level.batch.bind(level);
+  level.batch = ((operations: BatchOperation[]) => {
+    const touched: Record<string, number> = {};
+    for (const operation of operations) {
+      const name = `${operation.type} ${String((operation.sublevel as { prefix?: string } | undefined)?.prefix ?? '')}`;
+      touched[name] = (touched[name] ?? 0) + 1;
+    }
+    batches.push(touched);
+    return batch(operations);
+  }) as typeof level.batch;
+  return batches;
 }
 
 test('the first poll creates a record; later ones move lastSeen and address, never firstSeen', async (t) => {
@@ -139,4 +159,34 @@ test('concurrent flushes share the work and both settle after the write', async 
   devices.seen(DEV_A, null, true, T0);
   await Promise.all([devices.flush(), devices.flush()]);
   t.deepEqual(Object.keys(await stored(db)), [DEV_A]);
+});
+
+test('a poll writes only its last seen and address: the report and capabilities are not written again', async (t) => {
+  const { db, devices } = await open(t, await tempDir(t));
+  const capabilities = { operators: Array.from({ length: 500 }, (_, i) => `aten::op_${i}.out`), delegates: [] };
+  devices.report(DEV_A, '10.0.0.1', true, { state: 'installed', sha256: 'a'.repeat(64), capabilities }, T0);
+  await devices.flush();
+  const batches = recordBatches(db);
+  devices.seen(DEV_A, '10.0.0.9', true, T1);
+  await devices.flush();
+  t.deepEqual(batches, [{ 'put !seen!': 1 }]);
+  t.is(await db.table<string>('seen', 'utf8').get(DEV_A), `${T1.getTime()} 10.0.0.9`);
+  t.deepEqual((await stored(db))[DEV_A], devices.get(DEV_A));
+});
+
+test('records written whole, before last seen and capabilities had tables of their own, are read and split at the next flush', async (t) => {
+  const dir = await tempDir(t);
+  const old: DeviceRecord = {
+    mac: DEV_A, firstSeen: T0.toISOString(), lastSeen: T1.toISOString(), address: '10.0.0.4',
+    report: { state: 'idle', at: T1.toISOString() }, capabilities: { operators: ['aten::add.out'], delegates: [], at: T0.toISOString() },
+  };
+  const first = await open(t, dir);
+  await first.db.table<DeviceRecord>('devices').put(DEV_A, old);
+  await first.stop();
+
+  const second = await open(t, dir);
+  t.deepEqual(second.devices.get(DEV_A), old);
+  await second.devices.flush();
+  t.deepEqual(await second.db.table('devices').get(DEV_A), { mac: DEV_A, firstSeen: old.firstSeen, report: old.report });
+  t.deepEqual(await stored(second.db), { [DEV_A]: old });
 });

@@ -64,11 +64,13 @@ export interface SpawnOptions {
    * word of it must exec the next, so that the child's pid is node's and signals reach it.
    */
   prefix?: string[];
+  /** What runs instead of `node cli-from-sources.js` (before `args`), e.g. an installed `node dist/cli/main.js`. */
+  command?: string[];
 }
 
 /** `node test/helpers/cli-from-sources.js <args>` with piped output, killed if still running when the worker exits. */
 function spawnCli(args: string[], options: SpawnOptions): ChildProcess {
-  const [command, ...words] = [...(options.prefix ?? []), process.execPath, ...CLI_ARGS, ...args];
+  const [command, ...words] = [...(options.prefix ?? []), ...(options.command ?? [process.execPath, ...CLI_ARGS]), ...args];
   const child = spawn(command!, words, {
     cwd: options.cwd ?? ROOT,
     env: cleanEnv(options.env),

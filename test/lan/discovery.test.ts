@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import test from 'ava';
 import { Teardowns } from '../helpers/harness.ts';
 import { fixturePath } from '../helpers/programs.ts';
@@ -160,7 +161,9 @@ lanTest.serial('after its network interface is replaced (a Wi-Fi reconnect) the 
   const before = mdnsOf(await health());
   await gw.reconnect();
   // Same addresses, so nothing to compare: the gateway notices it had to join the mDNS group again.
-  const after = mdnsOf(await eventually(health, (value) => mdnsOf(value).announcements > before.announcements));
+  // The interface may come back before its address does: wait for both.
+  const after = mdnsOf(await eventually(health, (value) => mdnsOf(value).announcements > before.announcements
+    && isDeepStrictEqual(mdnsOf(value).addresses, before.addresses)));
   t.true(after.announcements > before.announcements);
   t.deepEqual(after.addresses, before.addresses);
   // A device that asks only now is answered: the gateway hears queries on the new interface.

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
@@ -90,6 +90,10 @@ test('a gateway restored from a backup into a fresh state directory answers as t
 
   // A config file that differs is replaced only with --force, and kept aside.
   await writeFile(configFile, 'http:\n  port: 9999\n');
+  // As install.sh leaves it for the unit (root:modelferry 0640): the service must still read it.
+  const group = process.getuid?.() === 0 ? 65534 : statSync(configFile).gid;
+  await chown(configFile, statSync(configFile).uid, group);
+  await chmod(configFile, 0o640);
   const options = { file, statePath: path.join(fresh, 'other-state'), cachePath: cache, configTarget: configFile, force: false };
   await t.throwsAsync(restoreBackup(options), { message: /exists and differs.*--force/ });
   t.false(existsSync(options.statePath));
@@ -97,6 +101,15 @@ test('a gateway restored from a backup into a fresh state directory answers as t
   t.regex(forced.config.movedTo ?? '', /config\.yaml\.before-restore-/);
   t.is(await readFile(forced.config.movedTo!, 'utf8'), 'http:\n  port: 9999\n');
   t.is(await readFile(configFile, 'utf8'), await readFile(original.configFile, 'utf8'));
+  t.is(statSync(configFile).mode & 0o7777, 0o640, 'the replaced config keeps its mode');
+  t.is(statSync(configFile).gid, group, 'and its group');
+
+  // A new config in a set-group-id folder (install.sh's /etc/modelferry) is readable by its group.
+  const shared = path.join(fresh, 'etc-modelferry');
+  await mkdir(shared);
+  await chmod(shared, 0o2750);
+  await restoreBackup({ ...options, statePath: path.join(fresh, 'third-state'), configTarget: path.join(shared, 'config.yaml') });
+  t.is(statSync(path.join(shared, 'config.yaml')).mode & 0o7777, 0o640);
 });
 
 test('restore refuses what is not a backup, a damaged blob, a live database and existing state (unless --force), changing nothing', async (t) => {

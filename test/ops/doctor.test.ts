@@ -1,11 +1,11 @@
-import { writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import test from 'ava';
 import YAML from 'yaml';
 import {
-  checkClock, checkDisk, checkMdns, checkNode, checkPort, checkUpstream, checkWritable,
+  checkClock, checkConfigAccess, checkDisk, checkMdns, checkNode, checkPort, checkUpstream, checkWritable,
 } from '../../daemon/doctor/checks.ts';
 import { runCli, testConfig } from '../helpers/daemon-process.ts';
 import { startGateway } from '../helpers/gateway.ts';
@@ -40,6 +40,41 @@ test('clock: a Pi that never got the time fails, an unsynchronized one warns', (
   t.regex(unset.fix!, /timedatectl/);
   t.like(checkClock(new Date('2026-11-26T10:00:00Z'), false), { verdict: 'warn' });
   t.like(checkClock(new Date('2026-11-26T10:00:00Z'), true), { verdict: 'ok' });
+});
+
+test('config access: under install.sh\'s set-group-id folder the service\'s group must read the file; elsewhere tokens readable by all warn', async (t) => {
+  const dir = await tempDir(t);
+  const etc = path.join(dir, 'etc-modelferry');
+  await mkdir(etc);
+  await chmod(etc, 0o2750);
+  const file = path.join(etc, 'config.yaml');
+  await writeFile(file, 'auth: {}\n');
+  await chmod(file, 0o640);
+  t.like(await checkConfigAccess(file, true), { verdict: 'ok' });
+  // What an editor that saves a new file as root's alone leaves behind.
+  await chmod(file, 0o600);
+  const locked = await checkConfigAccess(file, true);
+  t.is(locked.verdict, 'fail');
+  t.regex(locked.message, /mode 0600\) is not readable by the group .* of its folder, which the service runs in/);
+  t.regex(locked.fix!, /^chgrp .* && chmod 0640 /);
+  if (process.getuid?.() === 0) {
+    // Another group, even with group read: the service is not in it.
+    await chmod(file, 0o640);
+    await chown(file, 0, 65534);
+    t.like(await checkConfigAccess(file, true), { verdict: 'fail' });
+  }
+
+  const own = path.join(dir, 'own');
+  await mkdir(own);
+  await chmod(dir, 0o755);
+  await chmod(own, 0o755);
+  const mine = path.join(own, 'config.yaml');
+  await writeFile(mine, 'auth: {}\n');
+  await chmod(mine, 0o644);
+  t.like(await checkConfigAccess(mine, true), { verdict: 'warn', fix: `chmod o-rwx ${mine}` });
+  t.like(await checkConfigAccess(mine, false), { verdict: 'ok' });
+  await chmod(mine, 0o600);
+  t.like(await checkConfigAccess(mine, true), { verdict: 'ok' });
 });
 
 test('folders: writable, to be created, under a file, on a read-only file system', async (t) => {

@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { cp, lstat, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { chmod, cp, lstat, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
@@ -49,6 +49,10 @@ async function walk(root: string, under = ''): Promise<Entry[]> {
   return entries;
 }
 
+function statMode(stat: { mode: number; gid: number }): { mode: string; gid: number } {
+  return { mode: (stat.mode & 0o7777).toString(8), gid: stat.gid };
+}
+
 function unitEnvironment(unit: string): Record<string, string> {
   return Object.fromEntries([...unit.matchAll(/^Environment=([A-Z_]+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]));
 }
@@ -64,18 +68,36 @@ test('install.sh installs the release into a root prefix: exactly these files, m
   const tarball = await release(work);
   const root = path.join(work, 'root');
   await mkdir(root);
+  // As root, the prefix is an OS image with a user database (this machine's), to which
+  // install.sh adds the service's user as it would on a Pi; as anyone else it cannot.
+  if (uid === 0) {
+    await mkdir(path.join(root, 'etc'));
+    for (const file of ['passwd', 'group']) await cp(`/etc/${file}`, path.join(root, 'etc', file));
+  }
 
   const first = await install(root, '--tarball', tarball, '--offline');
   t.regex(first, /wrote .*\/etc\/modelferry\/config\.yaml with new tokens/);
+  // The service's group: it may read the config, and no one else but root.
+  let serviceGid = gid;
+  if (uid === 0) {
+    const user = /^modelferry:x:(\d+):(\d+):[^:]*:\/var\/lib\/modelferry:\/usr\/sbin\/nologin$/m.exec(await readFile(path.join(root, 'etc/passwd'), 'utf8'));
+    t.truthy(user, 'install.sh created the user modelferry in the image');
+    t.true(Number(user![1]) > 0 && Number(user![1]) < 1000, 'a system user');
+    t.regex(await readFile(path.join(root, 'etc/group'), 'utf8'), new RegExp(`^modelferry:x:${user![2]}:$`, 'm'));
+    serviceGid = Number(user![2]);
+  } else {
+    t.regex(first, /skipped \(root prefix without etc\/passwd, or not root\): creating the user modelferry/);
+  }
   t.regex(first, /skipped \(root prefix\): systemctl enable modelferry\.service/);
   t.regex(first, /installed modelferry \d+\.\d+\.\d+/);
 
   const entries = await walk(root);
-  const outside = entries.filter((e) => !e.path.startsWith('opt/modelferry/'));
+  const image = (p: string) => /^etc\/(passwd|group|shadow|gshadow|\.pwd\.lock)-?$/.test(p);
+  const outside = entries.filter((e) => !e.path.startsWith('opt/modelferry/') && !image(e.path));
   t.deepEqual(outside.map((e) => [e.path, e.type, e.mode.toString(8)]), [
     ['etc', 'dir', '755'],
-    ['etc/modelferry', 'dir', '755'],
-    ['etc/modelferry/config.yaml', 'file', '600'],
+    ['etc/modelferry', 'dir', '2750'],
+    ['etc/modelferry/config.yaml', 'file', '640'],
     ['etc/systemd', 'dir', '755'],
     ['etc/systemd/system', 'dir', '755'],
     ['etc/systemd/system/modelferry.service', 'file', '644'],
@@ -85,20 +107,27 @@ test('install.sh installs the release into a root prefix: exactly these files, m
     ['usr/local', 'dir', '755'],
     ['usr/local/bin', 'dir', '755'],
     ['usr/local/bin/modelferry', 'file', '755'],
+    ['usr/local/lib', 'dir', '755'],
+    ['usr/local/lib/sysusers.d', 'dir', '755'],
+    ['usr/local/lib/sysusers.d/modelferry.conf', 'file', '644'],
   ]);
   // The release itself: what npm pack shipped (the lock under its usual name) plus node_modules.
   const top = entries.filter((e) => /^opt\/modelferry\/[^/]+$/.test(e.path)).map((e) => e.path.slice('opt/modelferry/'.length));
   t.deepEqual(top, ['README.md', 'config', 'dist', 'node_modules', 'package-lock.json', 'package.json', 'systemd']);
   for (const entry of entries) {
+    if (image(entry.path)) continue;
+    const secret = entry.path.startsWith('etc/modelferry');
     t.is(entry.uid, uid, `${entry.path} owner`);
-    t.is(entry.gid, gid, `${entry.path} group`);
+    t.is(entry.gid, secret ? serviceGid : gid, `${entry.path} group`);
     if (entry.type === 'link') continue; // a symbolic link's own mode means nothing
     t.is(entry.mode & 0o022, 0, `${entry.path} is writable by group or others (${entry.mode.toString(8)})`);
-    if (entry.type === 'dir') t.is(entry.mode & 0o755, 0o755, `${entry.path} must be readable and searchable`);
+    if (secret) t.is(entry.mode & 0o007, 0, `${entry.path} holds tokens: nothing for others`);
+    else if (entry.type === 'dir') t.is(entry.mode & 0o755, 0o755, `${entry.path} must be readable and searchable`);
     if (entry.type === 'file' && !entry.path.startsWith('etc/modelferry/')) t.is(entry.mode & 0o444, 0o444, `${entry.path} must be readable`);
   }
   t.is(await readFile(path.join(root, 'etc/systemd/system/modelferry.service'), 'utf8'), await readFile(path.join(ROOT, 'systemd/modelferry.service'), 'utf8'));
   t.regex(await readFile(path.join(root, 'usr/local/bin/modelferry'), 'utf8'), /^exec \/usr\/bin\/node \/opt\/modelferry\/dist\/cli\/main\.js "\$@"$/m);
+  t.is(await readFile(path.join(root, 'usr/local/lib/sysusers.d/modelferry.conf'), 'utf8'), await readFile(path.join(ROOT, 'systemd/modelferry.sysusers'), 'utf8'));
 
   // Production dependencies only.
   const modules = new Set(await readdir(path.join(root, 'opt/modelferry/node_modules')));
@@ -141,10 +170,15 @@ test('install.sh installs the release into a root prefix: exactly these files, m
   child.kill('SIGTERM');
   t.is(await exited, 0);
 
-  // Again: the config is never overwritten.
+  // Again, over the layout of releases that gave the config as a credential (root only):
+  // the config is never overwritten, and the service's group is given read access.
+  await chmod(configFile, 0o600);
+  await chmod(path.dirname(configFile), 0o755);
   const second = await install(root, '--tarball', tarball, '--offline');
   t.regex(second, /kept .*\/etc\/modelferry\/config\.yaml/);
   t.is(await readFile(configFile, 'utf8'), configText);
+  t.like(statMode(await lstat(configFile)), { mode: '640', gid: serviceGid });
+  t.like(statMode(await lstat(path.dirname(configFile))), { mode: '2750', gid: serviceGid });
 
   // Upgrade: new code, same dependencies reused (no npm), state and config untouched.
   const state = path.join(root, 'var/lib/private/modelferry');
@@ -164,8 +198,8 @@ test('install.sh installs the release into a root prefix: exactly these files, m
   // Uninstall: code, unit and command go; config and state stay.
   const removed = await install(root, '--uninstall');
   t.regex(removed, /kept: \/etc\/modelferry/);
-  t.deepEqual((await walk(root)).map((e) => e.path).filter((p) => p !== 'var' && !p.startsWith('var/')), [
-    'etc', 'etc/modelferry', 'etc/modelferry/config.yaml', 'etc/systemd', 'etc/systemd/system', 'opt', 'usr', 'usr/local', 'usr/local/bin',
+  t.deepEqual((await walk(root)).map((e) => e.path).filter((p) => p !== 'var' && !p.startsWith('var/') && !image(p)), [
+    'etc', 'etc/modelferry', 'etc/modelferry/config.yaml', 'etc/systemd', 'etc/systemd/system', 'opt', 'usr', 'usr/local', 'usr/local/bin', 'usr/local/lib', 'usr/local/lib/sysusers.d',
   ]);
   t.is(await readFile(configFile, 'utf8'), configText);
   t.true(existsSync(path.join(state, 'CURRENT')));

@@ -53,22 +53,29 @@ test('the sandbox keeps what Node and the mDNS advertisement need', (t) => {
   // V8's JIT writes executable memory; mDNS lists interfaces over netlink.
   t.deepEqual(settings('MemoryDenyWriteExecute'), []);
   t.true(setting('RestrictAddressFamilies')!.split(/\s+/).includes('AF_NETLINK'));
-  t.is(setting('DynamicUser'), 'yes');
+  // A static user (see the next test), never root.
+  t.deepEqual(settings('DynamicUser'), []);
+  t.is(setting('User'), 'modelferry');
   t.is(setting('SyslogLevelPrefix'), 'yes');
   // Unprefixed lines come from stderr (start-up failures, crashes): errors.
   t.is(setting('SyslogLevel'), 'err');
 });
 
-test('the unit runs the compiled CLI with its config as a credential, state and cache from systemd', (t) => {
+test('the unit runs the compiled CLI on /etc/modelferry/config.yaml itself (not a credential: a copy no edit reaches), reload sends SIGHUP, state and cache from systemd', (t) => {
   const exec = setting('ExecStart') ?? '';
-  const match = /^\/usr\/bin\/node \/opt\/modelferry\/(dist\/cli\/main\.js) serve --config \$\{CREDENTIALS_DIRECTORY\}\/config\.yaml$/.exec(exec);
+  const match = /^\/usr\/bin\/node \/opt\/modelferry\/(dist\/cli\/main\.js) serve --config \/etc\/modelferry\/config\.yaml$/.exec(exec);
   t.truthy(match, exec);
   // dist/ mirrors daemon/: the entry point is the compiled form of this source file.
   t.true(existsSync(`${ROOT}${match![1]!.replace(/^dist\//, 'daemon/').replace(/\.js$/, '.ts')}`));
   t.is(setting('Type'), 'exec');
-  t.is(setting('LoadCredential'), 'config.yaml:/etc/modelferry/config.yaml');
+  t.deepEqual(settings('LoadCredential'), []);
+  t.is(setting('ExecReload'), '/bin/kill -HUP $MAINPID');
   t.is(setting('StateDirectory'), 'modelferry');
   t.is(setting('CacheDirectory'), 'modelferry');
+  // The user the unit runs as is the one the shipped sysusers.d file declares.
+  const sysusers = readFileSync(`${ROOT}systemd/modelferry.sysusers`, 'utf8').split('\n').filter((line) => /^u\s/.test(line));
+  t.deepEqual(sysusers.map((line) => line.split(/\s+/)[1]), [setting('User')]);
+  t.is(setting('Group'), setting('User'));
 });
 
 test('the unit does not restart on a configuration error (the exit code serve uses for one)', (t) => {
