@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { makeProgram, sha256 } from '../test/helpers/programs.ts';
 import { fleetConvergence, incrementalSync, type Measured, type Skipped } from './dependent-rows.ts';
 import { seedFleet } from './fleet-state.ts';
-import { measureLongPolls, measurePollWrites } from './long-polls.ts';
+import { longPollWakeStall, measureLongPolls, measurePollWrites } from './long-polls.ts';
 import { TOKEN, expectOk, gatewayEntry, nginxWorkerPid, startGateway, startNginx, stopChild, waitFor, which } from './servers.ts';
 import { configFor, measureStartup, rssMiB } from './startup.ts';
 import { rangeScript, wrk, type WrkCase, type WrkResult } from './wrk.ts';
@@ -151,7 +151,7 @@ async function main(): Promise<void> {
     }
 
     const dependent: Array<Skipped | Measured> = [];
-    for (const measure of [fleetConvergence, incrementalSync]) {
+    for (const measure of [fleetConvergence, incrementalSync, longPollWakeStall]) {
       try {
         dependent.push(await measure(ROOT, entry, dir, children));
       } catch (error) {

@@ -75,6 +75,9 @@ export class ModelIntake {
 
   async #submit(submission: ModelSubmission, body: Readable, room: DiskClaim): Promise<{ created: boolean; record: ModelRecord }> {
     const pending: PendingBlob = await this.#blobs.receive(body, this.maxBytes, room);
+    // Between the blob's commit and its catalog entry nothing names it: garbage collection
+    // (with a grace period shorter than the push took) must not take it meanwhile.
+    const release = this.#blobs.hold([pending.sha256]);
     try {
       const { name, version, declaredSha256, claim } = submission;
       const { sha256, size } = pending;
@@ -94,6 +97,7 @@ export class ModelIntake {
       if (result.created) this.#log.info({ model: name, version, sha256, size, client: submission.client }, 'model stored');
       return result;
     } finally {
+      release();
       await pending.discard();
     }
   }

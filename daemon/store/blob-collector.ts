@@ -90,10 +90,14 @@ export class BlobCollector {
           continue;
         }
         const since = await stat(this.#blobs.pathOf(sha256)).then((s) => s.mtimeMs, () => undefined);
-        if (since !== undefined && now - since < this.#graceMs) {
+        // Held while the file was looked at (a push of the same bytes): it stays.
+        if ((since !== undefined && now - since < this.#graceMs) || this.#blobs.isHeld(sha256)) {
           result.kept++;
           continue;
         }
+        // `referenced` is as old as this collection: a push or sync that finished since may
+        // name the blob now. Checked again with no await before the removal unindexes it.
+        if (this.#referencedNow().has(sha256)) continue;
         const size = this.#blobs.storedSize(sha256) ?? 0;
         await this.#blobs.remove(sha256);
         result.removed.push({ sha256, size });

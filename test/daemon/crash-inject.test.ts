@@ -2,11 +2,12 @@ import test from 'ava';
 import { crashInject } from '../scripts/crash-inject.ts';
 
 // The short version of test/scripts/crash-inject.ts: a gateway killed with SIGKILL at random
-// moments during pushes, assignments and deletes, restarted and checked each time (every
-// entry has its blob with the right sha256, nothing acknowledged lost, no temporary file,
-// device answers before or after). The long run (100 kills and more) is the script's.
+// moments during pushes, assignments, deletes, upstream syncs and garbage collections,
+// restarted and checked each time (every entry has its blob with the right sha256, nothing
+// acknowledged lost, no temporary file, device answers before or after). The long run (100
+// kills and more) is the script's.
 
-test('three SIGKILLs at random moments during pushes, assignments and deletes lose nothing acknowledged and leave nothing half-done', async (t) => {
-  const kills = await crashInject(t, 3, (line) => t.log(line));
-  t.is(kills, 3);
+test('three SIGKILLs, one at a random moment, one into a sync, one into a GC, while pushes, assignments and deletes run: nothing acknowledged lost, nothing half-done', async (t) => {
+  const counts = await crashInject(t, 3, (line) => t.log(line));
+  t.is(counts.kills, 3);
 });
