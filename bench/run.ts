@@ -248,7 +248,7 @@ ratio is the median of per-round ratios. nginx runs one worker (like the gateway
 with sendfile on and no access log. "bare node:http" is bench/node-floor.ts, a node:http server with the
 gateway's node flags answering the same bytes and nothing else, measured in the same rounds: the
 most any node:http server reaches here. All listen on loopback inside a private network namespace.
-Raw numbers: [results.json](results.json).
+Raw numbers: [results.json](results.json). Why the targets marked below are not met, with the profiles: [ANALYSIS.md](ANALYSIS.md).
 
 | figure | measured | target | |
 |---|---|---|---|
