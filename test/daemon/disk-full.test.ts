@@ -5,7 +5,7 @@ import test, { type ExecutionContext } from 'ava';
 import { publishBytes, storeDir } from '../sync/sync-helpers.ts';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
 import { tempDir } from '../helpers/harness.ts';
-import { startNginx } from '../helpers/nginx.ts';
+import { FaultStore } from '../helpers/fault-store.ts';
 import { makeProgram, sha256 } from '../helpers/programs.ts';
 import { connect, within } from '../helpers/raw-client.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
@@ -15,7 +15,9 @@ import { ALL_TOKEN } from '../helpers/tokens.ts';
 // around the daemon, so the mount goes with the daemon's process whatever happens to the
 // test. The test reaches the tmpfs through /proc/<pid>/root. Pushes, a drop and a sync are
 // refused up front with 507 when they cannot fit beyond the reserve; a disk that fills up
-// under a push that did fit is 507 too, with nothing left behind and the daemon serving.
+// under a push or a sync that did fit is 507 too, with nothing left behind and the daemon
+// serving. The store is test/helpers/fault-store.ts, whose hook fills the disk as the
+// sync's download begins.
 
 const REQUIRE = process.env.MODELFERRY_REQUIRE_NETNS === '1';
 const unavailable = process.getuid?.() !== 0 ? 'mounting a tmpfs needs root (run as root, or through .ci/run)' : undefined;
@@ -77,7 +79,7 @@ async function servedState(t: ExecutionContext, daemon: RunningDaemon) {
   return { models, answers };
 }
 
-rootTest('a full disk: pushes, drops and syncs that cannot fit beyond the reserve are 507 before they start; a disk that fills under a push is 507 with nothing left behind; at most maxConcurrentPushes at once (503 busy)', async (t) => {
+rootTest('a full disk: pushes, drops and syncs that cannot fit beyond the reserve are 507 before they start; a disk that fills under a push or a sync is 507 with nothing left behind; at most maxConcurrentPushes at once (503 busy)', async (t) => {
   if (unavailable) t.fail(`MODELFERRY_REQUIRE_NETNS=1 but ${unavailable}`);
   const dir = await tempDir(t, 'modelferry-diskfull-');
   const mount = path.join(dir, 'small-disk');
@@ -88,7 +90,7 @@ rootTest('a full disk: pushes, drops and syncs that cannot fit beyond the reserv
   const store = await storeDir(t);
   const upstreamV1 = makeProgram(64 * 1024);
   await publishBytes(store, 'synced', '1', upstreamV1, { assign: UPSTREAM_MAC });
-  const nginx = await startNginx(t, store);
+  const server = await FaultStore.start(t, store);
 
   const daemon = await startDaemon(t, {
     dir,
@@ -96,7 +98,7 @@ rootTest('a full disk: pushes, drops and syncs that cannot fit beyond the reserv
     config: {
       paths: { state: path.join(mount, 'state'), cache: path.join(mount, 'cache') },
       artifacts: { diskReserveBytes: '1 MiB', maxConcurrentPushes: 1 },
-      upstream: { url: `${nginx.url}/manifest.json`, schedule: '0 0 1 1 *', maxRandomDelaySeconds: 0 },
+      upstream: { url: `${server.url}/manifest.json`, schedule: '0 0 1 1 *', maxRandomDelaySeconds: 0 },
       inbox: { dir: inbox, settleSeconds: 0.2, checkSeconds: 0.5 },
     },
   });
@@ -175,15 +177,30 @@ rootTest('a full disk: pushes, drops and syncs that cannot fit beyond the reserv
   t.deepEqual(await readdir(tmp), [], 'no partial file in tmp/');
   t.deepEqual(await servedState(t, daemon), before, 'nothing stored changed; polls and downloads are answered');
 
-  // A sync whose artifacts do not fit: 507, recorded, the old layer kept, nothing fetched.
-  const upstreamV2 = makeProgram(7 * MiB);
+  // A sync that fits the check, and a disk that fills up as its artifact arrives.
+  const upstreamV2 = makeProgram(1536 * 1024);
   await publishBytes(store, 'synced', '2', upstreamV2, { assign: UPSTREAM_MAC });
+  server.beforeServe(async (pathname) => {
+    if (pathname === `/artifacts/${sha256(upstreamV2)}`) await fillDisk(filler);
+  });
+  const cut = await json(daemon, '/v1/sync', { method: 'POST' });
+  server.beforeServe(undefined);
+  await rm(filler);
+  t.is(cut.status, 507, JSON.stringify(cut.body));
+  t.is(cut.body.error, 'insufficient_storage');
+  t.true(server.requests.some((r) => r.path === `/artifacts/${sha256(upstreamV2)}`), 'the download had begun');
+  t.deepEqual(await readdir(onDisk('cache', 'partial')).catch(() => []), [], 'the partial download gave its space back');
+  t.deepEqual(await servedState(t, daemon), before, 'devices keep the old upstream layer');
+
+  // A sync whose artifacts do not fit: 507, recorded, the old layer kept, nothing fetched.
+  const upstreamV3 = makeProgram(7 * MiB);
+  await publishBytes(store, 'synced', '3', upstreamV3, { assign: UPSTREAM_MAC });
   const sync = await json(daemon, '/v1/sync', { method: 'POST' });
   t.is(sync.status, 507, JSON.stringify(sync.body));
   t.is(sync.body.error, 'insufficient_storage');
   const status = (await json(daemon, '/v1/sync')).body;
   t.like(status, { state: 'failing', lastError: { code: 'insufficient_storage' }, lastOutcome: { result: 'failed' } });
-  t.false((await nginx.accessLog()).some((line) => line.uri === `/artifacts/${sha256(upstreamV2)}`), 'no byte of the artifact was asked for');
+  t.false(server.requests.some((r) => r.path === `/artifacts/${sha256(upstreamV3)}`), 'no byte of the artifact was asked for');
   t.deepEqual(await readdir(onDisk('cache', 'partial')).catch(() => []), []);
   t.deepEqual(await servedState(t, daemon), before, 'devices keep the old upstream layer');
 
