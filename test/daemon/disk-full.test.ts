@@ -1,5 +1,5 @@
 import http from 'node:http';
-import { mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { publishBytes, storeDir } from '../sync/sync-helpers.ts';
@@ -123,7 +123,10 @@ rootTest('a full disk: pushes, drops and syncs that cannot fit beyond the reserv
   t.deepEqual(await readdir(tmp), []);
 
   // Up front: a drop too big for the disk is filed in rejected/ with a sentence saying why.
-  await writeFile(path.join(inbox, 'big@1.pte'), makeProgram(7 * MiB));
+  // Written under a temporary name and renamed, as rsync does: a slow write in place could
+  // settle half-written on a busy machine.
+  await writeFile(path.join(inbox, '.big@1.pte'), makeProgram(7 * MiB));
+  await rename(path.join(inbox, '.big@1.pte'), path.join(inbox, 'big@1.pte'));
   const note = await until('the drop refused', async () => {
     const names = await readdir(path.join(inbox, 'rejected')).catch(() => [] as string[]);
     const text = names.find((name) => name.endsWith('.error.txt'));
