@@ -19,12 +19,14 @@ export type Compatibility =
   | { status: 'compatible' }
   | { status: 'incompatible'; missing: Incompatibility; reasons: string[] };
 
-const operatorSets = new WeakMap<Capabilities, { operators: Set<string>; delegates: Set<string> }>();
+// Keyed by the lists themselves, which the device registry shares between devices of one
+// firmware: one set per firmware, not per device.
+const nameSets = new WeakMap<readonly string[], Set<string>>();
 
-function setsOf(capabilities: Capabilities) {
-  let sets = operatorSets.get(capabilities);
-  if (!sets) operatorSets.set(capabilities, sets = { operators: new Set(capabilities.operators), delegates: new Set(capabilities.delegates) });
-  return sets;
+function setOf(names: readonly string[]): Set<string> {
+  let set = nameSets.get(names);
+  if (!set) nameSets.set(names, set = new Set(names));
+  return set;
 }
 
 /**
@@ -41,9 +43,10 @@ export function checkCompatibility(model: Pick<ModelRecord, 'size' | 'program'>,
   }
   const requires = model.program?.requires;
   if (requires) {
-    const sets = setsOf(capabilities);
-    if (sets.operators.size > 0) missing.operators = requires.operators.filter((op) => !sets.operators.has(op));
-    missing.delegates = requires.delegates.filter((id) => !sets.delegates.has(id));
+    const operators = setOf(capabilities.operators);
+    const delegates = setOf(capabilities.delegates);
+    if (operators.size > 0) missing.operators = requires.operators.filter((op) => !operators.has(op));
+    missing.delegates = requires.delegates.filter((id) => !delegates.has(id));
     if (capabilities.arenaBytes !== undefined && capabilities.arenaBytes > 0 && requires.arenaBytes > capabilities.arenaBytes) {
       missing.arenaBytes = { needed: requires.arenaBytes, available: capabilities.arenaBytes };
     }

@@ -4,6 +4,7 @@ import { systemClock, type Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import { READ_ONCE, type BatchOperation, type Database, type Table } from '../store/database.ts';
 import { AddressRateLimit } from './address-rate-limit.ts';
+import { SharedLists } from './shared-lists.ts';
 
 export interface DeviceRecord {
   mac: string;
@@ -68,6 +69,7 @@ export class DeviceRegistry {
   readonly #evicted = new Set<string>();
   readonly #introductions: AddressRateLimit;
   readonly #listeners = new Set<(change: ReportChange) => void>();
+  readonly #lists = new SharedLists();
   readonly #clock: Clock;
   #tables: DeviceTables | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -98,6 +100,7 @@ export class DeviceRegistry {
     const loaded: DeviceRecord[] = [];
     for await (const stored of tables.facts.values(READ_ONCE)) {
       const record = fromStored(stored, seen.get(stored.mac), capabilities.get(stored.mac));
+      if (record.capabilities) record.capabilities = this.#shared(record.capabilities);
       // Written before last seen and capabilities had tables of their own: moved at the next flush.
       if ('lastSeen' in stored || 'capabilities' in stored) {
         this.#dirtySeen.add(record.mac);
@@ -186,7 +189,7 @@ export class DeviceRegistry {
       const { at: _, ...previous } = record.capabilities ?? { at: '' };
       capabilitiesChanged = !record.capabilities || !isDeepStrictEqual(previous, capabilities);
       if (capabilitiesChanged) {
-        record.capabilities = { ...capabilities, at: now.toISOString() };
+        record.capabilities = this.#shared({ ...capabilities, at: now.toISOString() });
         this.#dirtyCapabilities.add(mac);
         // Sent after boot and when the firmware changes: rare, and worth keeping at once.
         void this.flush();
@@ -236,6 +239,11 @@ export class DeviceRegistry {
       }
     });
     return this.#flushing;
+  }
+
+  /** The capabilities with their operator and delegate lists shared with other devices of the same firmware. */
+  #shared(capabilities: Capabilities & { at: string }): Capabilities & { at: string } {
+    return { ...capabilities, operators: this.#lists.share(capabilities.operators), delegates: this.#lists.share(capabilities.delegates) };
   }
 
   /** Forgets the least recently seen record the catalog does not name; false when there is none. */

@@ -190,3 +190,22 @@ test('records written whole, before last seen and capabilities had tables of the
   t.deepEqual(await second.db.table('devices').get(DEV_A), { mac: DEV_A, firstSeen: old.firstSeen, report: old.report });
   t.deepEqual(await stored(second.db), { [DEV_A]: old });
 });
+
+test('devices of one firmware share one copy of their operator list, also after a restart; a different list is its own', async (t) => {
+  const dir = await tempDir(t);
+  const first = await open(t, dir);
+  const operators = () => Array.from({ length: 300 }, (_, i) => `aten::op_${i}.out`);
+  // Each report parsed on its own, as requests are: equal lists, distinct arrays.
+  first.devices.report(DEV_A, '10.0.0.1', true, { state: 'idle', capabilities: { operators: operators(), delegates: [] } }, T0);
+  first.devices.report(DEV_B, '10.0.0.2', true, { state: 'idle', capabilities: { operators: operators(), delegates: [] } }, T1);
+  t.is(first.devices.get(DEV_A)!.capabilities!.operators, first.devices.get(DEV_B)!.capabilities!.operators);
+  t.is(first.devices.get(DEV_A)!.capabilities!.at, T0.toISOString(), 'each device keeps its own time');
+  const other = 'aa:bb:cc:dd:ee:03';
+  first.devices.report(other, '10.0.0.3', true, { state: 'idle', capabilities: { operators: [...operators(), 'aten::extra.out'], delegates: [] } }, T1);
+  t.not(first.devices.get(other)!.capabilities!.operators, first.devices.get(DEV_A)!.capabilities!.operators);
+  await first.stop();
+
+  const second = await open(t, dir);
+  t.is(second.devices.get(DEV_A)!.capabilities!.operators, second.devices.get(DEV_B)!.capabilities!.operators);
+  t.deepEqual(second.devices.get(DEV_A)!.capabilities!.operators, operators());
+});
