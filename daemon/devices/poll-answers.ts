@@ -28,7 +28,7 @@ interface Waiter {
  * so a change with thousands of long polls waiting never holds other requests up for more
  * than a few milliseconds (answering each released poll costs more than checking it). */
 const WAKE_SLICE_MS = 2;
-const WAKE_SLICE_RELEASES = 32;
+const WAKE_SLICE_RELEASES = 4;
 
 /** Past this many devices the memo starts over rather than grow without bound. */
 const MEMO_LIMIT = 100_000;
