@@ -539,7 +539,7 @@ test('inventory reads need an admin-API token while polls do not', async (t) => 
 
 // Plain polls are answered before Koa (daemon/http/poll-fast-path.ts); a query, HEAD or an
 // encoded path take the Koa route. A device must not be able to tell which one answered.
-test('a plain poll and the same poll through the full route (?wait=0, percent-encoded MAC) answer identically, for 200 and 304', async (t) => {
+test('a plain poll, the same with ?wait=0 and the same through the full route (percent-encoded MAC) answer identically, for 200 and 304', async (t) => {
   const gw = await startGateway(t);
   await assignAddToDefault(t, gw);
   const headersOf = (answer: Awaited<ReturnType<typeof poll>>) =>
@@ -562,4 +562,27 @@ test('a plain poll and the same poll through the full route (?wait=0, percent-en
   t.deepEqual(headersOf(plain304), headersOf(routed304));
   t.is(plain304.bytes.length, 0);
   t.is((await inventory(t, gw)).filter((device) => device.mac === MAC).length, 1);
+});
+
+test('a long poll held on the full route (percent-encoded MAC) and one held on the fast path are released with the same answer', async (t) => {
+  const gw = await startGateway(t);
+  await pushed(t, gw, 'add', '1', fixture('add.pte'));
+  await pushed(t, gw, 'mul', '1', fixture('mul.pte'));
+  await assign(t, gw, 'default', { model: 'add', version: '1' });
+  const first = await poll(gw, MAC);
+  const headersOf = (answer: Awaited<ReturnType<typeof poll>>) =>
+    Object.fromEntries(['etag', 'cache-control', 'content-type', 'content-length'].map((name) => [name, answer.headers.get(name)]));
+
+  let settled = 0;
+  const fast = poll(gw, MAC, { etag: first.etag!, wait: 30 }).finally(() => settled++);
+  const routed = poll(gw, encodeURIComponent(MAC), { etag: first.etag!, wait: 30 }).finally(() => settled++);
+  await delay(400);
+  t.is(settled, 0, 'both are held');
+  await assign(t, gw, 'default', { model: 'mul', version: '1' });
+  const [a, b] = await Promise.all([fast, routed]);
+  t.is(a.status, 200);
+  t.is(b.status, 200);
+  t.deepEqual(headersOf(b), headersOf(a));
+  t.deepEqual(b.bytes, a.bytes);
+  t.not(a.etag, first.etag);
 });
