@@ -39,9 +39,11 @@ export class DiskSpace {
    */
   async claim(dir: string, bytes: number | null, what: string): Promise<DiskClaim> {
     const reserve = this.#config.artifacts.diskReserveBytes;
+    const free = await DiskSpace.free(dir);
+    // Counted after statfs answers, and the claim added in the same turn: two claims made at
+    // once must each see the other, or both could be let in on the same free bytes.
     let promised = 0;
     for (const claim of this.#claims) promised += Math.max(0, claim.expected - claim.written);
-    const free = await DiskSpace.free(dir);
     const room = free - reserve - promised;
     if (bytes === null ? room <= 0 : room < bytes) {
       fail('insufficient_storage', `${what} needs ${bytes === null ? 'room' : `${bytes} bytes`}, but the disk of ${dir} has ${free} bytes free`
