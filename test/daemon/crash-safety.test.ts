@@ -6,6 +6,7 @@ import test from 'ava';
 import { assignHttp, startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
 import { ADD_SHA256, fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
+import { until } from '../helpers/harness.ts';
 
 // DESIGN.md section 8: a crash at any point leaves either the old state or the new one, and
 // what went missing or bad on disk while the daemon was down is found at start and never
@@ -20,16 +21,6 @@ async function put(daemon: RunningDaemon, name: string, version: string, body: B
 async function poll(daemon: RunningDaemon, mac: string): Promise<{ status: number; body: any }> {
   const response = await daemon.fetch(`/v1/devices/${mac}/model`);
   return { status: response.status, body: await response.json() };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 test('SIGKILL in the middle of receiving a push leaves no trace: no catalog entry, no artifact, an empty tmp after restart, and the push then succeeds', async (t) => {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { publishBytes, storeDir } from '../sync/sync-helpers.ts';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
-import { tempDir } from '../helpers/harness.ts';
+import { tempDir, until } from '../helpers/harness.ts';
 import { FaultStore } from '../helpers/fault-store.ts';
 import { makeProgram, sha256 } from '../helpers/programs.ts';
 import { connect, within } from '../helpers/raw-client.ts';
@@ -36,16 +36,6 @@ function onTmpfs(mount: string, size: string): string[] {
 async function json(daemon: RunningDaemon, pathname: string, init: RequestInit = {}): Promise<{ status: number; headers: Headers; body: any }> {
   const response = await daemon.fetch(pathname, { token: ALL_TOKEN, ...init });
   return { status: response.status, headers: response.headers, body: await response.json() };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
 }
 
 /** Writes zeros into `file` until the disk is full; returns how many bytes fit. */

@@ -46,3 +46,14 @@ export function fetchWithToken(baseUrl: string, pathname: string, init: FetchIni
   if (token) headers.set('Authorization', `Bearer ${token}`);
   return fetch(`${baseUrl}${pathname}`, { ...rest, headers });
 }
+
+/** Polls `probe` until it gives a value; past `timeoutMs` fails naming `what` was awaited. */
+export async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}

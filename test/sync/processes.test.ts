@@ -7,6 +7,7 @@ import { FaultStore } from '../helpers/fault-store.ts';
 import { fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, ALL_TOKEN, SYNC_TOKEN } from '../helpers/tokens.ts';
 import { NEVER, publishBytes, storeDir, synced, syncingGateway, startRunDone } from './sync-helpers.ts';
+import { until } from '../helpers/harness.ts';
 
 // Gateways as real processes: one gateway as another's upstream (sites chain), and a
 // gateway killed with SIGKILL in the middle of a sync.
@@ -17,16 +18,6 @@ const LAB = '02:00:00:00:40:02';
 async function json(daemon: RunningDaemon, pathname: string, init: RequestInit & { token?: string } = {}): Promise<{ status: number; body: any }> {
   const response = await daemon.fetch(pathname, { token: ALL_TOKEN, ...init });
   return { status: response.status, body: await response.json() };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
 }
 
 test('a gateway syncs from another gateway\'s /v1/manifest with a sync token (devices.token set there); local pushes override its assignments until deleted', async (t) => {
