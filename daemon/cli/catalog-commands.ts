@@ -84,8 +84,9 @@ group:<name> or default).`,
       headers['X-Signature-Key-Id'] = required(args, 'key-id');
     }
     if (selector !== undefined) await checkSelectorReachesDevices(client, selector, args);
-    const body = Readable.toWeb(createReadStream(file)) as ReadableStream;
-    const { status } = await client.request('PUT', `/v1/models/${segment(name)}/${segment(version)}`, { body, headers });
+    const { status } = await whenNotBusy(() => client.request('PUT', `/v1/models/${segment(name)}/${segment(version)}`, {
+      body: Readable.toWeb(createReadStream(file)) as ReadableStream, headers,
+    }));
     console.log(`${status === 201 ? 'stored' : 'already stored'} ${name}@${version} (sha256 ${sha256}, ${size} bytes)`);
     if (selector !== undefined) {
       await client.request('PUT', `/v1/assignments/${segment(selector)}`, { json: { model: name, version } });
@@ -94,6 +95,27 @@ group:<name> or default).`,
     return 0;
   },
 });
+
+/** Tries a push again this many times when the gateway is busy with others (503 busy). */
+const BUSY_RETRIES = 5;
+
+/**
+ * A gateway takes only `artifacts.maxConcurrentPushes` pushes at once and answers the next
+ * `503 busy` with Retry-After before reading it; parallel pipeline jobs meet that, so the
+ * push waits as told and tries again (a push is safe to repeat: same bytes, same answer).
+ */
+async function whenNotBusy<T>(attempt: () => Promise<T>): Promise<T> {
+  for (let tried = 1; ; tried++) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (!(error instanceof ClientError) || error.code !== 'busy' || tried > BUSY_RETRIES) throw error;
+      const seconds = error.retryAfterSeconds ?? 5;
+      console.error(`the gateway is busy with other pushes; trying again in ${seconds} s (${tried} of ${BUSY_RETRIES})`);
+      await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    }
+  }
+}
 
 export const assign = defineCommand({
   name: 'assign',

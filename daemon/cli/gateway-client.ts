@@ -4,12 +4,15 @@ import { UsageError, type Args } from './args.ts';
 export class ClientError extends Error {
   readonly code: string;
   readonly status: number;
+  /** The gateway's Retry-After, in seconds, when it sent one (503 busy, 429). */
+  readonly retryAfterSeconds: number | undefined;
 
-  constructor(code: string, status: number, message: string) {
+  constructor(code: string, status: number, message: string, retryAfterSeconds?: number) {
     super(message);
     this.name = 'ClientError';
     this.code = code;
     this.status = status;
+    this.retryAfterSeconds = retryAfterSeconds;
   }
 }
 
@@ -65,7 +68,9 @@ export class GatewayClient {
       // The gateway cannot know whether the token was forgotten; the CLI can.
       const hint = response.status === 401 && !this.#token
         ? ' (no token was sent: pass --token TOKEN or set MODELFERRY_TOKEN)' : '';
-      throw new ClientError(error ?? 'http_error', response.status, `${response.status} ${error ?? response.statusText}: ${message ?? text}${hint}`);
+      const retryAfter = Number(response.headers.get('retry-after') ?? Number.NaN);
+      throw new ClientError(error ?? 'http_error', response.status, `${response.status} ${error ?? response.statusText}: ${message ?? text}${hint}`,
+        Number.isInteger(retryAfter) && retryAfter >= 0 ? retryAfter : undefined);
     }
     return { status: response.status, body: parsed as T };
   }

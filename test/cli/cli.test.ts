@@ -318,3 +318,29 @@ test('an unreachable gateway makes a client command exit 1 with a message naming
   t.regex(result.stderr, new RegExp(`cannot reach the gateway at ${url.replace(/\./g, '\\.')}: nothing listens there`));
   t.notRegex(result.stderr, /^\s+at /m, 'no stack trace');
 });
+
+test('push waits out a gateway busy with other pushes (503 busy, Retry-After) and tries again', async (t) => {
+  const own = await startDaemon(t, { config: { artifacts: { maxConcurrentPushes: 1 } } });
+  // Another pipeline's push holds the only slot: its body arrives slowly, over about 3 s.
+  const other = makeProgram(64 * 1024);
+  const slow = new ReadableStream<Uint8Array>({
+    async start(controller) {
+      for (let offset = 0; offset < other.length; offset += 8 * 1024) {
+        controller.enqueue(other.subarray(offset, offset + 8 * 1024));
+        await new Promise((resolve) => setTimeout(resolve, 350));
+      }
+      controller.close();
+    },
+  });
+  const held = own.fetch('/v1/models/other/1', {
+    method: 'PUT', body: slow, token: ALL_TOKEN, headers: { 'Content-Length': String(other.length) }, duplex: 'half',
+  } as RequestInit & { token: string });
+  await new Promise((resolve) => setTimeout(resolve, 500));
+
+  const result = await runCli(['push', ADD, '--name', 'kws', '--version', '9.0', '--gateway', own.url, '--token', ALL_TOKEN]);
+  t.is((await held).status, 201);
+  t.is(result.code, 0, result.stderr);
+  t.regex(result.stderr, /the gateway is busy with other pushes; trying again in 5 s \(1 of 5\)/);
+  t.regex(result.stdout, /stored kws@9\.0/);
+  t.is((await own.fetch('/v1/models/kws/9.0', { token: ALL_TOKEN })).status, 200);
+});
