@@ -47,7 +47,8 @@ export const push = defineCommand({
   summary: 'upload a model (with its sha256, optionally signed) and optionally assign it',
   description: `Uploads a model with its sha256, so the gateway refuses a corrupted transfer, and signs it
 on the way with --sign-key. With --assign, also assigns it to SELECTOR (a MAC,
-group:<name> or default).`,
+group:<name> or default). A gateway busy with other pushes (503 busy) is waited out as it
+asks (Retry-After) and tried again, up to 5 times.`,
   operands: [{ name: 'FILE' }],
   client: true,
   flags: {
