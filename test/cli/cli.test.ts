@@ -5,7 +5,7 @@ import path from 'node:path';
 import test from 'ava';
 import { bucketOf } from '../helpers/api.ts';
 import { assignHttp, freePort, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
-import { Teardowns, tempDir } from '../helpers/harness.ts';
+import { Teardowns, tempDir, until } from '../helpers/harness.ts';
 import { ADD_SHA256, MUL_SHA256, fixture, fixturePath, makeProgram, sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, ALL_TOKEN, PUSH_TOKEN } from '../helpers/tokens.ts';
 
@@ -321,24 +321,33 @@ test('an unreachable gateway makes a client command exit 1 with a message naming
 
 test('push waits out a gateway busy with other pushes (503 busy, Retry-After) and tries again', async (t) => {
   const own = await startDaemon(t, { config: { artifacts: { maxConcurrentPushes: 1 } } });
-  // Another pipeline's push holds the only slot: its body arrives slowly, over about 3 s.
+  const refusedBusy = async () => {
+    const text = await (await own.fetch('/metrics')).text();
+    const count = /^modelferry_http_requests_total\{[^}]*method="PUT"[^}]*status="503"[^}]*\} (\d+)$/m.exec(text)?.[1];
+    return Number(count ?? 0) > 0 ? true : undefined;
+  };
+  // Another pipeline's push holds the only slot: the rest of its body comes only once the
+  // gateway has refused the CLI's first try, however long the CLI takes to start.
   const other = makeProgram(64 * 1024);
+  let refused: () => void = () => {};
+  const cliRefused = new Promise<void>((resolve) => { refused = resolve; });
   const slow = new ReadableStream<Uint8Array>({
     async start(controller) {
-      for (let offset = 0; offset < other.length; offset += 8 * 1024) {
-        controller.enqueue(other.subarray(offset, offset + 8 * 1024));
-        await new Promise((resolve) => setTimeout(resolve, 350));
-      }
+      controller.enqueue(other.subarray(0, 8 * 1024));
+      await cliRefused;
+      controller.enqueue(other.subarray(8 * 1024));
       controller.close();
     },
   });
   const held = own.fetch('/v1/models/other/1', {
     method: 'PUT', body: slow, token: ALL_TOKEN, headers: { 'Content-Length': String(other.length) }, duplex: 'half',
   } as RequestInit & { token: string });
-  await new Promise((resolve) => setTimeout(resolve, 500));
 
-  const result = await runCli(['push', ADD, '--name', 'kws', '--version', '9.0', '--gateway', own.url, '--token', ALL_TOKEN]);
+  const cli = runCli(['push', ADD, '--name', 'kws', '--version', '9.0', '--gateway', own.url, '--token', ALL_TOKEN]);
+  await until('the CLI\'s first push refused as busy', refusedBusy, 60_000);
+  refused();
   t.is((await held).status, 201);
+  const result = await cli;
   t.is(result.code, 0, result.stderr);
   t.regex(result.stderr, /the gateway is busy with other pushes; trying again in 5 s \(1 of 5\)/);
   t.regex(result.stdout, /stored kws@9\.0/);
