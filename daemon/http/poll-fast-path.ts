@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isMac, parseMac } from '../contract/identifiers.ts';
 import { isModelferryError } from '../errors.ts';
-import { holdPoll } from './long-poll.ts';
+import { holdPoll, parseWait } from './long-poll.ts';
 import { pollResponder } from './poll-responder.ts';
 import { preparedError, sendPrepared, type PreparedResponse } from './prepared-response.ts';
 import type { Services } from './services.ts';
@@ -47,7 +47,7 @@ export function pollFastPath(services: Services): (req: IncomingMessage, res: Se
       answer(res, respond(current, ifNoneMatch));
       return true;
     }
-    const wait = Math.min(Number(match[2]), config.devices.maxWaitSeconds);
+    const wait = parseWait(match[2], config.devices.maxWaitSeconds);
     holdPoll(services, req, res, mac, current, ifNoneMatch, wait).then((held) => {
       let prepared;
       try {

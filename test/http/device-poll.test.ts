@@ -539,11 +539,13 @@ test('inventory reads need an admin-API token while polls do not', async (t) => 
 
 // Plain polls are answered before Koa (daemon/http/poll-fast-path.ts); a query, HEAD or an
 // encoded path take the Koa route. A device must not be able to tell which one answered.
+/** The headers a poll answer is compared by across paths. */
+const headersOf = (answer: Awaited<ReturnType<typeof poll>>) =>
+  Object.fromEntries(['etag', 'cache-control', 'content-type', 'content-length'].map((name) => [name, answer.headers.get(name)]));
+
 test('a plain poll, the same with ?wait=0 and the same through the full route (percent-encoded MAC) answer identically, for 200 and 304', async (t) => {
   const gw = await startGateway(t);
   await assignAddToDefault(t, gw);
-  const headersOf = (answer: Awaited<ReturnType<typeof poll>>) =>
-    Object.fromEntries(['etag', 'cache-control', 'content-type', 'content-length'].map((name) => [name, answer.headers.get(name)]));
 
   const plain = await poll(gw, MAC);
   const routed = await poll(gw, MAC, { wait: 0 });
@@ -570,8 +572,6 @@ test('a long poll held on the full route (percent-encoded MAC) and one held on t
   await pushed(t, gw, 'mul', '1', fixture('mul.pte'));
   await assign(t, gw, 'default', { model: 'add', version: '1' });
   const first = await poll(gw, MAC);
-  const headersOf = (answer: Awaited<ReturnType<typeof poll>>) =>
-    Object.fromEntries(['etag', 'cache-control', 'content-type', 'content-length'].map((name) => [name, answer.headers.get(name)]));
 
   let settled = 0;
   const fast = poll(gw, MAC, { etag: first.etag!, wait: 30 }).finally(() => settled++);
