@@ -15,7 +15,7 @@ import { longPollWakeStall } from './long-polls.ts';
 import { gatewayEntry, stopChild } from './servers.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const NETNS_RUN = path.join(ROOT, '..', 'shared', 'tools', 'netns-run');
+const NETNS_RUN = path.join(ROOT, 'scripts', 'netns-run');
 
 if (process.env.NETNS_RUN_INSIDE !== '1') {
   const child = spawn(NETNS_RUN, [process.execPath, ...process.execArgv, fileURLToPath(import.meta.url)], { stdio: 'inherit' });

@@ -2,7 +2,7 @@
 // ratios of medians over interleaved rounds (machines are noisy, and this one is shared), plus
 // the gateway's own figures: memory, start-up with a fleet-sized state, disk writes per poll,
 // long polls held at once. It runs itself inside a private network namespace
-// (../shared/tools/netns-run), so no load leaves loopback. Writes bench/RESULTS.md and
+// (scripts/netns-run), so no load leaves loopback. Writes bench/RESULTS.md and
 // bench/results.json. BENCH_ROUNDS, BENCH_SECONDS and BENCH_GATEWAY_ENTRY (what node runs,
 // default dist/cli/main.js, e.g. an older checkout for a before/after) change the run.
 
@@ -22,7 +22,7 @@ import { rangeScript, wrk, type WrkCase, type WrkResult } from './wrk.ts';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const NETNS_RUN = path.join(ROOT, '..', 'shared', 'tools', 'netns-run');
+const NETNS_RUN = path.join(ROOT, 'scripts', 'netns-run');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const MAC = 'aa:bb:cc:dd:ee:ff';

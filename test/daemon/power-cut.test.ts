@@ -12,8 +12,8 @@ import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
 // change survives a power cut. The daemon keeps its state on an ext4 image mounted through
 // a loop device in a private mount namespace. Copying the image file while the daemon runs
 // captures only what reached the device, not the dirty pages in the kernel's cache: the
-// copy is the disk as a power cut at that instant would leave it (../shared/STACK.md,
-// "Power cuts on these machines"). A second daemon then starts on the copy.
+// copy is the disk as a power cut at that instant would leave it (docs/development.md,
+// "Power cuts"). A second daemon then starts on the copy.
 
 const run = promisify(execFile);
 

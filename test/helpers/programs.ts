@@ -3,10 +3,10 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { buildProgram } from './program-builder.ts';
 
-// Real ExecuTorch programs from ../shared/fixtures/pte, and bigger ones built from the
+// Real ExecuTorch programs from test/fixtures/pte (see its README), and bigger ones built from the
 // schema, for Range and streaming tests.
 
-const FIXTURES = fileURLToPath(new URL('../../../shared/fixtures/pte/', import.meta.url));
+const FIXTURES = fileURLToPath(new URL('../fixtures/pte/', import.meta.url));
 
 export const ADD_SHA256 = 'c9608ddefe472e0ebd8d4a900dc0957d893381c928dd1c648a439a6e88470b18';
 export const MUL_SHA256 = 'fa143f48550cdbf7ca7a161d9a6c7f79604284a3fe004f8710dc18b728f40a6e';

@@ -3,7 +3,7 @@ import { readProgram } from '../../daemon/program/read-program.ts';
 import { buildProgram } from '../helpers/program-builder.ts';
 import { fixture } from '../helpers/programs.ts';
 
-// What the inspector extracts. The fixtures' contents are known from ../shared/STACK.md.
+// What the inspector extracts. The fixtures are described in test/fixtures/pte/README.md.
 
 const scalarTensor = (shape: number[]) => ({ kind: 'tensor', scalarType: 'float32', dynamism: 'static', shape });
 

@@ -22,7 +22,7 @@ extern int test_checks;
 /* A fresh folder under $TMPDIR, removed by test_cleanup_dirs (at exit). */
 char *test_tempdir(void);
 
-/* Reads ../shared/fixtures/pte/<name> ($FIXTURES). */
+/* Reads test/fixtures/pte/<name> ($FIXTURES). */
 uint8_t *test_fixture(const char *name, size_t *len);
 
 /* A program of `size` bytes: ET12 at byte 4 and a consistent eh00 header, seeded bytes. */
