@@ -20,6 +20,15 @@ static void fresh(test_device *d)
     test_device_open(d, test_tempdir(), SLOT_BYTES, server.url);
 }
 
+/* The device trusts these pipeline keys (the order of its key list). */
+static void trust(test_device *d, const test_key *first, const test_key *second)
+{
+    memcpy(d->keys[0], first->pk, 32);
+    if (second) memcpy(d->keys[1], second->pk, 32);
+    d->cfg.trusted_keys = (const uint8_t(*)[32])d->keys;
+    d->cfg.trusted_key_count = second ? 2 : 1;
+}
+
 static const char *active_sha(test_device *d)
 {
     const mf_active_model *m = mf_client_active(&d->client);
@@ -206,9 +215,7 @@ static void signed_rebuild_is_not_held_back(void)
         fprintf(stderr, "   signed as version %s\n", versions[i]);
         test_device d;
         fresh(&d);
-        memcpy(d.keys[0], key.pk, 32);
-        d.cfg.trusted_keys = (const uint8_t(*)[32])d.keys;
-        d.cfg.trusted_key_count = 1;
+        trust(&d, &key, NULL);
         tg_serve(&gw, "add", "1", prog_a, prog_a_len);
         CHECK_EQ(test_device_boot(&d), MF_OK);
         CHECK_EQ(test_device_steps(&d, 1), MF_ERR_UNSIGNED);
@@ -263,9 +270,7 @@ static void rogue_gateway(void)
         fprintf(stderr, "   %s\n", cases[i].what);
         test_device d;
         fresh(&d);
-        memcpy(d.keys[0], trusted.pk, 32);
-        d.cfg.trusted_keys = (const uint8_t(*)[32])d.keys;
-        d.cfg.trusted_key_count = 1;
+        trust(&d, &trusted, NULL);
         tg_serve(&gw, "add", "1", prog_a, prog_a_len);
         if (cases[i].sign_with) {
             const test_key *k = cases[i].sign_with == 1 ? &trusted : &rogue;
@@ -281,10 +286,7 @@ static void rogue_gateway(void)
     /* Properly signed: installed. */
     test_device d;
     fresh(&d);
-    memcpy(d.keys[0], rogue.pk, 32);
-    memcpy(d.keys[1], trusted.pk, 32);
-    d.cfg.trusted_keys = (const uint8_t(*)[32])d.keys;
-    d.cfg.trusted_key_count = 2;
+    trust(&d, &rogue, &trusted);
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     test_sign(&trusted, "add", "1", gw.sha_hex, prog_a_len, gw.signature);
     strcpy(gw.key_id, trusted.key_id);
