@@ -187,9 +187,22 @@ export class Metrics {
     for (const other of CIRCUIT_STATES) this.upstreamCircuit.set({ state: other }, other === state ? 1 : 0);
   }
 
-  /** One answered HTTP request; `route` is the pattern that matched, never the raw path. */
+  readonly #requestCounters = new Map<string, { inc(): void }>();
+
+  /**
+   * One answered HTTP request; `route` is the pattern that matched, never the raw path.
+   * Every answer is counted here, by the fast paths and by Koa alike; the counter for each
+   * (route, method, status) is looked up once, since the fast paths call this per poll.
+   */
   request(route: string | undefined, method: string, status: number): void {
-    this.httpRequests.inc({ route: route ?? 'unmatched', method: METHODS.has(method) ? method : 'other', status: String(status) });
+    const key = `${route} ${method} ${status}`;
+    let counter = this.#requestCounters.get(key);
+    if (!counter) {
+      counter = this.httpRequests.labels(route ?? 'unmatched', METHODS.has(method) ? method : 'other', String(status));
+      // Bounded: routes and statuses are few, and an unknown method is counted as "other".
+      if (METHODS.has(method)) this.#requestCounters.set(key, counter);
+    }
+    counter.inc();
   }
 
   contentType(): string {
