@@ -52,12 +52,13 @@ test('an empty operator list and arenaBytes 0 are "not stated" and not judged; a
 });
 
 test('every capabilities field may be left out of a report: absent is judged exactly as an empty list or 0', (t) => {
-  for (const [stated, explicit] of [
+  const cases: Array<[object, { operators: string[]; delegates: string[]; arenaBytes?: number }]> = [
     [{}, { operators: [], delegates: [] }],
     [{ operators: ['aten::relu.out'] }, { operators: ['aten::relu.out'], delegates: [] }],
     [{ delegates: ['XnnpackBackend'] }, { operators: [], delegates: ['XnnpackBackend'] }],
     [{ operators: all.operators, delegates: all.delegates }, { ...all, arenaBytes: 0 }],
-  ] as const) {
+  ];
+  for (const [stated, explicit] of cases) {
     const parsed = capabilitiesSchema.safeParse(stated);
     t.true(parsed.success, JSON.stringify(stated));
     t.deepEqual(checkCompatibility(model, parsed.data), checkCompatibility(model, explicit), JSON.stringify(stated));
