@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { DeviceAdmission } from './admission/device-admission.ts';
 import { Catalog } from './catalog/catalog.ts';
 import { ModelIntake } from './catalog/model-intake.ts';
 import { ConfigReloader } from './config/config-reloader.ts';
@@ -67,10 +68,16 @@ export class Gateway {
     const log = this.#log;
     // Both parse configured keys and tokens: a bad one stops start-up before anything opens.
     const trust = new TrustPolicy(config.trust);
-    const auth = new TokenAuth(config.auth, config.devices);
-
     const metrics = new Metrics();
     const database = new Database(config.paths.state, log);
+    const admission = new DeviceAdmission({ database, metrics, log, clock: this.#clock }, {
+      policy: () => config.devices.admission,
+      tokenSeconds: () => config.devices.tokenSeconds,
+      maxPending: () => config.devices.maxPending,
+      maxSessions: () => config.devices.maxKnown,
+    });
+    const auth = new TokenAuth(config.auth, config.devices, admission);
+
     const blobs = new BlobStore(blobDirsOf(config.paths), log);
     const hotBlobs = new HotBlobs(blobs, config.artifacts.memoryCacheBytes);
     const catalog = new Catalog(database, blobs, log);
@@ -93,6 +100,7 @@ export class Gateway {
       await this.#startPart('hot blobs', hotBlobs);
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
+      await this.#startPart('device admission', admission);
       await this.#startPart('poll answers', answers);
       await this.#startPart('blob collector', collector);
       await this.#startPart('upstream sync', sync);
@@ -111,7 +119,7 @@ export class Gateway {
       });
       const intake = new ModelIntake({ catalog, blobs, trust, config, log, disk });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, intake, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
+        config, log, trust, auth, catalog, intake, blobs, hotBlobs, devices, admission, answers, collector, sync, metrics, database, discovery, rollouts,
         configFile: this.#configFile,
         clock: this.#clock,
         gatewayId: id,
