@@ -12,10 +12,11 @@ import { Teardowns, tempDir } from '../helpers/harness.ts';
 import { releaseCopy } from '../helpers/release-copy.ts';
 import { fixture, fixturePath } from '../helpers/programs.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
+import { testNeeding } from '../helpers/requirements.ts';
 
-// Issue 13: every mistake a newcomer makes with the `modelferry` command is caught, with
-// the exit code of the README and a message that says what to do. Each case runs the real
-// command in a child process.
+// Every mistake a newcomer makes with the `modelferry` command is caught, with the exit
+// code docs/cli.md "Exit codes" gives and a message that says what to do. Each case runs the
+// real command in a child process.
 
 const shared = new Teardowns();
 let gw: RunningDaemon;
@@ -38,7 +39,7 @@ function noStack(t: import('ava').ExecutionContext, text: string): void {
   t.notRegex(text, /\bE[A-Z]{3,}\b: /, 'no raw Node error');
 }
 
-/** `modelferry --help` as the README shows it: the names of every command. */
+/** The names of every command, from `modelferry --help`. */
 async function commandNames(): Promise<string[]> {
   const { stdout } = await runCli(['--help']);
   const list = stdout.slice(stdout.indexOf('commands:\n') + 'commands:\n'.length, stdout.indexOf('\n\n', stdout.indexOf('commands:\n')));
@@ -64,10 +65,10 @@ test('--version prints the version; --help lists every command with a line sayin
   t.regex(close.stderr, /did you mean assignments\?/);
 });
 
-test('the README shows the exact output of modelferry --help', async (t) => {
-  const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8');
-  const match = /<!-- modelferry --help -->\n```text\n([\s\S]*?)```/.exec(readme);
-  t.truthy(match, 'README has a ```text block after <!-- modelferry --help -->');
+test('docs/cli.md shows the exact output of modelferry --help', async (t) => {
+  const doc = await readFile(path.join(ROOT, 'docs', 'cli.md'), 'utf8');
+  const match = /<!-- modelferry --help -->\n```text\n([\s\S]*?)```/.exec(doc);
+  t.truthy(match, 'docs/cli.md has a ```text block after <!-- modelferry --help -->');
   const { stdout } = await runCli(['--help']);
   t.is(match![1], stdout);
 });
@@ -143,13 +144,8 @@ test('a state folder that cannot be created or written fails at once with 78 nam
   noStack(t, proc.stderr + notDir.stderr);
 });
 
-test('a folder this user may not write is refused with 78 naming the setting (run as nobody)', async (t) => {
-  if (process.getuid?.() !== 0 || !existsSync('/usr/bin/setpriv')) {
-    // Only root can become another user; CI runs as root with setpriv (util-linux).
-    t.false(process.env.CI === 'true', 'CI must run this as root with /usr/bin/setpriv');
-    t.log('SKIPPED: needs root and /usr/bin/setpriv to run the command as nobody');
-    return;
-  }
+// Only root can become another user (setpriv, from util-linux, which every Debian has).
+testNeeding('root')('a folder this user may not write is refused with 78 naming the setting (run as nobody)', async (t) => {
   const dir = await tempDir(t);
   // The built CLI from a copy every user can read: the checkout may be where nobody cannot go.
   const release = await releaseCopy(dir);
