@@ -1,4 +1,4 @@
-#include "mf_progress.h"
+#include "mf_records.h"
 
 #include <string.h>
 #include "mf_slot.h"
