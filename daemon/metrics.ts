@@ -66,6 +66,12 @@ export class Metrics {
     help: 'Artifact bytes sent to devices (as announced by Content-Length)',
     registers: [this.registry],
   });
+  readonly rollbacks = new Counter({
+    name: 'modelferry_device_rollbacks_total',
+    help: 'Devices that installed a model, could not confirm it (rejected by the application, a crash loop, a timeout) and went back to their previous one, by the model rolled back from',
+    labelNames: ['model'] as const,
+    registers: [this.registry],
+  });
   readonly rolloutHalts = new Counter({
     name: 'modelferry_rollout_halts_total',
     help: 'Staged rollouts halted, by selector and by whom (failures: the haltOnFailures threshold; operator: by hand)',

@@ -6,6 +6,7 @@ import { holdPoll, parseWait } from '../long-poll.ts';
 import { readJsonSized, tooLarge, validate } from '../json-body.ts';
 import { pollResponder } from '../poll-responder.ts';
 import type { SeenOutcome } from '../../devices/device-registry.ts';
+import { modelRolledBackFrom } from '../../devices/fleet-status.ts';
 import { applyPrepared } from '../prepared-response.ts';
 import { rateLimitRefusal } from '../rate-limit-refusal.ts';
 import { DEVICE_POLL_ROUTE } from '../route-patterns.ts';
@@ -16,7 +17,7 @@ import type { Services } from '../services.ts';
  * polls, HEAD and every refusal come here) and reports.
  */
 export function deviceRoutes(router: Router, services: Services): void {
-  const { answers, devices, metrics, config } = services;
+  const { answers, devices, metrics, config, catalog } = services;
   const deviceAuth = services.auth.deviceAccess();
   const respond = pollResponder(metrics);
 
@@ -41,12 +42,19 @@ export function deviceRoutes(router: Router, services: Services): void {
     if (bytes > REPORT_BODY_LIMIT && !carriesCapabilities) tooLarge(ctx, REPORT_BODY_LIMIT);
     const report = validate(deviceReportSchema, value);
     if (bytes > REPORT_BODY_LIMIT && report.capabilities === undefined) tooLarge(ctx, REPORT_BODY_LIMIT);
+    const before = devices.get(mac)?.report;
     const outcome = devices.report(mac, ctx.req.socket.remoteAddress, answers.answerFor(mac).kind === 'model', report);
     refuseIfRateLimited(outcome);
     if (outcome.kind === 'ignored') {
       fail('device_not_found', `reports are kept only for devices the catalog names or assigns a model to, and ${mac} is neither`);
     }
     metrics.reports.inc({ state: report.state });
+    // Counted once per rollback, not again each time the device repeats its report.
+    if (report.state === 'failed' && report.rolledBackFrom && !(before?.state === 'failed' && before.rolledBackFrom === report.rolledBackFrom)) {
+      const from = modelRolledBackFrom(catalog.current, report.rolledBackFrom, catalog.current.resolveDevice(mac)?.target);
+      metrics.rollbacks.inc({ model: from?.name ?? 'unknown' });
+      services.log.warn({ mac, rolledBackFrom: report.rolledBackFrom, runs: report.sha256, reason: report.error }, 'a device rolled back from a model it could not confirm');
+    }
     ctx.status = 204;
   });
 }
