@@ -64,6 +64,13 @@ test('bin, npm start and the systemd unit run node on dist/cli/main.js; installi
   t.regex((await readFile(path.join(ROOT, 'dist', 'cli', 'main.js'), 'utf8')).split('\n')[0]!, /^#!\/usr\/bin\/env node$/);
 });
 
+test('npm run build leaves dist/cli/main.js executable, so npx modelferry runs it after a rebuild', async (t) => {
+  // npm test builds before it runs the tests: this is the file that build wrote.
+  t.is((await stat(path.join(ROOT, 'dist', 'cli', 'main.js'))).mode & 0o755, 0o755);
+  const { stdout } = await run(path.join(ROOT, 'dist', 'cli', 'main.js'), ['--version']);
+  t.regex(stdout, /^modelferry \d+\.\d+\.\d+/);
+});
+
 test('the npm pack tarball holds dist/, the default config and the unit, and no sources or tests', async (t) => {
   const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, env: cleanEnv() });
   const files = new Set((JSON.parse(stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path));

@@ -12,6 +12,7 @@ import { Teardowns, tempDir } from '../helpers/harness.ts';
 import { releaseCopy } from '../helpers/release-copy.ts';
 import { fixture, fixturePath } from '../helpers/programs.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
+import { testNeeding } from '../helpers/requirements.ts';
 
 // Issue 13: every mistake a newcomer makes with the `modelferry` command is caught, with
 // the exit code of the README and a message that says what to do. Each case runs the real
@@ -143,13 +144,8 @@ test('a state folder that cannot be created or written fails at once with 78 nam
   noStack(t, proc.stderr + notDir.stderr);
 });
 
-test('a folder this user may not write is refused with 78 naming the setting (run as nobody)', async (t) => {
-  if (process.getuid?.() !== 0 || !existsSync('/usr/bin/setpriv')) {
-    // Only root can become another user; CI runs as root with setpriv (util-linux).
-    t.false(process.env.CI === 'true', 'CI must run this as root with /usr/bin/setpriv');
-    t.log('SKIPPED: needs root and /usr/bin/setpriv to run the command as nobody');
-    return;
-  }
+// Only root can become another user (setpriv, from util-linux, which every Debian has).
+testNeeding('root')('a folder this user may not write is refused with 78 naming the setting (run as nobody)', async (t) => {
   const dir = await tempDir(t);
   // The built CLI from a copy every user can read: the checkout may be where nobody cannot go.
   const release = await releaseCopy(dir);

@@ -1,4 +1,4 @@
-import test from 'ava';
+import { testNeeding } from '../helpers/requirements.ts';
 import { crashInject } from '../scripts/crash-inject.ts';
 
 // The short version of test/scripts/crash-inject.ts: a gateway killed with SIGKILL at random
@@ -7,7 +7,7 @@ import { crashInject } from '../scripts/crash-inject.ts';
 // acknowledged lost, no temporary file, device answers before or after). The long run (100
 // kills and more) is the script's.
 
-test('three SIGKILLs, one at a random moment, one into a sync, one into a GC, while pushes, assignments and deletes run: nothing acknowledged lost, nothing half-done', async (t) => {
+testNeeding('nginx')('three SIGKILLs, one at a random moment, one into a sync, one into a GC, while pushes, assignments and deletes run: nothing acknowledged lost, nothing half-done', async (t) => {
   const counts = await crashInject(t, 3, (line) => t.log(line));
   t.is(counts.kills, 3);
 });

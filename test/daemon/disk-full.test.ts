@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import { publishBytes, storeDir } from '../sync/sync-helpers.ts';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
 import { tempDir, until } from '../helpers/harness.ts';
@@ -9,6 +9,7 @@ import { FaultStore } from '../helpers/fault-store.ts';
 import { makeProgram, sha256 } from '../helpers/programs.ts';
 import { connect, within } from '../helpers/raw-client.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
+import { testNeeding } from '../helpers/requirements.ts';
 
 // A full disk for real (README "Security and limits", DESIGN.md section 2 "Limits"): the
 // gateway's state and cache folders live on an 8 MiB tmpfs, mounted inside `unshare -m`
@@ -19,10 +20,8 @@ import { ALL_TOKEN } from '../helpers/tokens.ts';
 // serving. The store is test/helpers/fault-store.ts, whose hook fills the disk as the
 // sync's download begins.
 
-const REQUIRE = process.env.MODELFERRY_REQUIRE_NETNS === '1';
-const unavailable = process.getuid?.() !== 0 ? 'mounting a tmpfs needs root (run as root, or through .ci/run)' : undefined;
-if (unavailable && !REQUIRE) console.log(`disk-full tests skipped: ${unavailable}`);
-const rootTest = unavailable && !REQUIRE ? test.skip : test;
+// Root, to mount a tmpfs in a private mount namespace.
+const rootTest = testNeeding('root');
 
 const MiB = 1024 * 1024;
 const LOCAL_MAC = '02:00:00:00:d1:01';
@@ -70,7 +69,6 @@ async function servedState(t: ExecutionContext, daemon: RunningDaemon) {
 }
 
 rootTest('a full disk: pushes, drops and syncs that cannot fit beyond the reserve are 507 before they start; a disk that fills under a push or a sync is 507 with nothing left behind; at most maxConcurrentPushes at once (503 busy)', async (t) => {
-  if (unavailable) t.fail(`MODELFERRY_REQUIRE_NETNS=1 but ${unavailable}`);
   const dir = await tempDir(t, 'modelferry-diskfull-');
   const mount = path.join(dir, 'small-disk');
   const inbox = path.join(dir, 'inbox');

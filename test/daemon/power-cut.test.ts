@@ -2,11 +2,11 @@ import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import test from 'ava';
 import { assignHttp, startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
 import { tempDir } from '../helpers/harness.ts';
 import { fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
+import { testNeeding } from '../helpers/requirements.ts';
 
 // DESIGN.md section 8 and README "Storage and crash safety": every acknowledged catalog
 // change survives a power cut. The daemon keeps its state on an ext4 image mounted through
@@ -30,12 +30,7 @@ async function catalogOf(daemon: RunningDaemon) {
   return { models, assignments, groups };
 }
 
-test('what was acknowledged survives a power cut: a copy of the disk taken while the daemon runs holds every model, assignment and group, each blob with its sha256', async (t) => {
-  if (process.getuid?.() !== 0) {
-    t.log('needs root for loop mounts (CI runs as root)');
-    t.pass();
-    return;
-  }
+testNeeding('ext4-image')('what was acknowledged survives a power cut: a copy of the disk taken while the daemon runs holds every model, assignment and group, each blob with its sha256', async (t) => {
   const dir = await tempDir(t, 'modelferry-power-');
   const image = path.join(dir, 'disk.img');
   const copy = path.join(dir, 'after-power-cut.img');

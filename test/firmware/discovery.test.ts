@@ -3,9 +3,12 @@ import path from 'node:path';
 import { tempDir } from '../helpers/harness.ts';
 import { ADD_SHA256, fixture, fixturePath, makeProgram } from '../helpers/programs.ts';
 import { assignModel, GATEWAY_PORT, pushModel, startLanGateway } from '../lan/gateway.ts';
-import { createLan, lanTest } from '../lan/lan.ts';
+import { testNeeding } from '../helpers/requirements.ts';
+import { createLan } from '../lan/lan.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
 import { buildFirmware, sha256, SIM } from './firmware.ts';
+
+const test = testNeeding('netns', 'firmware-host', 'python3-zeroconf');
 
 // The simulator finding its gateway by mDNS on the private LAN of test/lan (network
 // namespaces and a bridge; nothing reaches the machine's interfaces): by the gateway's own
@@ -30,7 +33,7 @@ print("advertising", flush=True)
 time.sleep(120)
 `;
 
-lanTest('a device finds the gateway by mDNS (lowest prio of two adverts) and installs its model', async (t) => {
+test('a device finds the gateway by mDNS (lowest prio of two adverts) and installs its model', async (t) => {
   t.timeout(150_000);
   await buildFirmware();
   const lan = await createLan(t, ['gw', 'dev']);
@@ -57,7 +60,7 @@ lanTest('a device finds the gateway by mDNS (lowest prio of two adverts) and ins
   t.is(device.running.sha256, ADD_SHA256);
 });
 
-lanTest('devices on two LAN hosts find the gateway by its own mDNS advert, install their models, and follow a push', async (t) => {
+test('devices on two LAN hosts find the gateway by its own mDNS advert, install their models, and follow a push', async (t) => {
   t.timeout(150_000);
   await buildFirmware();
   const lan = await createLan(t, ['gw', 'dev1', 'dev2']);

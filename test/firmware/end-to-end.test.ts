@@ -1,10 +1,12 @@
 import path from 'node:path';
-import test from 'ava';
+import { testNeeding } from '../helpers/requirements.ts';
 import { startDaemon } from '../helpers/daemon-process.ts';
 import { tempDir } from '../helpers/harness.ts';
 import { fixture, makeProgram } from '../helpers/programs.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
 import { buildFirmware, devices, pipelineKey, pushSigned, startSim, untilInventory, type InventoryDevice } from './firmware.ts';
+
+const test = testNeeding('firmware-host');
 
 // The real gateway (a `modelferry serve` child, loopback, mDNS off) and several simulated
 // devices built from the firmware sources, each with its own MAC, state folder and

@@ -1,7 +1,9 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import test from 'ava';
+import { testNeeding } from '../helpers/requirements.ts';
 import { BUILD, buildFirmware } from './firmware.ts';
+
+const test = testNeeding('firmware-host');
 
 // The firmware's portable core and POSIX port: built with cmake under AddressSanitizer and
 // UndefinedBehaviorSanitizer, every unit test run by ctest. Any failure or sanitizer report

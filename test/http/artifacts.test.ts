@@ -8,6 +8,7 @@ import { assign, expectError, expectUnauthorized, poll, pushed } from '../helper
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { tempDir, Teardowns } from '../helpers/harness.ts';
 import { fixture, makeProgram, sha256 } from '../helpers/programs.ts';
+import { testNeeding } from '../helpers/requirements.ts';
 
 // GET|HEAD /v1/artifacts/{sha256} (DESIGN.md section 2) against a real gateway holding a
 // multi-MiB program, over real HTTP; the last tests use the curl binary as the client.
@@ -235,7 +236,7 @@ test('with devices.token an artifact needs it: 401 with WWW-Authenticate without
   t.true(Buffer.from(await ok.arrayBuffer()).equals(fixture('add.pte')));
 });
 
-test('curl downloads a range with -r, then resumes with -C - to the exact sha256', async (t) => {
+testNeeding('curl')('curl downloads a range with -r, then resumes with -C - to the exact sha256', async (t) => {
   const dir = await tempDir(t, 'modelferry-curl-');
   const file = path.join(dir, 'model.pte');
   const address = `${gw.url.replace('localhost', '127.0.0.1')}${url}`;
@@ -254,7 +255,7 @@ test('curl downloads a range with -r, then resumes with -C - to the exact sha256
   t.is(sha256(bytes), digest);
 });
 
-test('curl resumes a truncated file with -C - and a plain curl download matches the Repr-Digest it was sent', async (t) => {
+testNeeding('curl')('curl resumes a truncated file with -C - and a plain curl download matches the Repr-Digest it was sent', async (t) => {
   const dir = await tempDir(t, 'modelferry-curl-');
   const address = `${gw.url}${url}`;
   t.regex(address, /^http:\/\/127\.0\.0\.1:\d+\//);

@@ -6,6 +6,7 @@ import { blobFiles, expectError, expectUnauthorized, leavesStateUnchanged, push,
 import { startGateway } from '../helpers/gateway.ts';
 import { ADD_SHA256, fixture, fixturePath, makeProgram, MUL_SHA256, sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, ALL_TOKEN, PUSH_TOKEN, SYNC_TOKEN } from '../helpers/tokens.ts';
+import { testNeeding } from '../helpers/requirements.ts';
 
 // PUT /v1/models/{name}/{version} (DESIGN.md sections 1, 3, 5, 8) over real HTTP.
 
@@ -379,7 +380,7 @@ test('with trust.requireSignatures an unsigned push is refused with 400 signatur
   t.is((await push(gw, 'kws', '1.0', bytes, { signed })).status, 201);
 });
 
-test('the Jenkins one-liner with the real curl binary stores the model, and curl --fail exits 22 on a refused push', async (t) => {
+testNeeding('curl')('the Jenkins one-liner with the real curl binary stores the model, and curl --fail exits 22 on a refused push', async (t) => {
   const gw = await startGateway(t);
   const url = `${gw.url}/v1/models/kws/2026.11.24-3`;
   const { stdout } = await run('curl', ['--fail', '-sS', '-X', 'PUT', '-H', `Authorization: Bearer ${PUSH_TOKEN}`, '--data-binary', `@${fixturePath('add.pte')}`, url]);

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
+import { testNeeding } from '../helpers/requirements.ts';
 import { delay } from '../helpers/api.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { tempDir } from '../helpers/harness.ts';
@@ -93,12 +94,7 @@ test('a .pte with a .json sidecar takes name, version and assign from the sideca
   t.is((await model(gw, 'vad', '18')).status, 200);
 });
 
-test('rsync (temporary .name.XXXXXX, then rename) is taken after the rename, with the exact bytes', async (t) => {
-  const rsync = spawnSync('rsync', ['--version']);
-  if (rsync.error) {
-    t.fail('rsync is not installed (Debian package rsync, listed in .ci/run)');
-    return;
-  }
+testNeeding('rsync')('rsync (temporary .name.XXXXXX, then rename) is taken after the rename, with the exact bytes', async (t) => {
   const { gw, inbox } = await inboxGateway(t);
   const source = await tempDir(t);
   const bytes = makeProgram(3 * 1024 * 1024);

@@ -1,11 +1,14 @@
 import { isDeepStrictEqual } from 'node:util';
-import test from 'ava';
 import { Teardowns } from '../helpers/harness.ts';
 import { fixturePath } from '../helpers/programs.ts';
 import { assignModel, GATEWAY_PORT, pushModel, startLanGateway, type LanGateway } from './gateway.ts';
-import { createLan, lanTest, type Lan } from './lan.ts';
+import { testNeeding } from '../helpers/requirements.ts';
+import { createLan, type Lan } from './lan.ts';
 import { bonjourBrowser, mdnsQuery, serviceOf, zeroconf, type Json } from './mdns-peers.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
+
+// python3-zeroconf is the independent resolver several of these tests listen with.
+const test = testNeeding('netns', 'python3-zeroconf');
 
 // One gateway host and one device host, shared by these tests in order: the gateway is
 // found, its revision and addresses change, it is attacked, and it says goodbye.
@@ -48,7 +51,7 @@ const mdnsOf = (health: Json) => health.mdns as {
   state: string; name: string; host: string; addresses: string[]; txt: Record<string, string>; announcements: number;
 };
 
-lanTest.serial("bonjour-service's browser on a device host finds the gateway: port, address and TXT", async (t) => {
+test.serial("bonjour-service's browser on a device host finds the gateway: port, address and TXT", async (t) => {
   t.timeout(120_000); // the first test builds the LAN and starts the gateway
   const { lan, gateway, browser, health } = await lanSetup();
   const gw = lan.host('gw');
@@ -68,7 +71,7 @@ lanTest.serial("bonjour-service's browser on a device host finds the gateway: po
   t.true(page.body.includes(up.name));
 });
 
-lanTest.serial('python3-zeroconf, an independent resolver, finds the gateway too', async (t) => {
+test.serial('python3-zeroconf, an independent resolver, finds the gateway too', async (t) => {
   const { lan, health } = await lanSetup();
   const gw = lan.host('gw');
   const resolver = await zeroconf(lan.host('dev'), 'browse');
@@ -82,7 +85,7 @@ lanTest.serial('python3-zeroconf, an independent resolver, finds the gateway too
   await resolver.process.stop();
 });
 
-lanTest.serial('one query for PTR, SRV, TXT and A, as an ESP-IDF device asks, gets them all in one response; so does a plain DNS query', async (t) => {
+test.serial('one query for PTR, SRV, TXT and A, as an ESP-IDF device asks, gets them all in one response; so does a plain DNS query', async (t) => {
   const { lan, health } = await lanSetup();
   const gw = lan.host('gw');
   const name = mdnsOf(await health()).name;
@@ -105,7 +108,7 @@ lanTest.serial('one query for PTR, SRV, TXT and A, as an ESP-IDF device asks, ge
   }
 });
 
-lanTest.serial('a new revision after a push reaches a running browser without a new query', async (t) => {
+test.serial('a new revision after a push reaches a running browser without a new query', async (t) => {
   const { lan, gateway, browser, health } = await lanSetup();
   const before = String((await health()).revision);
   await pushModel(lan.host('dev'), gateway, fixturePath('add.pte'), 'kws', '1.0.0');
@@ -117,7 +120,7 @@ lanTest.serial('a new revision after a push reaches a running browser without a 
   t.is(mdnsOf(await health()).txt.rev, after);
 });
 
-lanTest.serial('a burst of 100 catalog changes is a few announcements, the last carrying the final revision', async (t) => {
+test.serial('a burst of 100 catalog changes is a few announcements, the last carrying the final revision', async (t) => {
   const { lan, gateway, browser, health } = await lanSetup();
   const before = mdnsOf(await health()).announcements;
   const started = Date.now();
@@ -135,7 +138,7 @@ lanTest.serial('a burst of 100 catalog changes is a few announcements, the last 
   t.true(announced >= 1 && announced <= Math.ceil(seconds) + 2, `${announced} announcements in ${seconds} s`);
 });
 
-lanTest.serial('an address added to and removed from the gateway is re-announced', async (t) => {
+test.serial('an address added to and removed from the gateway is re-announced', async (t) => {
   const { lan } = await lanSetup();
   const gw = lan.host('gw');
   const sniffer = await zeroconf(lan.host('dev'), 'sniff');
@@ -155,7 +158,7 @@ lanTest.serial('an address added to and removed from the gateway is re-announced
   await sniffer.process.stop();
 });
 
-lanTest.serial('after its network interface is replaced (a Wi-Fi reconnect) the gateway re-announces and answers queries again', async (t) => {
+test.serial('after its network interface is replaced (a Wi-Fi reconnect) the gateway re-announces and answers queries again', async (t) => {
   const { lan, health } = await lanSetup();
   const gw = lan.host('gw');
   const before = mdnsOf(await health());
@@ -171,7 +174,7 @@ lanTest.serial('after its network interface is replaced (a Wi-Fi reconnect) the 
   t.is(response.source, gw.address);
 });
 
-lanTest.serial('hostile mDNS traffic neither crashes the gateway nor stops its advertisement', async (t) => {
+test.serial('hostile mDNS traffic neither crashes the gateway nor stops its advertisement', async (t) => {
   const { lan, gateway, health } = await lanSetup();
   const id = String((await health()).gateway);
   const name = mdnsOf(await health()).name;
@@ -194,7 +197,7 @@ lanTest.serial('hostile mDNS traffic neither crashes the gateway nor stops its a
   await resolver.process.stop();
 });
 
-lanTest.serial('on shutdown the gateway says goodbye and the browser sees it go', async (t) => {
+test.serial('on shutdown the gateway says goodbye and the browser sees it go', async (t) => {
   const { gateway, browser, health } = await lanSetup();
   const name = mdnsOf(await health()).name;
   const status = await gateway.process.stop();

@@ -1,8 +1,9 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import type { HasTeardown } from '../helpers/harness.ts';
+import { missing, testNeeding } from '../helpers/requirements.ts';
 
 /**
  * A private "LAN" for tests, made of Linux network namespaces: one namespace per host, each
@@ -23,8 +24,8 @@ import type { HasTeardown } from '../helpers/harness.ts';
  *   });
  *
  * `lanTest` (and `lanTest.serial`) is ava's `test` where namespaces can be made (root and
- * `ip` present), and a skip with a printed reason elsewhere; with MODELFERRY_REQUIRE_NETNS=1
- * (CI) the test runs and fails with that reason instead. Namespace names carry this process's pid and a random suffix, so concurrent
+ * `ip` present), and a skip with its reason elsewhere (test/helpers/requirements.ts; under
+ * CI the test fails with that reason instead). Namespace names carry this process's pid and a random suffix, so concurrent
  * test runs never share one; whatever a run leaves behind is deleted when its process exits.
  */
 
@@ -34,41 +35,16 @@ export const SUBNET = '198.18.0';
 const PREFIX = `mf-${process.pid}-${randomBytes(3).toString('hex')}`;
 let lanCount = 0;
 
-/** Why namespaces cannot be made here, or undefined when they can. Checked once per process. */
-let support: Promise<string | undefined> | undefined;
-export function netnsUnavailable(): Promise<string | undefined> {
-  support ??= (async () => {
-    if (process.platform !== 'linux') return 'network namespaces need Linux';
-    if (process.getuid?.() !== 0) return 'network namespaces need root (run as root, or through .ci/run)';
-    const probe = `${PREFIX}-probe`;
-    try {
-      await exec('ip', ['netns', 'add', probe]);
-    } catch (error) {
-      return `cannot create a network namespace with ip(8): ${(error as Error).message.split('\n')[0]}`;
-    }
-    await exec('ip', ['netns', 'del', probe]).catch(() => undefined);
-    return undefined;
-  })();
-  return support;
-}
-
-const REQUIRE = process.env.MODELFERRY_REQUIRE_NETNS === '1';
-const unavailable = await netnsUnavailable();
-const skip = unavailable !== undefined && !REQUIRE;
-if (skip) console.log(`LAN tests skipped: ${unavailable}`);
-
 type LanImplementation = (t: ExecutionContext) => Promise<void> | void;
 
-/**
- * ava's `test` for tests that need a LAN. Where namespaces cannot be made they are skipped
- * (the reason is printed once); under MODELFERRY_REQUIRE_NETNS=1 they run and fail in
- * createLan with that reason.
- */
+const netnsTest = testNeeding('netns');
+
+/** ava's `test` for tests that need a LAN: skipped, with the reason, where namespaces cannot be made. */
 export function lanTest(title: string, implementation: LanImplementation): void {
-  (skip ? test.skip : test)(title, implementation);
+  netnsTest(title, implementation);
 }
 lanTest.serial = (title: string, implementation: LanImplementation): void => {
-  (skip ? test.serial.skip : test.serial)(title, implementation);
+  netnsTest.serial(title, implementation);
 };
 
 // Leftovers of this process (a crash between add and teardown) go when the process does.
@@ -338,8 +314,8 @@ export interface LanOptions {
  * in the test's teardown. Call it only from a `lanTest`.
  */
 export async function createLan(t: HasTeardown, names: string[], options: LanOptions = {}): Promise<Lan> {
-  const reason = await netnsUnavailable();
-  if (reason) throw new Error(REQUIRE ? `MODELFERRY_REQUIRE_NETNS=1 but ${reason}` : reason);
+  const [absent] = missing('netns');
+  if (absent) throw new Error(`a LAN needs network namespaces: ${absent.reason}`);
   const lan = new Lan(`${PREFIX}-${++lanCount}`);
   const created: string[] = [];
   // Registered first, so it runs after the teardowns of processes started on the LAN.

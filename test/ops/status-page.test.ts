@@ -1,13 +1,15 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import test from 'ava';
+import { testNeeding } from '../helpers/requirements.ts';
 import { chromium, type BrowserContext } from 'playwright-core';
 import { macs, poll } from '../helpers/api.ts';
 import { startGateway } from '../helpers/gateway.ts';
 import { tempDir, type HasTeardown } from '../helpers/harness.ts';
 import { TEST_TOKENS } from '../helpers/tokens.ts';
 import { FAILED, HOSTILE_ERROR, IN_SYNC, PENDING, report, scriptedFleet } from './fleet-scenario.ts';
+
+const test = testNeeding('chromium');
 
 // The status page (GET /) as a technician's phone shows it: headless Chromium at phone
 // width, after a scripted fleet. The screenshot is kept in test/artifacts/ (not committed).

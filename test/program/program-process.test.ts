@@ -8,6 +8,7 @@ import { Teardowns, tempDir } from '../helpers/harness.ts';
 import { buildProgram } from '../helpers/program-builder.ts';
 import { ADD_SHA256, fixture, fixturePath, makeProgram } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
+import { testNeeding } from '../helpers/requirements.ts';
 
 // Program inspection with real processes: a gateway child process, the CLI, curl.
 
@@ -49,7 +50,7 @@ test('a push records what the program contains: GET /v1/models/{name}/{version} 
 });
 
 // Serial: the daemon is shared, and a push from a test running alongside would change the blob folders.
-test.serial('a file that claims ET12 but does not parse is refused with 415 unsupported_format naming the problem; nothing is stored', async (t) => {
+testNeeding('curl').serial('a file that claims ET12 but does not parse is refused with 415 unsupported_format naming the problem; nothing is stored', async (t) => {
   const dir = await tempDir(t);
   const damaged = Buffer.from(fixture('mul.pte'));
   damaged.writeUInt32LE(0xfffffff0, 0);

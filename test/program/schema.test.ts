@@ -1,4 +1,4 @@
-import test from 'ava';
+import { testNeeding } from '../helpers/requirements.ts';
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,8 @@ import { fixture } from '../helpers/programs.ts';
 // The hand-written reader against flatc (Debian's flatbuffers-compiler): flatc compiles
 // our program.fbs, so the slot numbers the reader uses must be the ones flatc assigns, and
 // flatc decodes the fixtures and built programs with it, independently of our reader.
+
+const test = testNeeding('flatc');
 
 const SCHEMA = fileURLToPath(new URL('../../daemon/program/program.fbs', import.meta.url));
 

@@ -9,6 +9,7 @@ import { FaultStore } from '../helpers/fault-store.ts';
 import { fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 import { deviceView, publishBytes, startRunDone, storeDir, synced, syncNow, syncStatus, syncingGateway } from './sync-helpers.ts';
+import { testNeeding } from '../helpers/requirements.ts';
 
 // Every fault of issue 8 against a store server that misbehaves on demand: the sync fails
 // with a stable code, /v1/sync and /healthz say why, and what devices see (their poll answer
@@ -287,7 +288,7 @@ test('a store that sends only Last-Modified: the next sync asks If-Modified-Sinc
   t.true((await deviceView(gw, MAC)).poll.body.includes(sha256(v2)));
 });
 
-test('a store that does not accept the connection: upstream_timeout after connectTimeoutSeconds, devices unaffected', async (t) => {
+testNeeding('python3')('a store that does not accept the connection: upstream_timeout after connectTimeoutSeconds, devices unaffected', async (t) => {
   // A listener with a full backlog of one that never accepts: the next SYN goes unanswered.
   const listener = spawn('python3', ['-c', 'import socket,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(120)'], { stdio: ['ignore', 'pipe', 'inherit'] });
   t.teardown(() => listener.kill());

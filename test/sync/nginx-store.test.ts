@@ -1,4 +1,4 @@
-import test from 'ava';
+import { testNeeding } from '../helpers/requirements.ts';
 import { levelLogBytes, poll } from '../helpers/api.ts';
 import { runCli } from '../helpers/daemon-process.ts';
 import { startGateway } from '../helpers/gateway.ts';
@@ -6,6 +6,8 @@ import { startNginx } from '../helpers/nginx.ts';
 import { fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 import { publishBytes, startRunDone, storeDir, synced, syncingGateway } from './sync-helpers.ts';
+
+const test = testNeeding('nginx');
 
 // A store as a site would host it: written by `modelferry publish`, served by nginx (its own
 // ETag, Last-Modified, Range), synced by a gateway. nginx's access log says what went over

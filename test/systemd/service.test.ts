@@ -3,12 +3,12 @@ import { existsSync, statSync } from 'node:fs';
 import { chmod, chown, cp, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import test from 'ava';
 import YAML from 'yaml';
 import { ROOT, cleanEnv, freePort, spawnModelferry, type LogLine } from '../helpers/daemon-process.ts';
 import { fetchWithToken, tempDir } from '../helpers/harness.ts';
 import { fixture } from '../helpers/programs.ts';
 import { releaseCopy } from '../helpers/release-copy.ts';
+import { testNeeding } from '../helpers/requirements.ts';
 
 // Live config reload as an operator who installed the unit gets it. systemd is not PID 1 on
 // the machines the tests run on, so the unit itself cannot be started; instead this runs
@@ -23,18 +23,13 @@ import { releaseCopy } from '../helpers/release-copy.ts';
 // which needs a running systemd (see the README).
 
 const run = promisify(execFile);
-const uid = process.getuid?.();
 
 function unitSettings(unit: string, key: string): string[] {
   return unit.split('\n').filter((line) => line.startsWith(`${key}=`)).map((line) => line.slice(key.length + 1));
 }
 
-test('the installed unit, run as its user: config edits in place and by rename, and systemctl reload, apply to the running gateway; held long polls stay', async (t) => {
-  if (uid !== 0 || !existsSync('/usr/bin/setpriv') || !existsSync('/usr/bin/systemd-sysusers')) {
-    t.false(process.env.CI === 'true', 'CI must run this as root with setpriv and systemd-sysusers');
-    t.log('SKIPPED: needs root, /usr/bin/setpriv and /usr/bin/systemd-sysusers to install and run the service as its own user');
-    return;
-  }
+// Root, to become the service's user (setpriv, from util-linux).
+testNeeding('root', 'systemd-sysusers')('the installed unit, run as its user: config edits in place and by rename, and systemctl reload, apply to the running gateway; held long polls stay', async (t) => {
   const work = await tempDir(t, 'modelferry-service-');
   await chmod(work, 0o755);
   const root = path.join(work, 'root');

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import test from 'ava';
+import { testNeeding } from '../helpers/requirements.ts';
 import { loadConfig } from '../../daemon/config/load.ts';
 import { EXIT_CONFIG } from '../../daemon/cli/serve.ts';
 import { tempDir } from '../helpers/harness.ts';
@@ -21,25 +22,15 @@ const setting = (key: string) => settings(key).at(-1);
 /** The issue's bar for `systemd-analyze security`: lower is more locked down. */
 const MAX_EXPOSURE = 1.5;
 
-async function systemdAnalyze(t: { false: (v: boolean, m: string) => void; log: (m: string) => void }): Promise<boolean> {
-  const available = await run('systemd-analyze', ['--version']).then(() => true, () => false);
-  if (!available) {
-    // A machine without systemd tools cannot check this; CI must have them.
-    t.false(process.env.CI === 'true' || process.env.MODELFERRY_REQUIRE_NETNS === '1', 'systemd-analyze is missing on CI');
-    t.log('systemd-analyze not installed here: unit file not checked');
-  }
-  return available;
-}
+const analyzeTest = testNeeding('systemd-analyze');
 
-test('systemd-analyze verify accepts the unit file', async (t) => {
-  if (!await systemdAnalyze(t)) return;
+analyzeTest('systemd-analyze verify accepts the unit file', async (t) => {
   const { stdout, stderr } = await run('systemd-analyze', ['verify', UNIT]);
   t.is(stderr.trim(), '');
   t.is(stdout.trim(), '');
 });
 
-test(`systemd-analyze security rates the sandbox ${MAX_EXPOSURE} or lower`, async (t) => {
-  if (!await systemdAnalyze(t)) return;
+analyzeTest(`systemd-analyze security rates the sandbox ${MAX_EXPOSURE} or lower`, async (t) => {
   // Exits non-zero when the score is above --threshold; the score is read from the text.
   const result = await run('systemd-analyze', ['security', '--offline=yes', '--no-pager', UNIT]).catch((error: { stdout: string }) => error);
   const match = /Overall exposure level for modelferry\.service: (\d+\.\d+)/.exec(result.stdout);

@@ -20,6 +20,15 @@ static void fresh(test_device *d)
     test_device_open(d, test_tempdir(), SLOT_BYTES, server.url);
 }
 
+/* The device trusts these pipeline keys (the order of its key list). */
+static void trust(test_device *d, const test_key *first, const test_key *second)
+{
+    memcpy(d->keys[0], first->pk, 32);
+    if (second) memcpy(d->keys[1], second->pk, 32);
+    d->cfg.trusted_keys = (const uint8_t(*)[32])d->keys;
+    d->cfg.trusted_key_count = second ? 2 : 1;
+}
+
 static const char *active_sha(test_device *d)
 {
     const mf_active_model *m = mf_client_active(&d->client);
@@ -195,6 +204,57 @@ static void bad_digest_size_and_format(void)
     free(big);
 }
 
+/* A model refused for its signature waits out its backoff and says until when; a signed
+ * build of the same bytes (a new version, or the same version signed) is fetched at once. */
+static void signed_rebuild_is_not_held_back(void)
+{
+    test_key key;
+    test_keygen(&key);
+    const char *versions[] = {"2", "1"};
+    for (size_t i = 0; i < 2; i++) {
+        fprintf(stderr, "   signed as version %s\n", versions[i]);
+        test_device d;
+        fresh(&d);
+        trust(&d, &key, NULL);
+        tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+        CHECK_EQ(test_device_boot(&d), MF_OK);
+        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_UNSIGNED);
+        CHECK(strstr(d.last_failed, "signature_required: add 1 (before download); next try in ") != NULL);
+        CHECK(strstr(d.last_failed, " s, at uptime ") != NULL);
+        CHECK(strstr(gw.last_report, "\"state\":\"failed\"") != NULL);
+        CHECK(strstr(gw.last_report, "signature_required: add 1 (before download); next try in ") != NULL);
+
+        /* Unchanged: it waits, says so in an event each time, and reported it once. */
+        int reports = gw.reports;
+        CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+        CHECK_STR(d.last_event, "waiting");
+        CHECK(strstr(d.last_waiting, gw.sha_hex) != NULL);
+        CHECK(strstr(d.last_waiting, "attempts=1 retry_in_s=") != NULL);
+        CHECK(strstr(d.last_waiting, " until_uptime_s=") != NULL);
+        CHECK_EQ(gw.reports, reports);
+
+        /* After a reboot it still waits, and its first report says so. */
+        CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+        d.last_waiting[0] = '\0';
+        CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+        CHECK(strstr(d.last_waiting, "attempts=1 retry_in_s=") != NULL);
+        CHECK(strstr(gw.last_report, "\"state\":\"failed\"") != NULL);
+        CHECK(strstr(gw.last_report, "signature_required: add 1 (before download); next try in ") != NULL);
+        CHECK_EQ(gw.artifact_requests, 0);
+
+        /* The pipeline signs the same bytes: installed at once, no clock advanced. */
+        tg_serve(&gw, "add", versions[i], prog_a, prog_a_len);
+        test_sign(&key, "add", versions[i], gw.sha_hex, prog_a_len, gw.signature);
+        strcpy(gw.key_id, key.key_id);
+        CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+        CHECK_STR(active_sha(&d), gw.sha_hex);
+        CHECK_STR(d.client.model.version, versions[i]);
+        CHECK_EQ(gw.artifact_requests, 1);
+        CHECK(strstr(gw.last_report, "\"state\":\"installed\"") != NULL);
+        test_device_close(&d);
+    }
+}
+
 static void rogue_gateway(void)
 {
     test_key trusted, rogue;
@@ -210,9 +270,7 @@ static void rogue_gateway(void)
         fprintf(stderr, "   %s\n", cases[i].what);
         test_device d;
         fresh(&d);
-        memcpy(d.keys[0], trusted.pk, 32);
-        d.cfg.trusted_keys = (const uint8_t(*)[32])d.keys;
-        d.cfg.trusted_key_count = 1;
+        trust(&d, &trusted, NULL);
         tg_serve(&gw, "add", "1", prog_a, prog_a_len);
         if (cases[i].sign_with) {
             const test_key *k = cases[i].sign_with == 1 ? &trusted : &rogue;
@@ -228,10 +286,7 @@ static void rogue_gateway(void)
     /* Properly signed: installed. */
     test_device d;
     fresh(&d);
-    memcpy(d.keys[0], rogue.pk, 32);
-    memcpy(d.keys[1], trusted.pk, 32);
-    d.cfg.trusted_keys = (const uint8_t(*)[32])d.keys;
-    d.cfg.trusted_key_count = 2;
+    trust(&d, &rogue, &trusted);
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     test_sign(&trusted, "add", "1", gw.sha_hex, prog_a_len, gw.signature);
     strcpy(gw.key_id, trusted.key_id);
@@ -525,6 +580,7 @@ int main(void)
     RUN(long_poll);
     RUN(bad_digest_size_and_format);
     RUN(rogue_gateway);
+    RUN(signed_rebuild_is_not_held_back);
     RUN(hostile_poll_answers);
     RUN(hostile_artifact_answers);
     RUN(resume_only_the_same_artifact);

@@ -111,6 +111,7 @@ static void dev_event(void *ctx, const char *event, const char *detail)
     test_device *d = ctx;
     snprintf(d->last_event, sizeof d->last_event, "%s", event);
     if (strcmp(event, "failed") == 0) snprintf(d->last_failed, sizeof d->last_failed, "%s", detail ? detail : "");
+    if (strcmp(event, "waiting") == 0) snprintf(d->last_waiting, sizeof d->last_waiting, "%s", detail ? detail : "");
     if (getenv("TEST_VERBOSE")) fprintf(stderr, "   [%s] %s\n", event, detail ? detail : "");
 }
 

@@ -58,6 +58,7 @@ typedef struct {
     int activations;
     char last_event[64];
     char last_failed[512];
+    char last_waiting[512];
 } test_device;
 
 /* Opens the ports (no fault) with defaults fit for tests (no discovery, no long poll,

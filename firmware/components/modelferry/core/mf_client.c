@@ -158,8 +158,10 @@ mf_err mf_client_init(mf_client *c, const mf_config *cfg, const mf_ports *ports)
      * turn into a download loop. */
     mf_failed_record fr;
     if (mf_failed_load(ports->kv, KEY_FAILED, &fr) == MF_OK) {
-        memcpy(c->failed_sha256, fr.sha256, 32);
+        memcpy(c->failed_assignment, fr.assignment, 32);
         c->failed_attempts = fr.attempts;
+        c->failed_err = fr.err;
+        snprintf(c->failed_detail, sizeof c->failed_detail, "%s", fr.detail);
         mf_backoff b = {cfg->retry_base_ms, cfg->retry_max_ms, fr.attempts ? fr.attempts - 1 : 0};
         c->failed_not_before_ms = c->boot_ms + mf_backoff_next(&b, mf_random());
     }
@@ -399,37 +401,77 @@ static uint32_t gateway_failed(mf_client *c)
 
 /* ------------------------------------------------------------------ failures of a model */
 
+/* The failure is about the assignment the gateway names now (same fingerprint). */
+static int failed_is_current(mf_client *c)
+{
+    return c->failed_attempts > 0 && memcmp(c->failed_assignment, c->assignment_fingerprint, 32) == 0;
+}
+
 static int failed_and_waiting(mf_client *c)
 {
-    return c->failed_attempts > 0 && memcmp(c->failed_sha256, c->assignment.sha256, 32) == 0 &&
-           mf_clock_now_ms() < c->failed_not_before_ms;
+    return failed_is_current(c) && mf_clock_now_ms() < c->failed_not_before_ms;
+}
+
+/* What failed, why, and until when the device waits: the report's error and the events. */
+static void failure_text(mf_client *c, char *out, size_t cap)
+{
+    uint64_t now = mf_clock_now_ms();
+    uint64_t left_s = c->failed_not_before_ms > now ? (c->failed_not_before_ms - now + 999) / 1000 : 0;
+    uint64_t until_s = (c->failed_not_before_ms - c->boot_ms + 999) / 1000;
+    snprintf(out, cap, "%s: %s %s (%s); next try in %" PRIu64 " s, at uptime %" PRIu64 " s, or when the assignment changes",
+             mf_err_code((mf_err)c->failed_err), c->assignment.name, c->assignment.version, c->failed_detail, left_s,
+             until_s);
+}
+
+static void report_failure(mf_client *c)
+{
+    char error[400];
+    failure_text(c, error, sizeof error);
+    if (report(c, "failed", error, -1, 0) == MF_OK) c->failed_reported = 1;
 }
 
 static void record_model_failure(mf_client *c, mf_err why, const char *detail)
 {
-    if (memcmp(c->failed_sha256, c->assignment.sha256, 32) != 0) c->failed_attempts = 0;
-    memcpy(c->failed_sha256, c->assignment.sha256, 32);
+    if (!failed_is_current(c)) c->failed_attempts = 0;
+    memcpy(c->failed_assignment, c->assignment_fingerprint, 32);
     c->failed_attempts++;
+    c->failed_err = why;
+    snprintf(c->failed_detail, sizeof c->failed_detail, "%s", detail ? detail : mf_err_code(why));
+    c->failed_reported = 0;
     mf_backoff b = {c->cfg->retry_base_ms, c->cfg->retry_max_ms, c->failed_attempts - 1};
     c->failed_not_before_ms = mf_clock_now_ms() + mf_backoff_next(&b, mf_random());
     mf_failed_record fr;
-    memcpy(fr.sha256, c->failed_sha256, 32);
+    memset(&fr, 0, sizeof fr);
+    memcpy(fr.assignment, c->failed_assignment, 32);
     fr.attempts = c->failed_attempts;
+    fr.err = (uint8_t)why;
+    snprintf(fr.detail, sizeof fr.detail, "%s", c->failed_detail);
     (void)mf_failed_save(c->ports.kv, KEY_FAILED, &fr);
     c->stats.verify_failures++;
     char error[400];
-    snprintf(error, sizeof error, "%s: %s %s (%s)", mf_err_code(why), c->assignment.name, c->assignment.version,
-             detail ? detail : mf_err_code(why));
+    failure_text(c, error, sizeof error);
     event(c, "failed", error);
-    report_state(c, "failed", error, -1);
+    report_failure(c);
 }
 
 static void clear_model_failure(mf_client *c)
 {
     if (c->failed_attempts == 0) return;
     c->failed_attempts = 0;
-    memset(c->failed_sha256, 0, 32);
+    memset(c->failed_assignment, 0, 32);
     (void)mf_kv_erase(c->ports.kv, KEY_FAILED);
+}
+
+/* Skipping a failed assignment until its backoff ends: say so, and report it once a boot. */
+static void wait_out_failure(mf_client *c)
+{
+    char detail[256];
+    uint64_t now = mf_clock_now_ms();
+    snprintf(detail, sizeof detail, "sha256=%s version=%s attempts=%" PRIu32 " retry_in_s=%" PRIu64 " until_uptime_s=%" PRIu64,
+             c->assignment.sha256_hex, c->assignment.version, c->failed_attempts,
+             (c->failed_not_before_ms - now + 999) / 1000, (c->failed_not_before_ms - c->boot_ms + 999) / 1000);
+    event(c, "waiting", detail);
+    if (!c->failed_reported) report_failure(c);
 }
 
 /* ------------------------------------------------------------------ download */
@@ -607,17 +649,8 @@ static mf_err update(mf_client *c, uint32_t *delay)
 {
     int slot = c->active == 0 ? 1 : 0; /* never the active one */
     uint32_t capacity = mf_slot_capacity(c->ports.slots, slot);
-    mf_assignment a;
-    memset(&a, 0, sizeof a);
-    strcpy(a.name, c->assignment.name);
-    strcpy(a.version, c->assignment.version);
-    strcpy(a.sha256_hex, c->assignment.sha256_hex);
-    memcpy(a.sha256, c->assignment.sha256, 32);
-    a.size = c->assignment.size;
-    a.signed_ = c->assignment.signed_;
-    memcpy(a.signature, c->assignment.signature, 64);
-    strcpy(a.key_id, c->assignment.key_id);
-    mf_err err = mf_verify_assignment(&(mf_trust){c->cfg->trusted_keys, c->cfg->trusted_key_count}, &a);
+    const mf_assignment *a = &c->assignment;
+    mf_err err = mf_verify_assignment(&(mf_trust){c->cfg->trusted_keys, c->cfg->trusted_key_count}, a);
     if (err != MF_OK) {
         record_model_failure(c, err, "before download");
         return err;
@@ -644,10 +677,10 @@ static mf_err update(mf_client *c, uint32_t *delay)
 
     report_state(c, "verifying", NULL, 1.0);
     uint8_t head[MF_PROGRAM_HEAD_BYTES];
-    size_t head_len = a.size < sizeof head ? (size_t)a.size : sizeof head;
+    size_t head_len = a->size < sizeof head ? (size_t)a->size : sizeof head;
     err = mf_slots_read(c->ports.slots, slot, 0, head, head_len);
     if (err != MF_OK) return err;
-    const char *why = mf_executorch_check(head, head_len, a.size);
+    const char *why = mf_executorch_check(head, head_len, a->size);
     if (why) {
         (void)mf_kv_erase(c->ports.kv, KEY_PROGRESS);
         record_model_failure(c, MF_ERR_FORMAT, why);
@@ -659,7 +692,7 @@ static mf_err update(mf_client *c, uint32_t *delay)
     err = mf_slot_invalidate(c->ports.slots, slot);
     if (err != MF_OK) return err;
     uint32_t sequence = c->active >= 0 ? c->model.sequence + 1 : 1;
-    err = mf_slot_commit(c->ports.slots, slot, sequence, (uint32_t)a.size, a.sha256, a.name, a.version);
+    err = mf_slot_commit(c->ports.slots, slot, sequence, (uint32_t)a->size, a->sha256, a->name, a->version);
     if (err != MF_OK) return err;
     /* Read back what boot would read: the slot must now be the one boot selects. */
     mf_slot_info info;
@@ -681,8 +714,8 @@ static mf_err update(mf_client *c, uint32_t *delay)
 
 static uint32_t next_poll_delay(mf_client *c)
 {
-    uint32_t interval = c->have_assignment ? c->assignment.interval_s : c->cfg->poll_interval_s;
-    uint32_t jitter = c->have_assignment ? c->assignment.jitter_s : c->cfg->poll_jitter_s;
+    uint32_t interval = c->have_assignment ? c->assignment.poll_interval_s : c->cfg->poll_interval_s;
+    uint32_t jitter = c->have_assignment ? c->assignment.poll_jitter_s : c->cfg->poll_jitter_s;
     return mf_poll_delay_ms(interval, jitter, mf_random());
 }
 
@@ -696,19 +729,13 @@ static uint32_t long_poll_delay(mf_client *c)
 
 static void keep_assignment(mf_client *c, const mf_assignment *a, const char *etag)
 {
-    strcpy(c->assignment.name, a->name);
-    strcpy(c->assignment.version, a->version);
-    strcpy(c->assignment.sha256_hex, a->sha256_hex);
-    memcpy(c->assignment.sha256, a->sha256, 32);
-    c->assignment.size = a->size;
-    strcpy(c->assignment.url, a->url);
-    c->assignment.signed_ = a->signed_;
-    memcpy(c->assignment.signature, a->signature, 64);
-    strcpy(c->assignment.key_id, a->key_id);
-    c->assignment.interval_s = a->poll_interval_s;
-    c->assignment.jitter_s = a->poll_jitter_s;
+    c->assignment = *a;
+    mf_assignment_fingerprint(a, c->assignment_fingerprint);
     c->have_assignment = 1;
     snprintf(c->etag, sizeof c->etag, "%s", etag);
+    /* The gateway assigns something else than what failed (a signed build of the same
+     * bytes, another version): try it now rather than after the failure's backoff. */
+    if (c->failed_attempts > 0 && !failed_is_current(c)) clear_model_failure(c);
 }
 
 mf_err mf_client_step(mf_client *c, uint32_t *next_delay_ms)
@@ -762,7 +789,7 @@ mf_err mf_client_step(mf_client *c, uint32_t *next_delay_ms)
         /* A gateway that answers a long poll at once does not hold polls: sleep instead. */
         if (wait && held * 2 < (uint64_t)c->cfg->long_poll_s * 1000) *delay = next_poll_delay(c);
         else *delay = wait ? long_poll_delay(c) : next_poll_delay(c);
-        if (!idle) goto act; /* an unfinished update continues */
+        if (!idle || failed_and_waiting(c)) goto act; /* an unfinished update continues, a failure says it waits */
         return MF_OK;
     }
     if (head.status == 404) {
@@ -806,6 +833,7 @@ act:
         return MF_OK;
     }
     if (failed_and_waiting(c)) {
+        wait_out_failure(c);
         uint64_t left = c->failed_not_before_ms - mf_clock_now_ms();
         if (left < *delay) *delay = (uint32_t)left;
         return MF_OK;

@@ -7,7 +7,8 @@ static void put32(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(
 static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 
 #define PROGRESS_BYTES 49   /* "MFP1", slot, sha256, size, written, crc */
-#define FAILED_BYTES 44     /* "MFF1", sha256, attempts, crc */
+#define FAILED_BYTES (4 + 32 + 4 + 1 + MF_FAILED_DETAIL_MAX + 1 + 4) /* "MFF2", assignment, attempts, err, detail, crc */
+#define FAILED_CRC (FAILED_BYTES - 4)
 
 mf_err mf_progress_save(mf_kv *kv, const char *key, const mf_progress *p)
 {
@@ -38,10 +39,14 @@ mf_err mf_progress_load(mf_kv *kv, const char *key, mf_progress *p)
 mf_err mf_failed_save(mf_kv *kv, const char *key, const mf_failed_record *f)
 {
     uint8_t b[FAILED_BYTES];
-    memcpy(b, "MFF1", 4);
-    memcpy(b + 4, f->sha256, 32);
+    memset(b, 0, sizeof b);
+    memcpy(b, "MFF2", 4);
+    memcpy(b + 4, f->assignment, 32);
     put32(b + 36, f->attempts);
-    put32(b + 40, mf_crc32(0, b, 40));
+    b[40] = f->err;
+    size_t detail_len = strlen(f->detail);
+    memcpy(b + 41, f->detail, detail_len < MF_FAILED_DETAIL_MAX ? detail_len : MF_FAILED_DETAIL_MAX);
+    put32(b + FAILED_CRC, mf_crc32(0, b, FAILED_CRC));
     return mf_kv_set(kv, key, b, sizeof b);
 }
 
@@ -51,8 +56,14 @@ mf_err mf_failed_load(mf_kv *kv, const char *key, mf_failed_record *f)
     size_t len = 0;
     mf_err err = mf_kv_get(kv, key, b, sizeof b, &len);
     if (err != MF_OK) return err == MF_ERR_IO ? MF_ERR_NOT_FOUND : err;
-    if (len != sizeof b || memcmp(b, "MFF1", 4) != 0 || get32(b + 40) != mf_crc32(0, b, 40)) return MF_ERR_NOT_FOUND;
-    memcpy(f->sha256, b + 4, 32);
+    /* An MFF1 record (an older firmware's, keyed on the sha256 alone) reads as absent: that
+     * model is tried once more. */
+    if (len != sizeof b || memcmp(b, "MFF2", 4) != 0 || get32(b + FAILED_CRC) != mf_crc32(0, b, FAILED_CRC))
+        return MF_ERR_NOT_FOUND;
+    memcpy(f->assignment, b + 4, 32);
     f->attempts = get32(b + 36);
+    f->err = b[40];
+    memcpy(f->detail, b + 41, MF_FAILED_DETAIL_MAX);
+    f->detail[MF_FAILED_DETAIL_MAX] = '\0';
     return MF_OK;
 }

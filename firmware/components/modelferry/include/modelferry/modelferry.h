@@ -22,6 +22,23 @@
 
 #define MF_MODEL_NAME_MAX 64
 #define MF_MODEL_VERSION_MAX 64
+#define MF_MODEL_URL_MAX 256
+
+/* What the gateway assigns this device: the answer to GET /v1/devices/{mac}/model. */
+typedef struct {
+    char device[18];
+    char name[MF_MODEL_NAME_MAX + 1];
+    char version[MF_MODEL_VERSION_MAX + 1];
+    char sha256_hex[65];
+    uint8_t sha256[32];
+    uint64_t size;
+    char url[MF_MODEL_URL_MAX];
+    int signed_;                 /* signature and keyId both present */
+    uint8_t signature[64];
+    char key_id[17];
+    uint32_t poll_interval_s;
+    uint32_t poll_jitter_s;
+} mf_assignment;
 
 /* The contract's bounds on capabilities; mf_client_init refuses a config beyond them. */
 #define MF_OPERATORS_MAX 2048
@@ -126,23 +143,19 @@ typedef struct mf_client {
     /* assignment */
     int have_assignment;
     char etag[MF_ETAG_MAX];
-    struct {
-        char name[MF_MODEL_NAME_MAX + 1], version[MF_MODEL_VERSION_MAX + 1];
-        char sha256_hex[65];
-        uint8_t sha256[32];
-        uint64_t size;
-        char url[MF_URL_CAP];
-        int signed_;
-        uint8_t signature[64];
-        char key_id[17];
-        uint32_t interval_s, jitter_s;
-    } assignment;
+    mf_assignment assignment;
+    uint8_t assignment_fingerprint[32];
     int long_poll_ok;
 
-    /* a model that failed verification: when it may be tried again */
-    uint8_t failed_sha256[32];
+    /* An assignment that failed (its fingerprint: name, version, sha256, size and
+     * signature): it is tried again after its backoff, or at once when the gateway
+     * assigns anything that differs. */
+    uint8_t failed_assignment[32];
     uint32_t failed_attempts;
     uint64_t failed_not_before_ms;
+    int failed_err;
+    char failed_detail[96];
+    int failed_reported;               /* this boot's reports said so */
 
     /* reports */
     int boot_reported;
