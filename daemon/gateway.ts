@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { DeviceAdmission } from './admission/device-admission.ts';
+import { Admission } from './admission/admission.ts';
+import { DeviceAdmission } from './identity/device-admission.ts';
 import { Catalog } from './catalog/catalog.ts';
-import { ModelIntake } from './catalog/model-intake.ts';
 import { ConfigReloader } from './config/config-reloader.ts';
 import type { LoadedConfig } from './config/load.ts';
 import { Inbox } from './inbox/inbox.ts';
@@ -70,13 +70,13 @@ export class Gateway {
     const trust = new TrustPolicy(config.trust);
     const metrics = new Metrics();
     const database = new Database(config.paths.state, log);
-    const admission = new DeviceAdmission({ database, metrics, log, clock: this.#clock }, {
+    const deviceAdmission = new DeviceAdmission({ database, metrics, log, clock: this.#clock }, {
       policy: () => config.devices.admission,
       tokenSeconds: () => config.devices.tokenSeconds,
       maxPending: () => config.devices.maxPending,
       maxSessions: () => config.devices.maxKnown,
     });
-    const auth = new TokenAuth(config.auth, config.devices, admission);
+    const auth = new TokenAuth(config.auth, config.devices, deviceAdmission);
 
     const blobs = new BlobStore(blobDirsOf(config.paths), log);
     const hotBlobs = new HotBlobs(blobs, config.artifacts.memoryCacheBytes);
@@ -90,8 +90,12 @@ export class Gateway {
       graceHours: config.cache.gcGraceHours,
       intervalMinutes: config.cache.gcIntervalMinutes,
     }, log);
-    const disk = new DiskSpace(config);
-    const sync = new UpstreamSync({ config, catalog, blobs, database, trust, metrics, disk }, log);
+    const disk = new DiskSpace({ reserveBytes: () => config.artifacts.diskReserveBytes });
+    const admission = new Admission({
+      maxBytes: () => config.artifacts.maxBytes,
+      formats: () => config.artifacts.formats,
+    }, { catalog, trust, blobs, disk, clock: this.#clock, log });
+    const sync = new UpstreamSync({ upstream: () => config.upstream, cacheDir: config.paths.cache }, { admission, catalog, blobs, database, metrics, clock: this.#clock, log });
     let advertiser: Advertiser | undefined;
     const discovery = (): DiscoveryStatus => advertiser ? { enabled: true, ...advertiser.status() } : { enabled: false };
     try {
@@ -100,7 +104,7 @@ export class Gateway {
       await this.#startPart('hot blobs', hotBlobs);
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
-      await this.#startPart('device admission', admission);
+      await this.#startPart('device admission', deviceAdmission);
       await this.#startPart('poll answers', answers);
       await this.#startPart('blob collector', collector);
       await this.#startPart('upstream sync', sync);
@@ -117,9 +121,8 @@ export class Gateway {
         lastSyncSuccess: () => sync.status().lastSuccessAt,
         connections: () => this.#http?.connections ?? 0,
       });
-      const intake = new ModelIntake({ catalog, blobs, trust, config, log, disk });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, intake, blobs, hotBlobs, devices, admission, answers, collector, sync, metrics, database, discovery, rollouts,
+        config, log, trust, auth, catalog, admission, blobs, hotBlobs, devices, deviceAdmission, answers, collector, sync, metrics, database, discovery, rollouts,
         configFile: this.#configFile,
         clock: this.#clock,
         gatewayId: id,
@@ -144,7 +147,7 @@ export class Gateway {
         await this.#startPart('mdns advertiser', advertiser);
       }
       if (config.inbox.dir !== null) {
-        await this.#startPart('inbox', new Inbox(config.inbox as InboxSettings, { intake, catalog, log }));
+        await this.#startPart('inbox', new Inbox(config.inbox as InboxSettings, { admission, catalog, log, clock: this.#clock }));
       }
       this.#live = { trust, auth, answers, sync };
       if (this.#reload) {

@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Middleware } from 'koa';
-import { bearerOf, type DeviceAdmission } from '../admission/device-admission.ts';
+import { bearerOf, type DeviceAdmission } from '../identity/device-admission.ts';
 import type { Config, Scope } from '../config/schema.ts';
 import { isMac, parseMac } from '../contract/identifiers.ts';
 import { fail } from '../errors.ts';

@@ -8,11 +8,11 @@ import { STATUS_PAGE_CSP, parseStatusQuery, renderLive, renderPending, renderSta
 
 /** GET /: the status page for people (read-only, no token, no secret on it). */
 export function statusRoutes(router: Router, services: Services): void {
-  const { catalog, devices, admission, sync, gatewayId, startedAt, discovery } = services;
+  const { catalog, devices, deviceAdmission, sync, gatewayId, startedAt, discovery } = services;
 
   router.get('/', (ctx) => {
     const query = parseStatusQuery(ctx.query);
-    const live = renderPending(admission.records('pending')) + renderLive(catalog.current, devices.records(), upstreamOf(sync.status()), query);
+    const live = renderPending(deviceAdmission.records('pending')) + renderLive(catalog.current, devices.records(), upstreamOf(sync.status()), query);
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Content-Security-Policy', STATUS_PAGE_CSP);
     ctx.set('X-Content-Type-Options', 'nosniff');

@@ -26,8 +26,8 @@ const PROOF_BODY_LIMIT = 1024;
  * signing a challenge and gets a short-lived token for its own MAC; operators accept,
  * reject and preauthorize devices.
  */
-export function admissionRoutes(router: Router, services: Services): void {
-  const { admission, auth } = services;
+export function identityRoutes(router: Router, services: Services): void {
+  const { deviceAdmission: admission, auth } = services;
 
   router.post('/v1/devices/:mac/challenge', (ctx) => {
     ctx.body = admission.challenge(parseMac(ctx.params.mac!));
