@@ -1,11 +1,11 @@
 /* Records kept in the key-value store across reboots: download progress (to resume) and
  * the last assignment that failed (to keep backing off after a reboot, and say why). Each is a
  * small blob with a CRC, so a record from another firmware or a torn file reads as absent. */
-#ifndef MF_PROGRESS_H
-#define MF_PROGRESS_H
+#ifndef MF_RECORDS_H
+#define MF_RECORDS_H
 
 #include <stdint.h>
-#include "modelferry/mf_port_kv.h"
+#include "modelferry/modelferry.h"
 
 typedef struct {
     uint8_t slot;
@@ -13,8 +13,6 @@ typedef struct {
     uint32_t size;
     uint32_t written;   /* bytes in the slot that are whole sectors of this artifact */
 } mf_progress;
-
-#define MF_FAILED_DETAIL_MAX 95
 
 typedef struct {
     uint8_t assignment[32];     /* mf_assignment_fingerprint of what failed */
