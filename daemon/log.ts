@@ -3,16 +3,43 @@ import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
 
+const CENSOR = '[redacted]';
+
 /**
- * Where a secret may sit in a logged object: tokens (config, headers), private keys.
- * pino replaces them wherever these paths match, so a careless `log.info({ config })`
- * still writes no secret.
+ * Names of fields that hold a secret, compared without case, `-` or `_`: tokens of every
+ * kind (`token`, `devicesToken`, `sessionToken`), secrets (`secretAccessKey`, `secret`),
+ * passwords, private keys, and the headers that carry credentials.
  */
-export const REDACTED_PATHS = [
-  'token', '*.token', '*.*.token', 'tokens[*].token', '*.tokens[*].token', '*.*.tokens[*].token',
-  'authorization', '*.authorization', '*.*.authorization', '*.headers.cookie',
-  'privateKey', '*.privateKey', 'secret', '*.secret', 'password', '*.password',
-];
+const SECRET_NAME = /(token|secret|secretaccesskey|password|privatekey|^authorization|^proxyauthorization|^cookie|^setcookie)$/;
+
+/** How deep a logged object is searched; deeper than any object the gateway logs. */
+const MAX_DEPTH = 12;
+
+/**
+ * `value` with every field named like a secret replaced by `[redacted]`, at any depth of
+ * plain objects and arrays (request headers, configs, nested options), so a careless
+ * `log.info({ config })` or `log.warn({ req })` writes no secret. Unchanged parts are shared,
+ * not copied, and the caller's objects are never modified. Other objects (errors, buffers)
+ * are left to pino's serializers.
+ */
+export function redactSecrets<T>(value: T, depth = 0, seen = new Set<object>()): T {
+  if (value === null || typeof value !== 'object' || depth > MAX_DEPTH || seen.has(value)) return value;
+  const prototype = Object.getPrototypeOf(value);
+  const isArray = Array.isArray(value);
+  if (!isArray && prototype !== Object.prototype && prototype !== null) return value;
+  seen.add(value);
+  let copy: Record<string, unknown> | unknown[] | undefined;
+  for (const [key, field] of Object.entries(value)) {
+    const secret = !isArray && field !== undefined && SECRET_NAME.test(key.toLowerCase().replace(/[-_]/g, ''));
+    const next = secret ? CENSOR : redactSecrets(field, depth + 1, seen);
+    if (next !== field) {
+      copy ??= isArray ? [...(value as unknown[])] : { ...(value as Record<string, unknown>) };
+      (copy as Record<string, unknown>)[key] = next;
+    }
+  }
+  seen.delete(value);
+  return (copy ?? value) as T;
+}
 
 /** Syslog priority of each pino level: what journald files a line under. */
 export const SYSLOG_PRIORITY: Record<number, number> = {
@@ -40,7 +67,7 @@ export function createLogger(level: string, destination?: DestinationStream, opt
     {
       level,
       base: { service: 'modelferry' },
-      redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
+      formatters: { log: (object) => redactSecrets(object) },
     },
     prefix ? new PriorityPrefix(stream) : stream,
   );

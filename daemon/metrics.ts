@@ -66,6 +66,12 @@ export class Metrics {
     help: 'Artifact bytes sent to devices (as announced by Content-Length)',
     registers: [this.registry],
   });
+  readonly rollbacks = new Counter({
+    name: 'modelferry_device_rollbacks_total',
+    help: 'Devices that installed a model, could not confirm it (rejected by the application, a crash loop, a timeout) and went back to their previous one, by the model rolled back from',
+    labelNames: ['model'] as const,
+    registers: [this.registry],
+  });
   readonly rolloutHalts = new Counter({
     name: 'modelferry_rollout_halts_total',
     help: 'Staged rollouts halted, by selector and by whom (failures: the haltOnFailures threshold; operator: by hand)',
@@ -187,9 +193,22 @@ export class Metrics {
     for (const other of CIRCUIT_STATES) this.upstreamCircuit.set({ state: other }, other === state ? 1 : 0);
   }
 
-  /** One answered HTTP request; `route` is the pattern that matched, never the raw path. */
+  readonly #requestCounters = new Map<string, { inc(): void }>();
+
+  /**
+   * One answered HTTP request; `route` is the pattern that matched, never the raw path.
+   * Every answer is counted here, by the fast paths and by Koa alike; the counter for each
+   * (route, method, status) is looked up once, since the fast paths call this per poll.
+   */
   request(route: string | undefined, method: string, status: number): void {
-    this.httpRequests.inc({ route: route ?? 'unmatched', method: METHODS.has(method) ? method : 'other', status: String(status) });
+    const key = `${route} ${method} ${status}`;
+    let counter = this.#requestCounters.get(key);
+    if (!counter) {
+      counter = this.httpRequests.labels(route ?? 'unmatched', METHODS.has(method) ? method : 'other', String(status));
+      // Bounded: routes and statuses are few, and an unknown method is counted as "other".
+      if (METHODS.has(method)) this.#requestCounters.set(key, counter);
+    }
+    counter.inc();
   }
 
   contentType(): string {

@@ -21,15 +21,17 @@ const byteCount = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
  * backends, the arena it gives a method's planned memory and the size of a model slot.
  * Sent after boot and when it changes; the gateway keeps the last one per device.
  */
+// Each field is optional: absent means "not stated", as an empty list or 0 does (a device
+// with no delegates, or a client that does not know its arena, may leave it out).
 export const capabilitiesSchema = z.object({
-  operators: z.array(capabilityName).max(CAPABILITY_LIMITS.operators),
-  delegates: z.array(capabilityName).max(CAPABILITY_LIMITS.delegates),
+  operators: z.array(capabilityName).max(CAPABILITY_LIMITS.operators).default([]),
+  delegates: z.array(capabilityName).max(CAPABILITY_LIMITS.delegates).default([]),
   arenaBytes: byteCount.optional(),
   slotBytes: byteCount.optional(),
   runtime: z.string().max(CAPABILITY_LIMITS.runtimeLength).optional(),
 });
 
-export type Capabilities = z.infer<typeof capabilitiesSchema>;
+export type Capabilities = z.output<typeof capabilitiesSchema>;
 
 export const deviceStates = ['idle', 'downloading', 'verifying', 'installed', 'failed'] as const;
 
@@ -41,6 +43,12 @@ export const deviceReportSchema = z.strictObject({
   model: modelNameSchema.optional(),
   version: versionTextSchema.optional(),
   error: z.string().max(512).optional(),
+  /**
+   * With `failed`: the sha256 of the model the device installed, could not confirm (the
+   * application rejected it, or it crashed or timed out before confirming) and rolled back
+   * from. `sha256` is then what it runs again, and `error` says why.
+   */
+  rolledBackFrom: digestSchema.optional(),
   progress: z.number().min(0).max(1).optional(),
   firmware: z.string().max(64).optional(),
   freeHeap: z.number().int().min(0).optional(),

@@ -1,4 +1,4 @@
-import type { EffectiveCatalog } from '../catalog/effective-catalog.ts';
+import type { EffectiveCatalog, EffectiveModel } from '../catalog/effective-catalog.ts';
 import type { DeviceRecord } from './device-registry.ts';
 import { resolveForDevice } from './device-resolution.ts';
 
@@ -20,6 +20,7 @@ export function describeDevice(device: DeviceRecord, catalog: EffectiveCatalog) 
     : null;
   const compatibility = resolution?.compatibility ?? null;
   const running = device.report?.sha256 ?? null;
+  const failed = device.report?.state === 'failed';
   return {
     mac: device.mac,
     firstSeen: device.firstSeen,
@@ -29,7 +30,9 @@ export function describeDevice(device: DeviceRecord, catalog: EffectiveCatalog) 
     state: device.report?.state ?? null,
     running: running === null ? null : { sha256: running, model: device.report?.model ?? null, version: device.report?.version ?? null },
     assigned,
-    inSync: assigned === null ? null : running === assigned.sha256,
+    // A device that runs its model but says it fails on it is not in sync.
+    inSync: assigned === null ? null : running === assigned.sha256 && !failed,
+    rolledBack: rolledBack(device, catalog, resolution?.target),
     // `incompatible` names what is missing for the model the assignment chose for it.
     compatibility: compatibility === null ? null : compatibility.status === 'incompatible'
       ? { status: 'incompatible', model: `${resolution!.target.name}@${resolution!.target.version}`, missing: compatibility.missing, reasons: compatibility.reasons }
@@ -37,6 +40,31 @@ export function describeDevice(device: DeviceRecord, catalog: EffectiveCatalog) 
     capabilities: device.capabilities ?? null,
     report: device.report,
   };
+}
+
+/**
+ * The model a device installed, could not confirm and went back from, and why: from its
+ * last report, while that report is the failure.
+ */
+function rolledBack(device: DeviceRecord, catalog: EffectiveCatalog, target: EffectiveModel | undefined) {
+  const report = device.report;
+  if (report?.state !== 'failed' || !report.rolledBackFrom) return null;
+  const model = modelRolledBackFrom(catalog, report.rolledBackFrom, target);
+  return {
+    sha256: report.rolledBackFrom,
+    model: model?.name ?? null,
+    version: model?.version ?? null,
+    reason: report.error ?? null,
+    at: report.at,
+  };
+}
+
+/**
+ * Which model a rollback was from, by its sha256: the one the device's assignment offers
+ * when it has those bytes (other names may share them), else any that has them.
+ */
+export function modelRolledBackFrom(catalog: EffectiveCatalog, sha256: string, target: EffectiveModel | undefined): EffectiveModel | undefined {
+  return target?.sha256 === sha256 ? target : catalog.modelsWithSha256(sha256)[0];
 }
 
 export interface AssignmentHealth {
@@ -101,7 +129,7 @@ export function fleetCounts(devices: Iterable<DeviceRecord>, catalog: EffectiveC
     const resolution = resolveForDevice(catalog, device.mac, device);
     const offered = resolution ? resolution.model ?? resolution.target : null;
     if (!offered) counts.unassigned++;
-    else if (device.report?.sha256 === offered.sha256) counts.inSync++;
+    else if (device.report?.sha256 === offered.sha256 && device.report.state !== 'failed') counts.inSync++;
     else {
       counts.outOfSync++;
       if (device.report?.state === 'failed') counts.failed++;

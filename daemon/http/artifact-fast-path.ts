@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream';
 import { isDigest } from '../contract/identifiers.ts';
-import { ModelferryError, isModelferryError } from '../errors.ts';
-import { artifactBytes, artifactResponder } from './artifact-responder.ts';
+import { isModelferryError } from '../errors.ts';
+import { artifactBytes, artifactNotFound, artifactResponder } from './artifact-responder.ts';
 import { preparedError, sendPrepared } from './prepared-response.ts';
 import type { Services } from './services.ts';
 
@@ -52,7 +52,7 @@ export function artifactFastPath(services: Services): (req: IncomingMessage, res
     }
     artifactBytes(hotBlobs, blobs, sha256, size, body.start, body.end).then((found) => {
       if (!found) {
-        sendPrepared(res, preparedError(new ModelferryError('artifact_not_found', `this gateway's cache holds no artifact ${sha256}`)));
+        sendPrepared(res, preparedError(artifactNotFound(sha256)));
         return;
       }
       res.once('close', found.release);

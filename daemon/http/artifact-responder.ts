@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import parseRange from 'range-parser';
-import { fail } from '../errors.ts';
+import { ModelferryError, fail } from '../errors.ts';
 import type { Metrics } from '../metrics.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { HotBlobs } from '../store/hot-blobs.ts';
@@ -124,6 +124,11 @@ function parseRanges(size: number, header: string): ReturnType<typeof parseRange
   // means the whole representation, so such a suffix is clamped to the size first.
   const suffixClamped = header.replace(/(^\s*bytes\s*=|,)\s*-\s*(\d+)/gi, (all, lead: string, n: string) => Number(n) > size ? `${lead}-${size}` : all);
   return parseRange(size, suffixClamped, { combine: true });
+}
+
+/** The answer for a digest the cache does not hold (never held, or gone since). */
+export function artifactNotFound(sha256: string): ModelferryError {
+  return new ModelferryError('artifact_not_found', `this gateway's cache holds no artifact ${sha256}`);
 }
 
 /** Bytes to send, and what keeps their blob from garbage collection until the response is over. */

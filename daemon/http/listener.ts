@@ -1,6 +1,8 @@
-import type { RequestListener } from 'node:http';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import type { Metrics } from '../metrics.ts';
 import { artifactFastPath } from './artifact-fast-path.ts';
 import { pollFastPath } from './poll-fast-path.ts';
+import { ARTIFACT_ROUTE, DEVICE_POLL_ROUTE } from './route-patterns.ts';
 import type { Services } from './services.ts';
 
 /**
@@ -14,11 +16,26 @@ export function createRequestListener(services: Services): RequestListener {
   const fastArtifact = artifactFastPath(services);
   let koa: Promise<RequestListener> | undefined;
   return (req, res) => {
-    if (fastPoll(req, res) || fastArtifact(req, res)) return;
+    const route = fastPoll(req, res) ? DEVICE_POLL_ROUTE : fastArtifact(req, res) ? ARTIFACT_ROUTE : undefined;
+    if (route) {
+      countWhenAnswered(services.metrics, route, req, res);
+      return;
+    }
     koa ??= import('./app.ts').then(({ createApp }) => createApp(services).callback());
     koa.then((listener) => listener(req, res), (error: unknown) => {
       services.log.error({ err: error }, 'could not load the HTTP application');
       res.writeHead(500).end();
     });
   };
+}
+
+/**
+ * Counts a request a fast path took, as Koa's outermost middleware counts the rest: once,
+ * under its route pattern, with the status it was answered. A client that hung up before
+ * any answer (a long poll given up) was answered nothing and is not counted.
+ */
+function countWhenAnswered(metrics: Metrics, route: string, req: IncomingMessage, res: ServerResponse): void {
+  res.once('close', () => {
+    if (res.headersSent) metrics.request(route, req.method!, res.statusCode);
+  });
 }

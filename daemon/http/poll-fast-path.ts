@@ -3,11 +3,11 @@ import { isMac, parseMac } from '../contract/identifiers.ts';
 import { isModelferryError } from '../errors.ts';
 import { holdPoll, parseWait } from './long-poll.ts';
 import { pollResponder } from './poll-responder.ts';
-import { preparedError, sendPrepared, type PreparedResponse } from './prepared-response.ts';
+import { preparedError, sendPrepared } from './prepared-response.ts';
+import { rateLimitRefusal } from './rate-limit-refusal.ts';
 import type { Services } from './services.ts';
 
 const POLL_PATH = /^\/v1\/devices\/([^/?#]+)\/model(?:\?wait=(\d{1,9}))?$/;
-export const POLL_ROUTE = '/v1/devices/:mac/model';
 
 /**
  * The device poll, answered without Koa. It is the request every device makes every few
@@ -23,15 +23,6 @@ export const POLL_ROUTE = '/v1/devices/:mac/model';
 export function pollFastPath(services: Services): (req: IncomingMessage, res: ServerResponse) => boolean {
   const { answers, devices, auth, config } = services;
   const respond = pollResponder(services.metrics);
-  // Counted under the Koa route's pattern, so both paths are one route in the metrics.
-  const requests = {
-    200: services.metrics.httpRequests.labels(POLL_ROUTE, 'GET', '200'),
-    304: services.metrics.httpRequests.labels(POLL_ROUTE, 'GET', '304'),
-  };
-  const answer = (res: ServerResponse, prepared: PreparedResponse) => {
-    requests[prepared.status === 304 ? 304 : 200].inc();
-    sendPrepared(res, prepared);
-  };
 
   return (req, res) => {
     if (req.method !== 'GET') return false;
@@ -40,11 +31,15 @@ export function pollFastPath(services: Services): (req: IncomingMessage, res: Se
     const mac = parseMac(match[1]!);
     const current = answers.answerFor(mac);
     if (current.kind !== 'model') return false;
-    // A refused introduction (429) is the Koa route's to answer.
-    if (devices.seen(mac, req.socket.remoteAddress, true).kind === 'rate_limited') return false;
+    // Seen once, here: a refused introduction is answered here too, not seen again by Koa.
+    const refusal = rateLimitRefusal(devices.seen(mac, req.socket.remoteAddress, true));
+    if (refusal) {
+      sendPrepared(res, preparedError(refusal));
+      return true;
+    }
     const ifNoneMatch = req.headers['if-none-match'];
     if (match[2] === undefined) {
-      answer(res, respond(current, ifNoneMatch));
+      sendPrepared(res, respond(current, ifNoneMatch));
       return true;
     }
     const wait = parseWait(match[2], config.devices.maxWaitSeconds);
@@ -55,11 +50,10 @@ export function pollFastPath(services: Services): (req: IncomingMessage, res: Se
       } catch (error) {
         // Released because nothing resolves for the device any more: 404 no_assignment.
         if (!isModelferryError(error)) throw error;
-        services.metrics.httpRequests.labels(POLL_ROUTE, 'GET', String(error.status)).inc();
         sendPrepared(res, preparedError(error));
         return;
       }
-      answer(res, held.closeConnection ? { ...prepared, headers: { ...prepared.headers, Connection: 'close' } } : prepared);
+      sendPrepared(res, held.closeConnection ? { ...prepared, headers: { ...prepared.headers, Connection: 'close' } } : prepared);
     }).catch((error: unknown) => {
       services.log.error({ err: error, mac }, 'long poll failed');
       res.destroy();

@@ -108,9 +108,10 @@ export function renderLive(
   for (const device of devices) {
     const resolution = catalog.resolveDevice(device.mac);
     const running = device.report?.sha256;
+    // A failed report wins over running the model: it failed on the device, or was rolled back.
     const standing: DeviceStanding = !resolution ? 'unassigned'
-      : running === resolution.model.sha256 ? 'in-sync'
-        : device.report?.state === 'failed' ? 'failed' : 'out-of-sync';
+      : device.report?.state === 'failed' ? 'failed'
+        : running === resolution.model.sha256 ? 'in-sync' : 'out-of-sync';
     counts.known++;
     counts[standing]++;
     if (Date.parse(device.lastSeen) >= now - HOUR_MS) counts.seenLastHour++;
@@ -204,7 +205,7 @@ function renderDevice({ device, standing, assigned }: DeviceRow, now: number): s
   const seen = Date.parse(device.lastSeen);
   const stale = seen < now - HOUR_MS;
   return `<li class="device ${standing}" data-mac="${escapeHtml(device.mac)}">
-<div class="line"><code class="mac">${escapeHtml(device.mac)}</code><span class="badge">${STANDING_TEXT[standing]}</span></div>
+<div class="line"><code class="mac">${escapeHtml(device.mac)}</code><span class="badge">${standing === 'failed' && report?.rolledBackFrom ? 'rolled back' : STANDING_TEXT[standing]}</span></div>
 <div class="line"><span>runs ${running}</span><span>assigned ${assigned ? `${escapeHtml(assigned.model)}@${escapeHtml(assigned.version)}${assigned.held ? ' (held by rollout)' : ''}` : '—'}</span></div>
 <div class="line muted"><span class="${stale ? 'stale' : ''}">seen <time datetime="${escapeHtml(device.lastSeen)}">${escapeHtml(ago(now - seen))}</time></span><span>state ${escapeHtml(report?.state ?? '—')}</span><span>${report?.rssi === undefined ? 'rssi —' : `rssi ${report.rssi} dBm`}</span><span>${escapeHtml(device.address ?? '')}</span></div>
 ${error}</li>`;

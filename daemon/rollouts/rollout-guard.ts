@@ -9,7 +9,10 @@ import { systemClock, type Clock } from '../clock.ts';
 export interface CohortHealth {
   /** Known devices this assignment decides for whose bucket puts them on the new version. */
   cohort: number;
-  /** Of those, reporting `failed` since the percentage last changed, not running the new version. */
+  /**
+   * Of those, reporting `failed` since the percentage last changed: failing to install the
+   * new version, failing on it after install, or rolled back from it.
+   */
   failed: number;
   reasons: Record<string, number>;
   /** haltOnFailures, as a number of devices for this cohort; null when not set. */
@@ -102,7 +105,7 @@ export class RolloutGuard {
       if (!catalog.decidesFor(assignment.selector, device.mac) || !inCohort(device.mac, target, rollout.percent)) continue;
       health.cohort++;
       const report = device.report;
-      if (report?.state !== 'failed' || report.at < since || report.sha256 === target.sha256) continue;
+      if (report?.state !== 'failed' || report.at < since) continue;
       health.failed++;
       const reason = (report.error ?? 'failed without an error message').slice(0, REASON_LENGTH);
       health.reasons[reason] = (health.reasons[reason] ?? 0) + 1;

@@ -1,5 +1,6 @@
 import test from 'ava';
 import { checkCompatibility } from '../../daemon/devices/compatibility.ts';
+import { capabilitiesSchema } from '../../daemon/contract/device-report.ts';
 import { readProgram } from '../../daemon/program/read-program.ts';
 import { buildProgram } from '../helpers/program-builder.ts';
 
@@ -48,4 +49,18 @@ test('an empty operator list and arenaBytes 0 are "not stated" and not judged; a
   const check = checkCompatibility(model, { operators: [], delegates: [], arenaBytes: 0, slotBytes: 1 << 20 });
   t.like(check, { status: 'incompatible', reasons: ['missing delegate XnnpackBackend'] });
   t.deepEqual(checkCompatibility(model, { operators: [], delegates: ['XnnpackBackend'], arenaBytes: 0 }), { status: 'compatible' });
+});
+
+test('every capabilities field may be left out of a report: absent is judged exactly as an empty list or 0', (t) => {
+  const cases: Array<[object, { operators: string[]; delegates: string[]; arenaBytes?: number }]> = [
+    [{}, { operators: [], delegates: [] }],
+    [{ operators: ['aten::relu.out'] }, { operators: ['aten::relu.out'], delegates: [] }],
+    [{ delegates: ['XnnpackBackend'] }, { operators: [], delegates: ['XnnpackBackend'] }],
+    [{ operators: all.operators, delegates: all.delegates }, { ...all, arenaBytes: 0 }],
+  ];
+  for (const [stated, explicit] of cases) {
+    const parsed = capabilitiesSchema.safeParse(stated);
+    t.true(parsed.success, JSON.stringify(stated));
+    t.deepEqual(checkCompatibility(model, parsed.data), checkCompatibility(model, explicit), JSON.stringify(stated));
+  }
 });

@@ -55,12 +55,24 @@ async function artifactAnswersCounted(gw: TestGateway): Promise<number> {
   return [...text.matchAll(/^modelferry_artifact_responses_total\{[^}]*\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
+/** http_requests_total for the artifact route, summed over methods and statuses. */
+async function artifactRequestsCounted(gw: TestGateway): Promise<Map<string, number>> {
+  const text = await (await gw.fetch('/metrics')).text();
+  const counted = new Map<string, number>();
+  for (const [, method, status, value] of text.matchAll(/^modelferry_http_requests_total\{route="\/v1\/artifacts\/:sha256",method="(\w+)",status="(\d+)"\} (\d+)$/gm)) {
+    counted.set(`${method} ${status}`, Number(value));
+  }
+  return counted;
+}
+
 async function parity(t: ExecutionContext, memoryCacheBytes: string): Promise<void> {
   const gw = await startGateway(t, { 'artifacts.memoryCacheBytes': memoryCacheBytes });
   await pushed(t, gw, 'parity', '1', program);
   let requests = 0;
+  const expected = new Map<string, number>();
   for (const [name, method, headers] of cases) {
     const fast = await answer(gw, plain, method, headers);
+    expected.set(`${method} ${fast.status}`, (expected.get(`${method} ${fast.status}`) ?? 0) + 1 + viaKoa.length);
     for (const other of viaKoa) {
       t.deepEqual(await answer(gw, other, method, headers), fast, `${name} via ${other.slice(-12)}`);
     }
@@ -72,6 +84,7 @@ async function parity(t: ExecutionContext, memoryCacheBytes: string): Promise<vo
     }
   }
   t.is(await artifactAnswersCounted(gw), requests, 'each answer is counted once, whichever path gave it');
+  t.deepEqual(await artifactRequestsCounted(gw), expected, 'http_requests_total counts every answer under one route, whichever path gave it');
 }
 
 test('fast path and Koa route answer every artifact case identically, blobs streamed from disk (memoryCacheBytes 0)', (t) => parity(t, '0'));

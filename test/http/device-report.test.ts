@@ -63,6 +63,14 @@ test('a valid report with every field is 204 with no body, and the inventory sho
   t.true(at >= before);
 });
 
+test('capabilities without delegates, arena or slot size are accepted (204): each field is optional, as a client that is not ours may send them', async (t) => {
+  const gw = await startGateway(t);
+  await accepted(t, await report(gw, MAC, { state: 'idle', capabilities: { operators: ['aten::add.out'] } }));
+  t.like((await inventoryOf(gw, MAC)).body.capabilities, { operators: ['aten::add.out'], delegates: [] });
+  await accepted(t, await report(gw, MAC, { state: 'idle', capabilities: {} }));
+  t.like((await inventoryOf(gw, MAC)).body.capabilities, { operators: [], delegates: [] });
+});
+
 test('a report with only state is 204; every state of the enum is accepted', async (t) => {
   const gw = await startGateway(t);
   for (const state of ['idle', 'downloading', 'verifying', 'installed', 'failed']) {

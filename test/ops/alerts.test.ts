@@ -17,7 +17,7 @@ const promtoolTest = testNeeding('promtool');
 
 promtoolTest('promtool check rules accepts config/alerts.yml', async (t) => {
   const { stdout } = await run('promtool', ['check', 'rules', RULES]);
-  t.regex(stdout, /SUCCESS: 4 rules found/);
+  t.regex(stdout, /SUCCESS: 5 rules found/);
 });
 
 promtoolTest('promtool test rules: each alert fires after its time and not before', async (t) => {

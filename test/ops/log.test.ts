@@ -3,7 +3,7 @@ import { mkdirSync, openSync, closeSync, fstatSync, readFileSync, writeFileSync 
 import path from 'node:path';
 import test from 'ava';
 import YAML from 'yaml';
-import { REDACTED_PATHS, SYSLOG_PRIORITY, createLogger } from '../../daemon/log.ts';
+import { SYSLOG_PRIORITY, createLogger } from '../../daemon/log.ts';
 import { CLI_ARGS, ROOT, cleanEnv, freePort, testConfig } from '../helpers/daemon-process.ts';
 import { tempDir } from '../helpers/harness.ts';
 
@@ -59,7 +59,28 @@ test('tokens, authorization headers and private keys are redacted wherever they 
   for (const secret of secrets) t.false(line.includes(secret), `${secret} leaked: ${line}`);
   t.true(line.includes('jenkins'), 'names stay readable');
   t.true(line.includes('[redacted]'));
-  t.true(REDACTED_PATHS.length > 0);
+});
+
+test('secrets are redacted at any depth and under any spelling of their name, and the logged objects are left as they were', (t) => {
+  const { lines, stream } = capture();
+  const log = createLogger('info', stream);
+  const secrets = ['Bearer deep-0123456789', 'deep-token-abcdef', 'AKIA-SECRET-KEY-xyz', 'cookie=session-42', 'hunter2-password'];
+  const headers = Object.assign(Object.create(null) as Record<string, string>, { Authorization: secrets[0], 'x-trace': 'kept' });
+  const logged = {
+    a: { b: { c: { d: { e: { request: { headers } } } } } },
+    list: [[{ options: { devices_token: secrets[1] } }]],
+    upstream: { s3: { secretAccessKey: secrets[2], region: 'eu-west-1' } },
+    proxy: { headers: { 'Set-Cookie': secrets[3] } },
+    user: { Password: secrets[4] },
+  };
+  const before = JSON.stringify(logged);
+  log.warn(logged, 'nested');
+  log.info({ err: new Error('kept message'), tokens: [{ name: 'ci', token: secrets[1] }] }, 'with an error');
+  const text = lines.join('');
+  for (const secret of secrets) t.false(text.includes(secret), `${secret} leaked: ${text}`);
+  for (const kept of ['kept', 'eu-west-1', 'kept message', '"name":"ci"']) t.true(text.includes(kept), `${kept} is still logged`);
+  t.is(JSON.stringify(logged), before, "the caller's objects are not modified");
+  t.is(headers.Authorization, secrets[0]);
 });
 
 test('a daemon whose stdout is the journal stream (JOURNAL_STREAM matches) prefixes every line', async (t) => {

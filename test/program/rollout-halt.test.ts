@@ -83,7 +83,7 @@ test('failures past haltOnFailures halt the rollout: the cohort gets previous, a
   const halted = await assignmentOf('group:canary');
   t.like(halted.rollout, { percent: 50, haltOnFailures: '50%', minDevices: 3, halted: { by: 'failures', failed: 2, cohort: 4, reasons: { 'Operator missing: aten::mul.out': 2 } } });
   t.like(halted.cohort, { cohort: 4, failed: 2, threshold: 2, passed: true });
-  const warn = await gw.waitForLog((line) => line.level === 40 && /rollout halted/.test(String(line.msg)));
+  const warn = await gw.waitForLog((line) => line.level === 40 && /rollout halted/.test(String(line.msg)) && line.selector === 'group:canary');
   t.like(warn, { selector: 'group:canary', failed: 2, cohort: 4 });
   const metrics = await (await gw.fetch('/metrics')).text();
   t.regex(metrics, /^modelferry_rollout_halts_total\{selector="group:canary",by="failures"\} 1$/m);
@@ -105,6 +105,47 @@ test('failures past haltOnFailures halt the rollout: the cohort gets previous, a
   t.is(promoted.status, 200);
   t.like(promoted.body, { rollout: { percent: 100, halted: null } });
   for (const mac of [...inside, ...outside]) t.is((await poll(mac)).sha256, MUL_SHA256);
+});
+
+test('a model that fails on the device after install, or is rolled back from, counts toward haltOnFailures; rollbacks show in the inventory, the status page and a metric per model', async (t) => {
+  for (const [version, bytes] of [['1', fixture('add.pte')], ['2', fixture('mul.pte')]] as const) {
+    t.is((await gw.fetch(`/v1/models/vad/${version}`, { method: 'PUT', body: bytes, token: ALL_TOKEN })).status, 201);
+  }
+  const { inside } = cohortMacs('0f:00:00:00', 'vad', '2', 100, 4, 0);
+  const [runs, rolled, fine, other] = inside as [string, string, string, string];
+  t.is((await json('PUT', '/v1/groups/field', { members: inside })).status, 201);
+  const assign = await runCli(['assign', 'group:field', 'vad', '2', '--rollout', '100', '--previous', 'vad@1', '--halt-on-failures', '2', ...client()]);
+  t.is(assign.code, 0, assign.stderr);
+  const report = (mac: string, body: object) => json('POST', `/v1/devices/${mac}/report`, body, null);
+  for (const mac of inside) t.is((await report(mac, { state: 'installed', sha256: ADD_SHA256, model: 'vad', version: '1' })).status, 204);
+
+  // Installed and running the new model, but the application says it fails on it.
+  t.is((await report(runs, { state: 'failed', sha256: MUL_SHA256, model: 'vad', version: '2', error: 'vad@2: first inference out of range' })).status, 204);
+  t.is((await report(fine, { state: 'installed', sha256: MUL_SHA256, model: 'vad', version: '2' })).status, 204);
+  t.falsy((await assignmentOf('group:field')).rollout.halted, 'one failure of a threshold of 2');
+  const runsView = (await json('GET', `/v1/devices/${runs}`, undefined, ADMIN_TOKEN)).body;
+  t.like(runsView, { inSync: false, state: 'failed', rolledBack: null });
+
+  // Rolled back to vad@1: what it runs again is the old sha256, the failure names vad@2.
+  const rollback = { state: 'failed', sha256: ADD_SHA256, model: 'vad', version: '1', rolledBackFrom: MUL_SHA256, error: 'vad@2 rolled back: not confirmed after 2 boots' };
+  t.is((await report(rolled, rollback)).status, 204);
+  // Repeated (a device re-sends its last report after a reconnect): one rollback, not two.
+  t.is((await report(rolled, rollback)).status, 204);
+
+  const halted = await assignmentOf('group:field');
+  t.like(halted.rollout, { halted: { by: 'failures', failed: 2, cohort: 4 } });
+  t.deepEqual(Object.keys(halted.rollout.halted.reasons).sort(), ['vad@2 rolled back: not confirmed after 2 boots', 'vad@2: first inference out of range']);
+  for (const mac of [runs, rolled, fine, other]) t.is((await poll(mac)).sha256, ADD_SHA256, `${mac} is offered previous`);
+
+  const view = (await json('GET', `/v1/devices/${rolled}`, undefined, ADMIN_TOKEN)).body;
+  t.like(view, { state: 'failed', running: { sha256: ADD_SHA256 }, rolledBack: { sha256: MUL_SHA256, model: 'vad', version: '2', reason: 'vad@2 rolled back: not confirmed after 2 boots' } });
+  const metrics = await (await gw.fetch('/metrics')).text();
+  t.regex(metrics, /^modelferry_device_rollbacks_total\{model="vad"\} 1$/m);
+  const warn = await gw.waitForLog((line) => line.level === 40 && /rolled back from a model/.test(String(line.msg)));
+  t.like(warn, { mac: rolled, rolledBackFrom: MUL_SHA256, runs: ADD_SHA256 });
+  const page = await (await gw.fetch(`/?q=${rolled.replaceAll(':', '')}`)).text();
+  t.regex(page, /<span class="badge">rolled back<\/span>/);
+  t.true(page.includes('vad@2 rolled back: not confirmed after 2 boots'));
 });
 
 test('rollout actions on an assignment without a rollout, or none at all, are refused', async (t) => {

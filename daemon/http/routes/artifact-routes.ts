@@ -1,8 +1,8 @@
 import type Router from '@koa/router';
 import { parseDigest } from '../../contract/identifiers.ts';
-import { fail } from '../../errors.ts';
-import { artifactBytes, artifactResponder } from '../artifact-responder.ts';
+import { artifactBytes, artifactNotFound, artifactResponder } from '../artifact-responder.ts';
 import { applyPrepared } from '../prepared-response.ts';
+import { ARTIFACT_ROUTE } from '../route-patterns.ts';
 import type { Services } from '../services.ts';
 
 /**
@@ -15,12 +15,12 @@ export function artifactRoutes(router: Router, services: Services): void {
   const respond = artifactResponder(metrics);
 
   // GET also answers HEAD (koa-router registers both).
-  router.get('/v1/artifacts/:sha256', deviceAuth, async (ctx) => {
+  router.get(ARTIFACT_ROUTE, deviceAuth, async (ctx) => {
     const sha256 = parseDigest(ctx.params.sha256!);
     const size = blobs.size(sha256);
     if (size === undefined) {
       metrics.artifactResponses.inc({ status: '404' });
-      fail('artifact_not_found', `this gateway's cache holds no artifact ${sha256}`);
+      throw artifactNotFound(sha256);
     }
     const { head, body } = respond(sha256, size, {
       method: ctx.method,
@@ -32,7 +32,7 @@ export function artifactRoutes(router: Router, services: Services): void {
       // Read before answering: a blob that vanished (garbage collection) is a clean 404,
       // not a dropped connection halfway through the headers.
       const bytes = await artifactBytes(hotBlobs, blobs, sha256, size, body.start, body.end);
-      if (!bytes) fail('artifact_not_found', `this gateway's cache holds no artifact ${sha256}`);
+      if (!bytes) throw artifactNotFound(sha256);
       ctx.res.once('close', bytes.release);
       applyPrepared(ctx, head);
       ctx.body = bytes.bytes;
@@ -40,5 +40,4 @@ export function artifactRoutes(router: Router, services: Services): void {
     }
     applyPrepared(ctx, head);
   });
-
 }

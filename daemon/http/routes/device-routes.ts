@@ -2,11 +2,14 @@ import type Router from '@koa/router';
 import { fail } from '../../errors.ts';
 import { REPORT_BODY_LIMIT, REPORT_WITH_CAPABILITIES_LIMIT, deviceReportSchema } from '../../contract/device-report.ts';
 import { parseMac } from '../../contract/identifiers.ts';
-import type { SeenOutcome } from '../../devices/device-registry.ts';
 import { holdPoll, parseWait } from '../long-poll.ts';
 import { readJsonSized, tooLarge, validate } from '../json-body.ts';
 import { pollResponder } from '../poll-responder.ts';
+import type { SeenOutcome } from '../../devices/device-registry.ts';
+import { modelRolledBackFrom } from '../../devices/fleet-status.ts';
 import { applyPrepared } from '../prepared-response.ts';
+import { rateLimitRefusal } from '../rate-limit-refusal.ts';
+import { DEVICE_POLL_ROUTE } from '../route-patterns.ts';
 import type { Services } from '../services.ts';
 
 /**
@@ -14,15 +17,15 @@ import type { Services } from '../services.ts';
  * polls, HEAD and every refusal come here) and reports.
  */
 export function deviceRoutes(router: Router, services: Services): void {
-  const { answers, devices, metrics, config } = services;
+  const { answers, devices, metrics, config, catalog } = services;
   const deviceAuth = services.auth.deviceAccess();
   const respond = pollResponder(metrics);
 
-  router.get('/v1/devices/:mac/model', deviceAuth, async (ctx) => {
+  router.get(DEVICE_POLL_ROUTE, deviceAuth, async (ctx) => {
     const mac = parseMac(ctx.params.mac!);
     const wait = parseWait(ctx.query.wait, config.devices.maxWaitSeconds);
     const answer = answers.answerFor(mac);
-    record(devices.seen(mac, ctx.req.socket.remoteAddress, answer.kind === 'model'));
+    refuseIfRateLimited(devices.seen(mac, ctx.req.socket.remoteAddress, answer.kind === 'model'));
     const ifNoneMatch = ctx.get('If-None-Match');
     const held = await holdPoll(services, ctx.req, ctx.res, mac, answer, ifNoneMatch, wait);
     if (held.closeConnection) ctx.set('Connection', 'close');
@@ -39,19 +42,24 @@ export function deviceRoutes(router: Router, services: Services): void {
     if (bytes > REPORT_BODY_LIMIT && !carriesCapabilities) tooLarge(ctx, REPORT_BODY_LIMIT);
     const report = validate(deviceReportSchema, value);
     if (bytes > REPORT_BODY_LIMIT && report.capabilities === undefined) tooLarge(ctx, REPORT_BODY_LIMIT);
+    const before = devices.get(mac)?.report;
     const outcome = devices.report(mac, ctx.req.socket.remoteAddress, answers.answerFor(mac).kind === 'model', report);
-    record(outcome);
+    refuseIfRateLimited(outcome);
     if (outcome.kind === 'ignored') {
       fail('device_not_found', `reports are kept only for devices the catalog names or assigns a model to, and ${mac} is neither`);
     }
     metrics.reports.inc({ state: report.state });
+    // Counted once per rollback, not again each time the device repeats its report.
+    if (report.state === 'failed' && report.rolledBackFrom && !(before?.state === 'failed' && before.rolledBackFrom === report.rolledBackFrom)) {
+      const from = modelRolledBackFrom(catalog.current, report.rolledBackFrom, catalog.current.resolveDevice(mac)?.target);
+      metrics.rollbacks.inc({ model: from?.name ?? 'unknown' });
+      services.log.warn({ mac, rolledBackFrom: report.rolledBackFrom, runs: report.sha256, reason: report.error }, 'a device rolled back from a model it could not confirm');
+    }
     ctx.status = 204;
   });
 }
 
-/** A new MAC from an address that introduced too many lately is refused until it may try again. */
-function record(outcome: SeenOutcome): void {
-  if (outcome.kind === 'rate_limited') {
-    fail('rate_limited', `this address introduced too many new devices lately; try again in ${outcome.retryAfterSeconds} s`, { 'Retry-After': String(outcome.retryAfterSeconds) });
-  }
+function refuseIfRateLimited(outcome: SeenOutcome): void {
+  const refusal = rateLimitRefusal(outcome);
+  if (refusal) throw refusal;
 }

@@ -43,6 +43,8 @@ static void usage(FILE *to)
 
 /* ------------------------------------------------------------------ output */
 
+static mf_clock *sim_clock;
+
 static void print_event(const char *event, const char *detail)
 {
     char buf[1024];
@@ -56,7 +58,7 @@ static void print_event(const char *event, const char *detail)
         mf_json_string(&j, detail);
     }
     mf_json_key(&j, "ms");
-    mf_json_uint(&j, mf_clock_now_ms());
+    mf_json_uint(&j, mf_clock_now_ms(sim_clock));
     mf_json_end(&j, '}');
     printf("%s\n", j.overflow ? "{\"event\":\"overflow\"}" : buf);
     fflush(stdout);
@@ -231,6 +233,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) { perror(dir); return 1; }
+    sim_clock = mf_posix_clock_new(0);
 
     cJSON_Hooks hooks = {count_malloc, count_free};
     cJSON_InitHooks(&hooks);
@@ -260,12 +263,12 @@ int main(int argc, char **argv)
     mf_http *http = mf_posix_http_new();
     mf_discovery *disc = mf_posix_discovery_new(NULL);
     mf_identity *id = mf_posix_identity_new(mac);
-    if (!slots || !kv || !http || !disc || !id) {
+    if (!slots || !kv || !http || !disc || !id || !sim_clock) {
         fprintf(stderr, "modelferry-sim: cannot open the state in %s (an existing slot of another --slot-bytes?)\n", dir);
         return 1;
     }
     mf_posix_http_set_max_rate(http, max_rate);
-    mf_ports ports = {http, disc, slots, kv, id};
+    mf_ports ports = {http, disc, slots, kv, id, sim_clock, mf_posix_random()};
     static mf_client client;
     mf_err err = mf_client_init(&client, &cfg, &ports);
     if (err == MF_ERR_INVALID_ARG) {
@@ -282,9 +285,9 @@ int main(int argc, char **argv)
     int status = 0;
     if (once) {
         uint32_t delay;
-        err = mf_client_step(&client, &delay);
+        err = mf_client_cycle(&client, &delay);
         const mf_active_model *m = mf_client_active(&client);
-        int in_sync = client.have_assignment && m && memcmp(m->sha256, client.assignment.sha256, 32) == 0;
+        int in_sync = client.assignment.have && m && memcmp(m->sha256, client.assignment.model.sha256, 32) == 0;
         char detail[160];
         snprintf(detail, sizeof detail, "in_sync=%d result=%s", in_sync, mf_err_code(err));
         print_event("once", detail);
@@ -297,7 +300,7 @@ int main(int argc, char **argv)
         char detail[256];
         snprintf(detail, sizeof detail,
                  "client_struct=%zu report_buffer=%zu cjson_peak=%zu peak_heap=%zu slot_capacity=%" PRIu32,
-                 sizeof client, client.report_cap, heap_peak, client.report_cap + heap_peak, capacity);
+                 sizeof client, client.report.cap, heap_peak, client.report.cap + heap_peak, capacity);
         print_event("stats", detail);
     }
     mf_client_deinit(&client);
@@ -306,6 +309,7 @@ int main(int argc, char **argv)
     mf_posix_http_free(http);
     mf_posix_kv_close(kv);
     mf_posix_slots_close(slots);
+    mf_posix_clock_free(sim_clock);
     curl_global_cleanup();
     return status;
 }

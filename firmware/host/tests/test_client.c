@@ -20,6 +20,15 @@ static void fresh(test_device *d)
     test_device_open(d, test_tempdir(), SLOT_BYTES, server.url);
 }
 
+/* The device trusts these pipeline keys (the order of its key list). */
+static void trust(test_device *d, const test_key *first, const test_key *second)
+{
+    memcpy(d->keys[0], first->pk, 32);
+    if (second) memcpy(d->keys[1], second->pk, 32);
+    d->cfg.trusted_keys = (const uint8_t(*)[32])d->keys;
+    d->cfg.trusted_key_count = second ? 2 : 1;
+}
+
 static const char *active_sha(test_device *d)
 {
     const mf_active_model *m = mf_client_active(&d->client);
@@ -33,7 +42,7 @@ static void installs_then_only_polls(void)
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     CHECK_EQ(test_device_boot(&d), MF_OK);
     CHECK(mf_client_active(&d.client) == NULL);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     CHECK_STR(active_sha(&d), gw.sha_hex);
     CHECK_EQ(d.activations, 1);
     CHECK_EQ(gw.artifact_requests, 1);
@@ -49,7 +58,7 @@ static void installs_then_only_polls(void)
     int reports = gw.reports;
     for (int i = 0; i < 3; i++) {
         uint32_t delay;
-        CHECK_EQ(mf_client_step(&d.client, &delay), MF_OK);
+        CHECK_EQ(mf_client_cycle(&d.client, &delay), MF_OK);
         CHECK(delay >= 270000 && delay <= 330000); /* the gateway's 300 s ± 30 s */
     }
     CHECK_EQ(gw.polls, 4);
@@ -61,7 +70,7 @@ static void installs_then_only_polls(void)
     /* A reboot picks the same slot; the boot report says installed, once. */
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
     CHECK_STR(active_sha(&d), gw.sha_hex);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     CHECK_EQ(gw.artifact_requests, 1);
     CHECK(strstr(gw.last_report, "\"state\":\"installed\"") != NULL);
     CHECK(strstr(gw.last_report, "\"capabilities\"") != NULL);
@@ -74,13 +83,13 @@ static void new_version_goes_to_the_other_slot(void)
     fresh(&d);
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     int first = d.client.active;
     uint32_t len;
     uint8_t *before = test_slot_bytes(&d, first, &len);
 
     tg_serve(&gw, "add", "2", prog_b, prog_b_len);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     CHECK_STR(active_sha(&d), gw.sha_hex);
     CHECK(d.client.active != first);
     CHECK_EQ(d.client.model.sequence, 2);
@@ -91,7 +100,7 @@ static void new_version_goes_to_the_other_slot(void)
 
     /* And back: the third model goes to the first slot, sequence 3. */
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     CHECK_EQ(d.client.active, first);
     CHECK_EQ(d.client.model.sequence, 3);
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
@@ -108,20 +117,20 @@ static void long_poll(void)
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     CHECK_EQ(test_device_boot(&d), MF_OK);
     uint32_t delay;
-    CHECK_EQ(mf_client_step(&d.client, &delay), MF_OK);
+    CHECK_EQ(mf_client_cycle(&d.client, &delay), MF_OK);
     CHECK(delay < 1000); /* straight back to waiting at the gateway */
     CHECK_EQ(gw.polls_wait, 0); /* nothing to wait for before the model was in */
-    CHECK_EQ(mf_client_step(&d.client, &delay), MF_OK);
+    CHECK_EQ(mf_client_cycle(&d.client, &delay), MF_OK);
     CHECK_EQ(gw.polls_wait, 1);
     CHECK_EQ(gw.polls_304, 1);
     CHECK(delay < 1000);
     /* A gateway that answers wait= at once does not hold polls: sleep the interval. */
     gw.hold_ms = 0;
-    CHECK_EQ(mf_client_step(&d.client, &delay), MF_OK);
+    CHECK_EQ(mf_client_cycle(&d.client, &delay), MF_OK);
     CHECK(delay >= 270000);
     /* A change arrives as a 200 to the long poll. */
     tg_serve(&gw, "add", "2", prog_b, prog_b_len);
-    CHECK_EQ(mf_client_step(&d.client, &delay), MF_OK);
+    CHECK_EQ(mf_client_cycle(&d.client, &delay), MF_OK);
     CHECK_EQ(gw.polls_wait, 3);
     CHECK_STR(active_sha(&d), gw.sha_hex);
     test_device_close(&d);
@@ -137,7 +146,7 @@ static void check_refused(test_device *d, const char *code, int downloads)
     CHECK_EQ(gw.artifact_requests, downloads);
     uint32_t delay;
     for (int i = 0; i < 3; i++) {
-        mf_client_step(&d->client, &delay);
+        mf_client_cycle(&d->client, &delay);
         CHECK(delay > 0);
     }
     CHECK_EQ(gw.artifact_requests, downloads);
@@ -151,16 +160,16 @@ static void bad_digest_size_and_format(void)
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     memcpy(gw.sha_hex, "00", 2);
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_DIGEST_MISMATCH);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_DIGEST_MISMATCH);
     check_refused(&d, "digest_mismatch", 1);
     /* After its backoff it is tried again (and still refused); a reboot keeps the backoff. */
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
-    test_device_steps(&d, 2);
+    test_device_cycles(&d, 2);
     CHECK_EQ(gw.artifact_requests, 1);
-    mf_posix_clock_advance(10u * 60 * 1000);
-    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_DIGEST_MISMATCH);
+    mf_posix_clock_advance(test_clock(), 10u * 60 * 1000);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_DIGEST_MISMATCH);
     CHECK_EQ(gw.artifact_requests, 2);
-    CHECK_EQ(d.client.failed_attempts, 2);
+    CHECK_EQ(d.client.failure.attempts, 2);
     test_device_close(&d);
 
     /* Announced size differs from the bytes served. */
@@ -168,7 +177,7 @@ static void bad_digest_size_and_format(void)
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     gw.announced_size = prog_a_len + 10;
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_SIZE_MISMATCH);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_SIZE_MISMATCH);
     check_refused(&d, "size_mismatch", 1);
     test_device_close(&d);
 
@@ -178,7 +187,7 @@ static void bad_digest_size_and_format(void)
     memset(junk, 'x', sizeof junk);
     tg_serve(&gw, "junk", "1", junk, sizeof junk);
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_FORMAT);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_FORMAT);
     check_refused(&d, "unsupported_format", 1);
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
     CHECK(mf_client_active(&d.client) == NULL);
@@ -189,10 +198,61 @@ static void bad_digest_size_and_format(void)
     uint8_t *big = test_program(SLOT_BYTES, 9);
     tg_serve(&gw, "big", "1", big, SLOT_BYTES);
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_TOO_LARGE);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_TOO_LARGE);
     check_refused(&d, "model_too_large", 0);
     test_device_close(&d);
     free(big);
+}
+
+/* A model refused for its signature waits out its backoff and says until when; a signed
+ * build of the same bytes (a new version, or the same version signed) is fetched at once. */
+static void signed_rebuild_is_not_held_back(void)
+{
+    test_key key;
+    test_keygen(&key);
+    const char *versions[] = {"2", "1"};
+    for (size_t i = 0; i < 2; i++) {
+        fprintf(stderr, "   signed as version %s\n", versions[i]);
+        test_device d;
+        fresh(&d);
+        trust(&d, &key, NULL);
+        tg_serve(&gw, "add", "1", prog_a, prog_a_len);
+        CHECK_EQ(test_device_boot(&d), MF_OK);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_UNSIGNED);
+        CHECK(strstr(d.last_failed, "signature_required: add 1 (before download); next try in ") != NULL);
+        CHECK(strstr(d.last_failed, " s, at uptime ") != NULL);
+        CHECK(strstr(gw.last_report, "\"state\":\"failed\"") != NULL);
+        CHECK(strstr(gw.last_report, "signature_required: add 1 (before download); next try in ") != NULL);
+
+        /* Unchanged: it waits, says so in an event each time, and reported it once. */
+        int reports = gw.reports;
+        CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
+        CHECK_STR(d.last_event, "waiting");
+        CHECK(strstr(d.last_waiting, gw.sha_hex) != NULL);
+        CHECK(strstr(d.last_waiting, "attempts=1 retry_in_s=") != NULL);
+        CHECK(strstr(d.last_waiting, " until_uptime_s=") != NULL);
+        CHECK_EQ(gw.reports, reports);
+
+        /* After a reboot it still waits, and its first report says so. */
+        CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+        d.last_waiting[0] = '\0';
+        CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
+        CHECK(strstr(d.last_waiting, "attempts=1 retry_in_s=") != NULL);
+        CHECK(strstr(gw.last_report, "\"state\":\"failed\"") != NULL);
+        CHECK(strstr(gw.last_report, "signature_required: add 1 (before download); next try in ") != NULL);
+        CHECK_EQ(gw.artifact_requests, 0);
+
+        /* The pipeline signs the same bytes: installed at once, no clock advanced. */
+        tg_serve(&gw, "add", versions[i], prog_a, prog_a_len);
+        test_sign(&key, "add", versions[i], gw.sha_hex, prog_a_len, gw.signature);
+        strcpy(gw.key_id, key.key_id);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
+        CHECK_STR(active_sha(&d), gw.sha_hex);
+        CHECK_STR(d.client.model.version, versions[i]);
+        CHECK_EQ(gw.artifact_requests, 1);
+        CHECK(strstr(gw.last_report, "\"state\":\"installed\"") != NULL);
+        test_device_close(&d);
+    }
 }
 
 static void rogue_gateway(void)
@@ -210,9 +270,7 @@ static void rogue_gateway(void)
         fprintf(stderr, "   %s\n", cases[i].what);
         test_device d;
         fresh(&d);
-        memcpy(d.keys[0], trusted.pk, 32);
-        d.cfg.trusted_keys = (const uint8_t(*)[32])d.keys;
-        d.cfg.trusted_key_count = 1;
+        trust(&d, &trusted, NULL);
         tg_serve(&gw, "add", "1", prog_a, prog_a_len);
         if (cases[i].sign_with) {
             const test_key *k = cases[i].sign_with == 1 ? &trusted : &rogue;
@@ -220,7 +278,7 @@ static void rogue_gateway(void)
             strcpy(gw.key_id, cases[i].sign_with == 3 ? trusted.key_id : k->key_id);
         }
         CHECK_EQ(test_device_boot(&d), MF_OK);
-        test_device_steps(&d, 1);
+        test_device_cycles(&d, 1);
         check_refused(&d, cases[i].code, 0);
         CHECK(mf_client_active(&d.client) == NULL);
         test_device_close(&d);
@@ -228,15 +286,12 @@ static void rogue_gateway(void)
     /* Properly signed: installed. */
     test_device d;
     fresh(&d);
-    memcpy(d.keys[0], rogue.pk, 32);
-    memcpy(d.keys[1], trusted.pk, 32);
-    d.cfg.trusted_keys = (const uint8_t(*)[32])d.keys;
-    d.cfg.trusted_key_count = 2;
+    trust(&d, &rogue, &trusted);
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     test_sign(&trusted, "add", "1", gw.sha_hex, prog_a_len, gw.signature);
     strcpy(gw.key_id, trusted.key_id);
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     CHECK_STR(active_sha(&d), gw.sha_hex);
     test_device_close(&d);
 }
@@ -260,7 +315,7 @@ static void hostile_poll_answers(void)
         tg_serve(&gw, "add", "1", prog_a, prog_a_len);
         gw.poll_body = bodies[i];
         CHECK_EQ(test_device_boot(&d), MF_OK);
-        mf_err err = test_device_steps(&d, 1);
+        mf_err err = test_device_cycles(&d, 1);
         CHECK(err == MF_ERR_PROTOCOL);
         CHECK_EQ(gw.artifact_requests, 0);
         CHECK(mf_client_active(&d.client) == NULL);
@@ -278,7 +333,7 @@ static void hostile_poll_answers(void)
                  "\"poll\":{\"intervalSeconds\":300,\"jitterSeconds\":30}}", gw.sha_hex, prog_a_len, gw.sha_hex);
         gw.poll_body = body;
         CHECK_EQ(test_device_boot(&d), MF_OK);
-        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_PROTOCOL);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_PROTOCOL);
         CHECK_EQ(gw.artifact_requests, 0);
         test_device_close(&d);
     }
@@ -292,7 +347,7 @@ static void hostile_poll_answers(void)
         tg_serve(&gw, "add", "1", prog_a, prog_a_len);
         gw.poll_content_length = lengths[i];
         CHECK_EQ(test_device_boot(&d), MF_OK);
-        CHECK_EQ(test_device_steps(&d, 1), expected[i]);
+        CHECK_EQ(test_device_cycles(&d, 1), expected[i]);
         CHECK_EQ(gw.artifact_requests, 0);
         test_device_close(&d);
     }
@@ -304,9 +359,9 @@ static void hostile_poll_answers(void)
         gw.poll_status = 500;
         CHECK_EQ(test_device_boot(&d), MF_OK);
         uint32_t delay;
-        CHECK_EQ(mf_client_step(&d.client, &delay), MF_ERR_HTTP_STATUS);
+        CHECK_EQ(mf_client_cycle(&d.client, &delay), MF_ERR_HTTP_STATUS);
         CHECK(delay >= 5 && delay <= 10);
-        CHECK_EQ(mf_client_step(&d.client, &delay), MF_ERR_HTTP_STATUS);
+        CHECK_EQ(mf_client_cycle(&d.client, &delay), MF_ERR_HTTP_STATUS);
         CHECK(delay >= 10 && delay <= 20); /* doubling */
         test_device_close(&d);
     }
@@ -316,9 +371,9 @@ static void hostile_poll_answers(void)
         fresh(&d);
         tg_serve(&gw, "add", "1", prog_a, prog_a_len);
         CHECK_EQ(test_device_boot(&d), MF_OK);
-        CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
         gw.no_assignment = 1;
-        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NO_ASSIGNMENT);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_NO_ASSIGNMENT);
         CHECK_STR(active_sha(&d), gw.sha_hex);
         test_device_close(&d);
     }
@@ -334,7 +389,7 @@ static void hostile_artifact_answers(void)
         tg_serve(&gw, "add", "1", prog_a, prog_a_len);
         gw.artifact_content_length_delta = -100;
         CHECK_EQ(test_device_boot(&d), MF_OK);
-        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_SIZE_MISMATCH);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_SIZE_MISMATCH);
         CHECK(mf_client_active(&d.client) == NULL);
         test_device_close(&d);
     }
@@ -345,9 +400,9 @@ static void hostile_artifact_answers(void)
         tg_serve(&gw, "add", "1", prog_a, prog_a_len);
         gw.close_after_bytes = 3 * 4096 + 100;
         CHECK_EQ(test_device_boot(&d), MF_OK);
-        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_NETWORK);
         CHECK(mf_client_active(&d.client) == NULL);
-        CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
         CHECK_EQ(gw.range_requests, 1);
         CHECK_EQ(gw.last_range_start, 3 * 4096);
         CHECK(strstr(gw.reports_text, "\"state\":\"downloading\"") != NULL);
@@ -362,8 +417,8 @@ static void hostile_artifact_answers(void)
         gw.close_after_bytes = 5 * 4096;
         gw.range_as_200 = 1;
         CHECK_EQ(test_device_boot(&d), MF_OK);
-        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
-        CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_NETWORK);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
         CHECK_EQ(gw.range_requests, 1);
         CHECK_EQ(d.client.stats.range_restarts, 1);
         CHECK_STR(active_sha(&d), gw.sha_hex);
@@ -377,10 +432,10 @@ static void hostile_artifact_answers(void)
         gw.close_after_bytes = 5 * 4096;
         gw.bad_content_range = 1;
         CHECK_EQ(test_device_boot(&d), MF_OK);
-        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
-        CHECK_EQ(test_device_steps(&d, 1), MF_ERR_PROTOCOL);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_NETWORK);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_PROTOCOL);
         CHECK(mf_client_active(&d.client) == NULL);
-        CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+        CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
         CHECK_EQ(gw.range_requests, 1);
         CHECK_STR(active_sha(&d), gw.sha_hex);
         test_device_close(&d);
@@ -394,11 +449,11 @@ static void resume_only_the_same_artifact(void)
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     gw.close_after_bytes = 6 * 4096;
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_NETWORK);
     /* Rebooted, and meanwhile the assignment moved on: no Range for the old progress. */
     tg_serve(&gw, "add", "2", prog_b, prog_b_len);
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     CHECK_EQ(gw.range_requests, 0);
     CHECK_STR(active_sha(&d), gw.sha_hex);
     test_device_close(&d);
@@ -408,9 +463,9 @@ static void resume_only_the_same_artifact(void)
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     gw.close_after_bytes = 6 * 4096 + 7;
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_NETWORK);
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     CHECK_EQ(gw.range_requests, 1);
     CHECK_EQ(gw.last_range_start, 6 * 4096);
     CHECK_STR(active_sha(&d), gw.sha_hex);
@@ -431,7 +486,7 @@ static void capabilities_reported(void)
     d.cfg.capabilities.runtime = "executorch-1.0";
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 2), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 2), MF_OK);
     char expected[512];
     snprintf(expected, sizeof expected,
              "\"capabilities\":{\"operators\":[\"aten::add.out\",\"aten::mul.out\"],\"delegates\":[\"XnnpackBackend\"],"
@@ -474,7 +529,7 @@ static void capabilities_reported(void)
     d.cfg.capabilities.operator_count = 2048;
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     CHECK(strstr(gw.first_report, "\"aten::operator_2047.out\"]") != NULL);
     CHECK(strlen(gw.first_report) < 64 * 1024);
     test_device_close(&d);
@@ -484,7 +539,7 @@ static void capabilities_reported(void)
     gw.refuse_capabilities = 1;
     tg_serve(&gw, "add", "1", prog_a, prog_a_len);
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     CHECK_EQ(d.client.stats.reports_refused, 1);
     CHECK(strstr(gw.reports_text, "\"state\":\"idle\"") != NULL);
     CHECK(strstr(gw.last_report, "\"state\":\"installed\"") != NULL);
@@ -501,9 +556,9 @@ static void dead_gateway_then_fallback(void)
     const char *dead = "http://127.0.0.1:9";
     CHECK_EQ(mf_kv_set(d.kv, "mf_gw", dead, strlen(dead)), MF_OK);
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_NETWORK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_NETWORK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_NETWORK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     CHECK_STR(active_sha(&d), gw.sha_hex);
     char stored[128];
     size_t len;
@@ -513,25 +568,31 @@ static void dead_gateway_then_fallback(void)
     test_device_close(&d);
 }
 
-int main(void)
+static void start_gateway(void) { ts_start(&server, tg_handler, &gw); }
+
+static void stop_gateway(void) { ts_stop(&server); }
+
+int main(int argc, char **argv)
 {
-    ts_start(&server, tg_handler, &gw);
     prog_a = test_program(40000, 1);
     prog_a_len = 40000;
     prog_b = test_program(30001, 2);
     prog_b_len = 30001;
-    RUN(installs_then_only_polls);
-    RUN(new_version_goes_to_the_other_slot);
-    RUN(long_poll);
-    RUN(bad_digest_size_and_format);
-    RUN(rogue_gateway);
-    RUN(hostile_poll_answers);
-    RUN(hostile_artifact_answers);
-    RUN(resume_only_the_same_artifact);
-    RUN(capabilities_reported);
-    RUN(dead_gateway_then_fallback);
-    ts_stop(&server);
+    static const test_scenario scenarios[] = {
+        SCENARIO(installs_then_only_polls),
+        SCENARIO(new_version_goes_to_the_other_slot),
+        SCENARIO(long_poll),
+        SCENARIO(bad_digest_size_and_format),
+        SCENARIO(rogue_gateway),
+        SCENARIO(signed_rebuild_is_not_held_back),
+        SCENARIO(hostile_poll_answers),
+        SCENARIO(hostile_artifact_answers),
+        SCENARIO(resume_only_the_same_artifact),
+        SCENARIO(capabilities_reported),
+        SCENARIO(dead_gateway_then_fallback),
+    };
+    int status = test_main(argc, argv, scenarios, sizeof scenarios / sizeof scenarios[0], start_gateway, stop_gateway);
     free(prog_a);
     free(prog_b);
-    DONE();
+    return status;
 }

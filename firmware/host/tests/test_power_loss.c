@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "mf_progress.h"
+#include "mf_records.h"
 #include "mf_slot.h"
 #include "test_server.h"
 #include "test_util.h"
@@ -71,7 +71,7 @@ static void make_template(void)
     test_device_open(&d, template_dir, SLOT_BYTES, server.url);
     tg_serve(&gw, "m", "1", prog_a, MODEL_BYTES);
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     slot_a = d.client.active;
     uint32_t len;
     template_slot_a = test_slot_bytes(&d, slot_a, &len);
@@ -91,7 +91,7 @@ static uint64_t run_cut(int64_t ops_left, int64_t bytes_left)
     CHECK_EQ(test_device_boot(&d), MF_OK);
     CHECK_STR(d.client.model.sha256_hex, sha_a);
     mf_err err = MF_OK;
-    for (int i = 0; i < 3 && err != MF_ERR_POWER_LOST; i++) err = test_device_steps(&d, 1);
+    for (int i = 0; i < 3 && err != MF_ERR_POWER_LOST; i++) err = test_device_cycles(&d, 1);
     uint64_t ops = d.fault.ops;
     int cut = d.fault.powered_off;
 
@@ -114,7 +114,7 @@ static uint64_t run_cut(int64_t ops_left, int64_t bytes_left)
     if (getenv("TEST_VERBOSE")) fprintf(stderr, "cut ops=%lld bytes=%lld: progress %d written %u\n", (long long)ops_left, (long long)bytes_left, have_progress, have_progress ? p.written : 0);
     tg_init(&gw);
     tg_serve(&gw, "m", "2", prog_b, MODEL_BYTES);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     CHECK_STR(d.client.model.sha256_hex, sha_b);
     if (strcmp(active, sha_b) != 0 && have_progress) {
         CHECK_EQ(gw.range_requests, 1);
@@ -137,11 +137,11 @@ static void torn_commit_then_same_bytes_renamed(void)
     test_device_open(&d, dir, SLOT_BYTES, server.url);
     d.fault.bytes_left = MODEL_BYTES + 183; /* the whole header but its last byte and the CRC */
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_POWER_LOST);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_POWER_LOST);
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
     CHECK_STR(d.client.model.sha256_hex, sha_a);
     tg_serve(&gw, "m", "2-renamed", prog_b, MODEL_BYTES);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     CHECK_STR(d.client.model.sha256_hex, sha_b);
     CHECK_STR(d.client.model.version, "2-renamed");
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);

@@ -19,6 +19,24 @@ extern int test_checks;
 #define RUN(fn) do { fprintf(stderr, "-- %s\n", #fn); fn(); } while (0)
 #define DONE() do { fprintf(stderr, "ok: %d checks\n", test_checks); return 0; } while (0)
 
+typedef struct {
+    const char *name;
+    void (*run)(void);
+} test_scenario;
+
+#define SCENARIO(fn) {#fn, fn}
+
+/* Runs each scenario in a child process of its own, so a failed check (which aborts) or a
+ * sanitizer report ends only that scenario and the others still run; `prog NAME` runs one
+ * in this process (for a debugger). before/after (may be NULL) run in the child around
+ * each. Returns main's exit status: 0 when every scenario passed. */
+int test_main(int argc, char **argv, const test_scenario *scenarios, size_t count, void (*before)(void),
+              void (*after)(void));
+
+/* The clock every test device runs on: manual (it starts at 0 and moves only when a test,
+ * the scripted gateway or a sleep moves it), one per process. */
+mf_clock *test_clock(void);
+
 /* A fresh folder under $TMPDIR, removed by test_cleanup_dirs (at exit). */
 char *test_tempdir(void);
 
@@ -50,6 +68,7 @@ typedef struct {
     mf_kv *kv;
     mf_http *http;
     mf_identity *id;
+    mf_ports ports;
     mf_config cfg;
     mf_client client;
     int initialised;
@@ -58,6 +77,7 @@ typedef struct {
     int activations;
     char last_event[64];
     char last_failed[512];
+    char last_waiting[512];
 } test_device;
 
 /* Opens the ports (no fault) with defaults fit for tests (no discovery, no long poll,
@@ -68,8 +88,8 @@ mf_err test_device_boot(test_device *d);
 void test_device_close(test_device *d);
 /* Close and open again with the same config (a reboot), no fault. */
 mf_err test_device_reboot(test_device *d, uint32_t slot_bytes);
-/* Steps until the step returns `until` or n steps passed; returns the last result. */
-mf_err test_device_steps(test_device *d, int n);
+/* Runs n cycles (mf_client_cycle); returns the last one's result. */
+mf_err test_device_cycles(test_device *d, int n);
 
 /* Copies the bytes of a slot's partition. */
 uint8_t *test_slot_bytes(test_device *d, int slot, uint32_t *len);

@@ -19,7 +19,7 @@ static int is_alnum(char c) { return is_lower_alnum(c) || (c >= 'A' && c <= 'Z')
 int mf_valid_name(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > MF_NAME_MAX || !is_lower_alnum(s[0])) return 0;
+    if (n == 0 || n > MF_MODEL_NAME_MAX || !is_lower_alnum(s[0])) return 0;
     for (size_t i = 1; i < n; i++)
         if (!is_lower_alnum(s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-') return 0;
     return 1;
@@ -28,7 +28,7 @@ int mf_valid_name(const char *s)
 int mf_valid_version(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > MF_VERSION_MAX || !is_alnum(s[0])) return 0;
+    if (n == 0 || n > MF_MODEL_VERSION_MAX || !is_alnum(s[0])) return 0;
     for (size_t i = 1; i < n; i++)
         if (!is_alnum(s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '+' && s[i] != '-') return 0;
     return 1;
@@ -84,16 +84,16 @@ mf_err mf_assignment_parse(const char *body, size_t len, mf_assignment *out, cha
 
     model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model)) { problem = "model is not an object"; goto done; }
-    if (!(s = string_member(model, "name", MF_NAME_MAX)) || !mf_valid_name(s)) { problem = "model.name"; goto done; }
+    if (!(s = string_member(model, "name", MF_MODEL_NAME_MAX)) || !mf_valid_name(s)) { problem = "model.name"; goto done; }
     strcpy(out->name, s);
-    if (!(s = string_member(model, "version", MF_VERSION_MAX)) || !mf_valid_version(s)) { problem = "model.version"; goto done; }
+    if (!(s = string_member(model, "version", MF_MODEL_VERSION_MAX)) || !mf_valid_version(s)) { problem = "model.version"; goto done; }
     strcpy(out->version, s);
     if (!(s = string_member(model, "sha256", 64)) || mf_hex_decode(s, out->sha256, 32) != 0) { problem = "model.sha256"; goto done; }
     strcpy(out->sha256_hex, s);
     /* 2^53: any larger size is not exactly representable in JSON numbers cJSON reads. */
     if (!whole_member(model, "size", 1, 9007199254740991.0, &n)) { problem = "model.size"; goto done; }
     out->size = n;
-    if (!(s = string_member(model, "url", MF_URL_MAX - 1)) || !url_ok(s, out->sha256_hex)) { problem = "model.url"; goto done; }
+    if (!(s = string_member(model, "url", MF_MODEL_URL_MAX - 1)) || !url_ok(s, out->sha256_hex)) { problem = "model.url"; goto done; }
     strcpy(out->url, s);
 
     sig = cJSON_GetObjectItemCaseSensitive(model, "signature");

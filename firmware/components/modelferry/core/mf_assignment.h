@@ -4,29 +4,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "modelferry/mf_err.h"
+#include "modelferry/modelferry.h"
 
 /* A larger body is refused before parsing: the contract's answer is well under 1 KiB. */
 #define MF_ASSIGNMENT_BODY_MAX 4096
-#define MF_NAME_MAX 64
-#define MF_VERSION_MAX 64
-#define MF_URL_MAX 256
 #define MF_SIGNATURE_B64_MAX 100
-
-typedef struct {
-    char device[18];
-    char name[MF_NAME_MAX + 1];
-    char version[MF_VERSION_MAX + 1];
-    char sha256_hex[65];
-    uint8_t sha256[32];
-    uint64_t size;
-    char url[MF_URL_MAX];
-    int signed_;                 /* signature and keyId both present */
-    uint8_t signature[64];
-    char key_id[17];
-    uint32_t poll_interval_s;
-    uint32_t poll_jitter_s;
-} mf_assignment;
 
 /* Parses and validates every field's type, form and bounds. On error *out is unspecified
  * and `why` (when not NULL) names the first problem. */

@@ -93,7 +93,7 @@ mf_err mf_slot_commit(mf_slots *s, int slot, uint32_t sequence, uint32_t size,
                       const uint8_t sha256[32], const char *name, const char *version)
 {
     uint32_t capacity = mf_slot_capacity(s, slot);
-    if (capacity == 0 || size > capacity || strlen(name) > MF_NAME_MAX || strlen(version) > MF_VERSION_MAX)
+    if (capacity == 0 || size > capacity || strlen(name) > MF_MODEL_NAME_MAX || strlen(version) > MF_MODEL_VERSION_MAX)
         return MF_ERR_INVALID_ARG;
     uint8_t h[MF_SLOT_HEADER_BYTES];
     memset(h, 0, sizeof h);

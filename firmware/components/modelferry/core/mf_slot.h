@@ -23,8 +23,8 @@ typedef struct {
     uint32_t sequence;
     uint32_t size;
     uint8_t sha256[32];
-    char name[MF_NAME_MAX + 1];
-    char version[MF_VERSION_MAX + 1];
+    char name[MF_MODEL_NAME_MAX + 1];
+    char version[MF_MODEL_VERSION_MAX + 1];
     const char *why;            /* when not valid: which check failed */
 } mf_slot_info;
 

@@ -52,6 +52,22 @@ size_t mf_signed_message(const mf_assignment *a, char *out, size_t cap)
     return n < 0 ? 0 : (size_t)n;
 }
 
+void mf_assignment_fingerprint(const mf_assignment *a, uint8_t out[32])
+{
+    char message[16 + 2 * 65 + 65 + 24];
+    size_t len = mf_signed_message(a, message, sizeof message);
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, (const unsigned char *)message, len < sizeof message ? len : sizeof message);
+    uint8_t is_signed = a->signed_ ? 1 : 0;
+    crypto_hash_sha256_update(&st, &is_signed, 1);
+    if (is_signed) {
+        crypto_hash_sha256_update(&st, a->signature, sizeof a->signature);
+        crypto_hash_sha256_update(&st, (const unsigned char *)a->key_id, strlen(a->key_id));
+    }
+    crypto_hash_sha256_final(&st, out);
+}
+
 mf_err mf_verify_assignment(const mf_trust *trust, const mf_assignment *a)
 {
     if (trust == NULL || trust->count == 0) return MF_OK;

@@ -29,6 +29,10 @@ typedef struct {
  * not checked (development only). */
 mf_err mf_verify_assignment(const mf_trust *trust, const mf_assignment *a);
 
+/* A digest of everything that decides whether an assignment can succeed: the signed
+ * message (name, version, sha256, size), the signature and its keyId. */
+void mf_assignment_fingerprint(const mf_assignment *a, uint8_t out[32]);
+
 /* Writes `modelferry-v1:<name>:<version>:<sha256>:<size>`; returns its length. */
 size_t mf_signed_message(const mf_assignment *a, char *out, size_t cap);
 

@@ -18,10 +18,28 @@
 #include "modelferry/mf_port_http.h"
 #include "modelferry/mf_port_identity.h"
 #include "modelferry/mf_port_kv.h"
+#include "modelferry/mf_port_random.h"
 #include "modelferry/mf_port_slots.h"
 
 #define MF_MODEL_NAME_MAX 64
 #define MF_MODEL_VERSION_MAX 64
+#define MF_MODEL_URL_MAX 256
+
+/* What the gateway assigns this device: the answer to GET /v1/devices/{mac}/model. */
+typedef struct {
+    char device[18];
+    char name[MF_MODEL_NAME_MAX + 1];
+    char version[MF_MODEL_VERSION_MAX + 1];
+    char sha256_hex[65];
+    uint8_t sha256[32];
+    uint64_t size;
+    char url[MF_MODEL_URL_MAX];
+    int signed_;                 /* signature and keyId both present */
+    uint8_t signature[64];
+    char key_id[17];
+    uint32_t poll_interval_s;
+    uint32_t poll_jitter_s;
+} mf_assignment;
 
 /* The contract's bounds on capabilities; mf_client_init refuses a config beyond them. */
 #define MF_OPERATORS_MAX 2048
@@ -93,6 +111,8 @@ typedef struct {
     mf_slots *slots;
     mf_kv *kv;
     mf_identity *identity;
+    mf_clock *clock;
+    mf_random *random;
 } mf_ports;
 
 /* Counters for tests and diagnostics. */
@@ -103,59 +123,82 @@ typedef struct {
     uint32_t reports, reports_refused, activations, verify_failures, discoveries;
 } mf_stats;
 
-#define MF_URL_CAP 256
-#define MF_BODY_CAP 4097
+/* The client's states: mf_client_step runs one, and the transition table in mf_client.c
+ * says which comes next after it went on, found nothing to do, or failed. */
+typedef enum {
+    MF_STATE_DISCOVER,      /* the list of gateways to try (mDNS, last good, fallback) */
+    MF_STATE_BOOT_REPORT,   /* once a boot: what runs, and the capabilities */
+    MF_STATE_POLL,          /* GET /v1/devices/{mac}/model */
+    MF_STATE_DECIDE,        /* in sync, waiting out a failure, or an update to make */
+    MF_STATE_CHECK,         /* the signature policy and the size, before a byte is fetched */
+    MF_STATE_DOWNLOAD,      /* into the inactive slot, resumable */
+    MF_STATE_VERIFY,        /* the ExecuTorch header of what arrived */
+    MF_STATE_COMMIT,        /* the slot header: the commit point */
+    MF_STATE_ACTIVATE,      /* map it, hand it to the application, report */
+    MF_STATE_HALTED,        /* storage lost power: nothing until the next boot */
+    MF_STATE_COUNT
+} mf_state;
 
+#define MF_BASE_URL_MAX 128
+#define MF_GATEWAYS_MAX 8
+#define MF_BODY_CAP 4097
+#define MF_FAILED_DETAIL_MAX 95
+
+/* The client's state. The application owns it (static or on its heap) and reads it only
+ * through the functions below; its fields are here so it needs no allocation. */
 typedef struct mf_client {
     const mf_config *cfg;
     mf_ports ports;
     char mac[18];
     uint64_t boot_ms;
-    int halted;                        /* storage lost power: stop until the next boot */
+    mf_state state;
 
     int active;                        /* slot index, -1 none */
     mf_active_model model;
 
-    /* gateway */
-    char gateways[8][128];
-    size_t gateway_count, gateway_index;
-    int have_gateways;
-    uint32_t consecutive_failures;
-    char last_good[128];
-
-    /* assignment */
-    int have_assignment;
-    char etag[MF_ETAG_MAX];
     struct {
-        char name[MF_MODEL_NAME_MAX + 1], version[MF_MODEL_VERSION_MAX + 1];
-        char sha256_hex[65];
-        uint8_t sha256[32];
-        uint64_t size;
-        char url[MF_URL_CAP];
-        int signed_;
-        uint8_t signature[64];
-        char key_id[17];
-        uint32_t interval_s, jitter_s;
+        char url[MF_GATEWAYS_MAX][MF_BASE_URL_MAX];
+        size_t count, index;
+        int listed;                    /* url[] holds what to try; 0: discover again */
+        uint32_t consecutive_failures; /* with the current one */
+        uint32_t backoff_failures;     /* with any, since the last answer */
+        char last_good[MF_BASE_URL_MAX];
+        int long_poll_ok;              /* it accepts our wait= */
+    } gateway;
+
+    struct {
+        int have;
+        char etag[MF_ETAG_MAX];
+        mf_assignment model;
+        uint8_t fingerprint[32];       /* mf_assignment_fingerprint */
+        uint32_t next_poll_ms;         /* the delay the last poll decided on */
     } assignment;
-    int long_poll_ok;
 
-    /* a model that failed verification: when it may be tried again */
-    uint8_t failed_sha256[32];
-    uint32_t failed_attempts;
-    uint64_t failed_not_before_ms;
+    /* An assignment that failed, tried again after its backoff, or at once when the gateway
+     * assigns anything that differs (another fingerprint). */
+    struct {
+        uint32_t attempts;             /* 0: none */
+        uint8_t fingerprint[32];
+        uint8_t err;                   /* mf_err */
+        char detail[MF_FAILED_DETAIL_MAX + 1];
+        uint64_t not_before_ms;
+        int reported;                  /* this boot's reports said so */
+    } failure;
 
-    /* reports */
-    int boot_reported;
-    int caps_accepted;
-    char last_state[16];
-    char last_reported_sha[65];
-    char *report_buf;
-    size_t report_cap;
+    struct {
+        int boot_done;
+        char last_state[16];
+        char last_sha[65];
+        char *buf;                     /* allocated once, at init */
+        size_t cap;
+    } report;
 
-    uint32_t backoff_failures;
-    char body[MF_BODY_CAP];
-    size_t body_len;
-    int body_overflow;
+    struct {
+        char data[MF_BODY_CAP];        /* an assignment, or an error body */
+        size_t len;
+        int overflow;
+    } body;
+
     mf_stats stats;
 } mf_client;
 
@@ -163,17 +206,23 @@ typedef struct mf_client {
  * on_activate), loads what the key-value store remembers. */
 mf_err mf_client_init(mf_client *c, const mf_config *cfg, const mf_ports *ports);
 
-/* One cycle: (re)discover if needed, report after boot, poll, and update when the
- * assignment names another model. *next_delay_ms says when to call again. Returns the
- * cycle's outcome; MF_ERR_POWER_LOST means storage stopped and the client does nothing
- * more until it is initialised again. */
+/* Runs one state. *next_delay_ms says when to call again (0: at once). Returns what the
+ * state found; MF_ERR_POWER_LOST means storage stopped and the client does nothing more
+ * until it is initialised again. */
 mf_err mf_client_step(mf_client *c, uint32_t *next_delay_ms);
 
-/* Forever: step, sleep. */
+/* Steps until the client has to wait (a poll answered, a failure to back off from), and
+ * returns the result of that last step: one poll and what follows from it. */
+mf_err mf_client_cycle(mf_client *c, uint32_t *next_delay_ms);
+
+/* Forever: cycle, sleep. */
 void mf_client_run(mf_client *c);
 
 /* The active model, or NULL when no slot is valid. */
 const mf_active_model *mf_client_active(const mf_client *c);
+
+/* The name of a state, for logs. */
+const char *mf_state_name(mf_state state);
 
 void mf_client_deinit(mf_client *c);
 

@@ -1,11 +1,11 @@
 /* Records kept in the key-value store across reboots: download progress (to resume) and
- * the last model that failed verification (to keep backing off after a reboot). Each is a
+ * the last assignment that failed (to keep backing off after a reboot, and say why). Each is a
  * small blob with a CRC, so a record from another firmware or a torn file reads as absent. */
-#ifndef MF_PROGRESS_H
-#define MF_PROGRESS_H
+#ifndef MF_RECORDS_H
+#define MF_RECORDS_H
 
 #include <stdint.h>
-#include "modelferry/mf_port_kv.h"
+#include "modelferry/modelferry.h"
 
 typedef struct {
     uint8_t slot;
@@ -15,8 +15,10 @@ typedef struct {
 } mf_progress;
 
 typedef struct {
-    uint8_t sha256[32];
+    uint8_t assignment[32];     /* mf_assignment_fingerprint of what failed */
     uint32_t attempts;
+    uint8_t err;                /* mf_err */
+    char detail[MF_FAILED_DETAIL_MAX + 1];
 } mf_failed_record;
 
 mf_err mf_progress_save(mf_kv *kv, const char *key, const mf_progress *p);
