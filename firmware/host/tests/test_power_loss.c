@@ -89,7 +89,7 @@ static uint64_t run_cut(int64_t ops_left, int64_t bytes_left)
     d.fault.ops_left = ops_left;
     d.fault.bytes_left = bytes_left;
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_STR(d.client.model.sha256_hex, sha_a);
+    CHECK_STR(test_active(&d)->sha256_hex, sha_a);
     mf_err err = MF_OK;
     for (int i = 0; i < 3 && err != MF_ERR_POWER_LOST; i++) err = test_device_cycles(&d, 1);
     uint64_t ops = d.fault.ops;
@@ -98,7 +98,7 @@ static uint64_t run_cut(int64_t ops_left, int64_t bytes_left)
     /* Reboot after the cut. */
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
     char active[65];
-    snprintf(active, sizeof active, "%s", d.client.active >= 0 ? d.client.model.sha256_hex : "");
+    snprintf(active, sizeof active, "%s", test_active_sha(&d));
     CHECK(strcmp(active, sha_a) == 0 || strcmp(active, sha_b) == 0);
     if (!cut) CHECK_STR(active, sha_b);
     uint32_t len;
@@ -115,7 +115,7 @@ static uint64_t run_cut(int64_t ops_left, int64_t bytes_left)
     tg_init(&gw);
     tg_serve(&gw, "m", "2", prog_b, MODEL_BYTES);
     CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
-    CHECK_STR(d.client.model.sha256_hex, sha_b);
+    CHECK_STR(test_active(&d)->sha256_hex, sha_b);
     if (strcmp(active, sha_b) != 0 && have_progress) {
         CHECK_EQ(gw.range_requests, 1);
         CHECK_EQ(gw.last_range_start, p.written);
@@ -139,13 +139,13 @@ static void torn_commit_then_same_bytes_renamed(void)
     CHECK_EQ(test_device_boot(&d), MF_OK);
     CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_POWER_LOST);
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
-    CHECK_STR(d.client.model.sha256_hex, sha_a);
+    CHECK_STR(test_active(&d)->sha256_hex, sha_a);
     tg_serve(&gw, "m", "2-renamed", prog_b, MODEL_BYTES);
     CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
-    CHECK_STR(d.client.model.sha256_hex, sha_b);
-    CHECK_STR(d.client.model.version, "2-renamed");
+    CHECK_STR(test_active(&d)->sha256_hex, sha_b);
+    CHECK_STR(test_active(&d)->version, "2-renamed");
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
-    CHECK_STR(d.client.model.version, "2-renamed");
+    CHECK_STR(test_active(&d)->version, "2-renamed");
     test_device_close(&d);
     remove_tree(dir);
 }

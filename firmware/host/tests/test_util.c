@@ -180,6 +180,32 @@ static void dev_activate(void *ctx, const mf_active_model *m)
     test_sha256_hex(m->data, m->size, hex);
     CHECK_STR(hex, m->sha256_hex);
     d->activations++;
+    d->last_status = m->status;
+    if (m->status != MF_MODEL_PENDING) {
+        if (m->status == MF_MODEL_CONFIRMED && !d->hold_confirm) mf_client_confirm(&d->client); /* it runs this one now */
+        return;
+    }
+    if (strcmp(m->sha256_hex, d->crash_sha) == 0) {
+        d->crashes++;
+        d->fault.powered_off = 1;
+    } else if (strcmp(m->sha256_hex, d->reject_sha) == 0) {
+        mf_client_reject(&d->client, "the test rejects it");
+    } else if (!d->hold_confirm) {
+        mf_client_confirm(&d->client);
+    }
+}
+
+const mf_active_model *test_active(test_device *d)
+{
+    const mf_active_model *m = mf_client_active(&d->client);
+    CHECK(m != NULL);
+    return m;
+}
+
+const char *test_active_sha(test_device *d)
+{
+    const mf_active_model *m = mf_client_active(&d->client);
+    return m ? m->sha256_hex : "";
 }
 
 static void open_ports(test_device *d, uint32_t slot_bytes)
