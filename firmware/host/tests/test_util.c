@@ -263,13 +263,16 @@ void test_device_close(test_device *d)
     d->id = NULL;
 }
 
-mf_err test_device_reboot(test_device *d, uint32_t slot_bytes)
+mf_err test_device_reboot_cut(test_device *d, uint32_t slot_bytes, int64_t ops_left)
 {
     test_device_close(d);
     mf_fault_init(&d->fault);
+    d->fault.ops_left = ops_left;
     open_ports(d, slot_bytes);
     return test_device_boot(d);
 }
+
+mf_err test_device_reboot(test_device *d, uint32_t slot_bytes) { return test_device_reboot_cut(d, slot_bytes, -1); }
 
 mf_err test_device_cycles(test_device *d, int n)
 {

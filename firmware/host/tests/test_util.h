@@ -96,6 +96,8 @@ mf_err test_device_boot(test_device *d);
 void test_device_close(test_device *d);
 /* Close and open again with the same config (a reboot), no fault. */
 mf_err test_device_reboot(test_device *d, uint32_t slot_bytes);
+/* The same, with the power cut after ops_left storage operations (-1: none). */
+mf_err test_device_reboot_cut(test_device *d, uint32_t slot_bytes, int64_t ops_left);
 /* Runs n cycles (mf_client_cycle); returns the last one's result. */
 mf_err test_device_cycles(test_device *d, int n);
 

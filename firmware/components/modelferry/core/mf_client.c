@@ -30,8 +30,9 @@ static const mf_state_row STATES[MF_STATE_COUNT] = {
     [MF_STATE_ACTIVATE] = {"activate", mf_run_activate, MF_STATE_PENDING, MF_STATE_BOOT_REPORT, MF_STATE_DISCOVER},
     /* Pending: confirmed goes on, rejected or timed out "fails" into ROLLBACK. */
     [MF_STATE_PENDING] = {"pending", mf_run_pending, MF_STATE_CONFIRM, MF_STATE_PENDING, MF_STATE_ROLLBACK},
-    [MF_STATE_CONFIRM] = {"confirm", mf_run_confirm, MF_STATE_BOOT_REPORT, MF_STATE_BOOT_REPORT, MF_STATE_PENDING},
-    [MF_STATE_ROLLBACK] = {"rollback", mf_run_rollback, MF_STATE_BOOT_REPORT, MF_STATE_BOOT_REPORT, MF_STATE_ROLLBACK},
+    /* A model pending at boot is answered before the first DISCOVER. */
+    [MF_STATE_CONFIRM] = {"confirm", mf_run_confirm, MF_STATE_DISCOVER, MF_STATE_DISCOVER, MF_STATE_PENDING},
+    [MF_STATE_ROLLBACK] = {"rollback", mf_run_rollback, MF_STATE_DISCOVER, MF_STATE_DISCOVER, MF_STATE_ROLLBACK},
     [MF_STATE_HALTED] = {"halted", NULL, MF_STATE_HALTED, MF_STATE_HALTED, MF_STATE_HALTED},
 };
 
@@ -133,7 +134,9 @@ mf_err mf_client_init(mf_client *c, const mf_config *cfg, const mf_ports *ports)
         if (info[i].valid) mf_remember_slot(c, i, &info[i]);
     }
     if (best < 0) mf_event(c, "no_model", "no valid model slot");
-    return mf_confirm_boot(c, best);
+    err = mf_confirm_boot(c, best);
+    if (err != MF_OK) mf_client_deinit(c); /* storage failed: nothing stays allocated or mapped */
+    return err;
 }
 
 void mf_client_deinit(mf_client *c)
