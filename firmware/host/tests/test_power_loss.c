@@ -61,6 +61,17 @@ static char *clone_template(void)
     return dir;
 }
 
+/* A device on a copy of the template (m 1 active), the gateway assigning m 2. Returns
+ * the copy's folder. */
+static char *open_clone(test_device *d)
+{
+    char *dir = clone_template();
+    tg_init(&gw);
+    tg_serve(&gw, "m", "2", prog_b, MODEL_BYTES);
+    test_device_open(d, dir, SLOT_BYTES, server.url);
+    return dir;
+}
+
 static void remove_tree(const char *dir)
 {
     char cmd[1200];
@@ -85,11 +96,8 @@ static void make_template(void)
 /* One cut: ops_left or bytes_left set (the other -1). Returns the storage ops done. */
 static uint64_t run_cut(int64_t ops_left, int64_t bytes_left)
 {
-    char *dir = clone_template();
     test_device d;
-    tg_init(&gw);
-    tg_serve(&gw, "m", "2", prog_b, MODEL_BYTES);
-    test_device_open(&d, dir, SLOT_BYTES, server.url);
+    char *dir = open_clone(&d);
     d.fault.ops_left = ops_left;
     d.fault.bytes_left = bytes_left;
     CHECK_EQ(test_device_boot(&d), MF_OK);
@@ -165,11 +173,8 @@ static void check_rolled_back(test_device *d)
 /* The application rejects m 2; power is cut after `ops_left` storage operations. */
 static int run_rollback_cut(int64_t ops_left)
 {
-    char *dir = clone_template();
     test_device d;
-    tg_init(&gw);
-    tg_serve(&gw, "m", "2", prog_b, MODEL_BYTES);
-    test_device_open(&d, dir, SLOT_BYTES, server.url);
+    char *dir = open_clone(&d);
     snprintf(d.reject_sha, sizeof d.reject_sha, "%s", sha_b);
     d.fault.ops_left = ops_left;
     CHECK_EQ(test_device_boot(&d), MF_OK);
@@ -194,11 +199,8 @@ static int run_rollback_cut(int64_t ops_left)
  * install rolls it back; power is cut after `ops_left` storage operations of that boot. */
 static int run_boot_rollback_cut(int64_t ops_left)
 {
-    char *dir = clone_template();
     test_device d;
-    tg_init(&gw);
-    tg_serve(&gw, "m", "2", prog_b, MODEL_BYTES);
-    test_device_open(&d, dir, SLOT_BYTES, server.url);
+    char *dir = open_clone(&d);
     d.cfg.confirm_boots = 1;
     snprintf(d.crash_sha, sizeof d.crash_sha, "%s", sha_b);
     CHECK_EQ(test_device_boot(&d), MF_OK);
@@ -223,11 +225,8 @@ static int run_boot_rollback_cut(int64_t ops_left)
  * differs, so it must go onto an erased sector, not over the torn one. */
 static void torn_commit_then_same_bytes_renamed(void)
 {
-    char *dir = clone_template();
     test_device d;
-    tg_init(&gw);
-    tg_serve(&gw, "m", "2", prog_b, MODEL_BYTES);
-    test_device_open(&d, dir, SLOT_BYTES, server.url);
+    char *dir = open_clone(&d);
     d.fault.bytes_left = MODEL_BYTES + 183; /* the whole header but its last byte and the CRC */
     CHECK_EQ(test_device_boot(&d), MF_OK);
     CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_POWER_LOST);
