@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { Admission } from './admission/admission.ts';
 import { Catalog } from './catalog/catalog.ts';
-import { ModelIntake } from './catalog/model-intake.ts';
 import { ConfigReloader } from './config/config-reloader.ts';
 import type { LoadedConfig } from './config/load.ts';
 import { Inbox } from './inbox/inbox.ts';
@@ -83,8 +83,12 @@ export class Gateway {
       graceHours: config.cache.gcGraceHours,
       intervalMinutes: config.cache.gcIntervalMinutes,
     }, log);
-    const disk = new DiskSpace(config);
-    const sync = new UpstreamSync({ config, catalog, blobs, database, trust, metrics, disk }, log);
+    const disk = new DiskSpace({ reserveBytes: () => config.artifacts.diskReserveBytes });
+    const admission = new Admission({
+      maxBytes: () => config.artifacts.maxBytes,
+      formats: () => config.artifacts.formats,
+    }, { catalog, trust, blobs, disk, clock: this.#clock, log });
+    const sync = new UpstreamSync({ upstream: () => config.upstream, cacheDir: config.paths.cache }, { admission, catalog, blobs, database, metrics, clock: this.#clock, log });
     let advertiser: Advertiser | undefined;
     const discovery = (): DiscoveryStatus => advertiser ? { enabled: true, ...advertiser.status() } : { enabled: false };
     try {
@@ -109,9 +113,8 @@ export class Gateway {
         lastSyncSuccess: () => sync.status().lastSuccessAt,
         connections: () => this.#http?.connections ?? 0,
       });
-      const intake = new ModelIntake({ catalog, blobs, trust, config, log, disk });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, intake, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
+        config, log, trust, auth, catalog, admission, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
         configFile: this.#configFile,
         clock: this.#clock,
         gatewayId: id,
@@ -136,7 +139,7 @@ export class Gateway {
         await this.#startPart('mdns advertiser', advertiser);
       }
       if (config.inbox.dir !== null) {
-        await this.#startPart('inbox', new Inbox(config.inbox as InboxSettings, { intake, catalog, log }));
+        await this.#startPart('inbox', new Inbox(config.inbox as InboxSettings, { admission, catalog, log, clock: this.#clock }));
       }
       this.#live = { trust, auth, answers, sync };
       if (this.#reload) {

@@ -90,7 +90,14 @@ asks (Retry-After) and tried again, up to 5 times.`,
     }));
     console.log(`${status === 201 ? 'stored' : 'already stored'} ${name}@${version} (sha256 ${sha256}, ${size} bytes)`);
     if (selector !== undefined) {
-      await client.request('PUT', `/v1/assignments/${segment(selector)}`, { json: { model: name, version } });
+      try {
+        await client.request('PUT', `/v1/assignments/${segment(selector)}`, { json: { model: name, version } });
+      } catch (error) {
+        // The model is stored: say so, so a pipeline's log shows which half to do again.
+        if (!(error instanceof ClientError)) throw error;
+        const hint = error.code === 'forbidden' ? ' (--assign needs a token with the assign or admin scope, e.g. scopes: [push, assign])' : '';
+        throw new CliError(`${name}@${version} is stored but not assigned to ${selector}: ${error.message}${hint}`);
+      }
       console.log(`assigned ${name}@${version} to ${selector}`);
     }
     return 0;

@@ -30,7 +30,8 @@ const seconds = (max: number) => z.number().int().min(0).max(max);
 const positiveSeconds = z.number().gt(0).max(3600);
 const token = z.string().min(16, 'must be at least 16 characters (use a random secret)');
 
-export const scopes = ['push', 'admin', 'sync'] as const;
+/** `assign` writes assignments (what `push --assign` needs); `admin` may do that and the rest. */
+export const scopes = ['push', 'assign', 'admin', 'sync'] as const;
 export type Scope = (typeof scopes)[number];
 
 export const configSchema = z.strictObject({

@@ -53,12 +53,16 @@ export class TokenAuth {
     return this.#guard(null);
   }
 
-  /** Writes of the admin API, and the manifest: a configured token that has `scope`. */
-  scope(scope: Scope): Middleware {
-    return this.#guard(scope);
+  /**
+   * Writes of the admin API, and the manifest: a configured token that has one of `accepted`
+   * (assignment writes take `assign` or `admin`, so a pipeline can assign what it pushes
+   * without being handed the rest of `admin`).
+   */
+  scope(...accepted: [Scope, ...Scope[]]): Middleware {
+    return this.#guard(accepted);
   }
 
-  #guard(scope: Scope | null): Middleware {
+  #guard(accepted: readonly Scope[] | null): Middleware {
     return async (ctx, next) => {
       const credential = this.identify(ctx.get('Authorization'));
       if (!credential) {
@@ -67,8 +71,8 @@ export class TokenAuth {
         }
         fail('unauthorized', ctx.get('Authorization') ? 'the bearer token is not valid for this gateway' : 'this route needs Authorization: Bearer <token>', CHALLENGE);
       }
-      if (scope !== null && !credential.scopes.includes(scope)) {
-        fail('forbidden', `token "${credential.name}" lacks the ${scope} scope`);
+      if (accepted !== null && !accepted.some((scope) => credential.scopes.includes(scope))) {
+        fail('forbidden', `token "${credential.name}" lacks the ${accepted.join(' or ')} scope`);
       }
       ctx.state.client = credential.name;
       await next();

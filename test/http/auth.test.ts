@@ -9,9 +9,10 @@ import { TokenAuth } from '../../daemon/http/auth.ts';
 const PUSHER = { name: 'jenkins', token: 'push-secret-000000001', scopes: ['push' as const] };
 const ADMIN = { name: 'ops', token: 'admin-secret-00000001', scopes: ['admin' as const, 'push' as const] };
 const SYNCER = { name: 'downstream', token: 'sync-secret-000000001', scopes: ['sync' as const] };
+const ASSIGNER = { name: 'rollouts', token: 'assign-secret-0000001', scopes: ['assign' as const] };
 const DEVICE_TOKEN = 'device-secret-0000001';
 
-const tokens = { tokens: [PUSHER, ADMIN, SYNCER] };
+const tokens = { tokens: [PUSHER, ADMIN, SYNCER, ASSIGNER] };
 const openDevices = { token: null, maxWaitSeconds: 300, pollIntervalSeconds: 300, pollJitterSeconds: 30, seenFlushSeconds: 30 };
 const closedDevices = { ...openDevices, token: DEVICE_TOKEN };
 
@@ -66,6 +67,19 @@ test('scope(s) admits only tokens that have that scope; others get 403 forbidden
   t.regex(error!.message, /jenkins.*admin/);
   await refused(t, auth.scope('sync'), bearer(ADMIN.token), 'forbidden', 403);
   await refused(t, auth.scope('push'), undefined, 'unauthorized', 401);
+});
+
+test('scope(a, b) admits a token with either scope: assignment writes take assign or admin, and assign alone opens nothing else', async (t) => {
+  const auth = new TokenAuth(tokens, openDevices);
+  const assignments = auth.scope('assign', 'admin');
+  t.deepEqual(await run(assignments, bearer(ASSIGNER.token)), { passed: true, client: 'rollouts' });
+  t.deepEqual(await run(assignments, bearer(ADMIN.token)), { passed: true, client: 'ops' });
+  const error = await refused(t, assignments, bearer(PUSHER.token), 'forbidden', 403);
+  t.is(error!.message, 'token "jenkins" lacks the assign or admin scope');
+  await refused(t, assignments, bearer(SYNCER.token), 'forbidden', 403);
+  for (const scope of ['push', 'admin', 'sync'] as const) {
+    t.regex((await refused(t, auth.scope(scope), bearer(ASSIGNER.token), 'forbidden', 403))!.message, new RegExp(`"rollouts" lacks the ${scope} scope$`));
+  }
 });
 
 test('with no tokens configured the admin API refuses everyone', async (t) => {
