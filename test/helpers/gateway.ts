@@ -2,7 +2,7 @@ import path from 'node:path';
 import { loadConfig } from '../../daemon/config/load.ts';
 import type { Config } from '../../daemon/config/schema.ts';
 import { Gateway } from '../../daemon/gateway.ts';
-import { createLogger } from '../../daemon/log.ts';
+import { createLogger, type Logger } from '../../daemon/log.ts';
 import type { Clock } from '../../daemon/clock.ts';
 import { fetchWithToken, tempDir, type FetchInit, type HasTeardown } from './harness.ts';
 import { TEST_TOKENS } from './tokens.ts';
@@ -51,11 +51,12 @@ export function testConfig(dir: string, overrides: ConfigOverrides = {}): Config
 }
 
 /** A gateway on a fresh temporary folder, stopped (then the folder removed) in `t`'s teardown. */
-/** `options.clock`: the time rollouts step by (a test's own clock, so nothing sleeps). */
-export async function startGateway(t: HasTeardown, overrides: ConfigOverrides = {}, options: { clock?: Clock } = {}): Promise<TestGateway> {
+/** `options.clock`: the time rollouts step by (a test's own clock, so nothing sleeps). `options.log`: where its log goes (none by default). */
+export async function startGateway(t: HasTeardown, overrides: ConfigOverrides = {}, options: { clock?: Clock; log?: Logger } = {}): Promise<TestGateway> {
   const dir = await tempDir(t);
   const config = testConfig(dir, overrides);
-  let gateway = new Gateway(config, createLogger('silent'), options);
+  const log = options.log ?? createLogger('silent');
+  let gateway = new Gateway(config, log, options);
   await gateway.start();
   // Registered after tempDir's, so it runs first.
   t.teardown(() => gateway.stop());
@@ -66,7 +67,7 @@ export async function startGateway(t: HasTeardown, overrides: ConfigOverrides = 
     gateway,
     async restart() {
       await gateway.stop();
-      gateway = new Gateway(config, createLogger('silent'), options);
+      gateway = new Gateway(config, log, options);
       await gateway.start();
       handle.gateway = gateway;
       handle.url = urlOf(gateway);
