@@ -19,7 +19,9 @@ export type Fault =
   /** Send the headers (full Content-Length) and the first `after` bytes, then close the connection. */
   | { kind: 'truncate'; after: number }
   /** Answer 200 with these bytes instead of the file's. */
-  | { kind: 'body'; body: Buffer | string };
+  | { kind: 'body'; body: Buffer | string }
+  /** Send the headers, then one byte every `intervalMs` (never idle long enough for an idle timeout). */
+  | { kind: 'drip'; intervalMs: number };
 
 export interface StoreRequest {
   path: string;
@@ -140,6 +142,19 @@ export class FaultStore {
     });
     if (fault?.kind === 'stall') {
       res.write(body.subarray(0, fault.after));
+      return;
+    }
+    if (fault?.kind === 'drip') {
+      let sent = 0;
+      const timer = setInterval(() => {
+        if (sent >= body.length || res.destroyed) {
+          clearInterval(timer);
+          res.end();
+          return;
+        }
+        res.write(body.subarray(sent, ++sent));
+      }, fault.intervalMs);
+      res.on('close', () => clearInterval(timer));
       return;
     }
     if (fault?.kind === 'truncate') {
