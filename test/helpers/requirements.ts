@@ -52,6 +52,11 @@ const REQUIREMENTS = {
     packages: ['cmake', 'gcc', 'make', 'pkg-config', 'libcjson-dev', 'libsodium-dev', 'libcurl4-openssl-dev'],
   },
   root: { check: notRoot, packages: [] },
+  /** A Debian container booted with systemd as its PID 1 (test/helpers/nspawn.ts). */
+  nspawn: {
+    check: () => firstOf(notRoot(), commandIsMissing('debootstrap'), commandIsMissing('systemd-nspawn'), commandIsMissing('nsenter')),
+    packages: ['debootstrap', 'systemd-container'],
+  },
   /** Private network namespaces with veth links between them (the LAN harness). */
   netns: {
     check: () => firstOf(notRoot(), commandIsMissing('ip'), commandIsMissing('unshare'), netnsProbe()),
