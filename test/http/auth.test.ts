@@ -17,6 +17,7 @@ const openDevices = { token: null, maxWaitSeconds: 300, pollIntervalSeconds: 300
 const closedDevices = { ...openDevices, token: DEVICE_TOKEN };
 
 const bearer = (token: string) => `Bearer ${token}`;
+const MAC = 'aa:bb:cc:dd:ee:01';
 
 /** Runs a middleware with an Authorization header; resolves with whether it passed on. */
 async function run(middleware: Middleware, authorization?: string): Promise<{ passed: boolean; client: unknown }> {
@@ -90,17 +91,21 @@ test('with no tokens configured the admin API refuses everyone', async (t) => {
 
 test('without devices.token, device routes admit anyone, with or without a header', async (t) => {
   const auth = new TokenAuth(tokens, openDevices);
-  t.true(auth.admitsDevice(undefined));
-  t.true(auth.admitsDevice(bearer('anything')));
+  t.true(auth.admitsDevice(undefined, MAC));
+  t.true(auth.admitsDevice(bearer('anything'), MAC));
   t.true((await run(auth.deviceAccess())).passed);
 });
 
-test('with devices.token, device routes admit that token or any configured token, nothing else', async (t) => {
+test('with devices.token, a device\'s routes admit that token and nothing else; artifacts also admit a sync token, for a downstream gateway', async (t) => {
   const auth = new TokenAuth(tokens, closedDevices);
-  t.true(auth.admitsDevice(bearer(DEVICE_TOKEN)));
-  t.true(auth.admitsDevice(bearer(SYNCER.token)));
-  t.false(auth.admitsDevice(undefined));
-  t.false(auth.admitsDevice(bearer('device-secret-0000002')));
+  t.true(auth.admitsDevice(bearer(DEVICE_TOKEN), MAC));
+  for (const other of [PUSHER, ADMIN, SYNCER]) t.false(auth.admitsDevice(bearer(other.token), MAC), `${other.name} is not a device`);
+  t.false(auth.admitsDevice(undefined, MAC));
+  t.false(auth.admitsDevice(bearer('device-secret-0000002'), MAC));
+  t.true(auth.admitsArtifactReader(bearer(DEVICE_TOKEN)));
+  t.true(auth.admitsArtifactReader(bearer(SYNCER.token)));
+  t.false(auth.admitsArtifactReader(bearer(PUSHER.token)));
+  t.false(auth.admitsArtifactReader(bearer(ADMIN.token)));
   t.true((await run(auth.deviceAccess(), bearer(DEVICE_TOKEN))).passed);
   const error = await refused(t, auth.deviceAccess(), undefined, 'unauthorized', 401);
   t.is(error?.headers['WWW-Authenticate'], 'Bearer realm="modelferry"');
