@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Admission } from './admission/admission.ts';
+import { DeviceAdmission } from './identity/device-admission.ts';
 import { Catalog } from './catalog/catalog.ts';
 import { ConfigReloader } from './config/config-reloader.ts';
 import type { LoadedConfig } from './config/load.ts';
@@ -67,10 +68,16 @@ export class Gateway {
     const log = this.#log;
     // Both parse configured keys and tokens: a bad one stops start-up before anything opens.
     const trust = new TrustPolicy(config.trust);
-    const auth = new TokenAuth(config.auth, config.devices);
-
     const metrics = new Metrics();
     const database = new Database(config.paths.state, log);
+    const deviceAdmission = new DeviceAdmission({ database, metrics, log, clock: this.#clock }, {
+      policy: () => config.devices.admission,
+      tokenSeconds: () => config.devices.tokenSeconds,
+      maxPending: () => config.devices.maxPending,
+      maxSessions: () => config.devices.maxKnown,
+    });
+    const auth = new TokenAuth(config.auth, config.devices, deviceAdmission);
+
     const blobs = new BlobStore(blobDirsOf(config.paths), log);
     const hotBlobs = new HotBlobs(blobs, config.artifacts.memoryCacheBytes);
     const catalog = new Catalog(database, blobs, log);
@@ -97,6 +104,7 @@ export class Gateway {
       await this.#startPart('hot blobs', hotBlobs);
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
+      await this.#startPart('device admission', deviceAdmission);
       await this.#startPart('poll answers', answers);
       await this.#startPart('blob collector', collector);
       await this.#startPart('upstream sync', sync);
@@ -114,7 +122,7 @@ export class Gateway {
         connections: () => this.#http?.connections ?? 0,
       });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, admission, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
+        config, log, trust, auth, catalog, admission, blobs, hotBlobs, devices, deviceAdmission, answers, collector, sync, metrics, database, discovery, rollouts,
         configFile: this.#configFile,
         clock: this.#clock,
         gatewayId: id,

@@ -1,3 +1,4 @@
+import type { DeviceAdmission } from '../identity/device-admission.ts';
 import type { Catalog } from '../catalog/catalog.ts';
 import type { Admission } from '../admission/admission.ts';
 import type { Config } from '../config/schema.ts';
@@ -30,6 +31,8 @@ export interface Services {
   collector: BlobCollector;
   sync: UpstreamSync;
   devices: DeviceRegistry;
+  /** Which devices are served, by their keys (devices.admission). */
+  deviceAdmission: DeviceAdmission;
   answers: PollAnswers;
   trust: TrustPolicy;
   auth: TokenAuth;

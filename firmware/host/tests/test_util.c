@@ -180,6 +180,32 @@ static void dev_activate(void *ctx, const mf_active_model *m)
     test_sha256_hex(m->data, m->size, hex);
     CHECK_STR(hex, m->sha256_hex);
     d->activations++;
+    d->last_status = m->status;
+    if (m->status != MF_MODEL_PENDING) {
+        if (m->status == MF_MODEL_CONFIRMED && !d->hold_confirm) mf_client_confirm(&d->client); /* it runs this one now */
+        return;
+    }
+    if (strcmp(m->sha256_hex, d->crash_sha) == 0) {
+        d->crashes++;
+        d->fault.powered_off = 1;
+    } else if (strcmp(m->sha256_hex, d->reject_sha) == 0) {
+        mf_client_reject(&d->client, "the test rejects it");
+    } else if (!d->hold_confirm) {
+        mf_client_confirm(&d->client);
+    }
+}
+
+const mf_active_model *test_active(test_device *d)
+{
+    const mf_active_model *m = mf_client_active(&d->client);
+    CHECK(m != NULL);
+    return m;
+}
+
+const char *test_active_sha(test_device *d)
+{
+    const mf_active_model *m = mf_client_active(&d->client);
+    return m ? m->sha256_hex : "";
 }
 
 static void open_ports(test_device *d, uint32_t slot_bytes)
@@ -237,13 +263,16 @@ void test_device_close(test_device *d)
     d->id = NULL;
 }
 
-mf_err test_device_reboot(test_device *d, uint32_t slot_bytes)
+mf_err test_device_reboot_cut(test_device *d, uint32_t slot_bytes, int64_t ops_left)
 {
     test_device_close(d);
     mf_fault_init(&d->fault);
+    d->fault.ops_left = ops_left;
     open_ports(d, slot_bytes);
     return test_device_boot(d);
 }
+
+mf_err test_device_reboot(test_device *d, uint32_t slot_bytes) { return test_device_reboot_cut(d, slot_bytes, -1); }
 
 mf_err test_device_cycles(test_device *d, int n)
 {

@@ -78,6 +78,14 @@ typedef struct {
     char last_event[64];
     char last_failed[512];
     char last_waiting[512];
+    /* What the application does with a model it is handed: confirm it (the default), or
+     * nothing yet (hold_confirm), reject the one with this sha256, or crash on it (nothing
+     * reaches storage after; the test reboots). A model MF_MODEL_FAILED is not run. */
+    int hold_confirm;
+    char reject_sha[65];
+    char crash_sha[65];
+    int crashes;
+    mf_model_status last_status;
 } test_device;
 
 /* Opens the ports (no fault) with defaults fit for tests (no discovery, no long poll,
@@ -88,8 +96,14 @@ mf_err test_device_boot(test_device *d);
 void test_device_close(test_device *d);
 /* Close and open again with the same config (a reboot), no fault. */
 mf_err test_device_reboot(test_device *d, uint32_t slot_bytes);
+/* The same, with the power cut after ops_left storage operations (-1: none). */
+mf_err test_device_reboot_cut(test_device *d, uint32_t slot_bytes, int64_t ops_left);
 /* Runs n cycles (mf_client_cycle); returns the last one's result. */
 mf_err test_device_cycles(test_device *d, int n);
+
+/* The active model (CHECKed to exist), and its sha256 or "" when there is none. */
+const mf_active_model *test_active(test_device *d);
+const char *test_active_sha(test_device *d);
 
 /* Copies the bytes of a slot's partition. */
 uint8_t *test_slot_bytes(test_device *d, int slot, uint32_t *len);

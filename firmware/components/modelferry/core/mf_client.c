@@ -8,7 +8,6 @@
 #include <string.h>
 #include <sodium.h>
 
-#include "mf_backoff.h"
 #include "mf_slot.h"
 
 typedef struct {
@@ -28,7 +27,12 @@ static const mf_state_row STATES[MF_STATE_COUNT] = {
     [MF_STATE_DOWNLOAD] = {"download", mf_run_download, MF_STATE_VERIFY, MF_STATE_BOOT_REPORT, MF_STATE_DISCOVER},
     [MF_STATE_VERIFY] = {"verify", mf_run_verify, MF_STATE_COMMIT, MF_STATE_BOOT_REPORT, MF_STATE_DISCOVER},
     [MF_STATE_COMMIT] = {"commit", mf_run_commit, MF_STATE_ACTIVATE, MF_STATE_BOOT_REPORT, MF_STATE_DISCOVER},
-    [MF_STATE_ACTIVATE] = {"activate", mf_run_activate, MF_STATE_BOOT_REPORT, MF_STATE_BOOT_REPORT, MF_STATE_DISCOVER},
+    [MF_STATE_ACTIVATE] = {"activate", mf_run_activate, MF_STATE_PENDING, MF_STATE_BOOT_REPORT, MF_STATE_DISCOVER},
+    /* Pending: confirmed goes on, rejected or timed out "fails" into ROLLBACK. */
+    [MF_STATE_PENDING] = {"pending", mf_run_pending, MF_STATE_CONFIRM, MF_STATE_PENDING, MF_STATE_ROLLBACK},
+    /* A model pending at boot is answered before the first DISCOVER. */
+    [MF_STATE_CONFIRM] = {"confirm", mf_run_confirm, MF_STATE_DISCOVER, MF_STATE_DISCOVER, MF_STATE_PENDING},
+    [MF_STATE_ROLLBACK] = {"rollback", mf_run_rollback, MF_STATE_DISCOVER, MF_STATE_DISCOVER, MF_STATE_ROLLBACK},
     [MF_STATE_HALTED] = {"halted", NULL, MF_STATE_HALTED, MF_STATE_HALTED, MF_STATE_HALTED},
 };
 
@@ -49,12 +53,15 @@ void mf_config_defaults(mf_config *cfg)
     cfg->retry_base_ms = 60000;
     cfg->retry_max_ms = 6 * 3600 * 1000u;
     cfg->failures_before_switch = 3;
+    cfg->confirm_boots = 2;
+    cfg->confirm_timeout_s = 300;
 }
 
 void mf_step_go(mf_step *s) { s->outcome = MF_GO; }
 
-/* Idle and failed states end a cycle: they wait at least a millisecond, whatever the
- * configured intervals (mf_client_cycle steps until a state waits). */
+/* An idle state ends a cycle: it waits at least a millisecond, whatever the configured
+ * intervals (mf_client_cycle steps until a state waits). A failure waits what it says: 0
+ * goes straight to the failure's state (backoffs are at least a millisecond). */
 void mf_step_idle(mf_step *s, mf_err err, uint32_t delay_ms)
 {
     s->outcome = MF_IDLE;
@@ -66,7 +73,7 @@ void mf_step_fail(mf_step *s, mf_err err, uint32_t delay_ms)
 {
     s->outcome = MF_FAIL;
     s->err = err;
-    s->delay_ms = delay_ms ? delay_ms : 1;
+    s->delay_ms = delay_ms;
 }
 
 void mf_event(mf_client *c, const char *name, const char *detail)
@@ -112,37 +119,37 @@ mf_err mf_client_init(mf_client *c, const mf_config *cfg, const mf_ports *ports)
     c->report.buf = malloc(c->report.cap);
     if (!c->report.buf) return MF_ERR_NO_MEMORY;
 
-    mf_slot_info info[MF_SLOT_COUNT];
-    int best = mf_slot_select(ports->slots, info);
-    for (int i = 0; i < MF_SLOT_COUNT; i++)
-        mf_eventf(c, "slot", "slot=%d valid=%d sequence=%" PRIu32 "%s%s", i, info[i].valid, info[i].sequence,
-                  info[i].valid ? "" : " why=", info[i].valid ? "" : (info[i].why ? info[i].why : "?"));
-    if (best >= 0) {
-        err = mf_activate(c, best, &info[best]);
-        if (err != MF_OK) return err;
-    } else {
-        mf_event(c, "no_model", "no valid model slot");
-    }
-
     size_t len = 0;
     if (mf_kv_get(ports->kv, MF_KEY_GATEWAY, c->gateway.last_good, sizeof c->gateway.last_good - 1, &len) == MF_OK)
         c->gateway.last_good[len] = '\0';
     else
         c->gateway.last_good[0] = '\0';
     mf_failure_load(c);
-    return MF_OK;
+
+    mf_slot_info info[MF_SLOT_COUNT];
+    int best = mf_slot_select(ports->slots, info);
+    for (int i = 0; i < MF_SLOT_COUNT; i++) {
+        mf_eventf(c, "slot", "slot=%d valid=%d sequence=%" PRIu32 "%s%s", i, info[i].valid, info[i].sequence,
+                  info[i].valid ? "" : " why=", info[i].valid ? "" : (info[i].why ? info[i].why : "?"));
+        if (info[i].valid) mf_remember_slot(c, i, &info[i]);
+    }
+    if (best < 0) mf_event(c, "no_model", "no valid model slot");
+    err = mf_confirm_boot(c, best);
+    if (err != MF_OK) mf_client_deinit(c); /* storage failed: nothing stays allocated or mapped */
+    return err;
 }
 
 void mf_client_deinit(mf_client *c)
 {
     if (!c) return;
-    if (c->active >= 0) mf_slots_unmap(c->ports.slots, c->active);
+    for (int i = 0; i < MF_SLOT_COUNT; i++)
+        if (c->mapped[i]) mf_slots_unmap(c->ports.slots, i);
     c->active = -1;
     free(c->report.buf);
     c->report.buf = NULL;
 }
 
-const mf_active_model *mf_client_active(const mf_client *c) { return c->active >= 0 ? &c->model : NULL; }
+const mf_active_model *mf_client_active(const mf_client *c) { return c->active >= 0 ? &c->models[c->active] : NULL; }
 
 mf_err mf_client_step(mf_client *c, uint32_t *next_delay_ms)
 {
@@ -153,6 +160,7 @@ mf_err mf_client_step(mf_client *c, uint32_t *next_delay_ms)
         *delay = UINT32_MAX;
         return MF_ERR_POWER_LOST;
     }
+    mf_confirm_requests(c);
     mf_step s = {MF_GO, MF_OK, 0};
     row->run(c, &s);
     if (s.err == MF_ERR_POWER_LOST) {

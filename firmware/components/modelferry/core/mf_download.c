@@ -123,6 +123,7 @@ static mf_err start(download_ctx *d)
                  memcmp(p.sha256, a->sha256, 32) == 0 && p.size == d->size && p.written < d->size &&
                  p.written % MF_FLASH_SECTOR == 0;
     crypto_hash_sha256_init(&d->hash);
+    c->valid[d->slot] = 0;
     if (resume) {
         d->progress = p;
         d->saved = p.written;

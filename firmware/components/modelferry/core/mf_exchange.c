@@ -11,6 +11,14 @@
 
 const char *mf_gateway_url(mf_client *c) { return c->gateway.url[c->gateway.index]; }
 
+/* At least a millisecond, so a cycle ends on it whatever the configured base. */
+static uint32_t gateway_backoff(mf_client *c)
+{
+    mf_backoff b = {c->cfg->backoff_base_ms, c->cfg->backoff_max_ms, c->gateway.backoff_failures++};
+    uint32_t delay = mf_backoff_next(&b, mf_rand(c));
+    return delay ? delay : 1;
+}
+
 /* Rebuilds the list only when it ran out (a failed exchange comes back here). */
 void mf_run_discover(mf_client *c, mf_step *s)
 {
@@ -35,9 +43,8 @@ void mf_run_discover(mf_client *c, mf_step *s)
     c->gateway.listed = list.count > 0;
     c->gateway.consecutive_failures = 0;
     if (!list.count) {
-        mf_backoff b = {c->cfg->backoff_base_ms, c->cfg->backoff_max_ms, c->gateway.backoff_failures++};
         mf_event(c, "no_gateway", "discovery found none and no fallback URL is configured");
-        mf_step_fail(s, MF_ERR_NO_GATEWAY, mf_backoff_next(&b, mf_rand(c)));
+        mf_step_fail(s, MF_ERR_NO_GATEWAY, gateway_backoff(c));
         return;
     }
     mf_eventf(c, "gateways", "first=%s count=%zu", list.url[0], list.count);
@@ -63,8 +70,7 @@ uint32_t mf_gateway_failed(mf_client *c)
         c->gateway.consecutive_failures = 0;
         if (++c->gateway.index >= c->gateway.count) c->gateway.listed = 0;
     }
-    mf_backoff b = {c->cfg->backoff_base_ms, c->cfg->backoff_max_ms, c->gateway.backoff_failures++};
-    return mf_backoff_next(&b, mf_rand(c));
+    return gateway_backoff(c);
 }
 
 typedef struct {

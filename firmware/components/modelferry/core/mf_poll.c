@@ -26,7 +26,8 @@ uint32_t mf_long_poll_delay(mf_client *c)
 
 int mf_in_sync(const mf_client *c)
 {
-    return c->active >= 0 && memcmp(c->assignment.model.sha256, c->model.sha256, 32) == 0;
+    const mf_active_model *m = mf_client_active(c);
+    return m && memcmp(c->assignment.model.sha256, m->sha256, 32) == 0;
 }
 
 static void keep_assignment(mf_client *c, const mf_assignment *a, const char *etag)
@@ -116,9 +117,16 @@ void mf_run_poll(mf_client *c, mf_step *s)
 
 void mf_run_decide(mf_client *c, mf_step *s)
 {
+    const mf_active_model *m = mf_client_active(c);
+    if (mf_in_sync(c) && m->status == MF_MODEL_FAILED) {
+        /* The device's first model, unconfirmed: nothing to install, nothing to go back to. */
+        if (!c->confirm.reported) (void)mf_confirm_report_failed(c, 0);
+        mf_step_idle(s, MF_OK, c->assignment.next_poll_ms);
+        return;
+    }
     if (mf_in_sync(c)) {
         mf_failure_clear(c);
-        if (strcmp(c->report.last_state, "installed") != 0 || strcmp(c->report.last_sha, c->model.sha256_hex) != 0)
+        if (strcmp(c->report.last_state, "installed") != 0 || strcmp(c->report.last_sha, m->sha256_hex) != 0)
             mf_report_state(c, "installed", NULL, -1);
         mf_step_idle(s, MF_OK, c->assignment.next_poll_ms);
         return;
@@ -126,6 +134,14 @@ void mf_run_decide(mf_client *c, mf_step *s)
     if (mf_failure_waiting(c)) {
         mf_failure_say_waiting(c);
         mf_step_idle(s, MF_OK, mf_failure_delay(c, c->assignment.next_poll_ms));
+        return;
+    }
+    int slot = mf_free_slot(c);
+    if (c->mapped[slot]) {
+        /* After a rollback the application may still read the model it went back from. */
+        mf_eventf(c, "held", "slot=%d: the application has not confirmed it runs %s %s (mf_client_confirm)", slot,
+                  m->name, m->version);
+        mf_step_idle(s, MF_OK, c->assignment.next_poll_ms);
         return;
     }
     mf_step_go(s);

@@ -66,20 +66,27 @@ static void write_capabilities(mf_client *c, mf_json *j)
     mf_json_end(j, '}');
 }
 
-mf_err mf_report(mf_client *c, const char *state, const char *error, double progress, int with_caps)
+mf_err mf_report(mf_client *c, const char *state, const char *error, const char *rolled_back_from, double progress,
+                 int with_caps)
 {
+    if (!c->gateway.listed) return MF_ERR_NO_GATEWAY; /* before the first DISCOVER: BOOT_REPORT says it */
     mf_json j;
     mf_json_init(&j, c->report.buf, c->report.cap);
     mf_json_begin(&j, '{');
     mf_json_key(&j, "state");
     mf_json_string(&j, state);
-    if (c->active >= 0) {
+    const mf_active_model *m = mf_client_active(c);
+    if (m) {
         mf_json_key(&j, "sha256");
-        mf_json_string(&j, c->model.sha256_hex);
+        mf_json_string(&j, m->sha256_hex);
         mf_json_key(&j, "model");
-        mf_json_string(&j, c->model.name);
+        mf_json_string(&j, m->name);
         mf_json_key(&j, "version");
-        mf_json_string(&j, c->model.version);
+        mf_json_string(&j, m->version);
+    }
+    if (rolled_back_from) {
+        mf_json_key(&j, "rolledBackFrom");
+        mf_json_string(&j, rolled_back_from);
     }
     if (error) {
         char bounded[512]; /* the contract's bound on `error` */
@@ -123,28 +130,36 @@ mf_err mf_report(mf_client *c, const char *state, const char *error, double prog
         return MF_ERR_HTTP_STATUS;
     }
     snprintf(c->report.last_state, sizeof c->report.last_state, "%s", state);
-    snprintf(c->report.last_sha, sizeof c->report.last_sha, "%s", c->active >= 0 ? c->model.sha256_hex : "");
+    snprintf(c->report.last_sha, sizeof c->report.last_sha, "%s", m ? m->sha256_hex : "");
     mf_eventf(c, "report", "state=%s%s%s", state, error ? " error=" : "", error ? error : "");
     return MF_OK;
 }
 
 void mf_report_state(mf_client *c, const char *state, const char *error, double progress)
 {
-    (void)mf_report(c, state, error, progress, 0);
+    (void)mf_report(c, state, error, NULL, progress, 0);
 }
 
-/* Once a boot: what runs, and what the firmware can run. A gateway that refuses the
- * capabilities (older gateways bound reports to 4 KiB) still gets the state. */
+/* What the device stands at: what runs, and what failed if anything did. */
+static mf_err report_standing(mf_client *c, int with_caps)
+{
+    const mf_active_model *m = mf_client_active(c);
+    if (m && m->status == MF_MODEL_FAILED) return mf_confirm_report_failed(c, with_caps);
+    if (c->failure.attempts > 0) return mf_failure_report(c, with_caps);
+    if (m) return mf_report(c, "installed", NULL, NULL, -1, with_caps);
+    return mf_report(c, "idle", "no_model: no valid model slot", NULL, -1, with_caps);
+}
+
+/* Once a boot: where the device stands, and what the firmware can run. A gateway that
+ * refuses the capabilities (older gateways bound reports to 4 KiB) still gets the rest. */
 void mf_run_boot_report(mf_client *c, mf_step *s)
 {
     if (c->report.boot_done) {
         mf_step_go(s);
         return;
     }
-    const char *state = c->active >= 0 ? "installed" : "idle";
-    const char *error = c->active >= 0 ? NULL : "no_model: no valid model slot";
-    mf_err err = mf_report(c, state, error, -1, 1);
-    if (err == MF_ERR_HTTP_STATUS) err = mf_report(c, state, error, -1, 0);
+    mf_err err = report_standing(c, 1);
+    if (err == MF_ERR_HTTP_STATUS) err = report_standing(c, 0);
     if (err == MF_OK) c->report.boot_done = 1;
     if (err == MF_ERR_NETWORK) {
         mf_step_fail(s, err, mf_gateway_failed(c));

@@ -9,6 +9,7 @@
 #ifndef MODELFERRY_H
 #define MODELFERRY_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +58,15 @@ typedef struct {
     const char *runtime;            /* e.g. "executorch-1.0"; NULL to leave out */
 } mf_capabilities;
 
+/* Where a model stands with the application. */
+typedef enum {
+    MF_MODEL_CONFIRMED,  /* the application confirmed it runs (or it was installed before) */
+    MF_MODEL_PENDING,    /* just activated: confirm or reject it (mf_client_confirm, mf_client_reject) */
+    MF_MODEL_FAILED,     /* it could not be confirmed and there is no previous model to go back
+                          * to (the device's first): it stays, reported failed; running it is
+                          * the application's call */
+} mf_model_status;
+
 /* The model the application should run: memory-mapped slot bytes. */
 typedef struct {
     int slot;
@@ -67,11 +77,14 @@ typedef struct {
     char sha256_hex[65];
     char name[MF_MODEL_NAME_MAX + 1];
     char version[MF_MODEL_VERSION_MAX + 1];
+    mf_model_status status;
 } mf_active_model;
 
-/* Called at boot for the model found active, and whenever a new one becomes active. The
- * previous model's pointer stays mapped until this callback returns; after that only the
- * new one is valid. */
+/* Called for the model found active at boot, whenever another one becomes active (an
+ * install, a rollback), and when the active one fails confirmation with nothing to roll
+ * back to (status MF_MODEL_FAILED). The model the application ran before stays mapped, and
+ * its slot untouched, until the application calls mf_client_confirm (it now runs this
+ * one) or mf_client_reject (this one does not work). */
 typedef void (*mf_on_activate)(void *ctx, const mf_active_model *model);
 
 /* What the client does, for logs (the simulator prints these as JSON lines). detail may
@@ -96,6 +109,8 @@ typedef struct {
     uint32_t failures_before_switch;   /* then the next gateway, and rediscovery after the list */
     const char *device_token;          /* devices.token of the gateway, or NULL */
     const char *firmware_version;      /* reported; may be NULL */
+    uint32_t confirm_boots;            /* a pending model still unconfirmed at this boot is rolled back */
+    uint32_t confirm_timeout_s;        /* ... or this long after it was activated */
     mf_capabilities capabilities;
     mf_on_activate on_activate;
     mf_on_event on_event;
@@ -135,6 +150,9 @@ typedef enum {
     MF_STATE_VERIFY,        /* the ExecuTorch header of what arrived */
     MF_STATE_COMMIT,        /* the slot header: the commit point */
     MF_STATE_ACTIVATE,      /* map it, hand it to the application, report */
+    MF_STATE_PENDING,       /* until the application confirms or rejects it, or time runs out */
+    MF_STATE_CONFIRM,       /* it works: the previous slot may be reused */
+    MF_STATE_ROLLBACK,      /* it does not: the previous model is active again */
     MF_STATE_HALTED,        /* storage lost power: nothing until the next boot */
     MF_STATE_COUNT
 } mf_state;
@@ -154,7 +172,21 @@ typedef struct mf_client {
     mf_state state;
 
     int active;                        /* slot index, -1 none */
-    mf_active_model model;
+    mf_active_model models[MF_SLOT_COUNT]; /* what each valid slot holds */
+    int valid[MF_SLOT_COUNT];          /* the slot holds a committed model (the previous one, too) */
+    int mapped[MF_SLOT_COUNT];         /* the application may read it: never written while so */
+
+    /* The active model's confirmation (the key-value store keeps it across reboots). */
+    struct {
+        uint32_t boots;                /* boots it has been pending at */
+        uint64_t deadline_ms;
+        uint8_t err;                   /* why it is rolled back, or failed (MF_MODEL_FAILED) */
+        char detail[MF_FAILED_DETAIL_MAX + 1];
+        int release_rejected;          /* the application said it no longer reads it */
+        int reported;                  /* MF_MODEL_FAILED: this boot's reports said so */
+        atomic_int confirmed, rejected; /* from the application, any task */
+        char reason[MF_FAILED_DETAIL_MAX + 1];
+    } confirm;
 
     struct {
         char url[MF_GATEWAYS_MAX][MF_BASE_URL_MAX];
@@ -174,11 +206,16 @@ typedef struct mf_client {
         uint32_t next_poll_ms;         /* the delay the last poll decided on */
     } assignment;
 
-    /* An assignment that failed, tried again after its backoff, or at once when the gateway
-     * assigns anything that differs (another fingerprint). */
+    /* What failed last: an assignment (checks, download, verification: tried again after its
+     * backoff, or at once when the gateway assigns anything with another fingerprint), or a
+     * model rolled back from (tried again after its backoff, or when another sha256 is
+     * assigned). */
     struct {
         uint32_t attempts;             /* 0: none */
+        uint8_t rolled_back;           /* keyed on the sha256 rather than the fingerprint */
         uint8_t fingerprint[32];
+        uint8_t sha256[32];
+        char name[MF_MODEL_NAME_MAX + 1], version[MF_MODEL_VERSION_MAX + 1];
         uint8_t err;                   /* mf_err */
         char detail[MF_FAILED_DETAIL_MAX + 1];
         uint64_t not_before_ms;
@@ -220,6 +257,19 @@ void mf_client_run(mf_client *c);
 
 /* The active model, or NULL when no slot is valid. */
 const mf_active_model *mf_client_active(const mf_client *c);
+
+/* The application runs the active model: loaded, and a first inference went through. A
+ * pending model becomes permanent, and the model the application ran before is released
+ * (its mapping goes, its slot takes the next download). Call it after every on_activate
+ * that the application followed, from any task; the client acts on it at its next step
+ * (within a second while a model is pending). */
+void mf_client_confirm(mf_client *c);
+
+/* The pending model does not work (reason: a short text for the report). The client goes
+ * back to the previous model (on_activate again), reports `failed` naming this one and the
+ * reason, and does not fetch it again before its backoff or another assignment. The
+ * application no longer reads the rejected model's bytes. */
+void mf_client_reject(mf_client *c, const char *reason);
 
 /* The name of a state, for logs. */
 const char *mf_state_name(mf_state state);

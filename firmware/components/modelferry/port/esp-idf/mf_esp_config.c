@@ -53,6 +53,8 @@ mf_err mf_esp_config_from_kconfig(mf_config *cfg)
     cfg->poll_jitter_s = CONFIG_MODELFERRY_POLL_JITTER_S;
     cfg->long_poll_s = CONFIG_MODELFERRY_LONG_POLL_S;
     cfg->device_token = CONFIG_MODELFERRY_DEVICE_TOKEN[0] ? CONFIG_MODELFERRY_DEVICE_TOKEN : NULL;
+    cfg->confirm_boots = CONFIG_MODELFERRY_CONFIRM_BOOTS;
+    cfg->confirm_timeout_s = CONFIG_MODELFERRY_CONFIRM_TIMEOUT_S;
 
     const char *key_strings[MAX_KEYS];
     size_t n = split(keys_text, key_strings, MAX_KEYS);
