@@ -34,7 +34,8 @@ export interface Collection {
 
 /**
  * Garbage collection, a policy over the catalog, the devices and the blob store: decides
- * which blobs are served and which are deleted (DESIGN.md section 4, 8):
+ * which blobs are served and which are deleted (docs/central-store.md "Garbage
+ * collection"):
  * - served: blobs a model of the effective catalog names, so an artifact whose model was
  *   deleted stops being served at once;
  * - deleted: blobs no model of either layer names and no device reports running, once
