@@ -8,7 +8,7 @@ import { assignModel, pushModel, startLanGateway, type LanGateway } from './gate
 import { createLan, lanTest, type Lan, type LanHost } from './lan.ts';
 import { Peer, type Json } from './mdns-peers.ts';
 
-// Long polls across the LAN (DESIGN.md section 2): devices on their own hosts hold
+// Long polls across the LAN (docs/design.md, "Device poll"): devices on their own hosts hold
 // `?wait=N` requests; a push from the pipeline host answers exactly the ones it concerns.
 // Times are logged for the closing report, never asserted.
 
