@@ -99,7 +99,7 @@ export async function measureLongPolls(base: string, pid: number, count: number,
 }
 
 /**
- * Issue 10: a change with 10,000 long polls waiting must never block requests for more than
+ * The target: a change with 10,000 long polls waiting must never block requests for more than
  * a few milliseconds (waiters are woken in slices that yield). A gateway with the long-poll
  * and connection caps raised for one client address holds 10,000, a push wakes them all, and
  * its event-loop delay over that is the figure.

@@ -23,7 +23,8 @@ export interface Collection {
 }
 
 /**
- * Decides which blobs are served and which are deleted (DESIGN.md section 4, 8):
+ * Decides which blobs are served and which are deleted (docs/central-store.md "Garbage
+ * collection"):
  * - served: blobs a model of the effective catalog names, so an artifact whose model was
  *   deleted stops being served at once;
  * - deleted: blobs no model of either layer names and no device reports running, once

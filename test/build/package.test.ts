@@ -7,9 +7,10 @@ import test from 'ava';
 import { ROOT, cleanEnv, freePort } from '../helpers/daemon-process.ts';
 import { tempDir } from '../helpers/harness.ts';
 
-// The package that runs on a gateway (DESIGN.md section 8): daemon/ compiled to dist/ by
-// `npm run build` (npm test builds first), run by plain node with production dependencies
-// only. The other process-level tests run the sources through tsx; this one runs dist/.
+// The package that runs on a gateway (docs/design.md "Storage and crash safety"): daemon/
+// compiled to dist/ by `npm run build` (npm test builds first), run by plain node with
+// production dependencies only. The other process-level tests run the sources through tsx;
+// this one runs dist/.
 
 const run = promisify(execFile);
 const pkg = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as {

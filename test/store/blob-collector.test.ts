@@ -17,9 +17,9 @@ import { tempDir } from '../helpers/harness.ts';
 import { makeProgram, sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 
-// Blob garbage collection (DESIGN.md section 4, issue 8): only referenced blobs are served;
-// unreferenced ones go after cache.gcGraceHours, unless a device runs them, a download or a
-// sync holds them. A pipeline that pushes every build must not fill the SD card.
+// Blob garbage collection (docs/central-store.md "Garbage collection"): only referenced blobs
+// are served; unreferenced ones go after cache.gcGraceHours, unless a device runs them, a
+// download or a sync holds them. A pipeline that pushes every build must not fill the SD card.
 
 const log = createLogger('silent');
 const HOUR = 3_600_000;

@@ -10,9 +10,9 @@ import { runCli } from '../helpers/daemon-process.ts';
 import { fixture, fixturePath, makeProgram, sha256 } from '../helpers/programs.ts';
 import { publishBytes, storeDir } from './sync-helpers.ts';
 
-// `modelferry publish` (DESIGN.md section 4): a static store folder that any HTTP server can
-// serve, written so that a reader never sees a manifest naming a missing artifact, with the
-// checks a push makes.
+// `modelferry publish` (docs/central-store.md "Publishing a store"): a static store folder
+// that any HTTP server can serve, written so that a reader never sees a manifest naming a
+// missing artifact, with the checks a push makes.
 
 async function manifestOf(store: string) {
   return parseManifest(JSON.parse(await readFile(path.join(store, 'manifest.json'), 'utf8')));

@@ -7,7 +7,7 @@ import { startGateway, type ConfigOverrides, type TestGateway } from '../helpers
 import { tempDir } from '../helpers/harness.ts';
 import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 
-// Shared steps of the upstream sync tests (DESIGN.md section 4).
+// Shared steps of the upstream sync tests (docs/design.md "Sync").
 
 /** No scheduled run during a test: runs come from start and from POST /v1/sync. */
 export const NEVER = '0 0 1 1 *';

@@ -20,7 +20,7 @@ import { testNeeding } from '../helpers/requirements.ts';
 // with `sed -i` (which replaces the file by rename) and by renaming a new file over it, and
 // runs the unit's ExecReload=, also during start-up; every change applies to the same
 // process while a long poll stays held. Not covered here: the sandbox (namespaces, seccomp),
-// which needs a running systemd (see the README).
+// which needs a running systemd (see docs/development.md "Tests of the service").
 
 const run = promisify(execFile);
 

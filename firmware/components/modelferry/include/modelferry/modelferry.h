@@ -1,6 +1,7 @@
 /* modelferry device client: finds the gateway, polls for this device's assignment,
  * downloads only what changed into the inactive model slot, verifies it (size, sha256,
- * ed25519 signature, ExecuTorch header), commits it and reports (DESIGN.md sections 2, 5-7).
+ * ed25519 signature, ExecuTorch header), commits it and reports (docs/design.md "Device
+ * client loop"; application writers: firmware/README.md).
  *
  * The client is one struct the application owns (static or on its heap); it allocates only
  * its report buffer, once, in mf_client_init, plus cJSON's short-lived parse of each
