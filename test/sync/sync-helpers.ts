@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { publish, type PublishRequest } from '../../daemon/sync/publish.ts';
+import { publish, type PublishRequest } from '../../daemon/publish/publish.ts';
 import { poll, type Poll } from '../helpers/api.ts';
 import { startGateway, type ConfigOverrides, type TestGateway } from '../helpers/gateway.ts';
 import { tempDir } from '../helpers/harness.ts';

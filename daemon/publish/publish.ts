@@ -10,7 +10,7 @@ import { TrustPolicy, type SignatureClaim } from '../signing/trust.ts';
 import { syncDir, writeFully } from '../store/blob-store.ts';
 import { acceptFormat, inspectProgramFile } from '../store/executorch.ts';
 import { digestFile } from '../store/file-digest.ts';
-import { MANIFEST_FORMAT, parseManifest, revisionOf, type Manifest } from './manifest.ts';
+import { MANIFEST_FORMAT, parseManifest, revisionOf, type Manifest } from '../sync/manifest.ts';
 
 export interface PublishRequest {
   storeDir: string;
