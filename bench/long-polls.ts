@@ -106,7 +106,7 @@ export async function measureLongPolls(base: string, pid: number, count: number,
  */
 export async function longPollWakeStall(_root: string, entry: string[], dir: string, children: ChildProcess[], count = 10_000): Promise<Measured> {
   const name = `${count.toLocaleString('en')} long polls woken by a push: the gateway's longest event-loop stall`;
-  const target = '≤ a few ms (issue 10)';
+  const target = '≤ a few ms';
   const own = path.join(dir, 'wake-stall');
   await mkdir(own);
   const port = 18120;

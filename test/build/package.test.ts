@@ -72,10 +72,10 @@ test('npm run build leaves dist/cli/main.js executable, so npx modelferry runs i
   t.regex(stdout, /^modelferry \d+\.\d+\.\d+/);
 });
 
-test('the npm pack tarball holds dist/, the default config and the unit, and no sources or tests', async (t) => {
+test('the npm pack tarball holds dist/, the default config, the unit and the docs the README links to, and no sources or tests', async (t) => {
   const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, env: cleanEnv() });
   const files = new Set((JSON.parse(stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path));
-  for (const needed of ['dist/cli/main.js', 'dist/gateway.js', 'config/default.yaml', 'systemd/modelferry.service', 'package.json']) {
+  for (const needed of ['dist/cli/main.js', 'dist/gateway.js', 'config/default.yaml', 'systemd/modelferry.service', 'package.json', 'README.md', 'docs/design.md', 'docs/operations.md']) {
     t.true(files.has(needed), needed);
   }
   t.deepEqual([...files].filter((file) => /^(daemon|test|bench)\//.test(file)), []);
