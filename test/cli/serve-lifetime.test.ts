@@ -7,7 +7,7 @@ import YAML from 'yaml';
 import { ROOT, cleanEnv, freePort } from '../helpers/daemon-process.ts';
 import { tempDir, until } from '../helpers/harness.ts';
 
-// The README's quick start runs `npx modelferry serve --config gateway.yaml &`. npx is the
+// README.md "Quick start" runs `npx modelferry serve --config gateway.yaml &`. npx is the
 // job, and the gateway its grandchild (npm exec -> sh -c -> node): npm forwards SIGTERM
 // only to that shell, which dies without passing it on, and a SIGHUP (the terminal closing)
 // ends npm while the gateway takes it as a config reload. The gateway therefore watches the

@@ -5,7 +5,7 @@ import { fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { connect, requestFrom, within } from '../helpers/raw-client.ts';
 import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
 
-// README "Security and limits", DESIGN.md section 2 "Limits": every limit against a real
+// docs/limits.md, docs/design.md "Limits": every limit against a real
 // daemon process, with small values so that each is reached quickly. Nothing here asserts
 // a duration: each check waits for what must happen, bounded by a generous deadline.
 

@@ -48,7 +48,7 @@ export async function packedRelease(dir: string): Promise<string> {
   if (!existsSync(path.join(ROOT, 'dist', 'cli', 'main.js'))) throw new Error('dist/ is not built: run npm run build (npm test does)');
   const source = path.join(dir, 'source');
   await mkdir(source);
-  for (const item of ['package.json', 'package-lock.json', 'README.md', 'dist', 'config', 'systemd']) {
+  for (const item of ['package.json', 'package-lock.json', 'README.md', 'docs', 'dist', 'config', 'systemd']) {
     await cp(path.join(ROOT, item), path.join(source, item), { recursive: true });
   }
   const npm = (...args: string[]) => run('npm', args, { cwd: source, env: cleanEnv() });

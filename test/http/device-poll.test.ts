@@ -8,7 +8,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { fixture, makeProgram } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, PUSH_TOKEN } from '../helpers/tokens.ts';
 
-// GET /v1/devices/{mac}/model (DESIGN.md section 2) over real HTTP against a real gateway.
+// GET /v1/devices/{mac}/model (docs/design.md "Device poll") over real HTTP against a real gateway.
 
 const MAC = 'aa:bb:cc:dd:ee:0f';
 

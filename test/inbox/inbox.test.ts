@@ -10,7 +10,7 @@ import { tempDir, until } from '../helpers/harness.ts';
 import { ADD_SHA256, fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
 
-// Issue 14: the drop folder, with real files, real chokidar, real rsync, in-place writers,
+// docs/drop-folder.md: the drop folder, with real files, real chokidar, real rsync, in-place writers,
 // a writer killed half-way, a restart with files waiting and hostile drops.
 
 // Long enough that the pauses of the writers below (300 ms) never look like a finished copy,

@@ -99,7 +99,7 @@ test('install.sh installs the release into a root prefix: exactly these files, m
   ]);
   // The release itself: what npm pack shipped (the lock under its usual name) plus node_modules.
   const top = entries.filter((e) => /^opt\/modelferry\/[^/]+$/.test(e.path)).map((e) => e.path.slice('opt/modelferry/'.length));
-  t.deepEqual(top, ['README.md', 'config', 'dist', 'node_modules', 'package-lock.json', 'package.json', 'systemd']);
+  t.deepEqual(top, ['README.md', 'config', 'dist', 'docs', 'node_modules', 'package-lock.json', 'package.json', 'systemd']);
   for (const entry of entries) {
     if (image(entry.path)) continue;
     const secret = entry.path.startsWith('etc/modelferry');

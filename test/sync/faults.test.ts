@@ -11,10 +11,10 @@ import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 import { deviceView, publishBytes, startRunDone, storeDir, synced, syncNow, syncStatus, syncingGateway } from './sync-helpers.ts';
 import { testNeeding } from '../helpers/requirements.ts';
 
-// Every fault of issue 8 against a store server that misbehaves on demand: the sync fails
-// with a stable code, /v1/sync and /healthz say why, and what devices see (their poll answer
-// byte for byte, and the artifact it names) is exactly what they saw before. Once the fault
-// is gone the next sync gets through.
+// Every fault docs/design.md "Sync" names, against a store server that misbehaves on demand:
+// the sync fails with a stable code, /v1/sync and /healthz say why, and what devices see
+// (their poll answer byte for byte, and the artifact it names) is exactly what they saw
+// before. Once the fault is gone the next sync gets through.
 
 const MAC = '02:00:00:00:20:01';
 const V2_SIZE = 256 * 1024;
