@@ -59,8 +59,8 @@ const REQUIREMENTS = {
   avahi: { check: () => firstOf(commandIsMissing('avahi-daemon'), commandIsMissing('avahi-browse'), commandIsMissing('dbus-daemon')), packages: ['avahi-daemon', 'avahi-utils', 'dbus'] },
   /** The firmware's host build: cmake, a C compiler and the libraries the POSIX port links. */
   'firmware-host': {
-    check: () => firstOf(commandIsMissing('cmake'), commandIsMissing('gcc'), commandIsMissing('make'), pkgConfigIsMissing('libcjson', 'libsodium', 'libcurl')),
-    packages: ['cmake', 'gcc', 'make', 'pkg-config', 'libcjson-dev', 'libsodium-dev', 'libcurl4-openssl-dev'],
+    check: () => firstOf(commandIsMissing('cmake'), commandIsMissing('gcc'), commandIsMissing('g++'), commandIsMissing('make'), pkgConfigIsMissing('libcjson', 'libsodium', 'libcurl')),
+    packages: ['cmake', 'gcc', 'g++', 'make', 'pkg-config', 'libcjson-dev', 'libsodium-dev', 'libcurl4-openssl-dev'],
   },
   /** The same build as a 32-bit program (-m32): the i386 libraries beside the amd64 ones. */
   'firmware-host-32': {
