@@ -37,7 +37,8 @@ const pkgConfigI386IsMissing = (...modules: string[]): string | undefined => {
 
 const firstOf = (...reasons: (string | undefined)[]): string | undefined => reasons.find((reason) => reason !== undefined);
 
-const notRoot = (): string | undefined => (process.getuid?.() === 0 ? undefined : 'it needs root (run as root, or through .ci/run)');
+const NEEDS_ROOT = 'it needs root (run as root, or through .ci/run)';
+const notRoot = (): string | undefined => (process.getuid?.() === 0 ? undefined : NEEDS_ROOT);
 
 const REQUIREMENTS = {
   curl: { check: () => commandIsMissing('curl'), packages: ['curl'] },
@@ -104,7 +105,8 @@ export function missing(...names: RequirementName[]): { name: RequirementName; r
   return names.flatMap((name) => {
     if (!checked.has(name)) checked.set(name, REQUIREMENTS[name].check());
     const reason = checked.get(name);
-    return reason === undefined ? [] : [{ name, reason, packages: REQUIREMENTS[name].packages }];
+    // No package brings root: a skip for want of it names none.
+    return reason === undefined ? [] : [{ name, reason, packages: reason === NEEDS_ROOT ? [] : REQUIREMENTS[name].packages }];
   });
 }
 
