@@ -33,8 +33,8 @@ export interface RunSettings {
 
 export interface RunParts {
   admission: Admission;
-  catalog: Catalog;
-  blobs: BlobStore;
+  catalog: Pick<Catalog, 'current' | 'layer' | 'replaceUpstream'>;
+  blobs: Pick<BlobStore, 'storedSize' | 'adopt' | 'pathOf'>;
   state: SyncState;
   http: UpstreamHttp;
   clock: Clock;

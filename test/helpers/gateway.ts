@@ -2,7 +2,7 @@ import path from 'node:path';
 import { loadConfig } from '../../daemon/config/load.ts';
 import type { Config } from '../../daemon/config/schema.ts';
 import { Gateway } from '../../daemon/gateway.ts';
-import { createLogger, type Logger } from '../../daemon/log.ts';
+import { createLogger } from '../../daemon/log.ts';
 import type { Clock } from '../../daemon/clock.ts';
 import { fetchWithToken, tempDir, type FetchInit, type HasTeardown } from './harness.ts';
 import { TEST_TOKENS } from './tokens.ts';
@@ -20,7 +20,11 @@ export interface TestGateway {
   stop(): Promise<void>;
   /** fetch against the gateway; `token` adds a bearer header. */
   fetch(pathname: string, init?: FetchInit): Promise<Response>;
+  /** Its log lines (info and above) so far, when started with `logs: true`; otherwise none. */
+  logs(): LogLine[];
 }
+
+export type LogLine = Record<string, unknown> & { msg?: string };
 
 export type ConfigOverrides = Record<string, string>;
 
@@ -50,13 +54,20 @@ export function testConfig(dir: string, overrides: ConfigOverrides = {}): Config
   }).config;
 }
 
-/** A gateway on a fresh temporary folder, stopped (then the folder removed) in `t`'s teardown. */
-/** `options.clock`: the time rollouts step by (a test's own clock, so nothing sleeps). `options.log`: where its log goes (none by default). */
-export async function startGateway(t: HasTeardown, overrides: ConfigOverrides = {}, options: { clock?: Clock; log?: Logger } = {}): Promise<TestGateway> {
+/**
+ * A gateway on a fresh temporary folder, stopped (then the folder removed) in `t`'s teardown.
+ * `options.clock`: the time rollouts step by (a test's own clock, so nothing sleeps);
+ * `options.logs`: keep its log lines for `logs()`, the signal a test waits on when nothing
+ * else shows that the gateway saw something.
+ */
+export async function startGateway(t: HasTeardown, overrides: ConfigOverrides = {}, options: { clock?: Clock; logs?: boolean } = {}): Promise<TestGateway> {
   const dir = await tempDir(t);
   const config = testConfig(dir, overrides);
-  const log = options.log ?? createLogger('silent');
-  let gateway = new Gateway(config, log, options);
+  const lines: LogLine[] = [];
+  const log = options.logs
+    ? createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) })
+    : createLogger('silent');
+  let gateway = new Gateway(config, log, { clock: options.clock });
   await gateway.start();
   // Registered after tempDir's, so it runs first.
   t.teardown(() => gateway.stop());
@@ -67,13 +78,14 @@ export async function startGateway(t: HasTeardown, overrides: ConfigOverrides = 
     gateway,
     async restart() {
       await gateway.stop();
-      gateway = new Gateway(config, log, options);
+      gateway = new Gateway(config, log, { clock: options.clock });
       await gateway.start();
       handle.gateway = gateway;
       handle.url = urlOf(gateway);
     },
     stop: () => gateway.stop(),
     fetch: (pathname, init) => fetchWithToken(handle.url, pathname, init),
+    logs: () => [...lines],
   };
   return handle;
 }

@@ -1,7 +1,6 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
-import { createLogger } from '../../daemon/log.ts';
 import { MANIFEST_FORMAT, parseManifest, revisionOf, type Manifest } from '../../daemon/sync/manifest.ts';
 import { expectError, leavesStateUnchanged, poll, push, pushed } from '../helpers/api.ts';
 import { FaultStore } from '../helpers/fault-store.ts';
@@ -52,9 +51,8 @@ test('a store that drips one byte every half second fails the sync at upstream.s
 test('a manifest that changes the bytes of a stored version is refused whole and logged; the catalog and devices keep what they had', async (t) => {
   const store = await storeDir(t);
   await publishBytes(store, 'kws', '1', fixture('add.pte'), { assign: 'default' });
-  const lines: string[] = [];
   const server = await FaultStore.start(t, store);
-  const watched = await startGateway(t, { 'upstream.url': `${server.url}/manifest.json`, 'upstream.schedule': NEVER }, { log: createLogger('info', { write: (line: string) => { lines.push(line); } }) });
+  const watched = await startGateway(t, { 'upstream.url': `${server.url}/manifest.json`, 'upstream.schedule': NEVER }, { logs: true });
   await startRunDone(watched);
   const before = await deviceView(watched, 'aa:bb:cc:dd:ee:01');
   t.is(before.poll.status, 200);
@@ -73,7 +71,7 @@ test('a manifest that changes the bytes of a stored version is refused whole and
     t.regex(answer.body.message, /changes the bytes of kws@1 \(sha256 c9608ddefe47… here, fa143f48550c… now\); versions are immutable, so nothing of it was applied/);
   });
   t.deepEqual(await deviceView(watched, 'aa:bb:cc:dd:ee:01'), before);
-  t.true(lines.some((line) => line.includes('upstream sync failed') && line.includes('changes the bytes of kws@1')), 'logged');
+  t.true(watched.logs().some((line) => line.msg?.startsWith('upstream sync failed') && String(line.reason).includes('changes the bytes of kws@1')), 'logged');
   t.like(await syncStatus(watched), { state: 'failing', lastError: { code: 'manifest_invalid' } });
 });
 

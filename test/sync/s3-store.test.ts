@@ -4,8 +4,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import test from 'ava';
 import { isModelferryError } from '../../daemon/errors.ts';
-import { createLogger } from '../../daemon/log.ts';
-import { publish } from '../../daemon/sync/publish.ts';
+import { publish } from '../../daemon/publish/publish.ts';
 import { poll } from '../helpers/api.ts';
 import { startGateway } from '../helpers/gateway.ts';
 import { tempDir } from '../helpers/harness.ts';
@@ -81,13 +80,12 @@ test('an unchanged bucket costs one small request per sync: a conditional GET an
 test('a wrong secret fails the sync as upstream_denied naming the secret, and the secret is never logged', async (t) => {
   const s3 = await S3Store.start(t);
   await publishTo(t, s3, 'site-a', 'kws', '1', fixture('add.pte'), { assign: 'default' });
-  const lines: string[] = [];
   const wrong = 'not-the-secret-0123456789';
   const gw = await startGateway(t, {
     'upstream.url': 's3://models/site-a/manifest.json',
     'upstream.s3': JSON.stringify(s3.settings({ secretAccessKey: wrong })),
     'upstream.schedule': NEVER,
-  }, { log: createLogger('debug', { write: (line: string) => { lines.push(line); } }) });
+  }, { logs: true });
   await startRunDone(gw);
   const answer = await syncNow(gw);
   t.is(answer.status, 502);
@@ -96,6 +94,7 @@ test('a wrong secret fails the sync as upstream_denied naming the secret, and th
   t.like(await syncStatus(gw), { state: 'failing', lastError: { code: 'upstream_denied' } });
   const health = await (await gw.fetch('/healthz')).json() as { upstream: { lastError: { code: string } } };
   t.is(health.upstream.lastError.code, 'upstream_denied');
+  const lines = gw.logs().map((line) => JSON.stringify(line));
   t.true(lines.some((line) => line.includes('SignatureDoesNotMatch')), 'the failure is logged');
   t.false(lines.some((line) => line.includes(wrong)), 'the secret is not');
   t.is((await poll(gw, 'aa:bb:cc:dd:ee:01')).status, 404, 'nothing was applied');

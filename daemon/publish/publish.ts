@@ -5,7 +5,7 @@ import { signModel } from '../signing/signature.ts';
 import { TrustPolicy, type SignatureClaim } from '../signing/trust.ts';
 import { acceptFormat, inspectProgramFile } from '../store/executorch.ts';
 import { digestFile } from '../store/file-digest.ts';
-import { MANIFEST_FORMAT, parseManifest, revisionOf, type Manifest } from './manifest.ts';
+import { MANIFEST_FORMAT, parseManifest, revisionOf, type Manifest } from '../sync/manifest.ts';
 
 export interface PublishRequest {
   /** A store folder, or `s3://BUCKET/PREFIX`. */
@@ -37,9 +37,9 @@ export interface PublishResult {
 }
 
 /**
- * Adds a model to a store (design.md "Central store format"), a folder or a prefix of a
- * bucket: `artifacts/<sha256>` first, each object complete before anything names it, then
- * `manifest.json`, so a reader never sees a manifest that names a missing artifact. The
+ * Adds a model to a store (docs/central-store.md "Publishing a store"), a folder or a prefix
+ * of a bucket: `artifacts/<sha256>` first, each object complete before anything names it,
+ * then `manifest.json`, so a reader never sees a manifest that names a missing artifact. The
  * checks are a push's: identifiers, the ExecuTorch format, the signature's form, and
  * immutable versions. Concurrent publishes wait for each other on a folder's lock file; on
  * a bucket the manifest is written only if it is still the one read (If-Match).
