@@ -4,7 +4,7 @@ import type { IncomingMessage } from 'node:http';
 import { fail } from '../errors.ts';
 import { resolveS3Access, s3ObjectOf, NO_S3_SETTINGS, type S3Object } from '../s3/s3-access.ts';
 import { S3Refusal } from '../s3/s3-error.ts';
-import { UpstreamHttp } from '../sync/upstream-http.ts';
+import { readLimited, UpstreamHttp } from '../sync/upstream-http.ts';
 import type { StoreAccess, StoredObject, StoreObjects, WriteOptions } from './store-objects.ts';
 
 /** Timeouts of the `modelferry` command's and a gateway's report requests. */
@@ -116,18 +116,8 @@ function absentAsNull(error: unknown): null {
   throw error;
 }
 
-async function readAll(res: IncomingMessage, what: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of res as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_READ_BYTES) {
-      res.destroy();
-      fail('upstream_error', `${what} is larger than ${MAX_READ_BYTES} bytes`);
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
+function readAll(res: IncomingMessage, what: string): Promise<Buffer> {
+  return readLimited(res, MAX_READ_BYTES, () => fail('upstream_error', `${what} is larger than ${MAX_READ_BYTES} bytes`));
 }
 
 function unescapeKey(text: string): string {

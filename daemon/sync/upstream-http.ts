@@ -161,11 +161,18 @@ async function readText(res: IncomingMessage, limit: number): Promise<string> {
 }
 
 /** Reads a whole (small) body, refusing more than `limit` bytes. */
-export async function readBody(res: IncomingMessage, limit: number, what: string): Promise<Buffer> {
+export function readBody(res: IncomingMessage, limit: number, what: string): Promise<Buffer> {
+  return readLimited(res, limit, (declared) => fail('manifest_invalid', declared === null
+    ? `${what} is more than upstream.maxManifestBytes (${limit} bytes)`
+    : `${what} is ${declared} bytes, more than upstream.maxManifestBytes (${limit})`));
+}
+
+/** Reads a whole body of at most `limit` bytes; past it (or announced past it), `refuse` says why. */
+export async function readLimited(res: IncomingMessage, limit: number, refuse: (declared: number | null) => never): Promise<Buffer> {
   const declared = Number(res.headers['content-length'] ?? 0);
   if (declared > limit) {
     res.destroy();
-    fail('manifest_invalid', `${what} is ${declared} bytes, more than upstream.maxManifestBytes (${limit})`);
+    refuse(declared);
   }
   const chunks: Buffer[] = [];
   let size = 0;
@@ -173,7 +180,7 @@ export async function readBody(res: IncomingMessage, limit: number, what: string
     size += chunk.length;
     if (size > limit) {
       res.destroy();
-      fail('manifest_invalid', `${what} is more than upstream.maxManifestBytes (${limit} bytes)`);
+      refuse(null);
     }
     chunks.push(chunk);
   }

@@ -3,7 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import type { HasTeardown } from './harness.ts';
+import { stopServer, type HasTeardown } from './harness.ts';
 
 // A static store server with faults on demand, for what nginx cannot be made to do: hang,
 // stall mid-body, cut a body short, answer an error or other bytes. It serves a folder
@@ -79,8 +79,7 @@ export class FaultStore {
     const server = this.#server;
     if (!server) return;
     this.#server = undefined;
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await stopServer(server);
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

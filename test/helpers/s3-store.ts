@@ -4,7 +4,7 @@ import path from 'node:path';
 import aws4 from 'aws4';
 import S3rver from 's3rver';
 import type { S3Settings } from '../../daemon/s3/s3-access.ts';
-import { tempDir, type HasTeardown } from './harness.ts';
+import { stopServer, tempDir, type HasTeardown } from './harness.ts';
 
 // A real S3 endpoint on loopback: s3rver (the S3 REST API over a folder), path-style, one
 // bucket made at start. s3rver 3.x checks a SigV4 request's key id but not its signature
@@ -98,7 +98,6 @@ export class S3Store {
     const server = this.#server;
     if (!server) return;
     this.#server = undefined;
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await stopServer(server);
   }
 }
