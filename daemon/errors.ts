@@ -74,3 +74,15 @@ export function fail(code: ErrorCode, message?: string, headers?: Record<string,
 export function isModelferryError(error: unknown): error is ModelferryError {
   return error instanceof ModelferryError;
 }
+
+/**
+ * A configuration the daemon must not start with: the message names the key, the value,
+ * where it came from and what is allowed. `modelferry serve` exits 78 on it; a live reload
+ * that meets one keeps the running configuration.
+ */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}

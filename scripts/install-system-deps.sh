@@ -18,7 +18,7 @@ packages=(
   # independent mDNS browsers
   mdns-scan avahi-utils avahi-daemon dbus python3-zeroconf
   # the firmware's host build, also as a 32-bit program, and its core cross-compiled for Xtensa
-  cmake gcc make pkg-config libcjson-dev libsodium-dev libcurl4-openssl-dev
+  cmake gcc g++ make pkg-config libcjson-dev libsodium-dev libcurl4-openssl-dev
   gcc-multilib libcjson-dev:i386 libsodium-dev:i386 libcurl4-openssl-dev:i386
   gcc-xtensa-lx106 picolibc-xtensa-lx106-elf
   # drop-folder copies

@@ -3,8 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
+import { ConfigError } from '../errors.ts';
 import { describeFsError } from '../fs-errors.ts';
-import { ConfigError } from './config-error.ts';
 import { configSchema, type Config } from './schema.ts';
 
 // Precedence (docs/configuration.md "Where settings come from"): built-in defaults < systemd

@@ -37,7 +37,8 @@ const pkgConfigI386IsMissing = (...modules: string[]): string | undefined => {
 
 const firstOf = (...reasons: (string | undefined)[]): string | undefined => reasons.find((reason) => reason !== undefined);
 
-const notRoot = (): string | undefined => (process.getuid?.() === 0 ? undefined : 'it needs root (run as root, or through .ci/run)');
+const NEEDS_ROOT = 'it needs root (run as root, or through .ci/run)';
+const notRoot = (): string | undefined => (process.getuid?.() === 0 ? undefined : NEEDS_ROOT);
 
 const REQUIREMENTS = {
   curl: { check: () => commandIsMissing('curl'), packages: ['curl'] },
@@ -58,8 +59,8 @@ const REQUIREMENTS = {
   avahi: { check: () => firstOf(commandIsMissing('avahi-daemon'), commandIsMissing('avahi-browse'), commandIsMissing('dbus-daemon')), packages: ['avahi-daemon', 'avahi-utils', 'dbus'] },
   /** The firmware's host build: cmake, a C compiler and the libraries the POSIX port links. */
   'firmware-host': {
-    check: () => firstOf(commandIsMissing('cmake'), commandIsMissing('gcc'), commandIsMissing('make'), pkgConfigIsMissing('libcjson', 'libsodium', 'libcurl')),
-    packages: ['cmake', 'gcc', 'make', 'pkg-config', 'libcjson-dev', 'libsodium-dev', 'libcurl4-openssl-dev'],
+    check: () => firstOf(commandIsMissing('cmake'), commandIsMissing('gcc'), commandIsMissing('g++'), commandIsMissing('make'), pkgConfigIsMissing('libcjson', 'libsodium', 'libcurl')),
+    packages: ['cmake', 'gcc', 'g++', 'make', 'pkg-config', 'libcjson-dev', 'libsodium-dev', 'libcurl4-openssl-dev'],
   },
   /** The same build as a 32-bit program (-m32): the i386 libraries beside the amd64 ones. */
   'firmware-host-32': {
@@ -99,7 +100,8 @@ export function missing(...names: RequirementName[]): { name: RequirementName; r
   return names.flatMap((name) => {
     if (!checked.has(name)) checked.set(name, REQUIREMENTS[name].check());
     const reason = checked.get(name);
-    return reason === undefined ? [] : [{ name, reason, packages: REQUIREMENTS[name].packages }];
+    // No package brings root: a skip for want of it names none.
+    return reason === undefined ? [] : [{ name, reason, packages: reason === NEEDS_ROOT ? [] : REQUIREMENTS[name].packages }];
   });
 }
 

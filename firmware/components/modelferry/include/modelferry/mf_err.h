@@ -3,6 +3,10 @@
 #ifndef MF_ERR_H
 #define MF_ERR_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     MF_OK = 0,
     MF_ERR_INVALID_ARG,      /* a caller passed something impossible */
@@ -30,5 +34,9 @@ typedef enum {
 
 /* Short stable code, e.g. "digest_mismatch". Never NULL. */
 const char *mf_err_code(mf_err err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
