@@ -74,6 +74,11 @@ const REQUIREMENTS = {
     packages: ['gcc-xtensa-lx106', 'picolibc-xtensa-lx106-elf', 'libcjson-dev', 'libsodium-dev'],
   },
   root: { check: notRoot, packages: [] },
+  /** A Debian container booted with systemd as its PID 1 (test/helpers/nspawn.ts). */
+  nspawn: {
+    check: () => firstOf(notRoot(), commandIsMissing('debootstrap'), commandIsMissing('systemd-nspawn'), commandIsMissing('nsenter')),
+    packages: ['debootstrap', 'systemd-container'],
+  },
   /** Private network namespaces with veth links between them (the LAN harness). */
   netns: {
     check: () => firstOf(notRoot(), commandIsMissing('ip'), commandIsMissing('unshare'), netnsProbe()),
