@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Catalog } from './catalog/catalog.ts';
 import { ModelIntake } from './catalog/model-intake.ts';
+import { ConfigError } from './config/config-error.ts';
 import { ConfigReloader } from './config/config-reloader.ts';
 import type { LoadedConfig } from './config/load.ts';
 import { Inbox } from './inbox/inbox.ts';
@@ -8,6 +9,7 @@ import type { Config } from './config/schema.ts';
 import { DeviceRegistry } from './devices/device-registry.ts';
 import { fleetCounts } from './devices/fleet-status.ts';
 import { Advertiser, type DiscoveryStatus } from './discovery/advertiser.ts';
+import { localHostName } from './discovery/host-addresses.ts';
 import { PollAnswers } from './devices/poll-answers.ts';
 import { createRequestListener } from './http/listener.ts';
 import { TokenAuth } from './http/auth.ts';
@@ -17,6 +19,7 @@ import { Metrics } from './metrics.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { RolloutGuard } from './rollouts/rollout-guard.ts';
 import { TrustPolicy } from './signing/trust.ts';
+import { gatewayCredentials, type TlsCredentials } from './tls/tls-credentials.ts';
 import { BlobCollector } from './store/blob-collector.ts';
 import { BlobStore, blobDirsOf } from './store/blob-store.ts';
 import { DiskSpace } from './store/disk-space.ts';
@@ -42,6 +45,8 @@ export class Gateway {
   readonly #configFile: string | null;
   readonly #started: Array<{ name: string; part: Part }> = [];
   #http: HttpServer | undefined;
+  /** What HTTPS serves (tls.enabled), replaced by a reload that brings another certificate. */
+  #tls: TlsCredentials | null = null;
 
   readonly #clock: Clock;
 
@@ -68,6 +73,8 @@ export class Gateway {
     // Both parse configured keys and tokens: a bad one stops start-up before anything opens.
     const trust = new TrustPolicy(config.trust);
     const auth = new TokenAuth(config.auth, config.devices);
+    // Likewise the certificate (made on first start): a bad one is a ConfigError, exit 78.
+    this.#tls = config.tls.enabled ? gatewayCredentials(config.tls, config.paths.state, localHostName()) : null;
 
     const metrics = new Metrics();
     const database = new Database(config.paths.state, log);
@@ -112,13 +119,16 @@ export class Gateway {
       const intake = new ModelIntake({ catalog, blobs, trust, config, log, disk });
       const listener = createRequestListener({
         config, log, trust, auth, catalog, intake, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
+        tls: () => this.#tlsStatus(),
         configFile: this.#configFile,
         clock: this.#clock,
         gatewayId: id,
         startedAt: new Date(),
       });
+      const tls = this.#tls;
       this.#http = new HttpServer(listener, {
         ...config.http,
+        tls: tls && { port: config.tls.port, cert: tls.cert, key: tls.key },
         onDrain: () => void answers.stop(),
       }, log);
       await this.#startPart('http server', this.#http);
@@ -129,6 +139,7 @@ export class Gateway {
           httpHost: config.http.host,
           gatewayId: id,
           port: () => http.address.port,
+          tlsPort: () => http.tlsAddress?.port ?? null,
           revision: () => catalog.current.revision,
           onRevisionChange: (listener) => catalog.onChange(listener),
         }, log);
@@ -145,6 +156,7 @@ export class Gateway {
           load: this.#reload,
           running: config,
           apply: (next, keys) => this.#applyLive(next, keys),
+          refresh: () => this.#refreshCredentials(),
           log,
         }));
       }
@@ -162,6 +174,7 @@ export class Gateway {
       revision: catalog.current.revision,
       trustedKeys: trust.keyIds,
       requireSignatures: config.trust.requireSignatures,
+      tls: this.#tlsStatus(),
     }, 'gateway ready');
   }
 
@@ -176,12 +189,14 @@ export class Gateway {
     if (!live) return;
     const changed = (prefix: string) => keys.some((key) => key.startsWith(prefix));
     const trust = changed('trust.') ? new TrustPolicy(next.trust) : undefined;
+    const credentials = changed('tls.') && this.#tls ? gatewayCredentials(next.tls, next.paths.state, localHostName()) : undefined;
     const running = this.#config as unknown as Record<string, Record<string, unknown>>;
     for (const key of keys) {
       const [section, leaf] = key.split('.') as [string, string];
       running[section]![leaf] = (next as unknown as Record<string, Record<string, unknown>>)[section]![leaf];
     }
     if (trust) live.trust.adopt(trust);
+    if (credentials) this.#adoptCredentials(credentials);
     if (changed('auth.') || keys.includes('devices.token')) live.auth.update(this.#config.auth, this.#config.devices);
     if (keys.includes('devices.pollIntervalSeconds') || keys.includes('devices.pollJitterSeconds')) {
       live.answers.setTiming({ intervalSeconds: this.#config.devices.pollIntervalSeconds, jitterSeconds: this.#config.devices.pollJitterSeconds });
@@ -194,10 +209,48 @@ export class Gateway {
     }
   }
 
-  /** Where the HTTP API listens (after start). */
+  /**
+   * After every reload: a certificate renewed in place (same tls.certFile, new content) is
+   * served from now on. One that does not load is logged and the running one stays.
+   */
+  #refreshCredentials(): void {
+    if (!this.#tls) return;
+    try {
+      this.#adoptCredentials(gatewayCredentials(this.#config.tls, this.#config.paths.state, localHostName()));
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      this.#log.error({ reason: error.message }, `the TLS certificate was not reloaded; the running one stays: ${error.message}`);
+    }
+  }
+
+  #adoptCredentials(next: TlsCredentials): void {
+    const running = this.#tls;
+    if (!running || (next.cert === running.cert && next.key === running.key)) return;
+    this.#tls = next;
+    this.#http?.setCredentials(next);
+    if (next.pin === running.pin) {
+      this.#log.info({ certFile: next.certFile, pin: next.pin }, 'TLS certificate reloaded: new connections get it (same key, same pin)');
+    } else {
+      this.#log.warn({ certFile: next.certFile, pin: next.pin, previousPin: running.pin }, 'TLS certificate reloaded with another key: devices pinned to the old pin refuse this gateway until they are given the new one');
+    }
+  }
+
+  /** What /healthz says of HTTPS: where, and the pin to check it by. */
+  #tlsStatus(): { port: number; fingerprint: string } | null {
+    const address = this.#http?.tlsAddress;
+    return address && this.#tls ? { port: address.port, fingerprint: this.#tls.pin } : null;
+  }
+
+  /** Where the HTTP API listens (after start): plain HTTP, or HTTPS when plain HTTP is off. */
   get address(): { address: string; port: number } {
     if (!this.#http) throw new Error('the gateway is not started');
     return this.#http.address;
+  }
+
+  /** Where HTTPS listens (after start); null when tls.enabled is false. */
+  get tlsAddress(): { address: string; port: number } | null {
+    if (!this.#http) throw new Error('the gateway is not started');
+    return this.#http.tlsAddress;
   }
 
   async stop(): Promise<void> {

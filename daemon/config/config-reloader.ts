@@ -32,6 +32,8 @@ export const LIVE_KEYS: ReadonlySet<string> = new Set([
   'upstream.headersTimeoutSeconds',
   'upstream.bodyIdleTimeoutSeconds',
   'upstream.maxManifestBytes',
+  'tls.certFile',
+  'tls.keyFile',
 ]);
 
 export interface ReloaderOptions {
@@ -42,6 +44,11 @@ export interface ReloaderOptions {
   running: Config;
   /** Makes the live keys take effect; throws ConfigError (and changes nothing) when it cannot. */
   apply: (next: Config, keys: string[]) => void;
+  /**
+   * Runs after every reload the configuration passed, changed or not: re-reads what the
+   * configuration only names (a certificate renewed in place under the same file name).
+   */
+  refresh?: () => void;
   log: Logger;
 }
 
@@ -111,6 +118,7 @@ export class ConfigReloader {
     }
     if (live.length === 0) {
       if (fixed.length === 0) this.#log.info({ trigger }, 'configuration unchanged');
+      this.#options.refresh?.();
       return [];
     }
     try {
@@ -121,6 +129,7 @@ export class ConfigReloader {
       return [];
     }
     this.#log.info({ keys: live, trigger }, `configuration reloaded: ${live.join(', ')}`);
+    this.#options.refresh?.();
     return live;
   }
 

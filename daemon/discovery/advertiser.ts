@@ -21,8 +21,10 @@ export interface AdvertiserOptions {
   /** Responses of any kind per second, whatever arrives (a flood of queries is not a flood of answers). */
   maxResponsesPerSecond: number;
   gatewayId: string;
-  /** The port the HTTP API listens on. */
+  /** The port the HTTP API listens on (HTTPS's when plain HTTP is off). */
   port: () => number;
+  /** The port HTTPS listens on; null when it does not. */
+  tlsPort: () => number | null;
   /** The catalog revision now, and a way to hear when it changes. */
   revision: () => string;
   onRevisionChange: (listener: () => void) => () => void;
@@ -205,14 +207,17 @@ export class Advertiser {
   }
 
   #txt(): Record<string, string> {
-    // tls=0: the HTTP API is plain HTTP; device integrity comes from sha256 and signatures.
+    // tls=1 and tlsport: HTTPS there, which a device checks by the pin it was built with
+    // (never by anything in this record, which anyone on the LAN can forge).
+    const tlsPort = this.#options.tlsPort();
     return {
       txtvers: '1',
       api: '/v1',
       id: this.#options.gatewayId,
       prio: String(this.#options.priority),
       rev: this.#options.revision(),
-      tls: '0',
+      tls: tlsPort === null ? '0' : '1',
+      ...(tlsPort === null ? {} : { tlsport: String(tlsPort) }),
     };
   }
 
