@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { makeProgram, sha256 } from '../test/helpers/programs.ts';
+import { pinnedPollThroughput } from './admission.ts';
 import { fleetConvergence, incrementalSync, type Measured, type Skipped } from './dependent-rows.ts';
 import { seedFleet } from './fleet-state.ts';
 import { longPollWakeStall, measureLongPolls, measurePollWrites } from './long-polls.ts';
@@ -157,6 +158,11 @@ async function main(): Promise<void> {
       } catch (error) {
         dependent.push({ name: measure.name, target: '', skipped: `failed: ${(error as Error).message}` });
       }
+    }
+    try {
+      dependent.push(await pinnedPollThroughput(entry, dir, children, ROUNDS, SECONDS));
+    } catch (error) {
+      dependent.push({ name: 'pinnedPollThroughput', target: '>= 0.8x', skipped: `failed: ${(error as Error).message}` });
     }
     for (const row of dependent) console.log(row);
 

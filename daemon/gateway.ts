@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { Admission } from './admission/admission.ts';
+import { DeviceAdmission } from './identity/device-admission.ts';
 import { Catalog } from './catalog/catalog.ts';
-import { ModelIntake } from './catalog/model-intake.ts';
 import { ConfigError } from './config/config-error.ts';
 import { ConfigReloader } from './config/config-reloader.ts';
 import type { LoadedConfig } from './config/load.ts';
@@ -70,14 +71,20 @@ export class Gateway {
   async start(): Promise<void> {
     const config = this.#config;
     const log = this.#log;
-    // Both parse configured keys and tokens: a bad one stops start-up before anything opens.
+    // Both read configured keys: a bad one stops start-up before anything opens (exit 78). The
+    // certificate is made here on first start.
     const trust = new TrustPolicy(config.trust);
-    const auth = new TokenAuth(config.auth, config.devices);
-    // Likewise the certificate (made on first start): a bad one is a ConfigError, exit 78.
     this.#tls = config.tls.enabled ? gatewayCredentials(config.tls, config.paths.state, localHostName()) : null;
-
     const metrics = new Metrics();
     const database = new Database(config.paths.state, log);
+    const deviceAdmission = new DeviceAdmission({ database, metrics, log, clock: this.#clock }, {
+      policy: () => config.devices.admission,
+      tokenSeconds: () => config.devices.tokenSeconds,
+      maxPending: () => config.devices.maxPending,
+      maxSessions: () => config.devices.maxKnown,
+    });
+    const auth = new TokenAuth(config.auth, config.devices, deviceAdmission);
+
     const blobs = new BlobStore(blobDirsOf(config.paths), log);
     const hotBlobs = new HotBlobs(blobs, config.artifacts.memoryCacheBytes);
     const catalog = new Catalog(database, blobs, log);
@@ -90,8 +97,12 @@ export class Gateway {
       graceHours: config.cache.gcGraceHours,
       intervalMinutes: config.cache.gcIntervalMinutes,
     }, log);
-    const disk = new DiskSpace(config);
-    const sync = new UpstreamSync({ config, catalog, blobs, database, trust, metrics, disk }, log);
+    const disk = new DiskSpace({ reserveBytes: () => config.artifacts.diskReserveBytes });
+    const admission = new Admission({
+      maxBytes: () => config.artifacts.maxBytes,
+      formats: () => config.artifacts.formats,
+    }, { catalog, trust, blobs, disk, clock: this.#clock, log });
+    const sync = new UpstreamSync({ upstream: () => config.upstream, cacheDir: config.paths.cache }, { admission, catalog, blobs, database, metrics, clock: this.#clock, log });
     let advertiser: Advertiser | undefined;
     const discovery = (): DiscoveryStatus => advertiser ? { enabled: true, ...advertiser.status() } : { enabled: false };
     try {
@@ -100,6 +111,7 @@ export class Gateway {
       await this.#startPart('hot blobs', hotBlobs);
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
+      await this.#startPart('device admission', deviceAdmission);
       await this.#startPart('poll answers', answers);
       await this.#startPart('blob collector', collector);
       await this.#startPart('upstream sync', sync);
@@ -116,9 +128,8 @@ export class Gateway {
         lastSyncSuccess: () => sync.status().lastSuccessAt,
         connections: () => this.#http?.connections ?? 0,
       });
-      const intake = new ModelIntake({ catalog, blobs, trust, config, log, disk });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, intake, blobs, hotBlobs, devices, answers, collector, sync, metrics, database, discovery, rollouts,
+        config, log, trust, auth, catalog, admission, blobs, hotBlobs, devices, deviceAdmission, answers, collector, sync, metrics, database, discovery, rollouts,
         tls: () => this.#tlsStatus(),
         configFile: this.#configFile,
         clock: this.#clock,
@@ -147,7 +158,7 @@ export class Gateway {
         await this.#startPart('mdns advertiser', advertiser);
       }
       if (config.inbox.dir !== null) {
-        await this.#startPart('inbox', new Inbox(config.inbox as InboxSettings, { intake, catalog, log }));
+        await this.#startPart('inbox', new Inbox(config.inbox as InboxSettings, { admission, catalog, log, clock: this.#clock }));
       }
       this.#live = { trust, auth, answers, sync };
       if (this.#reload) {

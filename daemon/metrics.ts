@@ -66,6 +66,12 @@ export class Metrics {
     help: 'Artifact bytes sent to devices (as announced by Content-Length)',
     registers: [this.registry],
   });
+  readonly deviceAuthRefusals = new Counter({
+    name: 'modelferry_device_auth_refusals_total',
+    help: 'Device authentications refused, by reason (challenge: unknown, reused or expired; signature; key_mismatch: another key than the one known for the MAC; rejected)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   readonly rollbacks = new Counter({
     name: 'modelferry_device_rollbacks_total',
     help: 'Devices that installed a model, could not confirm it (rejected by the application, a crash loop, a timeout) and went back to their previous one, by the model rolled back from',

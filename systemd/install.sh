@@ -72,9 +72,11 @@ if [ "$mode" = uninstall ]; then
   rm -f "$unit" "$bin" "$sysusers"
   rm -rf "$opt" "$opt".new-* "$opt".old-*
   systemctl_ daemon-reload
-  say "removed the service, /opt/modelferry and /usr/local/bin/modelferry"
-  say "kept: /etc/modelferry (config and tokens), /var/lib/modelferry (catalog, devices, gateway id), /var/cache/modelferry, and the system user modelferry that owns them"
-  say "to remove those too: sudo rm -rf /etc/modelferry /var/lib/private/modelferry /var/lib/modelferry /var/cache/private/modelferry /var/cache/modelferry && sudo userdel modelferry"
+  # Under --root, every path named (and the user database) is the image's, never this machine's.
+  say "removed the service, $opt and $bin"
+  say "kept: $etc (config and tokens), $root/var/lib/modelferry (catalog, devices, gateway id), $root/var/cache/modelferry, and the system user modelferry that owns them"
+  leftovers=$(printf ' %q' "$etc" "$root/var/lib/private/modelferry" "$root/var/lib/modelferry" "$root/var/cache/private/modelferry" "$root/var/cache/modelferry")
+  say "to remove those too: sudo rm -rf$leftovers && sudo userdel${root:+ --root $(printf '%q' "$root")} modelferry"
   exit 0
 fi
 

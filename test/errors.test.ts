@@ -4,9 +4,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ModelferryError, errorCatalogue, fail, type ErrorCode } from '../daemon/errors.ts';
 
-// The error catalogue is the contract's list of error codes (README "HTTP API"). Guarded as
-// fastify guards its own: no code is dead, none is missing from the README, each can be
-// thrown without a message at the call site.
+// The error catalogue is the contract's list of error codes (docs/http-api.md "Errors").
+// Guarded as fastify guards its own: no code is dead, none is missing from the table there,
+// each can be thrown without a message at the call site.
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const codes = Object.keys(errorCatalogue) as ErrorCode[];
@@ -24,11 +24,11 @@ test('every code in the catalogue is thrown or answered somewhere in daemon/', a
   t.deepEqual(unused, [], 'codes that nothing in daemon/ throws: remove them or throw them');
 });
 
-test('the README lists every code with its status, and no code the catalogue lacks', async (t) => {
-  const readme = await readFile(path.join(root, 'README.md'), 'utf8');
-  const listed = new Map([...readme.matchAll(/^\| `([a-z_]+)` \| (\d{3}) \|/gm)].map((m) => [m[1]!, Number(m[2])]));
-  for (const code of codes) t.is(listed.get(code), errorCatalogue[code].status, `README row for ${code}`);
-  t.deepEqual([...listed.keys()].filter((code) => !(code in errorCatalogue)), [], 'README rows for codes that do not exist');
+test('docs/http-api.md lists every code with its status, and no code the catalogue lacks', async (t) => {
+  const table = await readFile(path.join(root, 'docs', 'http-api.md'), 'utf8');
+  const listed = new Map([...table.matchAll(/^\| `([a-z_]+)` \| (\d{3}) \|/gm)].map((m) => [m[1]!, Number(m[2])]));
+  for (const code of codes) t.is(listed.get(code), errorCatalogue[code].status, `docs/http-api.md row for ${code}`);
+  t.deepEqual([...listed.keys()].filter((code) => !(code in errorCatalogue)), [], 'docs/http-api.md rows for codes that do not exist');
 });
 
 test('every code has a status in the 4xx or 5xx range and a default message', (t) => {

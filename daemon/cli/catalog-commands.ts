@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { isModelferryError } from '../errors.ts';
 import { parseMac } from '../contract/identifiers.ts';
@@ -90,7 +91,14 @@ asks (Retry-After) and tried again, up to 5 times.`,
     }));
     console.log(`${status === 201 ? 'stored' : 'already stored'} ${name}@${version} (sha256 ${sha256}, ${size} bytes)`);
     if (selector !== undefined) {
-      await client.request('PUT', `/v1/assignments/${segment(selector)}`, { json: { model: name, version } });
+      try {
+        await client.request('PUT', `/v1/assignments/${segment(selector)}`, { json: { model: name, version } });
+      } catch (error) {
+        // The model is stored: say so, so a pipeline's log shows which half to do again.
+        if (!(error instanceof ClientError)) throw error;
+        const hint = error.code === 'forbidden' ? ' (--assign needs a token with the assign or admin scope, e.g. scopes: [push, assign])' : '';
+        throw new CliError(`${name}@${version} is stored but not assigned to ${selector}: ${error.message}${hint}`);
+      }
       console.log(`assigned ${name}@${version} to ${selector}`);
     }
     return 0;
@@ -337,17 +345,54 @@ export const deleteModel = defineCommand({
 
 export const devices = defineCommand({
   name: 'devices',
-  summary: 'print the device inventory (or one device) as JSON',
-  description: 'Prints the inventory as JSON: last seen, reported state, what each device runs and should run.',
-  operands: [{ name: 'MAC', optional: true }],
+  summary: 'print the device inventory (or one device) as JSON; accept, reject or preauthorize devices',
+  description: `Prints the inventory as JSON: last seen, reported state, what each device runs and should
+run, and its admission. Under devices.admission pinned or accepted:
+  devices pending             the devices that offered a key and wait for an operator
+  devices accept MAC          serve it (a pending device, or a pinned one's new key after a reflash)
+  devices reject MAC          refuse it from now on (its token ends at once)
+  devices preauthorize FILE   accept devices by MAC and key before they ever connect: a CSV of
+                              "mac,publicKey" lines (the key as base64 of its 32 bytes), as a
+                              manufacturing line writes it; a header line and # comments are skipped`,
+  operands: [{ name: 'MAC|pending|accept MAC|reject MAC|preauthorize FILE', optional: true }],
   client: true,
   async run(args) {
-    const mac = args.positionals[0];
-    const path = mac === undefined ? '/v1/devices' : `/v1/devices/${segment(mac)}`;
-    print((await GatewayClient.fromArgs(args).request('GET', path)).body);
+    const [first, second] = args.positionals;
+    const client = GatewayClient.fromArgs(args);
+    if (first === 'pending') {
+      print((await client.request('GET', '/v1/admission?state=pending')).body);
+    } else if (first === 'accept' || first === 'reject') {
+      if (second === undefined) throw new UsageError(`devices ${first} needs the device's MAC`);
+      print((await client.request('POST', `/v1/devices/${segment(second)}/${first}`)).body);
+    } else if (first === 'preauthorize') {
+      if (second === undefined) throw new UsageError('devices preauthorize needs a CSV file of mac,publicKey lines');
+      print((await client.request('POST', '/v1/admission/preauthorize', { json: { devices: await readDeviceKeys(second) } })).body);
+    } else {
+      print((await client.request('GET', first === undefined ? '/v1/devices' : `/v1/devices/${segment(first)}`)).body);
+    }
     return 0;
   },
 });
+
+/** `mac,publicKey` per line; a header line, blank lines and # comments are skipped. */
+async function readDeviceKeys(file: string): Promise<Array<{ mac: string; publicKey: string }>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new CliError(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  const entries: Array<{ mac: string; publicKey: string }> = [];
+  for (const [index, raw] of text.split(/\r?\n/).entries()) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || /^mac\s*,/i.test(line)) continue;
+    const [mac, publicKey, ...rest] = line.split(',').map((field) => field.trim());
+    if (!mac || !publicKey || rest.length > 0) throw new CliError(`${file} line ${index + 1}: expected "mac,publicKey", got "${line}"`);
+    entries.push({ mac, publicKey });
+  }
+  if (entries.length === 0) throw new CliError(`${file} lists no devices`);
+  return entries;
+}
 
 export const check = defineCommand({
   name: 'check',

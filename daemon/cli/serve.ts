@@ -4,6 +4,7 @@ import { listenError, preflight } from '../config/preflight.ts';
 import { errnoOf } from '../fs-errors.ts';
 import { option } from './args.ts';
 import { defineCommand } from './command.ts';
+import { npmLauncher, watchLauncher } from './npm-launcher.ts';
 
 /** sysexits EX_CONFIG: systemd is told not to restart on it (RestartPreventExitStatus). */
 export const EXIT_CONFIG = 78;
@@ -23,7 +24,9 @@ export const serve = defineCommand({
   description: `Runs the gateway. Without --config it reads /etc/modelferry/config.yaml when present, else
 runs on the embedded default (config/default.yaml). MODELFERRY_<SECTION>_<KEY> variables
 override the file; flags override both. Folders and the listen address are checked before
-anything is opened; a configuration that cannot work exits 78.`,
+anything is opened; a configuration that cannot work exits 78. Started by npm (npx, npm
+exec, npm start), it stops when that npm process does, as on SIGTERM: stopping the job stops
+the gateway.`,
   flags: {
     config: { placeholder: 'FILE', help: 'YAML or JSON config file (default /etc/modelferry/config.yaml when present)' },
     host: { placeholder: 'ADDRESS', help: 'listen address (http.host)' },
@@ -83,14 +86,21 @@ anything is opened; a configuration that cannot work exits 78.`,
     // Handlers go in before start, so a SIGTERM during start-up still stops cleanly, and stay
     // for the whole run, so a second signal while draining cannot kill the process before
     // the database is closed.
-    let signalled: (signal: NodeJS.Signals) => void = () => {};
-    const stopRequested = new Promise<NodeJS.Signals>((resolve) => { signalled = resolve; });
+    let stop: (why: string) => void = () => {};
+    const stopRequested = new Promise<string>((resolve) => { stop = resolve; });
     const onSignal = (signal: NodeJS.Signals) => {
       log.info({ signal }, 'stopping');
-      signalled(signal);
+      stop(signal);
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    // Started by npx or npm start: stop with the job that npm is (see npm-launcher.ts).
+    const launcher = npmLauncher();
+    const stopWatching = launcher.length === 0 ? () => {} : watchLauncher(launcher, (gone) => {
+      log.info({ launcher: gone }, `stopping: ${gone === launcher.at(-1) ? 'npm' : 'the shell npm ran'} (pid ${gone.pid}), which started the gateway, has exited`);
+      stop('npm exiting');
+    });
+    if (launcher.length > 0) log.info({ launcher: launcher.at(-1) }, 'started by npm: the gateway stops when npm does');
     try {
       await startOrGiveUp(gateway.start(), stopRequested, config.http.shutdownGraceSeconds);
       process.off('SIGHUP', onEarlyHangup);
@@ -107,6 +117,7 @@ anything is opened; a configuration that cannot work exits 78.`,
       }
       throw error;
     } finally {
+      stopWatching();
       log.flush();
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
@@ -120,10 +131,10 @@ anything is opened; a configuration that cannot work exits 78.`,
  * not make the daemon unkillable: once asked to stop, it waits the grace period, then
  * gives up with an error.
  */
-async function startOrGiveUp(start: Promise<void>, stopRequested: Promise<NodeJS.Signals>, graceSeconds: number): Promise<void> {
+async function startOrGiveUp(start: Promise<void>, stopRequested: Promise<string>, graceSeconds: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
-  const givenUp = stopRequested.then((signal) => new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`start-up did not finish within ${graceSeconds} s of ${signal} (http.shutdownGraceSeconds); giving up`)), graceSeconds * 1000);
+  const givenUp = stopRequested.then((why) => new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`start-up did not finish within ${graceSeconds} s of ${why} (http.shutdownGraceSeconds); giving up`)), graceSeconds * 1000);
     timer.unref();
   }));
   try {

@@ -1,6 +1,7 @@
 import { validate as validCron } from 'node-cron';
 import { z } from 'zod';
 import { keyIdSchema } from '../contract/identifiers.ts';
+import { admissionPolicies } from '../contract/device-auth.ts';
 
 // The shape of a valid configuration. Defaults live in config/default.yaml, not here, so
 // that the file a person reads is the one that runs.
@@ -30,7 +31,8 @@ const seconds = (max: number) => z.number().int().min(0).max(max);
 const positiveSeconds = z.number().gt(0).max(3600);
 const token = z.string().min(16, 'must be at least 16 characters (use a random secret)');
 
-export const scopes = ['push', 'admin', 'sync'] as const;
+/** `assign` writes assignments (what `push --assign` needs); `admin` may do that and the rest. */
+export const scopes = ['push', 'assign', 'admin', 'sync'] as const;
 export type Scope = (typeof scopes)[number];
 
 export const configSchema = z.strictObject({
@@ -80,6 +82,9 @@ export const configSchema = z.strictObject({
   }),
   devices: z.strictObject({
     token: token.nullable(),
+    admission: z.enum(admissionPolicies),
+    tokenSeconds: z.number().int().min(60).max(7 * 86400),
+    maxPending: z.number().int().min(1).max(1_000_000),
     maxWaitSeconds: seconds(3600),
     pollIntervalSeconds: z.number().int().min(1).max(86400),
     pollJitterSeconds: seconds(86400),

@@ -1,6 +1,7 @@
 import Koa from 'koa';
 import Router from '@koa/router';
 import { errorHandler } from './error-handler.ts';
+import { identityRoutes } from './routes/identity-routes.ts';
 import { artifactRoutes } from './routes/artifact-routes.ts';
 import { backupRoutes } from './routes/backup-routes.ts';
 import { assignmentRoutes } from './routes/assignment-routes.ts';
@@ -22,7 +23,7 @@ export function createApp(services: Services): Koa {
   const app = new Koa();
   app.silent = true;
   const router = new Router();
-  for (const register of [deviceRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, syncRoutes, cacheRoutes, healthRoutes, statusRoutes, backupRoutes]) {
+  for (const register of [deviceRoutes, identityRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, syncRoutes, cacheRoutes, healthRoutes, statusRoutes, backupRoutes]) {
     register(router, services);
   }
   // Outermost, so it counts the status the error handler settled on.

@@ -21,7 +21,7 @@ export function artifactFastPath(services: Services): (req: IncomingMessage, res
   return (req, res) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return false;
     const match = ARTIFACT_PATH.exec(req.url ?? '');
-    if (!match || !isDigest(match[1]!) || !auth.admitsDevice(req.headers.authorization)) return false;
+    if (!match || !isDigest(match[1]!) || !auth.admitsArtifactReader(req.headers.authorization)) return false;
     const sha256 = match[1]!;
     const size = blobs.size(sha256);
     if (size === undefined) return false;

@@ -1,6 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Middleware } from 'koa';
+import { bearerOf, type DeviceAdmission } from '../identity/device-admission.ts';
 import type { Config, Scope } from '../config/schema.ts';
+import { isMac, parseMac } from '../contract/identifiers.ts';
 import { fail } from '../errors.ts';
 
 const CHALLENGE = { 'WWW-Authenticate': 'Bearer realm="modelferry"' };
@@ -20,17 +22,20 @@ const digestOf = (secret: string) => createHash('sha256').update(secret).digest(
 export class TokenAuth {
   #credentials: Credential[];
   #deviceToken: Buffer | null;
+  /** Device identity (pinned and accepted admission); none: devices are never asked for keys. */
+  #admission: DeviceAdmission | undefined;
 
-  constructor(auth: Config['auth'], devices: Pick<Config['devices'], 'token'>) {
+  constructor(auth: Config['auth'], devices: Pick<Config['devices'], 'token'>, admission?: DeviceAdmission) {
     this.#credentials = auth.tokens.map(({ name, token, scopes }) => ({ name, scopes, digest: digestOf(token) }));
     this.#deviceToken = devices.token === null ? null : digestOf(devices.token);
+    this.#admission = admission;
   }
   /**
    * New tokens from a config reload: the next request is checked against them. Requests
    * already admitted (a held long poll, a download) are not checked again.
    */
   update(auth: Config['auth'], devices: Config['devices']): void {
-    const next = new TokenAuth(auth, devices);
+    const next = new TokenAuth(auth, devices, this.#admission);
     this.#credentials = next.#credentials;
     this.#deviceToken = next.#deviceToken;
   }
@@ -53,12 +58,16 @@ export class TokenAuth {
     return this.#guard(null);
   }
 
-  /** Writes of the admin API, and the manifest: a configured token that has `scope`. */
-  scope(scope: Scope): Middleware {
-    return this.#guard(scope);
+  /**
+   * Writes of the admin API, and the manifest: a configured token that has one of `accepted`
+   * (assignment writes take `assign` or `admin`, so a pipeline can assign what it pushes
+   * without being handed the rest of `admin`).
+   */
+  scope(...accepted: [Scope, ...Scope[]]): Middleware {
+    return this.#guard(accepted);
   }
 
-  #guard(scope: Scope | null): Middleware {
+  #guard(accepted: readonly Scope[] | null): Middleware {
     return async (ctx, next) => {
       const credential = this.identify(ctx.get('Authorization'));
       if (!credential) {
@@ -67,8 +76,8 @@ export class TokenAuth {
         }
         fail('unauthorized', ctx.get('Authorization') ? 'the bearer token is not valid for this gateway' : 'this route needs Authorization: Bearer <token>', CHALLENGE);
       }
-      if (scope !== null && !credential.scopes.includes(scope)) {
-        fail('forbidden', `token "${credential.name}" lacks the ${scope} scope`);
+      if (accepted !== null && !accepted.some((scope) => credential.scopes.includes(scope))) {
+        fail('forbidden', `token "${credential.name}" lacks the ${accepted.join(' or ')} scope`);
       }
       ctx.state.client = credential.name;
       await next();
@@ -76,27 +85,52 @@ export class TokenAuth {
   }
 
   /**
-   * Device routes: open unless devices.token is set. Any configured admin token is accepted
-   * too, so that a downstream gateway can fetch artifacts with its sync token.
+   * The routes of one device (its poll and its report): device credentials only, for that
+   * MAC. Pipeline and admin tokens are refused here: they are not a device.
    */
   deviceAccess(): Middleware {
     return async (ctx, next) => {
-      if (!this.admitsDevice(ctx.get('Authorization'))) {
-        fail('unauthorized', 'this gateway requires devices to send Authorization: Bearer <devices.token>', CHALLENGE);
-      }
+      if (!this.admitsDevice(ctx.get('Authorization'), ctx.params?.mac === undefined ? undefined : normalMac(ctx.params.mac))) this.#refuseDevice();
       await next();
     };
   }
 
-  admitsDevice(header: string | undefined): boolean {
+  /**
+   * Artifacts: what device credentials admit (any device's), and also a token with the sync
+   * scope, so that a downstream gateway can fetch what this one's manifest names.
+   */
+  artifactAccess(): Middleware {
+    return async (ctx, next) => {
+      if (!this.admitsArtifactReader(ctx.get('Authorization'))) this.#refuseDevice();
+      await next();
+    };
+  }
+
+  /**
+   * Under open admission: anyone, or with devices.token set, who sends it. Under pinned and
+   * accepted: a live device token issued to `mac` (to any device when `mac` is undefined).
+   */
+  admitsDevice(header: string | undefined, mac: string | undefined): boolean {
+    const admission = this.#admission;
+    if (admission && admission.policy !== 'open') return admission.admits(header, mac);
     if (this.#deviceToken === null) return true;
     const presented = bearerOf(header);
-    return presented !== undefined
-      && (timingSafeEqual(digestOf(presented), this.#deviceToken) || this.identify(header) !== undefined);
+    return (presented !== undefined && timingSafeEqual(digestOf(presented), this.#deviceToken)) || (admission?.admits(header, mac) ?? false);
+  }
+
+  admitsArtifactReader(header: string | undefined): boolean {
+    return this.admitsDevice(header, undefined) || (this.identify(header)?.scopes.includes('sync') ?? false);
+  }
+
+  #refuseDevice(): never {
+    if (this.#admission && this.#admission.policy !== 'open') {
+      fail('unauthorized', 'this gateway admits devices by key: get a device token (POST /v1/devices/{mac}/challenge, then /token) and send Authorization: Bearer <device token>', CHALLENGE);
+    }
+    fail('unauthorized', 'this gateway requires devices to send Authorization: Bearer <devices.token>', CHALLENGE);
   }
 }
 
-function bearerOf(header: string | undefined): string | undefined {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-  return match?.[1];
+/** The canonical form of a MAC route parameter (any accepted form), or undefined if it is not one. */
+function normalMac(param: string): string | undefined {
+  return isMac(param) ? parseMac(param) : undefined;
 }

@@ -1,5 +1,6 @@
+import type { DeviceAdmission } from '../identity/device-admission.ts';
 import type { Catalog } from '../catalog/catalog.ts';
-import type { ModelIntake } from '../catalog/model-intake.ts';
+import type { Admission } from '../admission/admission.ts';
 import type { Config } from '../config/schema.ts';
 import type { DeviceRegistry } from '../devices/device-registry.ts';
 import type { DiscoveryStatus } from '../discovery/advertiser.ts';
@@ -23,13 +24,15 @@ export interface Services {
   gatewayId: string;
   startedAt: Date;
   catalog: Catalog;
-  /** Where pushed models enter the catalog (the inbox uses the same). */
-  intake: ModelIntake;
+  /** The one way models enter the catalog (the inbox and the sync use the same). */
+  admission: Admission;
   blobs: BlobStore;
   hotBlobs: HotBlobs;
   collector: BlobCollector;
   sync: UpstreamSync;
   devices: DeviceRegistry;
+  /** Which devices are served, by their keys (devices.admission). */
+  deviceAdmission: DeviceAdmission;
   answers: PollAnswers;
   trust: TrustPolicy;
   auth: TokenAuth;

@@ -156,6 +156,20 @@ ${renderPager(query, page, pages)}
 </section>`;
 }
 
+/** Pending shown at most: enough to act on; the CLI lists them all. */
+const PENDING_SHOWN = 50;
+
+/** Devices waiting for an operator (devices.admission: accepted), newest first; nothing when none wait. */
+export function renderPending(pending: ReadonlyArray<{ mac: string; publicKey: string; since: string }>): string {
+  if (pending.length === 0) return '';
+  const shown = [...pending].sort((a, b) => b.since.localeCompare(a.since)).slice(0, PENDING_SHOWN);
+  return `<section id="pending"><h2>Waiting for acceptance</h2>
+<p class="muted">${pending.length} device${pending.length === 1 ? '' : 's'} offered a key and wait${pending.length === 1 ? 's' : ''}: <code>modelferry devices accept MAC</code> or <code>reject MAC</code></p>
+<ul class="devices">${shown.map((entry) => `<li class="device out-of-sync"><div class="line"><code class="mac">${escapeHtml(entry.mac)}</code><span class="badge">pending</span></div>`
+    + `<div class="line muted"><span>key <code>${escapeHtml(entry.publicKey)}</code></span><span>since <time datetime="${escapeHtml(entry.since)}">${escapeHtml(entry.since.replace('T', ' ').slice(0, 19))}</time></span></div></li>`).join('\n')}</ul>
+</section>`;
+}
+
 function tile(label: string, value: number, tone: string): string {
   return `<div class="tile ${tone}" data-count="${escapeHtml(label)}"><b>${value}</b><span>${escapeHtml(label)}</span></div>`;
 }

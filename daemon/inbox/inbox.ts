@@ -3,10 +3,11 @@ import { constants, type Stats } from 'node:fs';
 import { lstat, mkdir, open, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
+import type { Admission } from '../admission/admission.ts';
 import type { Catalog } from '../catalog/catalog.ts';
-import type { ModelIntake } from '../catalog/model-intake.ts';
-import { parseModelName, parseSelector, parseVersion, selectorKey } from '../contract/identifiers.ts';
-import { fail, isModelferryError } from '../errors.ts';
+import type { Clock } from '../clock.ts';
+import { parseSelector, selectorKey } from '../contract/identifiers.ts';
+import { isModelferryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { FILED, classify, splitStem } from './drop-names.ts';
 import { refusalText } from './refusal-text.ts';
@@ -27,16 +28,17 @@ class Refusal extends Error {}
  * The drop folder (DESIGN.md section 3): `name@version.pte`, or `stem.pte` with a
  * `stem.json` sidecar, copied in by scp, rsync or a person with a USB stick. A file is
  * taken once it is complete: temporary names are ignored until renamed, in-place writers
- * are waited out until the size settles. Each drop goes through the same intake as an HTTP
- * push, then moves to accepted/ or, with `<file>.error.txt`, to rejected/. Nothing is ever
+ * are waited out until the size settles. Each drop is admitted the way an HTTP push is
+ * (admission), then moves to accepted/ or, with `<file>.error.txt`, to rejected/. Nothing is ever
  * read through a symbolic link, from a file that is not a regular file, or written outside
  * the folder.
  */
 export class Inbox {
   readonly #options: InboxOptions;
-  readonly #intake: ModelIntake;
+  readonly #admission: Admission;
   readonly #catalog: Catalog;
   readonly #log: Logger;
+  readonly #clock: Clock;
   #watcher: FSWatcher | undefined;
   #watched: { dev: number; ino: number } | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -50,11 +52,12 @@ export class Inbox {
   /** Stems already logged as waiting for their sidecar, so a retry does not log again. */
   readonly #waiting = new Set<string>();
 
-  constructor(options: InboxOptions, parts: { intake: ModelIntake; catalog: Catalog; log: Logger }) {
+  constructor(options: InboxOptions, parts: { admission: Admission; catalog: Catalog; log: Logger; clock: Clock }) {
     this.#options = options;
-    this.#intake = parts.intake;
+    this.#admission = parts.admission;
     this.#catalog = parts.catalog;
     this.#log = parts.log.child({ part: 'inbox' });
+    this.#clock = parts.clock;
   }
 
   async start(): Promise<void> {
@@ -135,7 +138,7 @@ export class Inbox {
     if (this.#settling.has(name)) return;
     const interval = Math.max(50, Math.min(500, settleMs / 4));
     let seen = '';
-    let since = Date.now();
+    let since = this.#clock.now().getTime();
     const look = async () => {
       if (this.#stopping) return;
       const info = await lstatOrNull(this.#in(name)).catch(() => null);
@@ -146,8 +149,8 @@ export class Inbox {
       const now = `${info.size}:${info.mtimeMs}:${info.ino}`;
       if (now !== seen) {
         seen = now;
-        since = Date.now();
-      } else if (Date.now() - since >= settleMs) {
+        since = this.#clock.now().getTime();
+      } else if (this.#clock.now().getTime() - since >= settleMs) {
         this.#settling.delete(name);
         this.#complete.add(name);
         this.#enqueue(name);
@@ -215,7 +218,7 @@ export class Inbox {
     try {
       outcome = await this.#ingest(program, programInfo, sidecarName, sidecarInfo);
     } catch (error) {
-      const text = error instanceof Refusal ? error.message : refusalText(error, this.#intake.maxBytes);
+      const text = error instanceof Refusal ? error.message : refusalText(error, this.#admission.maxBytes);
       const code = isModelferryError(error) ? error.code : error instanceof Refusal ? 'refused' : 'internal';
       if (code === 'internal') this.#log.error({ err: error, file: program }, 'inbox: unexpected failure');
       await this.#file(filed.rejected, names, text);
@@ -227,11 +230,7 @@ export class Inbox {
   }
 
   async #ingest(program: string, programInfo: Stats, sidecarName: string | undefined, sidecarInfo: Stats | undefined): Promise<Outcome> {
-    const maxBytes = this.#intake.maxBytes;
     checkRegular(program, programInfo);
-    if (programInfo.size > maxBytes) {
-      fail('body_too_large', `${program} is ${programInfo.size} bytes, more than artifacts.maxBytes (${maxBytes} bytes)`);
-    }
     let meta: Sidecar | undefined;
     if (sidecarName && sidecarInfo) {
       checkRegular(sidecarName, sidecarInfo);
@@ -244,19 +243,21 @@ export class Inbox {
       }
     }
     const claimed = meta ?? splitStem(program.slice(0, -'.pte'.length))!;
-    const name = parseModelName(claimed.name);
-    const version = parseVersion(claimed.version);
     const selector = meta?.assign === undefined ? null : selectorKey(parseSelector(meta.assign));
-    const submission = {
-      name, version,
-      declaredSha256: meta?.sha256 ?? null,
+    const candidate = {
+      name: claimed.name,
+      version: claimed.version,
+      sha256: meta?.sha256 ?? null,
+      size: programInfo.size,
       claim: { signature: meta?.signature ?? null, keyId: meta?.keyId ?? null },
-      client: 'inbox',
     };
-    this.#intake.precheck(submission, programInfo.size);
-    const { created, record } = await readRegular(this.#in(program), programInfo, (handle) => this.#intake.submit(submission, handle.createReadStream({ autoClose: false }), programInfo.size));
+    const { created, record } = await this.#admission.admit([candidate], this.#admission.streamed({
+      client: 'inbox',
+      size: programInfo.size,
+      read: (receive) => readRegular(this.#in(program), programInfo, (handle) => receive(handle.createReadStream({ autoClose: false }))),
+    }));
     if (selector !== null) {
-      await this.#catalog.setAssignment({ selector, model: record.name, version: record.version, rollout: null, updatedAt: new Date().toISOString() });
+      await this.#catalog.setAssignment({ selector, model: record.name, version: record.version, rollout: null, updatedAt: this.#clock.now().toISOString() });
       this.#log.info({ selector, model: record.name, version: record.version, client: 'inbox' }, 'assignment set');
     }
     return { model: record.name, version: record.version, sha256: record.sha256, created, assigned: selector };
@@ -281,7 +282,8 @@ export class Inbox {
 
   /** Moves `names` into `folder` under a time-stamped name; a refusal gets its .error.txt. */
   async #file(folder: string, names: string[], refusal?: string): Promise<void> {
-    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+    const now = this.#clock.now();
+    const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
     for (const name of names) {
       this.#complete.delete(name);
       const target = await freeName(folder, `${stamp}-${shorten(name)}`);
@@ -292,7 +294,7 @@ export class Inbox {
       }
     }
     if (refusal !== undefined) {
-      const when = new Date().toISOString();
+      const when = now.toISOString();
       const text = `${names.join(' and ')} ${names.length > 1 ? 'were' : 'was'} refused by the gateway at ${when}.\n\n${refusal}\n`;
       await writeFile(await freeName(folder, `${stamp}-${shorten(names[0]!)}.error.txt`), text, { flag: 'wx', mode: 0o644 });
     }

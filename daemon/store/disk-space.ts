@@ -1,5 +1,4 @@
 import { statfs } from 'node:fs/promises';
-import type { Config } from '../config/schema.ts';
 import { fail, ModelferryError } from '../errors.ts';
 import { isDiskFull } from '../fs-errors.ts';
 
@@ -12,6 +11,11 @@ export interface DiskClaim {
   release(): void;
 }
 
+export interface DiskSpaceOptions {
+  /** artifacts.diskReserveBytes, read at each claim (it reloads live). */
+  reserveBytes: () => number;
+}
+
 /**
  * Checks, before a push, a drop or a sync writes anything, that the disk can hold it and
  * still keep `artifacts.diskReserveBytes` free for the database and the system. Writers
@@ -19,11 +23,11 @@ export interface DiskClaim {
  * pushes that each fit alone are not both let in when together they do not fit.
  */
 export class DiskSpace {
-  readonly #config: Config;
+  readonly #options: DiskSpaceOptions;
   readonly #claims = new Set<{ expected: number; written: number }>();
 
-  constructor(config: Config) {
-    this.#config = config;
+  constructor(options: DiskSpaceOptions) {
+    this.#options = options;
   }
 
   /** Bytes free on the file system of `dir`, as an unprivileged writer may use them. */
@@ -38,7 +42,7 @@ export class DiskSpace {
    * there is as its limit, and must have some.
    */
   async claim(dir: string, bytes: number | null, what: string): Promise<DiskClaim> {
-    const reserve = this.#config.artifacts.diskReserveBytes;
+    const reserve = this.#options.reserveBytes();
     const free = await DiskSpace.free(dir);
     // Counted after statfs answers, and the claim added in the same turn: two claims made at
     // once must each see the other, or both could be let in on the same free bytes.

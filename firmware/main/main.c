@@ -1,6 +1,7 @@
 /* Example application: joins Wi-Fi, starts the modelferry client and hands each newly
  * activated model (memory-mapped flash, pointer + length) to where the ExecuTorch runtime
- * would load it. */
+ * would load it, then confirms it, or rejects it so the client goes back to the previous
+ * one. */
 #include <string.h>
 
 #include "esp_event.h"
@@ -52,15 +53,42 @@ static void wifi_start(void)
     xEventGroupWaitBits(net_events, GOT_IP, pdFALSE, pdTRUE, portMAX_DELAY);
 }
 
-/* Where the application loads the model: with ExecuTorch (C++) this is
+static mf_client client; /* static: the client needs no heap beyond its report buffer */
+
+/* Where the application loads the model and runs a first inference. With ExecuTorch (C++):
  *   executorch::extension::BufferDataLoader loader(model->data, model->size);
  *   auto program = executorch::runtime::Program::load(&loader);
- * The bytes stay in flash (memory-mapped); nothing is copied to RAM. */
+ *   ... load_method("forward"), set the inputs, execute() ...
+ * The bytes stay in flash (memory-mapped); nothing is copied to RAM. Returns NULL when the
+ * model loaded and ran, else why not. This example only looks at the header; a real
+ * application does the above, on a task with the stack its model needs (the client's task
+ * has 12 KiB) and then calls mf_client_confirm or mf_client_reject from there. */
+static const char *load_and_run(const mf_active_model *model)
+{
+    if (model->size < 8 || model->data[4] != 'E' || model->data[5] != 'T') return "no ExecuTorch header";
+    return NULL;
+}
+
 static void on_model(void *ctx, const mf_active_model *model)
 {
     (void)ctx;
-    ESP_LOGI(TAG, "model %s %s active: %u bytes at %p (slot %d, sha256 %.16s...)", model->name, model->version,
-             (unsigned)model->size, (const void *)model->data, model->slot, model->sha256_hex);
+    if (model->status == MF_MODEL_FAILED) {
+        /* The device's first model, not confirmed, and nothing to go back to. */
+        ESP_LOGE(TAG, "model %s %s failed its confirmation; running without a model", model->name, model->version);
+        return;
+    }
+    ESP_LOGI(TAG, "model %s %s active: %u bytes at %p (slot %d, sha256 %.16s..., %s)", model->name, model->version,
+             (unsigned)model->size, (const void *)model->data, model->slot, model->sha256_hex,
+             model->status == MF_MODEL_PENDING ? "pending" : "confirmed");
+    const char *why = load_and_run(model);
+    if (why) {
+        /* Back to the model the application ran before, which is still mapped. */
+        ESP_LOGE(TAG, "model %s %s does not run: %s", model->name, model->version, why);
+        mf_client_reject(&client, why);
+        return;
+    }
+    /* The application runs this model now and no longer reads the previous one. */
+    mf_client_confirm(&client);
 }
 
 static void on_event(void *ctx, const char *event, const char *detail)
@@ -68,8 +96,6 @@ static void on_event(void *ctx, const char *event, const char *detail)
     (void)ctx;
     ESP_LOGI("modelferry", "%s %s", event, detail ? detail : "");
 }
-
-static mf_client client; /* static: the client needs no heap beyond its report buffer */
 
 static void client_task(void *arg)
 {

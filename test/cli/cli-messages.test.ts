@@ -14,9 +14,9 @@ import { fixture, fixturePath } from '../helpers/programs.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
 import { testNeeding } from '../helpers/requirements.ts';
 
-// Issue 13: every mistake a newcomer makes with the `modelferry` command is caught, with
-// the exit code of the README and a message that says what to do. Each case runs the real
-// command in a child process.
+// Every mistake a newcomer makes with the `modelferry` command is caught, with the exit
+// code docs/cli.md "Exit codes" gives and a message that says what to do. Each case runs the
+// real command in a child process.
 
 const shared = new Teardowns();
 let gw: RunningDaemon;
@@ -39,7 +39,7 @@ function noStack(t: import('ava').ExecutionContext, text: string): void {
   t.notRegex(text, /\bE[A-Z]{3,}\b: /, 'no raw Node error');
 }
 
-/** `modelferry --help` as the README shows it: the names of every command. */
+/** The names of every command, from `modelferry --help`. */
 async function commandNames(): Promise<string[]> {
   const { stdout } = await runCli(['--help']);
   const list = stdout.slice(stdout.indexOf('commands:\n') + 'commands:\n'.length, stdout.indexOf('\n\n', stdout.indexOf('commands:\n')));
@@ -65,10 +65,10 @@ test('--version prints the version; --help lists every command with a line sayin
   t.regex(close.stderr, /did you mean assignments\?/);
 });
 
-test('the README shows the exact output of modelferry --help', async (t) => {
-  const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8');
-  const match = /<!-- modelferry --help -->\n```text\n([\s\S]*?)```/.exec(readme);
-  t.truthy(match, 'README has a ```text block after <!-- modelferry --help -->');
+test('docs/cli.md shows the exact output of modelferry --help', async (t) => {
+  const doc = await readFile(path.join(ROOT, 'docs', 'cli.md'), 'utf8');
+  const match = /<!-- modelferry --help -->\n```text\n([\s\S]*?)```/.exec(doc);
+  t.truthy(match, 'docs/cli.md has a ```text block after <!-- modelferry --help -->');
   const { stdout } = await runCli(['--help']);
   t.is(match![1], stdout);
 });

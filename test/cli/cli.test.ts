@@ -3,11 +3,12 @@ import { existsSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
+import YAML from 'yaml';
 import { bucketOf } from '../helpers/api.ts';
-import { assignHttp, freePort, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
+import { ROOT, assignHttp, freePort, runCli, startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
 import { Teardowns, tempDir, until } from '../helpers/harness.ts';
 import { ADD_SHA256, MUL_SHA256, fixture, fixturePath, makeProgram, sha256 } from '../helpers/programs.ts';
-import { ADMIN_TOKEN, ALL_TOKEN, PUSH_TOKEN } from '../helpers/tokens.ts';
+import { ADMIN_TOKEN, ALL_TOKEN, PUSH_TOKEN, TEST_TOKENS } from '../helpers/tokens.ts';
 
 // The `modelferry` command line against a gateway running as a child process: the way a
 // Jenkinsfile step or an operator at a terminal uses it. The CLI only speaks HTTP, so every
@@ -61,6 +62,56 @@ test('push stores the model, --assign assigns it, each step is printed and the e
   const artifact = await gw.fetch(`/v1/artifacts/${ADD_SHA256}`);
   t.is(artifact.status, 200);
   t.deepEqual(Buffer.from(await artifact.arrayBuffer()), fixture('add.pte'));
+});
+
+test('the Jenkins recipe works with the jenkins token as the installer writes it: push --assign with exactly [push, assign]', async (t) => {
+  // config/example.yaml is what systemd/install.sh installs; its jenkins token is the one
+  // the README's Jenkinsfile uses with push --assign.
+  const example = YAML.parse(await readFile(path.join(ROOT, 'config/example.yaml'), 'utf8')) as { auth: { tokens: Array<{ name: string; scopes: string[] }> } };
+  const scopes = example.auth.tokens.find((token) => token.name === 'jenkins')!.scopes;
+  t.deepEqual(scopes, ['push', 'assign']);
+  const jenkins = 'jenkins-push-assign-0123456789';
+  const pushOnly = 'jenkins-push-only-0123456789';
+  const daemon = await startDaemon(t, { config: { auth: { tokens: [...TEST_TOKENS, { name: 'jenkins', token: jenkins, scopes }, { name: 'old-jenkins', token: pushOnly, scopes: ['push'] }] } } });
+
+  const result = await runCli(['push', ADD, '--name', 'kws', '--version', '7', '--assign', 'default', '--gateway', daemon.url], { env: { MODELFERRY_TOKEN: jenkins } });
+  t.is(result.code, 0, result.stderr);
+  t.regex(result.stdout, /^stored kws@7 .*\nassigned kws@7 to default$/m);
+  const answer = await daemon.fetch('/v1/devices/02:00:00:00:07:01/model');
+  t.like(await json(answer), { model: { name: 'kws', version: '7', sha256: ADD_SHA256 } });
+
+  // A push-only token (what older installs wrote) stores the model and then says plainly
+  // that it was not assigned, and which scope would do it.
+  const half = await runCli(['push', MUL, '--name', 'kws', '--version', '8', '--assign', 'default', '--gateway', daemon.url, '--token', pushOnly]);
+  t.is(half.code, 1);
+  t.regex(half.stdout, /^stored kws@8 /m);
+  t.regex(half.stderr, /kws@8 is stored but not assigned to default: 403 forbidden: token "old-jenkins" lacks the assign or admin scope \(--assign needs a token with the assign or admin scope, e\.g\. scopes: \[push, assign\]\)/);
+  t.like((await json(await daemon.fetch('/v1/assignments', { token: ADMIN_TOKEN }))).assignments[0], { selector: 'default', version: '7' });
+});
+
+test('a token with only the assign scope assigns, and cannot push or do admin work', async (t) => {
+  const assigner = 'assign-only-token-0123456789';
+  const daemon = await startDaemon(t, { config: { auth: { tokens: [...TEST_TOKENS, { name: 'rollouts', token: assigner, scopes: ['assign'] }] } } });
+  await pushHttp(daemon, 'kws', '1', fixture('add.pte'));
+  const as = ['--gateway', daemon.url, '--token', assigner];
+
+  const assigned = await runCli(['assign', '02:00:00:00:07:02', 'kws', '1', ...as]);
+  t.is(assigned.code, 0, assigned.stderr);
+  t.like(await json(await daemon.fetch('/v1/devices/02:00:00:00:07:02/model')), { model: { name: 'kws', version: '1' } });
+  const unassigned = await runCli(['unassign', '02:00:00:00:07:02', ...as]);
+  t.is(unassigned.code, 0, unassigned.stderr);
+
+  const pushed = await runCli(['push', MUL, '--name', 'kws', '--version', '2', ...as]);
+  t.is(pushed.code, 1);
+  t.regex(pushed.stderr, /403 forbidden: token "rollouts" lacks the push scope/);
+  t.is((await daemon.fetch('/v1/models/kws/2', { token: ADMIN_TOKEN })).status, 404, 'nothing stored');
+  for (const admin of [['group', 'lab', '02:00:00:00:07:03'], ['delete', 'kws', '1'], ['sync'], ['check']]) {
+    const refused = await runCli([...admin, ...as]);
+    t.is(refused.code, 1, `${admin[0]}: ${refused.stdout}`);
+    t.regex(refused.stderr, /403 forbidden: token "rollouts" lacks the admin scope/, admin[0]);
+  }
+  t.is((await daemon.fetch('/v1/groups/lab', { token: ADMIN_TOKEN })).status, 404);
+  t.is((await daemon.fetch('/v1/models/kws/1', { token: ADMIN_TOKEN })).status, 200);
 });
 
 test('pushing the same bytes under the same version again exits 0 and says "already stored"', async (t) => {

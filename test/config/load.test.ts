@@ -207,9 +207,9 @@ test('an enum flag outside its options is refused listing the options', (t) => {
   includesAll(t, message, ['log.level = "loud"', '(from flag --log.level)', '"fatal"|"error"|"warn"|"info"|"debug"|"trace"|"silent"']);
 });
 
-test('a token scope outside push, admin, sync is refused', (t) => {
+test('a token scope outside push, assign, admin, sync is refused', (t) => {
   const message = refused(t, { flags: { 'auth.tokens': JSON.stringify([{ name: 'ci', token: 'a-long-enough-secret-1234', scopes: ['root'] }]) }, cwd: '/' });
-  includesAll(t, message, ['auth.tokens.0.scopes.0 = "root"', '(from flag --auth.tokens)', '"push"|"admin"|"sync"']);
+  includesAll(t, message, ['auth.tokens.0.scopes.0 = "root"', '(from flag --auth.tokens)', '"push"|"assign"|"admin"|"sync"']);
 });
 
 test('a list-valued variable that is not YAML or JSON is refused naming the variable', (t) => {

@@ -1,6 +1,5 @@
 import test from 'ava';
 import { answerQuery, decodeTxt, goodbyesOf, instanceFqdn, recordsOf, SERVICE_TYPE, type Advertisement, type DnsRecord } from '../../daemon/discovery/dns-records.ts';
-import { instanceName, numberedName } from '../../daemon/discovery/advertiser.ts';
 import { hostAddresses, listeningAddresses, localHostName } from '../../daemon/discovery/host-addresses.ts';
 
 const ad: Advertisement = {
@@ -50,7 +49,7 @@ test('known answers with at least half their TTL left are not repeated; other na
   t.deepEqual(answerQuery({ questions: [{ name: 7 }, null as never, { name: SERVICE_TYPE }], answers: [null, 'x', { name: 1 }] }, records).answers, []);
 });
 
-test('records carry the TXT keys of DESIGN.md section 6, cache-flush on unique records, TTL 0 in goodbyes', (t) => {
+test('records carry the TXT keys of docs/design.md "LAN discovery", cache-flush on unique records, TTL 0 in goodbyes', (t) => {
   const txt = records.find((record) => record.type === 'TXT')!;
   t.deepEqual(decodeTxt(txt.data), ad.txt);
   t.true(txt.flush);
@@ -59,13 +58,7 @@ test('records carry the TXT keys of DESIGN.md section 6, cache-flush on unique r
   t.true(goodbyesOf(records).every((record) => record.ttl === 0 && !record.flush));
 });
 
-test('instance names: hostname-based by default, no dots, numbered within 63 bytes on a conflict', (t) => {
-  t.is(instanceName('', 'pi.site.lan'), 'modelferry on pi');
-  t.is(instanceName('  Lab gw 1.2 ', 'pi'), 'Lab gw 1-2');
-  t.is(numberedName('lab', 2), 'lab (2)');
-  const long = numberedName('é'.repeat(40), 12);
-  t.true(Buffer.byteLength(long) <= 63);
-  t.true(long.endsWith(' (12)'));
+test('the host name is the first label of the hostname, with what DNS does not allow replaced', (t) => {
   t.is(localHostName('Pi_4.site.lan'), 'Pi-4.local');
 });
 

@@ -42,7 +42,8 @@ const REQUIREMENTS = {
   'systemd-sysusers': { check: () => commandIsMissing('systemd-sysusers'), packages: ['systemd'] },
   'mdns-scan': { check: () => commandIsMissing('mdns-scan'), packages: ['mdns-scan'] },
   'python3-zeroconf': {
-    check: () => commandIsMissing('python3') ?? (spawnSync('python3', ['-c', 'import zeroconf'], { stdio: 'ignore' }).status === 0 ? undefined : 'the python3 zeroconf module is not installed'),
+    // Debian's interpreter, as test/lan/mdns-peers.ts runs it: the first python3 on PATH may be another one (pyenv).
+    check: () => (spawnSync('/usr/bin/python3', ['-c', 'import zeroconf'], { stdio: 'ignore' }).status === 0 ? undefined : "Debian's python3 has no zeroconf module"),
     packages: ['python3-zeroconf'],
   },
   avahi: { check: () => firstOf(commandIsMissing('avahi-daemon'), commandIsMissing('avahi-browse'), commandIsMissing('dbus-daemon')), packages: ['avahi-daemon', 'avahi-utils', 'dbus'] },

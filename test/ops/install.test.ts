@@ -200,12 +200,27 @@ test('install.sh installs the release into a root prefix: exactly these files, m
 
   // Uninstall: code, unit and command go; config and state stay.
   const removed = await install(root, '--uninstall');
-  t.regex(removed, /kept: \/etc\/modelferry/);
+  t.true(removed.includes(`kept: ${root}/etc/modelferry (config and tokens), ${root}/var/lib/modelferry`), removed);
   t.deepEqual((await walk(root)).map((e) => e.path).filter((p) => p !== 'var' && !p.startsWith('var/') && !image(p)), [
     'etc', 'etc/modelferry', 'etc/modelferry/config.yaml', 'etc/systemd', 'etc/systemd/system', 'opt', 'usr', 'usr/local', 'usr/local/bin', 'usr/local/lib', 'usr/local/lib/sysusers.d',
   ]);
   t.is(await readFile(configFile, 'utf8'), configText);
   t.true(existsSync(path.join(state, 'CURRENT')));
+
+  // What it says to run to remove the rest names the prefix's paths and user database,
+  // never this machine's: run as printed (less sudo), it empties the prefix and only it.
+  const removeAll = /to remove those too: (.*)$/m.exec(removed)?.[1];
+  t.truthy(removeAll, removed);
+  const [rm, userdel] = removeAll!.split(' && ');
+  const rmWords = rm!.split(' ');
+  t.deepEqual(rmWords.slice(0, 3), ['sudo', 'rm', '-rf']);
+  t.deepEqual(rmWords.slice(3), ['etc/modelferry', 'var/lib/private/modelferry', 'var/lib/modelferry', 'var/cache/private/modelferry', 'var/cache/modelferry'].map((p) => path.join(root, p)));
+  t.is(userdel, `sudo userdel --root ${root} modelferry`);
+  const hostPasswd = await readFile('/etc/passwd', 'utf8');
+  await run('sh', ['-c', (uid === 0 ? removeAll! : rm!).replaceAll('sudo ', '')]);
+  t.deepEqual((await walk(root)).map((e) => e.path).filter((p) => p.includes('modelferry')), [], 'nothing of modelferry is left in the prefix');
+  if (uid === 0) t.notRegex(await readFile(path.join(root, 'etc/passwd'), 'utf8'), /^modelferry:/m, 'the user is removed from the image');
+  t.is(await readFile('/etc/passwd', 'utf8'), hostPasswd, "this machine's users are untouched");
 });
 
 test('install.sh says what it needs: an old Node, a missing release, no release to upgrade', async (t) => {

@@ -1,5 +1,4 @@
 import test from 'ava';
-import type { Config } from '../../daemon/config/schema.ts';
 import { isModelferryError } from '../../daemon/errors.ts';
 import { DiskSpace } from '../../daemon/store/disk-space.ts';
 import { tempDir } from '../helpers/harness.ts';
@@ -12,7 +11,7 @@ const MiB = 1 << 20;
 
 async function spaceWithRoom(dir: string, room: number): Promise<DiskSpace> {
   const reserve = (await DiskSpace.free(dir)) - room;
-  return new DiskSpace({ artifacts: { diskReserveBytes: reserve } } as Config);
+  return new DiskSpace({ reserveBytes: () => reserve });
 }
 
 test('two claims made at once that fit alone but not together: one is refused with insufficient_storage', async (t) => {

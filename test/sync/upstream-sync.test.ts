@@ -1,6 +1,8 @@
 import test, { type ExecutionContext } from 'ava';
 import { getTasks } from 'node-cron';
+import { Admission } from '../../daemon/admission/admission.ts';
 import { Catalog } from '../../daemon/catalog/catalog.ts';
+import { systemClock } from '../../daemon/clock.ts';
 import { createLogger } from '../../daemon/log.ts';
 import { Metrics } from '../../daemon/metrics.ts';
 import { TrustPolicy } from '../../daemon/signing/trust.ts';
@@ -33,7 +35,11 @@ async function syncPart(t: ExecutionContext, url: string, clock: { now: number }
   const blobs = new BlobStore(blobDirsOf(config.paths), log);
   const catalog = new Catalog(database, blobs, log);
   const metrics = new Metrics();
-  const sync = new UpstreamSync({ config, catalog, blobs, database, trust: new TrustPolicy(config.trust), metrics, disk: new DiskSpace(config) }, log, () => clock.now);
+  const clockOf = { ...systemClock, now: () => new Date(clock.now) };
+  const admission = new Admission({ maxBytes: () => config.artifacts.maxBytes, formats: () => config.artifacts.formats }, {
+    catalog, blobs, trust: new TrustPolicy(config.trust), disk: new DiskSpace({ reserveBytes: () => config.artifacts.diskReserveBytes }), clock: clockOf, log,
+  });
+  const sync = new UpstreamSync({ upstream: () => config.upstream, cacheDir: config.paths.cache }, { admission, catalog, blobs, database, metrics, clock: clockOf, log });
   for (const part of [database, blobs, catalog]) await part.start();
   t.teardown(async () => {
     for (const part of [sync, catalog, blobs, database]) await part.stop();

@@ -82,7 +82,7 @@ test('the example config the installer copies is a valid configuration, tokens f
   const file = path.join(await tempDir(t), 'config.yaml');
   await writeFile(file, filled);
   const { config } = loadConfig({ env: { STATE_DIRECTORY: '/var/lib/modelferry', CACHE_DIRECTORY: '/var/cache/modelferry' }, file, flags: {} });
-  t.deepEqual(config.auth.tokens.map((token) => [token.name, token.scopes]), [['jenkins', ['push']], ['ops', ['admin', 'push']]]);
+  t.deepEqual(config.auth.tokens.map((token) => [token.name, token.scopes]), [['jenkins', ['push', 'assign']], ['ops', ['admin', 'push']]]);
   t.is(config.paths.state, '/var/lib/modelferry');
   t.is(config.paths.cache, '/var/cache/modelferry');
 });

@@ -11,11 +11,11 @@ import type { Services } from '../services.ts';
  */
 export function artifactRoutes(router: Router, services: Services): void {
   const { blobs, hotBlobs, metrics } = services;
-  const deviceAuth = services.auth.deviceAccess();
+  const readerAuth = services.auth.artifactAccess();
   const respond = artifactResponder(metrics);
 
   // GET also answers HEAD (koa-router registers both).
-  router.get(ARTIFACT_ROUTE, deviceAuth, async (ctx) => {
+  router.get(ARTIFACT_ROUTE, readerAuth, async (ctx) => {
     const sha256 = parseDigest(ctx.params.sha256!);
     const size = blobs.size(sha256);
     if (size === undefined) {

@@ -51,7 +51,7 @@ export function assignmentRoutes(router: Router, services: Services): void {
     };
   });
 
-  router.put('/v1/assignments/:selector', auth.scope('admin'), async (ctx) => {
+  router.put('/v1/assignments/:selector', auth.scope('assign', 'admin'), async (ctx) => {
     const selector = selectorKey(parseSelector(ctx.params.selector!));
     const body = await readJsonAs(ctx, JSON_BODY_LIMIT, assignmentBody);
     const ref = (r: { model: string; version: string }) => ({ model: parseModelName(r.model), version: parseVersionRef(r.version) });
@@ -123,11 +123,11 @@ export function assignmentRoutes(router: Router, services: Services): void {
     const assignment = catalog.current.assignments.get(selector)!;
     ctx.body = { ...assignment, changed: updated !== null, cohort: rollouts.health(assignment) };
   };
-  router.post('/v1/assignments/:selector/rollout/halt', auth.scope('admin'), rolloutAction('halt'));
-  router.post('/v1/assignments/:selector/rollout/resume', auth.scope('admin'), rolloutAction('resume'));
-  router.post('/v1/assignments/:selector/rollout/promote', auth.scope('admin'), rolloutAction('promote'));
+  router.post('/v1/assignments/:selector/rollout/halt', auth.scope('assign', 'admin'), rolloutAction('halt'));
+  router.post('/v1/assignments/:selector/rollout/resume', auth.scope('assign', 'admin'), rolloutAction('resume'));
+  router.post('/v1/assignments/:selector/rollout/promote', auth.scope('assign', 'admin'), rolloutAction('promote'));
 
-  router.delete('/v1/assignments/:selector', auth.scope('admin'), async (ctx) => {
+  router.delete('/v1/assignments/:selector', auth.scope('assign', 'admin'), async (ctx) => {
     const selector = selectorKey(parseSelector(ctx.params.selector!));
     await catalog.deleteAssignment(selector);
     log.info({ selector, client: ctx.state.client }, 'assignment deleted');

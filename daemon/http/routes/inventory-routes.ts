@@ -11,9 +11,9 @@ export const INVENTORY_PAGE = 1000;
 
 /** The fleet as this gateway sees it: what each device runs against what it should run. */
 export function inventoryRoutes(router: Router, services: Services): void {
-  const { devices, catalog, auth } = services;
+  const { devices, catalog, auth, deviceAdmission } = services;
 
-  const describe = (device: DeviceRecord) => describeDevice(device, catalog.current);
+  const describe = (device: DeviceRecord) => ({ ...describeDevice(device, catalog.current), admission: deviceAdmission.admissionOf(device.mac) });
 
   // Paged in MAC order: `next` is the `after` of the following page, null on the last.
   router.get('/v1/devices', auth.anyToken(), (ctx) => {

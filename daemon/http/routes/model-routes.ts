@@ -28,35 +28,39 @@ export function modelRoutes(router: Router, services: Services): void {
     }
   });
 
-  /** The push: checked and stored by the intake the inbox shares; here, the HTTP side of it. */
+  /** The push: admitted the way every model is (admission); here, the HTTP side of it. */
   async function receiveModel(ctx: Context): Promise<{ status: 200 | 201; record: ModelRecord }> {
-    const submission = {
-      name: parseModelName(ctx.params.name!),
-      version: parseVersion(ctx.params.version!),
-      declaredSha256: declaredDigest(ctx),
+    const candidate = {
+      name: ctx.params.name!,
+      version: ctx.params.version!,
+      sha256: declaredDigest(ctx),
+      size: ctx.get('Content-Length') === '' ? null : Number(ctx.get('Content-Length')),
       claim: { signature: ctx.get('X-Signature') || null, keyId: ctx.get('X-Signature-Key-Id') || null },
-      client: String(ctx.state.client),
     };
 
     // Once the client has sent everything, the gateway is the slow one (fsync on an SD card,
     // reading the program), which the idle timeout must not take for a stalled client. Node
     // puts the keep-alive timeout back once the answer is sent.
     ctx.req.once('end', () => pauseIdleTimeout(ctx.req));
-    const declaredSize = ctx.get('Content-Length') === '' ? null : Number(ctx.get('Content-Length'));
     let slot = false;
     try {
-      services.intake.precheck(submission, declaredSize);
-      const limit = services.config.artifacts.maxConcurrentPushes;
-      if (pushing >= limit) {
-        fail('busy', `the gateway is receiving its maximum of ${limit} pushes at once (artifacts.maxConcurrentPushes); try again after Retry-After seconds`, { 'Retry-After': String(PUSH_RETRY_SECONDS) });
-      }
-      pushing++;
-      slot = true;
-      const { created, record } = await services.intake.submit(submission, ctx.req, declaredSize);
+      const { created, record } = await services.admission.admit([candidate], services.admission.streamed({
+        client: String(ctx.state.client),
+        size: candidate.size,
+        read: (receive) => receive(ctx.req),
+        beforeBytes() {
+          const limit = services.config.artifacts.maxConcurrentPushes;
+          if (pushing >= limit) {
+            fail('busy', `the gateway is receiving its maximum of ${limit} pushes at once (artifacts.maxConcurrentPushes); try again after Retry-After seconds`, { 'Retry-After': String(PUSH_RETRY_SECONDS) });
+          }
+          pushing++;
+          slot = true;
+        },
+      }));
       return { status: created ? 201 : 200, record };
     } catch (error) {
       // Stop reading, let the rest drain and close the connection after the answer.
-      if (isModelferryError(error) && error.code === 'body_too_large') tooLarge(ctx, services.intake.maxBytes);
+      if (isModelferryError(error) && error.code === 'body_too_large') tooLarge(ctx, services.admission.maxBytes);
       if (!ctx.req.complete) ctx.req.resume();
       throw error;
     } finally {

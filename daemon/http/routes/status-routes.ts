@@ -4,15 +4,15 @@ import { VERSION } from '../../version.ts';
 import type { DiscoveryStatus } from '../../discovery/advertiser.ts';
 import type { SyncStatus } from '../../sync/upstream-sync.ts';
 import type { Services } from '../services.ts';
-import { STATUS_PAGE_CSP, parseStatusQuery, renderLive, renderStatusPage, type StatusUpstream } from '../status-page.ts';
+import { STATUS_PAGE_CSP, parseStatusQuery, renderLive, renderPending, renderStatusPage, type StatusUpstream } from '../status-page.ts';
 
 /** GET /: the status page for people (read-only, no token, no secret on it). */
 export function statusRoutes(router: Router, services: Services): void {
-  const { catalog, devices, sync, gatewayId, startedAt, discovery } = services;
+  const { catalog, devices, deviceAdmission, sync, gatewayId, startedAt, discovery } = services;
 
   router.get('/', (ctx) => {
     const query = parseStatusQuery(ctx.query);
-    const live = renderLive(catalog.current, devices.records(), upstreamOf(sync.status()), query);
+    const live = renderPending(deviceAdmission.records('pending')) + renderLive(catalog.current, devices.records(), upstreamOf(sync.status()), query);
     ctx.set('Cache-Control', 'no-store');
     ctx.set('Content-Security-Policy', STATUS_PAGE_CSP);
     ctx.set('X-Content-Type-Options', 'nosniff');

@@ -33,15 +33,24 @@ static void usage(FILE *to)
             "                      [--wait SECONDS] [--service NAME] [--discovery-timeout MS] [--token T]\n"
             "                      [--firmware VERSION] [--runtime NAME] [--power-cut-after-bytes N]\n"
             "                      [--max-download-rate BYTES_PER_SECOND] [--stats]\n"
+            "                      [--confirm-boots N] [--confirm-timeout SECONDS]\n"
+            "                      [--reject-model SHA256] [--crash-model SHA256]\n"
             "With no --gateway the gateway is found by mDNS (%s). --once does one poll and update\n"
-            "cycle and exits 0 when the device then runs its assigned model, 1 otherwise.\n"
+            "cycle and exits 0 when the device then runs its assigned model, confirmed, 1 otherwise.\n"
             "--slot-bytes is the largest model a slot holds (rounded up to 4 KiB; the slot file adds\n"
             "a 4 KiB header sector). --power-cut-after-bytes stops the process (exit 137, no clean-up)\n"
-            "once that many model bytes reached the slot, as a power cut would.\n",
+            "once that many model bytes reached the slot, as a power cut would.\n"
+            "The application part confirms every model it is handed (mf_client_confirm), except:\n"
+            "--reject-model SHA256 rejects that model right after its activation (mf_client_reject);\n"
+            "--crash-model SHA256 exits with status 134 right after that model is activated, before\n"
+            "confirming it (starting again on the same --state-dir is the reboot). A model that\n"
+            "could not be confirmed and has nothing to roll back to is not run.\n",
             "_modelferry._tcp");
 }
 
 /* ------------------------------------------------------------------ output */
+
+static mf_clock *sim_clock;
 
 static void print_event(const char *event, const char *detail)
 {
@@ -56,7 +65,7 @@ static void print_event(const char *event, const char *detail)
         mf_json_string(&j, detail);
     }
     mf_json_key(&j, "ms");
-    mf_json_uint(&j, mf_clock_now_ms());
+    mf_json_uint(&j, mf_clock_now_ms(sim_clock));
     mf_json_end(&j, '}');
     printf("%s\n", j.overflow ? "{\"event\":\"overflow\"}" : buf);
     fflush(stdout);
@@ -68,15 +77,37 @@ static void on_event(void *ctx, const char *event, const char *detail)
     print_event(event, detail);
 }
 
+/* The application's side: what it does with each model it is handed. */
+static const char *reject_sha = "", *crash_sha = "";
+
+static const char *status_name(mf_model_status status)
+{
+    return status == MF_MODEL_PENDING ? "pending" : status == MF_MODEL_FAILED ? "failed" : "confirmed";
+}
+
 static void on_activate(void *ctx, const mf_active_model *m)
 {
-    (void)ctx;
-    /* Where firmware would hand m->data and m->size to the ExecuTorch runtime. */
+    mf_client *client = ctx;
     char detail[256];
-    snprintf(detail, sizeof detail, "sha256=%s size=%" PRIu32 " head=%c%c%c%c", m->sha256_hex, m->size,
-             m->size >= 8 ? m->data[4] : '?', m->size >= 8 ? m->data[5] : '?', m->size >= 8 ? m->data[6] : '?',
-             m->size >= 8 ? m->data[7] : '?');
+    if (m->status == MF_MODEL_FAILED) {
+        snprintf(detail, sizeof detail, "sha256=%s: not confirmed and nothing to go back to; not run", m->sha256_hex);
+        print_event("not_loaded", detail);
+        return;
+    }
+    /* Where firmware would hand m->data and m->size to the ExecuTorch runtime. */
+    snprintf(detail, sizeof detail, "sha256=%s size=%" PRIu32 " status=%s head=%c%c%c%c", m->sha256_hex, m->size,
+             status_name(m->status), m->size >= 8 ? m->data[4] : '?', m->size >= 8 ? m->data[5] : '?',
+             m->size >= 8 ? m->data[6] : '?', m->size >= 8 ? m->data[7] : '?');
     print_event("loaded", detail);
+    if (m->status == MF_MODEL_PENDING && strcmp(m->sha256_hex, crash_sha) == 0) {
+        print_event("crash", m->sha256_hex);
+        _exit(134);
+    }
+    if (m->status == MF_MODEL_PENDING && strcmp(m->sha256_hex, reject_sha) == 0) {
+        mf_client_reject(client, "--reject-model");
+        return;
+    }
+    mf_client_confirm(client);
 }
 
 static void on_power_lost(void *ctx)
@@ -145,6 +176,8 @@ int main(int argc, char **argv)
         {"runtime", required_argument, 0, 'r'},      {"power-cut-after-bytes", required_argument, 0, 'p'},
         {"stats", no_argument, 0, 'x'},              {"help", no_argument, 0, 'h'},
         {"max-download-rate", required_argument, 0, 'R'},
+        {"reject-model", required_argument, 0, 'J'},  {"crash-model", required_argument, 0, 'C'},
+        {"confirm-boots", required_argument, 0, 'B'}, {"confirm-timeout", required_argument, 0, 'W'},
         {0, 0, 0, 0},
     };
     static uint8_t keys[MAX_KEYS][32];
@@ -219,6 +252,23 @@ int main(int argc, char **argv)
             if (parse_u64(optarg, &max_rate) != 0) { fprintf(stderr, "modelferry-sim: --max-download-rate must be a number\n"); return 2; }
             break;
         case 'x': stats = 1; break;
+        case 'J':
+        case 'C':
+            if (strlen(optarg) != 64 || strspn(optarg, "0123456789abcdef") != 64) {
+                fprintf(stderr, "modelferry-sim: --%s takes a sha256 in lower-case hex\n", c == 'J' ? "reject-model" : "crash-model");
+                return 2;
+            }
+            if (c == 'J') reject_sha = optarg;
+            else crash_sha = optarg;
+            break;
+        case 'B':
+            if (parse_u64(optarg, &v) != 0 || v < 1 || v > 100) { fprintf(stderr, "modelferry-sim: --confirm-boots must be 1..100\n"); return 2; }
+            cfg.confirm_boots = (uint32_t)v;
+            break;
+        case 'W':
+            if (parse_u64(optarg, &v) != 0 || v < 1 || v > 86400) { fprintf(stderr, "modelferry-sim: --confirm-timeout must be 1..86400\n"); return 2; }
+            cfg.confirm_timeout_s = (uint32_t)v;
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -231,6 +281,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) { perror(dir); return 1; }
+    sim_clock = mf_posix_clock_new(0);
 
     cJSON_Hooks hooks = {count_malloc, count_free};
     cJSON_InitHooks(&hooks);
@@ -248,6 +299,8 @@ int main(int argc, char **argv)
     cfg.trusted_key_count = key_count;
     cfg.on_event = on_event;
     cfg.on_activate = on_activate;
+    static mf_client client;
+    cfg.ctx = &client;
 
     mf_fault fault;
     mf_fault_init(&fault);
@@ -260,13 +313,12 @@ int main(int argc, char **argv)
     mf_http *http = mf_posix_http_new();
     mf_discovery *disc = mf_posix_discovery_new(NULL);
     mf_identity *id = mf_posix_identity_new(mac);
-    if (!slots || !kv || !http || !disc || !id) {
+    if (!slots || !kv || !http || !disc || !id || !sim_clock) {
         fprintf(stderr, "modelferry-sim: cannot open the state in %s (an existing slot of another --slot-bytes?)\n", dir);
         return 1;
     }
     mf_posix_http_set_max_rate(http, max_rate);
-    mf_ports ports = {http, disc, slots, kv, id};
-    static mf_client client;
+    mf_ports ports = {http, disc, slots, kv, id, sim_clock, mf_posix_random()};
     mf_err err = mf_client_init(&client, &cfg, &ports);
     if (err == MF_ERR_INVALID_ARG) {
         fprintf(stderr, "modelferry-sim: capabilities beyond the contract: at most %d operators and %d delegates, "
@@ -282,9 +334,13 @@ int main(int argc, char **argv)
     int status = 0;
     if (once) {
         uint32_t delay;
-        err = mf_client_step(&client, &delay);
+        err = mf_client_cycle(&client, &delay);
+        /* A model pending at boot takes a cycle of its own (confirmed or rolled back) before
+         * the first poll. */
+        if (client.stats.polls == 0 && err != MF_ERR_POWER_LOST) err = mf_client_cycle(&client, &delay);
         const mf_active_model *m = mf_client_active(&client);
-        int in_sync = client.have_assignment && m && memcmp(m->sha256, client.assignment.sha256, 32) == 0;
+        int in_sync = client.assignment.have && m && m->status == MF_MODEL_CONFIRMED &&
+                      memcmp(m->sha256, client.assignment.model.sha256, 32) == 0;
         char detail[160];
         snprintf(detail, sizeof detail, "in_sync=%d result=%s", in_sync, mf_err_code(err));
         print_event("once", detail);
@@ -297,7 +353,7 @@ int main(int argc, char **argv)
         char detail[256];
         snprintf(detail, sizeof detail,
                  "client_struct=%zu report_buffer=%zu cjson_peak=%zu peak_heap=%zu slot_capacity=%" PRIu32,
-                 sizeof client, client.report_cap, heap_peak, client.report_cap + heap_peak, capacity);
+                 sizeof client, client.report.cap, heap_peak, client.report.cap + heap_peak, capacity);
         print_event("stats", detail);
     }
     mf_client_deinit(&client);
@@ -306,6 +362,7 @@ int main(int argc, char **argv)
     mf_posix_http_free(http);
     mf_posix_kv_close(kv);
     mf_posix_slots_close(slots);
+    mf_posix_clock_free(sim_clock);
     curl_global_cleanup();
     return status;
 }

@@ -2,15 +2,19 @@
  * at byte offsets through the download and through every byte of the slot header (the
  * commit). After the cut the device reboots: the previous model must be active (or the new
  * one, only if the commit point was passed), the previous slot untouched, and the next run
- * must finish the update, resuming with Range when progress had been saved. */
+ * must finish the update, resuming with Range when progress had been saved, and confirm it.
+ * The same after every storage operation of a rollback: at run time (the application
+ * rejects the new model) and at boot (a crash loop): the previous model stays intact and
+ * active once it is over, the new one invalid and not fetched again. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "mf_progress.h"
+#include "mf_records.h"
 #include "mf_slot.h"
+#include "mf_verify.h"
 #include "test_server.h"
 #include "test_util.h"
 
@@ -57,6 +61,17 @@ static char *clone_template(void)
     return dir;
 }
 
+/* A device on a copy of the template (m 1 active), the gateway assigning m 2. Returns
+ * the copy's folder. */
+static char *open_clone(test_device *d)
+{
+    char *dir = clone_template();
+    tg_init(&gw);
+    tg_serve(&gw, "m", "2", prog_b, MODEL_BYTES);
+    test_device_open(d, dir, SLOT_BYTES, server.url);
+    return dir;
+}
+
 static void remove_tree(const char *dir)
 {
     char cmd[1200];
@@ -71,7 +86,7 @@ static void make_template(void)
     test_device_open(&d, template_dir, SLOT_BYTES, server.url);
     tg_serve(&gw, "m", "1", prog_a, MODEL_BYTES);
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     slot_a = d.client.active;
     uint32_t len;
     template_slot_a = test_slot_bytes(&d, slot_a, &len);
@@ -81,24 +96,21 @@ static void make_template(void)
 /* One cut: ops_left or bytes_left set (the other -1). Returns the storage ops done. */
 static uint64_t run_cut(int64_t ops_left, int64_t bytes_left)
 {
-    char *dir = clone_template();
     test_device d;
-    tg_init(&gw);
-    tg_serve(&gw, "m", "2", prog_b, MODEL_BYTES);
-    test_device_open(&d, dir, SLOT_BYTES, server.url);
+    char *dir = open_clone(&d);
     d.fault.ops_left = ops_left;
     d.fault.bytes_left = bytes_left;
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_STR(d.client.model.sha256_hex, sha_a);
+    CHECK_STR(test_active(&d)->sha256_hex, sha_a);
     mf_err err = MF_OK;
-    for (int i = 0; i < 3 && err != MF_ERR_POWER_LOST; i++) err = test_device_steps(&d, 1);
+    for (int i = 0; i < 3 && err != MF_ERR_POWER_LOST; i++) err = test_device_cycles(&d, 1);
     uint64_t ops = d.fault.ops;
     int cut = d.fault.powered_off;
 
     /* Reboot after the cut. */
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
     char active[65];
-    snprintf(active, sizeof active, "%s", d.client.active >= 0 ? d.client.model.sha256_hex : "");
+    snprintf(active, sizeof active, "%s", test_active_sha(&d));
     CHECK(strcmp(active, sha_a) == 0 || strcmp(active, sha_b) == 0);
     if (!cut) CHECK_STR(active, sha_b);
     uint32_t len;
@@ -114,8 +126,12 @@ static uint64_t run_cut(int64_t ops_left, int64_t bytes_left)
     if (getenv("TEST_VERBOSE")) fprintf(stderr, "cut ops=%lld bytes=%lld: progress %d written %u\n", (long long)ops_left, (long long)bytes_left, have_progress, have_progress ? p.written : 0);
     tg_init(&gw);
     tg_serve(&gw, "m", "2", prog_b, MODEL_BYTES);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
-    CHECK_STR(d.client.model.sha256_hex, sha_b);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
+    CHECK_STR(test_active(&d)->sha256_hex, sha_b);
+    CHECK_EQ(test_active(&d)->status, MF_MODEL_CONFIRMED);
+    char record[512];
+    size_t record_len;
+    CHECK_EQ(mf_kv_get(d.kv, "mf_pend", record, sizeof record, &record_len), MF_ERR_NOT_FOUND);
     if (strcmp(active, sha_b) != 0 && have_progress) {
         CHECK_EQ(gw.range_requests, 1);
         CHECK_EQ(gw.last_range_start, p.written);
@@ -126,26 +142,102 @@ static uint64_t run_cut(int64_t ops_left, int64_t bytes_left)
     return ops;
 }
 
+/* The slot of the template's model is byte-identical: it was never written. */
+static void check_a_untouched(test_device *d)
+{
+    uint32_t len;
+    uint8_t *now_a = test_slot_bytes(d, slot_a, &len);
+    CHECK(memcmp(now_a, template_slot_a, len) == 0);
+    free(now_a);
+}
+
+/* Where a rollback from m 2 ends: m 1 active and confirmed, m 2's slot invalid, no
+ * confirmation record, a failure keyed on m 2's sha256 (so it is not fetched again). */
+static void check_rolled_back(test_device *d)
+{
+    CHECK_STR(test_active_sha(d), sha_a);
+    CHECK_EQ(test_active(d)->status, MF_MODEL_CONFIRMED);
+    CHECK(!d->client.valid[slot_a == 0 ? 1 : 0]);
+    char record[512];
+    size_t len;
+    CHECK_EQ(mf_kv_get(d->kv, "mf_pend", record, sizeof record, &len), MF_ERR_NOT_FOUND);
+    mf_failed_record f;
+    CHECK_EQ(mf_failed_load(d->kv, "mf_fail", &f), MF_OK);
+    CHECK_EQ(f.rolled_back, 1);
+    char hex[65];
+    mf_hex_encode(f.sha256, 32, hex);
+    CHECK_STR(hex, sha_b);
+    check_a_untouched(d);
+}
+
+/* The application rejects m 2; power is cut after `ops_left` storage operations. */
+static int run_rollback_cut(int64_t ops_left)
+{
+    test_device d;
+    char *dir = open_clone(&d);
+    snprintf(d.reject_sha, sizeof d.reject_sha, "%s", sha_b);
+    d.fault.ops_left = ops_left;
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    for (int i = 0; i < 3 && !d.fault.powered_off; i++) test_device_cycles(&d, 1);
+    int cut = d.fault.powered_off;
+
+    /* Reboot: a valid model runs, m 1's slot is as it was, m 2 is at most pending. */
+    CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+    CHECK(strcmp(test_active_sha(&d), sha_a) == 0 || strcmp(test_active_sha(&d), sha_b) == 0);
+    if (strcmp(test_active_sha(&d), sha_b) == 0) CHECK(test_active(&d)->status != MF_MODEL_CONFIRMED);
+    check_a_untouched(&d);
+    test_device_cycles(&d, 2);
+    check_rolled_back(&d);
+    if (getenv("TEST_VERBOSE")) fprintf(stderr, "rollback cut %lld: %s\n", (long long)ops_left, gw.last_report);
+    CHECK(strstr(gw.last_report, "\"rolledBackFrom\"") != NULL || !cut);
+    test_device_close(&d);
+    remove_tree(dir);
+    return cut;
+}
+
+/* m 2 crashes the application at every boot: with confirm_boots 1, the boot after the
+ * install rolls it back; power is cut after `ops_left` storage operations of that boot. */
+static int run_boot_rollback_cut(int64_t ops_left)
+{
+    test_device d;
+    char *dir = open_clone(&d);
+    d.cfg.confirm_boots = 1;
+    snprintf(d.crash_sha, sizeof d.crash_sha, "%s", sha_b);
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    test_device_cycles(&d, 1);
+    CHECK_EQ(d.crashes, 1);
+
+    mf_err err = test_device_reboot_cut(&d, SLOT_BYTES, ops_left);
+    int cut = d.fault.powered_off;
+    CHECK(err == MF_OK || (cut && err == MF_ERR_POWER_LOST));
+
+    CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+    CHECK_EQ(d.crashes, 1); /* never started again */
+    check_rolled_back(&d);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
+    CHECK(strstr(gw.last_report, "not_confirmed: m 2 (not confirmed after 1 boots); rolled back to m 1") != NULL);
+    test_device_close(&d);
+    remove_tree(dir);
+    return cut;
+}
+
 /* A commit cut mid-header, then the same bytes assigned under another version: the header
  * differs, so it must go onto an erased sector, not over the torn one. */
 static void torn_commit_then_same_bytes_renamed(void)
 {
-    char *dir = clone_template();
     test_device d;
-    tg_init(&gw);
-    tg_serve(&gw, "m", "2", prog_b, MODEL_BYTES);
-    test_device_open(&d, dir, SLOT_BYTES, server.url);
+    char *dir = open_clone(&d);
     d.fault.bytes_left = MODEL_BYTES + 183; /* the whole header but its last byte and the CRC */
     CHECK_EQ(test_device_boot(&d), MF_OK);
-    CHECK_EQ(test_device_steps(&d, 1), MF_ERR_POWER_LOST);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_ERR_POWER_LOST);
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
-    CHECK_STR(d.client.model.sha256_hex, sha_a);
+    CHECK_STR(test_active(&d)->sha256_hex, sha_a);
     tg_serve(&gw, "m", "2-renamed", prog_b, MODEL_BYTES);
-    CHECK_EQ(test_device_steps(&d, 1), MF_OK);
-    CHECK_STR(d.client.model.sha256_hex, sha_b);
-    CHECK_STR(d.client.model.version, "2-renamed");
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
+    CHECK_STR(test_active(&d)->sha256_hex, sha_b);
+    CHECK_STR(test_active(&d)->version, "2-renamed");
     CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
-    CHECK_STR(d.client.model.version, "2-renamed");
+    CHECK_STR(test_active(&d)->version, "2-renamed");
     test_device_close(&d);
     remove_tree(dir);
 }
@@ -189,6 +281,14 @@ int main(void)
     CHECK(new_active_runs >= 1);
     CHECK(old_active_runs > new_active_runs);
     torn_commit_then_same_bytes_renamed();
+
+    int rollback_cuts = 0, boot_rollback_cuts = 0;
+    for (int64_t cut = 0; run_rollback_cut(cut); cut++) rollback_cuts++;
+    for (int64_t cut = 0; run_boot_rollback_cut(cut); cut++) boot_rollback_cuts++;
+    fprintf(stderr, "rollback: cut at each of %d operations at run time, %d at boot\n", rollback_cuts,
+            boot_rollback_cuts);
+    CHECK(rollback_cuts > 30); /* the install before the rejection included */
+    CHECK(boot_rollback_cuts >= 4);
 
     ts_stop(&server);
     free(prog_a);

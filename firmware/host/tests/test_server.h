@@ -60,7 +60,7 @@ typedef struct {
     int bad_content_range;         /* answer Range with a wrong start */
     long artifact_content_length_delta; /* added to the artifact's Content-Length */
     long close_after_bytes;        /* >= 0: cut the artifact body after this many bytes, once */
-    int hold_ms;                   /* long polls: hold this long before 304 */
+    int hold_ms;                   /* long polls: held this long (on test_clock) before 304 */
     int report_status;             /* non-zero: answer reports with this */
     int refuse_capabilities;       /* 413 for reports carrying capabilities */
     /* what it saw */

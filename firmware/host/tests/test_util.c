@@ -3,12 +3,69 @@
 
 #include <ftw.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <sodium.h>
 
 #include "mf_verify.h"
 
 int test_checks;
+
+mf_clock *test_clock(void)
+{
+    static mf_clock *clock;
+    if (!clock) clock = mf_posix_clock_new(1);
+    CHECK(clock != NULL);
+    return clock;
+}
+
+static int run_one(const test_scenario *sc, void (*before)(void), void (*after)(void))
+{
+    if (before) before();
+    sc->run();
+    if (after) after();
+    return test_checks;
+}
+
+int test_main(int argc, char **argv, const test_scenario *scenarios, size_t count, void (*before)(void),
+              void (*after)(void))
+{
+    if (argc > 1) {
+        for (size_t i = 0; i < count; i++) {
+            if (strcmp(argv[1], scenarios[i].name) != 0) continue;
+            fprintf(stderr, "-- %s\n", scenarios[i].name);
+            fprintf(stderr, "ok: %d checks\n", run_one(&scenarios[i], before, after));
+            return 0;
+        }
+        fprintf(stderr, "%s: no scenario %s\n", argv[0], argv[1]);
+        return 2;
+    }
+    /* The children add their checks here. */
+    int *checks = mmap(NULL, sizeof *checks, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(checks != MAP_FAILED);
+    *checks = 0;
+    size_t failed = 0;
+    for (size_t i = 0; i < count; i++) {
+        fprintf(stderr, "-- %s\n", scenarios[i].name);
+        fflush(NULL);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            *checks += run_one(&scenarios[i], before, after);
+            exit(0);
+        }
+        int status = 0;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+        failed++;
+        if (WIFSIGNALED(status)) fprintf(stderr, "FAILED: %s (signal %d)\n", scenarios[i].name, WTERMSIG(status));
+        else fprintf(stderr, "FAILED: %s (exit %d)\n", scenarios[i].name, WEXITSTATUS(status));
+    }
+    fprintf(stderr, "%s: %d checks, %zu of %zu scenarios failed\n", failed ? "FAILED" : "ok", *checks, failed, count);
+    munmap(checks, sizeof *checks);
+    return failed ? 1 : 0;
+}
 
 static char **dirs;
 static int ndirs;
@@ -123,6 +180,32 @@ static void dev_activate(void *ctx, const mf_active_model *m)
     test_sha256_hex(m->data, m->size, hex);
     CHECK_STR(hex, m->sha256_hex);
     d->activations++;
+    d->last_status = m->status;
+    if (m->status != MF_MODEL_PENDING) {
+        if (m->status == MF_MODEL_CONFIRMED && !d->hold_confirm) mf_client_confirm(&d->client); /* it runs this one now */
+        return;
+    }
+    if (strcmp(m->sha256_hex, d->crash_sha) == 0) {
+        d->crashes++;
+        d->fault.powered_off = 1;
+    } else if (strcmp(m->sha256_hex, d->reject_sha) == 0) {
+        mf_client_reject(&d->client, "the test rejects it");
+    } else if (!d->hold_confirm) {
+        mf_client_confirm(&d->client);
+    }
+}
+
+const mf_active_model *test_active(test_device *d)
+{
+    const mf_active_model *m = mf_client_active(&d->client);
+    CHECK(m != NULL);
+    return m;
+}
+
+const char *test_active_sha(test_device *d)
+{
+    const mf_active_model *m = mf_client_active(&d->client);
+    return m ? m->sha256_hex : "";
 }
 
 static void open_ports(test_device *d, uint32_t slot_bytes)
@@ -133,6 +216,7 @@ static void open_ports(test_device *d, uint32_t slot_bytes)
     static const uint8_t mac[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x01};
     d->id = mf_posix_identity_new(mac);
     CHECK(d->slots && d->kv && d->http && d->id);
+    d->ports = (mf_ports){d->http, NULL, d->slots, d->kv, d->id, test_clock(), mf_posix_random()};
 }
 
 void test_device_open(test_device *d, const char *dir, uint32_t slot_bytes, const char *gateway_url)
@@ -160,7 +244,7 @@ void test_device_open(test_device *d, const char *dir, uint32_t slot_bytes, cons
 
 mf_err test_device_boot(test_device *d)
 {
-    mf_err err = mf_client_init(&d->client, &d->cfg, &(mf_ports){d->http, NULL, d->slots, d->kv, d->id});
+    mf_err err = mf_client_init(&d->client, &d->cfg, &d->ports);
     d->initialised = err == MF_OK;
     return err;
 }
@@ -179,20 +263,23 @@ void test_device_close(test_device *d)
     d->id = NULL;
 }
 
-mf_err test_device_reboot(test_device *d, uint32_t slot_bytes)
+mf_err test_device_reboot_cut(test_device *d, uint32_t slot_bytes, int64_t ops_left)
 {
     test_device_close(d);
     mf_fault_init(&d->fault);
+    d->fault.ops_left = ops_left;
     open_ports(d, slot_bytes);
     return test_device_boot(d);
 }
 
-mf_err test_device_steps(test_device *d, int n)
+mf_err test_device_reboot(test_device *d, uint32_t slot_bytes) { return test_device_reboot_cut(d, slot_bytes, -1); }
+
+mf_err test_device_cycles(test_device *d, int n)
 {
     mf_err err = MF_OK;
     for (int i = 0; i < n; i++) {
         uint32_t delay;
-        err = mf_client_step(&d->client, &delay);
+        err = mf_client_cycle(&d->client, &delay);
     }
     return err;
 }

@@ -19,6 +19,24 @@ extern int test_checks;
 #define RUN(fn) do { fprintf(stderr, "-- %s\n", #fn); fn(); } while (0)
 #define DONE() do { fprintf(stderr, "ok: %d checks\n", test_checks); return 0; } while (0)
 
+typedef struct {
+    const char *name;
+    void (*run)(void);
+} test_scenario;
+
+#define SCENARIO(fn) {#fn, fn}
+
+/* Runs each scenario in a child process of its own, so a failed check (which aborts) or a
+ * sanitizer report ends only that scenario and the others still run; `prog NAME` runs one
+ * in this process (for a debugger). before/after (may be NULL) run in the child around
+ * each. Returns main's exit status: 0 when every scenario passed. */
+int test_main(int argc, char **argv, const test_scenario *scenarios, size_t count, void (*before)(void),
+              void (*after)(void));
+
+/* The clock every test device runs on: manual (it starts at 0 and moves only when a test,
+ * the scripted gateway or a sleep moves it), one per process. */
+mf_clock *test_clock(void);
+
 /* A fresh folder under $TMPDIR, removed by test_cleanup_dirs (at exit). */
 char *test_tempdir(void);
 
@@ -50,6 +68,7 @@ typedef struct {
     mf_kv *kv;
     mf_http *http;
     mf_identity *id;
+    mf_ports ports;
     mf_config cfg;
     mf_client client;
     int initialised;
@@ -59,6 +78,14 @@ typedef struct {
     char last_event[64];
     char last_failed[512];
     char last_waiting[512];
+    /* What the application does with a model it is handed: confirm it (the default), or
+     * nothing yet (hold_confirm), reject the one with this sha256, or crash on it (nothing
+     * reaches storage after; the test reboots). A model MF_MODEL_FAILED is not run. */
+    int hold_confirm;
+    char reject_sha[65];
+    char crash_sha[65];
+    int crashes;
+    mf_model_status last_status;
 } test_device;
 
 /* Opens the ports (no fault) with defaults fit for tests (no discovery, no long poll,
@@ -69,8 +96,14 @@ mf_err test_device_boot(test_device *d);
 void test_device_close(test_device *d);
 /* Close and open again with the same config (a reboot), no fault. */
 mf_err test_device_reboot(test_device *d, uint32_t slot_bytes);
-/* Steps until the step returns `until` or n steps passed; returns the last result. */
-mf_err test_device_steps(test_device *d, int n);
+/* The same, with the power cut after ops_left storage operations (-1: none). */
+mf_err test_device_reboot_cut(test_device *d, uint32_t slot_bytes, int64_t ops_left);
+/* Runs n cycles (mf_client_cycle); returns the last one's result. */
+mf_err test_device_cycles(test_device *d, int n);
+
+/* The active model (CHECKed to exist), and its sha256 or "" when there is none. */
+const mf_active_model *test_active(test_device *d);
+const char *test_active_sha(test_device *d);
 
 /* Copies the bytes of a slot's partition. */
 uint8_t *test_slot_bytes(test_device *d, int slot, uint32_t *len);

@@ -1,7 +1,5 @@
 #include "mf_backoff.h"
 
-#include <sodium.h>
-
 uint32_t mf_backoff_ceiling(const mf_backoff *b)
 {
     uint64_t ceiling = b->base_ms;
@@ -17,7 +15,6 @@ uint32_t mf_backoff_next(mf_backoff *b, uint32_t random)
     return half + random % (ceiling - half + 1);
 }
 
-void mf_backoff_reset(mf_backoff *b) { b->failures = 0; }
 
 uint32_t mf_poll_delay_ms(uint32_t interval_s, uint32_t jitter_s, uint32_t random)
 {
@@ -27,5 +24,3 @@ uint32_t mf_poll_delay_ms(uint32_t interval_s, uint32_t jitter_s, uint32_t rando
     uint64_t delay = low + (uint64_t)random % (span + 1);
     return delay > UINT32_MAX ? UINT32_MAX : (uint32_t)delay;
 }
-
-uint32_t mf_random(void) { return randombytes_random(); }

@@ -15,11 +15,8 @@ typedef struct {
 uint32_t mf_backoff_ceiling(const mf_backoff *b);
 /* A delay in [ceiling/2, ceiling] ("equal jitter"), then counts one more failure. */
 uint32_t mf_backoff_next(mf_backoff *b, uint32_t random);
-void mf_backoff_reset(mf_backoff *b);
 
 /* interval ± jitter in milliseconds (never below 0), from a random 32-bit value. */
 uint32_t mf_poll_delay_ms(uint32_t interval_s, uint32_t jitter_s, uint32_t random);
-
-uint32_t mf_random(void);
 
 #endif

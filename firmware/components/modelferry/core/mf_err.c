@@ -22,6 +22,8 @@ const char *mf_err_code(mf_err err)
     case MF_ERR_FORMAT: return "unsupported_format";
     case MF_ERR_NO_GATEWAY: return "no_gateway";
     case MF_ERR_ABORTED: return "aborted";
+    case MF_ERR_REJECTED: return "model_rejected";
+    case MF_ERR_NOT_CONFIRMED: return "not_confirmed";
     }
     return "unknown_error";
 }

@@ -7,10 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "modelferry/mf_port_discovery.h"
-
-#define MF_BASE_URL_MAX 128
-#define MF_GATEWAYS_MAX 8
+#include "modelferry/modelferry.h"
 
 typedef struct {
     char url[MF_GATEWAYS_MAX][MF_BASE_URL_MAX];

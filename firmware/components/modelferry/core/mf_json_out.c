@@ -88,13 +88,6 @@ void mf_json_uint(mf_json *j, uint64_t v)
     put(j, tmp, (size_t)snprintf(tmp, sizeof tmp, "%" PRIu64, v));
 }
 
-void mf_json_int(mf_json *j, int64_t v)
-{
-    char tmp[24];
-    separate(j);
-    put(j, tmp, (size_t)snprintf(tmp, sizeof tmp, "%" PRId64, v));
-}
-
 void mf_json_fraction(mf_json *j, double v)
 {
     char tmp[16];

@@ -29,18 +29,35 @@ static int string_field_ok(const uint8_t *field, size_t cap, int (*valid)(const 
     return valid((const char *)field);
 }
 
+/* The header as written by a commit: magic, CRC, format. NULL, or which of them is wrong. */
+static mf_err read_header(mf_slots *s, int slot, uint8_t h[MF_SLOT_HEADER_BYTES], const char **why)
+{
+    uint32_t capacity = mf_slot_capacity(s, slot);
+    *why = NULL;
+    if (capacity == 0) { *why = "no such partition"; return MF_OK; }
+    mf_err err = mf_slots_read(s, slot, capacity, h, MF_SLOT_HEADER_BYTES);
+    if (err != MF_OK) return err;
+    if (memcmp(h, MF_SLOT_MAGIC, 4) != 0) *why = "no header";
+    else if (get32(h + MF_SLOT_CRC_OFFSET) != mf_crc32(0, h, MF_SLOT_CRC_OFFSET)) *why = "header CRC";
+    else if (get32(h + 4) != MF_SLOT_FORMAT) *why = "header format";
+    return MF_OK;
+}
+
+uint32_t mf_slot_sequence(mf_slots *s, int slot)
+{
+    uint8_t h[MF_SLOT_HEADER_BYTES];
+    const char *why;
+    if (read_header(s, slot, h, &why) != MF_OK || why) return 0;
+    return get32(h + 8);
+}
+
 mf_err mf_slot_inspect(mf_slots *s, int slot, mf_slot_info *info)
 {
     memset(info, 0, sizeof *info);
     uint32_t capacity = mf_slot_capacity(s, slot);
-    if (capacity == 0) { info->why = "no such partition"; return MF_OK; }
-
     uint8_t h[MF_SLOT_HEADER_BYTES];
-    mf_err err = mf_slots_read(s, slot, capacity, h, sizeof h);
-    if (err != MF_OK) return err;
-    if (memcmp(h, MF_SLOT_MAGIC, 4) != 0) { info->why = "no header"; return MF_OK; }
-    if (get32(h + MF_SLOT_CRC_OFFSET) != mf_crc32(0, h, MF_SLOT_CRC_OFFSET)) { info->why = "header CRC"; return MF_OK; }
-    if (get32(h + 4) != MF_SLOT_FORMAT) { info->why = "header format"; return MF_OK; }
+    mf_err err = read_header(s, slot, h, &info->why);
+    if (err != MF_OK || info->why) return err;
     info->sequence = get32(h + 8);
     info->size = get32(h + 12);
     if (info->size < 8 || info->size > capacity) { info->why = "size"; return MF_OK; }

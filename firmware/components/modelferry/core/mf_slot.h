@@ -37,6 +37,10 @@ uint32_t mf_crc32(uint32_t crc, const void *data, size_t len);
  * Returns MF_OK with info->valid 0 or 1; an error only when storage fails. */
 mf_err mf_slot_inspect(mf_slots *s, int slot, mf_slot_info *info);
 
+/* The sequence in a slot's header when it has one (magic, CRC and format good, whatever
+ * the bytes), else 0: what a later boot could still find there. */
+uint32_t mf_slot_sequence(mf_slots *s, int slot);
+
 /* Inspects every slot; returns the index of the valid one with the highest sequence, or -1. */
 int mf_slot_select(mf_slots *s, mf_slot_info info[MF_SLOT_COUNT]);
 

@@ -22,7 +22,9 @@ typedef enum {
     MF_ERR_BAD_SIGNATURE,    /* the signature does not verify */
     MF_ERR_FORMAT,           /* not an ExecuTorch program, or its header is inconsistent */
     MF_ERR_NO_GATEWAY,       /* discovery found nothing and no fallback URL is set */
-    MF_ERR_ABORTED           /* a callback stopped a transfer */
+    MF_ERR_ABORTED,          /* a callback stopped a transfer */
+    MF_ERR_REJECTED,         /* the application rejected a pending model */
+    MF_ERR_NOT_CONFIRMED     /* a pending model was not confirmed in time (boots or seconds) */
 } mf_err;
 
 /* Short stable code, e.g. "digest_mismatch". Never NULL. */

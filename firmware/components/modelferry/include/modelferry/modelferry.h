@@ -9,6 +9,7 @@
 #ifndef MODELFERRY_H
 #define MODELFERRY_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,6 +19,7 @@
 #include "modelferry/mf_port_http.h"
 #include "modelferry/mf_port_identity.h"
 #include "modelferry/mf_port_kv.h"
+#include "modelferry/mf_port_random.h"
 #include "modelferry/mf_port_slots.h"
 
 #define MF_MODEL_NAME_MAX 64
@@ -56,6 +58,15 @@ typedef struct {
     const char *runtime;            /* e.g. "executorch-1.0"; NULL to leave out */
 } mf_capabilities;
 
+/* Where a model stands with the application. */
+typedef enum {
+    MF_MODEL_CONFIRMED,  /* the application confirmed it runs (or it was installed before) */
+    MF_MODEL_PENDING,    /* just activated: confirm or reject it (mf_client_confirm, mf_client_reject) */
+    MF_MODEL_FAILED,     /* it could not be confirmed and there is no previous model to go back
+                          * to (the device's first): it stays, reported failed; running it is
+                          * the application's call */
+} mf_model_status;
+
 /* The model the application should run: memory-mapped slot bytes. */
 typedef struct {
     int slot;
@@ -66,11 +77,14 @@ typedef struct {
     char sha256_hex[65];
     char name[MF_MODEL_NAME_MAX + 1];
     char version[MF_MODEL_VERSION_MAX + 1];
+    mf_model_status status;
 } mf_active_model;
 
-/* Called at boot for the model found active, and whenever a new one becomes active. The
- * previous model's pointer stays mapped until this callback returns; after that only the
- * new one is valid. */
+/* Called for the model found active at boot, whenever another one becomes active (an
+ * install, a rollback), and when the active one fails confirmation with nothing to roll
+ * back to (status MF_MODEL_FAILED). The model the application ran before stays mapped, and
+ * its slot untouched, until the application calls mf_client_confirm (it now runs this
+ * one) or mf_client_reject (this one does not work). */
 typedef void (*mf_on_activate)(void *ctx, const mf_active_model *model);
 
 /* What the client does, for logs (the simulator prints these as JSON lines). detail may
@@ -95,6 +109,8 @@ typedef struct {
     uint32_t failures_before_switch;   /* then the next gateway, and rediscovery after the list */
     const char *device_token;          /* devices.token of the gateway, or NULL */
     const char *firmware_version;      /* reported; may be NULL */
+    uint32_t confirm_boots;            /* a pending model still unconfirmed at this boot is rolled back */
+    uint32_t confirm_timeout_s;        /* ... or this long after it was activated */
     mf_capabilities capabilities;
     mf_on_activate on_activate;
     mf_on_event on_event;
@@ -110,6 +126,8 @@ typedef struct {
     mf_slots *slots;
     mf_kv *kv;
     mf_identity *identity;
+    mf_clock *clock;
+    mf_random *random;
 } mf_ports;
 
 /* Counters for tests and diagnostics. */
@@ -120,55 +138,104 @@ typedef struct {
     uint32_t reports, reports_refused, activations, verify_failures, discoveries;
 } mf_stats;
 
-#define MF_URL_CAP 256
-#define MF_BODY_CAP 4097
+/* The client's states: mf_client_step runs one, and the transition table in mf_client.c
+ * says which comes next after it went on, found nothing to do, or failed. */
+typedef enum {
+    MF_STATE_DISCOVER,      /* the list of gateways to try (mDNS, last good, fallback) */
+    MF_STATE_BOOT_REPORT,   /* once a boot: what runs, and the capabilities */
+    MF_STATE_POLL,          /* GET /v1/devices/{mac}/model */
+    MF_STATE_DECIDE,        /* in sync, waiting out a failure, or an update to make */
+    MF_STATE_CHECK,         /* the signature policy and the size, before a byte is fetched */
+    MF_STATE_DOWNLOAD,      /* into the inactive slot, resumable */
+    MF_STATE_VERIFY,        /* the ExecuTorch header of what arrived */
+    MF_STATE_COMMIT,        /* the slot header: the commit point */
+    MF_STATE_ACTIVATE,      /* map it, hand it to the application, report */
+    MF_STATE_PENDING,       /* until the application confirms or rejects it, or time runs out */
+    MF_STATE_CONFIRM,       /* it works: the previous slot may be reused */
+    MF_STATE_ROLLBACK,      /* it does not: the previous model is active again */
+    MF_STATE_HALTED,        /* storage lost power: nothing until the next boot */
+    MF_STATE_COUNT
+} mf_state;
 
+#define MF_BASE_URL_MAX 128
+#define MF_GATEWAYS_MAX 8
+#define MF_BODY_CAP 4097
+#define MF_FAILED_DETAIL_MAX 95
+
+/* The client's state. The application owns it (static or on its heap) and reads it only
+ * through the functions below; its fields are here so it needs no allocation. */
 typedef struct mf_client {
     const mf_config *cfg;
     mf_ports ports;
     char mac[18];
     uint64_t boot_ms;
-    int halted;                        /* storage lost power: stop until the next boot */
+    mf_state state;
 
     int active;                        /* slot index, -1 none */
-    mf_active_model model;
+    mf_active_model models[MF_SLOT_COUNT]; /* what each valid slot holds */
+    int valid[MF_SLOT_COUNT];          /* the slot holds a committed model (the previous one, too) */
+    int mapped[MF_SLOT_COUNT];         /* the application may read it: never written while so */
 
-    /* gateway */
-    char gateways[8][128];
-    size_t gateway_count, gateway_index;
-    int have_gateways;
-    uint32_t consecutive_failures;
-    char last_good[128];
+    /* The active model's confirmation (the key-value store keeps it across reboots). */
+    struct {
+        uint32_t boots;                /* boots it has been pending at */
+        uint64_t deadline_ms;
+        uint8_t err;                   /* why it is rolled back, or failed (MF_MODEL_FAILED) */
+        char detail[MF_FAILED_DETAIL_MAX + 1];
+        int release_rejected;          /* the application said it no longer reads it */
+        int reported;                  /* MF_MODEL_FAILED: this boot's reports said so */
+        atomic_int confirmed, rejected; /* from the application, any task */
+        char reason[MF_FAILED_DETAIL_MAX + 1];
+    } confirm;
 
-    /* assignment */
-    int have_assignment;
-    char etag[MF_ETAG_MAX];
-    mf_assignment assignment;
-    uint8_t assignment_fingerprint[32];
-    int long_poll_ok;
+    struct {
+        char url[MF_GATEWAYS_MAX][MF_BASE_URL_MAX];
+        size_t count, index;
+        int listed;                    /* url[] holds what to try; 0: discover again */
+        uint32_t consecutive_failures; /* with the current one */
+        uint32_t backoff_failures;     /* with any, since the last answer */
+        char last_good[MF_BASE_URL_MAX];
+        int long_poll_ok;              /* it accepts our wait= */
+    } gateway;
 
-    /* An assignment that failed (its fingerprint: name, version, sha256, size and
-     * signature): it is tried again after its backoff, or at once when the gateway
-     * assigns anything that differs. */
-    uint8_t failed_assignment[32];
-    uint32_t failed_attempts;
-    uint64_t failed_not_before_ms;
-    int failed_err;
-    char failed_detail[96];
-    int failed_reported;               /* this boot's reports said so */
+    struct {
+        int have;
+        char etag[MF_ETAG_MAX];
+        mf_assignment model;
+        uint8_t fingerprint[32];       /* mf_assignment_fingerprint */
+        uint32_t next_poll_ms;         /* the delay the last poll decided on */
+    } assignment;
 
-    /* reports */
-    int boot_reported;
-    int caps_accepted;
-    char last_state[16];
-    char last_reported_sha[65];
-    char *report_buf;
-    size_t report_cap;
+    /* What failed last: an assignment (checks, download, verification: tried again after its
+     * backoff, or at once when the gateway assigns anything with another fingerprint), or a
+     * model rolled back from (tried again after its backoff, or when another sha256 is
+     * assigned). */
+    struct {
+        uint32_t attempts;             /* 0: none */
+        uint8_t rolled_back;           /* keyed on the sha256 rather than the fingerprint */
+        uint8_t fingerprint[32];
+        uint8_t sha256[32];
+        char name[MF_MODEL_NAME_MAX + 1], version[MF_MODEL_VERSION_MAX + 1];
+        uint8_t err;                   /* mf_err */
+        char detail[MF_FAILED_DETAIL_MAX + 1];
+        uint64_t not_before_ms;
+        int reported;                  /* this boot's reports said so */
+    } failure;
 
-    uint32_t backoff_failures;
-    char body[MF_BODY_CAP];
-    size_t body_len;
-    int body_overflow;
+    struct {
+        int boot_done;
+        char last_state[16];
+        char last_sha[65];
+        char *buf;                     /* allocated once, at init */
+        size_t cap;
+    } report;
+
+    struct {
+        char data[MF_BODY_CAP];        /* an assignment, or an error body */
+        size_t len;
+        int overflow;
+    } body;
+
     mf_stats stats;
 } mf_client;
 
@@ -176,17 +243,36 @@ typedef struct mf_client {
  * on_activate), loads what the key-value store remembers. */
 mf_err mf_client_init(mf_client *c, const mf_config *cfg, const mf_ports *ports);
 
-/* One cycle: (re)discover if needed, report after boot, poll, and update when the
- * assignment names another model. *next_delay_ms says when to call again. Returns the
- * cycle's outcome; MF_ERR_POWER_LOST means storage stopped and the client does nothing
- * more until it is initialised again. */
+/* Runs one state. *next_delay_ms says when to call again (0: at once). Returns what the
+ * state found; MF_ERR_POWER_LOST means storage stopped and the client does nothing more
+ * until it is initialised again. */
 mf_err mf_client_step(mf_client *c, uint32_t *next_delay_ms);
 
-/* Forever: step, sleep. */
+/* Steps until the client has to wait (a poll answered, a failure to back off from), and
+ * returns the result of that last step: one poll and what follows from it. */
+mf_err mf_client_cycle(mf_client *c, uint32_t *next_delay_ms);
+
+/* Forever: cycle, sleep. */
 void mf_client_run(mf_client *c);
 
 /* The active model, or NULL when no slot is valid. */
 const mf_active_model *mf_client_active(const mf_client *c);
+
+/* The application runs the active model: loaded, and a first inference went through. A
+ * pending model becomes permanent, and the model the application ran before is released
+ * (its mapping goes, its slot takes the next download). Call it after every on_activate
+ * that the application followed, from any task; the client acts on it at its next step
+ * (within a second while a model is pending). */
+void mf_client_confirm(mf_client *c);
+
+/* The pending model does not work (reason: a short text for the report). The client goes
+ * back to the previous model (on_activate again), reports `failed` naming this one and the
+ * reason, and does not fetch it again before its backoff or another assignment. The
+ * application no longer reads the rejected model's bytes. */
+void mf_client_reject(mf_client *c, const char *reason);
+
+/* The name of a state, for logs. */
+const char *mf_state_name(mf_state state);
 
 void mf_client_deinit(mf_client *c);
 

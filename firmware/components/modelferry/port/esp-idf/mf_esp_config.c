@@ -11,6 +11,8 @@ mf_kv *mf_esp_kv_open(void);
 mf_http *mf_esp_http_new(void);
 mf_identity *mf_esp_identity(void);
 mf_discovery *mf_esp_discovery(void);
+mf_clock *mf_esp_clock(void);
+mf_random *mf_esp_random(void);
 
 #define MAX_KEYS 4
 #define MAX_NAMES 256
@@ -51,6 +53,8 @@ mf_err mf_esp_config_from_kconfig(mf_config *cfg)
     cfg->poll_jitter_s = CONFIG_MODELFERRY_POLL_JITTER_S;
     cfg->long_poll_s = CONFIG_MODELFERRY_LONG_POLL_S;
     cfg->device_token = CONFIG_MODELFERRY_DEVICE_TOKEN[0] ? CONFIG_MODELFERRY_DEVICE_TOKEN : NULL;
+    cfg->confirm_boots = CONFIG_MODELFERRY_CONFIRM_BOOTS;
+    cfg->confirm_timeout_s = CONFIG_MODELFERRY_CONFIRM_TIMEOUT_S;
 
     const char *key_strings[MAX_KEYS];
     size_t n = split(keys_text, key_strings, MAX_KEYS);
@@ -77,6 +81,8 @@ mf_err mf_esp_ports_open(mf_ports *ports)
     ports->http = mf_esp_http_new();
     ports->identity = mf_esp_identity();
     ports->discovery = mf_esp_discovery();
+    ports->clock = mf_esp_clock();
+    ports->random = mf_esp_random();
     if (!ports->slots || !ports->kv || !ports->http) return MF_ERR_NOT_FOUND;
     return MF_OK;
 }

@@ -11,6 +11,8 @@
 #include "esp_http_client.h"
 #include "sdkconfig.h"
 
+#include "mf_http_parse.h"
+
 struct mf_http {
     esp_http_client_handle_t client;
     mf_http_head head;
@@ -19,34 +21,14 @@ struct mf_http {
 
 static struct mf_http http;
 
-static int64_t decimal(const char *s, const char **end)
-{
-    if (*s < '0' || *s > '9') return -1;
-    int64_t v = 0;
-    while (*s >= '0' && *s <= '9') {
-        if (v > (INT64_MAX - 9) / 10) return -1;
-        v = v * 10 + (*s++ - '0');
-    }
-    *end = s;
-    return v;
-}
-
 static esp_err_t on_event(esp_http_client_event_t *evt)
 {
     struct mf_http *h = evt->user_data;
     if (evt->event_id != HTTP_EVENT_ON_HEADER || !evt->header_key || !evt->header_value) return ESP_OK;
     if (strcasecmp(evt->header_key, "ETag") == 0) {
         if (strlen(evt->header_value) < sizeof h->head.etag) strcpy(h->head.etag, evt->header_value);
-    } else if (strcasecmp(evt->header_key, "Content-Range") == 0 && strncmp(evt->header_value, "bytes ", 6) == 0) {
-        const char *end;
-        int64_t a = decimal(evt->header_value + 6, &end), b = -1, total = -1;
-        if (a >= 0 && *end == '-') b = decimal(end + 1, &end);
-        if (b >= 0 && *end == '/') total = decimal(end + 1, &end);
-        if (total >= 0 && *end == '\0' && a <= b && b < total) {
-            h->head.range_start = a;
-            h->head.range_end = b;
-            h->head.range_total = total;
-        }
+    } else if (strcasecmp(evt->header_key, "Content-Range") == 0) {
+        (void)mf_parse_content_range(evt->header_value, &h->head.range_start, &h->head.range_end, &h->head.range_total);
     }
     return ESP_OK;
 }

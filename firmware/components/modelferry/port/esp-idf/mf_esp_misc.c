@@ -1,23 +1,53 @@
-/* Clock (esp_timer, FreeRTOS delay) and identity (the base MAC from eFuse, free heap). */
+/* Clock (esp_timer, FreeRTOS delay), random (the hardware RNG) and identity (the base MAC
+ * from eFuse, free heap). */
 #include "modelferry/mf_port_clock.h"
 #include "modelferry/mf_port_identity.h"
+#include "modelferry/mf_port_random.h"
 
 #include "esp_mac.h"
+#include "esp_random.h"
 #include "esp_system.h"
 #include "esp_timer.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
 
-uint64_t mf_clock_now_ms(void) { return (uint64_t)esp_timer_get_time() / 1000; }
+struct mf_clock {
+    int unused;
+};
 
-void mf_clock_sleep_ms(uint32_t ms)
+static struct mf_clock clock_source;
+
+mf_clock *mf_esp_clock(void) { return &clock_source; }
+
+uint64_t mf_clock_now_ms(mf_clock *clock)
 {
+    (void)clock;
+    return (uint64_t)esp_timer_get_time() / 1000;
+}
+
+void mf_clock_sleep_ms(mf_clock *clock, uint32_t ms)
+{
+    (void)clock;
     /* In slices: pdMS_TO_TICKS overflows on long waits. */
     while (ms > 0) {
         uint32_t slice = ms > 60000 ? 60000 : ms;
         vTaskDelay(pdMS_TO_TICKS(slice) ? pdMS_TO_TICKS(slice) : 1);
         ms -= slice;
     }
+}
+
+struct mf_random {
+    int unused;
+};
+
+static struct mf_random random_source;
+
+mf_random *mf_esp_random(void) { return &random_source; }
+
+uint32_t mf_random_u32(mf_random *random)
+{
+    (void)random;
+    return esp_random();
 }
 
 struct mf_identity {

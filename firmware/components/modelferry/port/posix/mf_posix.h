@@ -47,7 +47,15 @@ void mf_posix_identity_free(mf_identity *id);
 /* Parses aa:bb:cc:dd:ee:ff (also with dashes or no separator, any case). 0 on success. */
 int mf_parse_mac(const char *text, uint8_t mac[6]);
 
-/* Moves the host clock forward (tests of backoff without sleeping). */
-void mf_posix_clock_advance(uint64_t ms);
+/* manual 0: CLOCK_MONOTONIC. manual 1: starts at 0 and moves only by mf_posix_clock_advance
+ * and mf_clock_sleep_ms, so tests of backoffs and long polls wait for nothing. */
+mf_clock *mf_posix_clock_new(int manual);
+void mf_posix_clock_free(mf_clock *c);
+void mf_posix_clock_advance(mf_clock *c, uint64_t ms);
+/* CLOCK_MONOTONIC in ms, for the ports' own timeouts (they wait in real time). */
+uint64_t mf_posix_monotonic_ms(void);
+
+/* libsodium's randombytes. */
+mf_random *mf_posix_random(void);
 
 #endif

@@ -68,7 +68,7 @@ static void collect(int fd, mf_dns_set *set, uint64_t deadline)
 {
     static uint8_t pkt[9000];
     for (;;) {
-        uint64_t now = mf_clock_now_ms();
+        uint64_t now = mf_posix_monotonic_ms();
         if (now >= deadline) return;
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int r = poll(&p, 1, (int)(deadline - now));
@@ -96,7 +96,7 @@ mf_err mf_discovery_browse(mf_discovery *d, const char *service, uint32_t timeou
     if (!set) { close(fd); return MF_ERR_NO_MEMORY; }
     mf_dns_set_init(set, fqdn);
 
-    uint64_t start = mf_clock_now_ms();
+    uint64_t start = mf_posix_monotonic_ms();
     send_query(fd, fqdn, MF_DNS_TYPE_PTR);
     collect(fd, set, start + timeout_ms / 2);
     /* Ask for what the answers left out (a responder may send only the PTR). */

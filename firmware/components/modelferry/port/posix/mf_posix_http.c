@@ -1,13 +1,14 @@
 #define _GNU_SOURCE
 #include "mf_posix.h"
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <curl/curl.h>
+
+#include "mf_http_parse.h"
 
 struct mf_http {
     CURL *curl;
@@ -52,19 +53,6 @@ static void reset_head(mf_http_head *head)
     head->range_start = head->range_end = head->range_total = -1;
 }
 
-/* A strictly decimal, non-negative value; -1 otherwise. */
-static int64_t parse_decimal(const char *s, const char **end)
-{
-    if (!isdigit((unsigned char)*s)) return -1;
-    int64_t v = 0;
-    while (isdigit((unsigned char)*s)) {
-        if (v > (INT64_MAX - 9) / 10) return -1;
-        v = v * 10 + (*s++ - '0');
-    }
-    if (end) *end = s;
-    return v;
-}
-
 static int deliver_head(transfer *t)
 {
     t->head_done = 1;
@@ -87,7 +75,7 @@ static size_t on_header(char *buffer, size_t size, size_t nitems, void *userdata
         reset_head(&t->head);
         t->head_done = 0;
         const char *sp = strchr(line, ' ');
-        int64_t status = sp ? parse_decimal(sp + 1, NULL) : -1;
+        int64_t status = sp ? mf_parse_decimal(sp + 1, NULL) : -1;
         t->head.status = status > 0 && status < 1000 ? (int)status : 0;
         return len;
     }
@@ -101,21 +89,13 @@ static size_t on_header(char *buffer, size_t size, size_t nitems, void *userdata
     char *value = colon + 1;
     while (*value == ' ' || *value == '\t') value++;
     if (strcasecmp(line, "Content-Length") == 0) {
-        const char *end;
-        int64_t v = parse_decimal(value, &end);
+        const char *end = value;
+        int64_t v = mf_parse_decimal(value, &end);
         t->head.content_length = v >= 0 && *end == '\0' ? v : -1;
     } else if (strcasecmp(line, "ETag") == 0) {
         if (strlen(value) < sizeof t->head.etag) strcpy(t->head.etag, value);
-    } else if (strcasecmp(line, "Content-Range") == 0 && strncmp(value, "bytes ", 6) == 0) {
-        const char *p = value + 6, *end;
-        int64_t a = parse_decimal(p, &end), b = -1, total = -1;
-        if (a >= 0 && *end == '-') b = parse_decimal(end + 1, &end);
-        if (b >= 0 && *end == '/') total = parse_decimal(end + 1, &end);
-        if (total >= 0 && *end == '\0' && a <= b && b < total) {
-            t->head.range_start = a;
-            t->head.range_end = b;
-            t->head.range_total = total;
-        }
+    } else if (strcasecmp(line, "Content-Range") == 0) {
+        (void)mf_parse_content_range(value, &t->head.range_start, &t->head.range_end, &t->head.range_total);
     }
     return len;
 }

@@ -2,27 +2,83 @@
 #include "mf_posix.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sodium.h>
 
-static uint64_t clock_offset_ms;
+/* The real clock for the simulator; a manual one for tests, which moves only when told
+ * (or when the client sleeps on it), so waits cost no time. A mutex: a test's server thread
+ * moves it while the client reads it. */
+struct mf_clock {
+    pthread_mutex_t lock;
+    int manual;
+    uint64_t manual_now_ms, offset_ms;
+};
 
-uint64_t mf_clock_now_ms(void)
+mf_clock *mf_posix_clock_new(int manual)
+{
+    mf_clock *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    pthread_mutex_init(&c->lock, NULL);
+    c->manual = manual;
+    return c;
+}
+
+void mf_posix_clock_free(mf_clock *c)
+{
+    if (!c) return;
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+uint64_t mf_posix_monotonic_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + clock_offset_ms;
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-void mf_clock_sleep_ms(uint32_t ms)
+uint64_t mf_clock_now_ms(mf_clock *c)
 {
+    pthread_mutex_lock(&c->lock);
+    uint64_t now = (c->manual ? c->manual_now_ms : mf_posix_monotonic_ms()) + c->offset_ms;
+    pthread_mutex_unlock(&c->lock);
+    return now;
+}
+
+void mf_clock_sleep_ms(mf_clock *c, uint32_t ms)
+{
+    if (c->manual) {
+        mf_posix_clock_advance(c, ms);
+        return;
+    }
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0) {
     }
 }
 
-void mf_posix_clock_advance(uint64_t ms) { clock_offset_ms += ms; }
+void mf_posix_clock_advance(mf_clock *c, uint64_t ms)
+{
+    pthread_mutex_lock(&c->lock);
+    c->offset_ms += ms;
+    pthread_mutex_unlock(&c->lock);
+}
+
+struct mf_random {
+    int unused;
+};
+
+static mf_random random_source;
+
+mf_random *mf_posix_random(void) { return &random_source; }
+
+uint32_t mf_random_u32(mf_random *r)
+{
+    (void)r;
+    return randombytes_random();
+}
 
 struct mf_identity {
     uint8_t mac[6];

@@ -1,0 +1,59 @@
+/* Records kept in the key-value store across reboots: download progress (to resume), what
+ * failed last (to keep backing off after a reboot, and say why), the active model's
+ * confirmation (pending, rolling back, failed), and the highest slot sequence ever written.
+ * Each is a small blob with a CRC, so a record from another firmware or a torn write reads
+ * as absent. */
+#ifndef MF_RECORDS_H
+#define MF_RECORDS_H
+
+#include <stdint.h>
+#include "modelferry/modelferry.h"
+
+typedef struct {
+    uint8_t slot;
+    uint8_t sha256[32];
+    uint32_t size;
+    uint32_t written;   /* bytes in the slot that are whole sectors of this artifact */
+} mf_progress;
+
+typedef struct {
+    uint8_t rolled_back;        /* 1: keyed on sha256 (a model rolled back from); 0: on fingerprint */
+    uint8_t fingerprint[32];    /* mf_assignment_fingerprint of what failed */
+    uint8_t sha256[32];
+    char name[MF_MODEL_NAME_MAX + 1], version[MF_MODEL_VERSION_MAX + 1];
+    uint32_t attempts;
+    uint8_t err;                /* mf_err */
+    char detail[MF_FAILED_DETAIL_MAX + 1];
+} mf_failed_record;
+
+typedef enum {
+    MF_CONFIRM_PENDING = 1,     /* activated, awaiting the application */
+    MF_CONFIRM_ROLLING_BACK,    /* going back to the other slot: finish it at boot */
+    MF_CONFIRM_FAILED,          /* not confirmed, nothing to go back to */
+} mf_confirm_state;
+
+/* The active model's confirmation: written before its slot's commit point, erased when the
+ * application confirms it or the rollback is done. */
+typedef struct {
+    uint8_t slot;
+    uint8_t state;              /* mf_confirm_state */
+    uint32_t sequence;
+    uint8_t sha256[32];
+    uint32_t boots;             /* boots it was pending at */
+    uint32_t attempts;          /* ROLLING_BACK: the failed record's attempt count to write */
+    uint8_t err;                /* ROLLING_BACK, FAILED: why */
+    char detail[MF_FAILED_DETAIL_MAX + 1];
+} mf_pending_record;
+
+mf_err mf_progress_save(mf_kv *kv, const char *key, const mf_progress *p);
+/* MF_ERR_NOT_FOUND when absent or unreadable. */
+mf_err mf_progress_load(mf_kv *kv, const char *key, mf_progress *p);
+mf_err mf_failed_save(mf_kv *kv, const char *key, const mf_failed_record *f);
+mf_err mf_failed_load(mf_kv *kv, const char *key, mf_failed_record *f);
+mf_err mf_pending_save(mf_kv *kv, const char *key, const mf_pending_record *p);
+mf_err mf_pending_load(mf_kv *kv, const char *key, mf_pending_record *p);
+mf_err mf_sequence_save(mf_kv *kv, const char *key, uint32_t sequence);
+/* 0 when absent or unreadable. */
+uint32_t mf_sequence_load(mf_kv *kv, const char *key);
+
+#endif
