@@ -4,6 +4,7 @@ import path from 'node:path';
 import net from 'node:net';
 import { connect, type TLSSocket } from 'node:tls';
 import { assign, poll, pushed } from '../helpers/api.ts';
+import { runCli } from '../helpers/daemon-process.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { tempDir, until } from '../helpers/harness.ts';
 import { fixture, ADD_SHA256 } from '../helpers/programs.ts';
@@ -159,4 +160,16 @@ test('stop closes idle HTTPS keep-alive connections and returns', async (t) => {
   await gw.stop();
   await closed;
   t.pass();
+});
+
+test('the CLI reaches HTTPS by name with the gateway\'s certificate in NODE_EXTRA_CA_CERTS, and without it says what to do', async (t) => {
+  const gw = await startGateway(t, TLS_ON);
+  const url = `https://localhost:${gw.gateway.tlsAddress!.port}`;
+  const certFile = path.join(gw.config.paths.state, 'tls', 'cert.pem');
+  const trusted = await runCli(['models', '--gateway', url, '--token', ADMIN_TOKEN], { env: { NODE_EXTRA_CA_CERTS: certFile } });
+  t.is(trusted.code, 0, trusted.stderr);
+  t.like(JSON.parse(trusted.stdout), { models: [] });
+  const untrusted = await runCli(['models', '--gateway', url, '--token', ADMIN_TOKEN]);
+  t.is(untrusted.code, 1);
+  t.regex(untrusted.stderr, /cannot reach the gateway at https:\/\/localhost:\d+: its certificate is not trusted here: set NODE_EXTRA_CA_CERTS to a copy of the gateway's cert\.pem/);
 });
