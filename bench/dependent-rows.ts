@@ -3,12 +3,14 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { CORE_TEXT_BUDGET, crossCompileCore } from '../test/firmware/firmware.ts';
 import { makeProgram } from '../test/helpers/programs.ts';
 import { TOKEN, expectOk, startGateway, stopChild, which } from './servers.ts';
 import { configFor } from './startup.ts';
 
 // Rows that need parts other helpers build: the firmware's device simulator (fleet
-// convergence) and upstream sync (incremental sync). Where a part is missing the row says so.
+// convergence), its core cross-compiled for Xtensa (code size) and upstream sync
+// (incremental sync). Where a part is missing the row says so.
 
 const run = promisify(execFile);
 const auth = { Authorization: `Bearer ${TOKEN}` };
@@ -140,4 +142,14 @@ export async function fleetConvergence(root: string, entry: string[], dir: strin
     await Promise.all(sims.map((child) => (child.exitCode === null && child.signalCode === null ? new Promise((resolve) => child.once('exit', resolve)) : undefined)));
     await stopChild(gateway);
   }
+}
+
+/** The firmware core's .text for Xtensa (per file: bench/firmware-size.ts). */
+export async function firmwareCodeSize(): Promise<Skipped | Measured> {
+  const name = 'firmware core code size (.text, xtensa-lx106-elf-gcc -Os, per file in firmware-size.md)';
+  const target = '≤ 32 KiB';
+  if (!await which('xtensa-lx106-elf-gcc')) return { name, target, skipped: 'xtensa-lx106-elf-gcc is not installed (Debian: gcc-xtensa-lx106 picolibc-xtensa-lx106-elf)' };
+  const sizes = await crossCompileCore();
+  const text = sizes.reduce((sum, size) => sum + size.text, 0);
+  return { name, target, value: `${(text / 1024).toFixed(1)} KiB (${sizes.length} files)`, met: text <= CORE_TEXT_BUDGET, raw: { text, files: sizes } };
 }

@@ -1,6 +1,7 @@
-// The 10,000-waiter figure of issue 10 on its own (npm run bench measures it too): a gateway
-// holds 10,000 long polls, a push wakes them all, and its event-loop delay over that is
-// printed. Runs itself inside a private network namespace like bench/run.ts.
+// The 10,000-waiter figure (docs/limits.md "Waking thousands of long polls") on its own (npm
+// run bench measures it too): a gateway holds 10,000 long polls, a push wakes them all, and
+// its event-loop delay over that is printed. Runs itself inside a private network namespace
+// like bench/run.ts.
 //
 //   node --import tsx bench/long-poll-stall.ts            # builds dist/ first
 //   BENCH_GATEWAY_ENTRY=... LONG_POLLS=2000 node --import tsx bench/long-poll-stall.ts

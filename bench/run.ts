@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { makeProgram, sha256 } from '../test/helpers/programs.ts';
 import { pinnedPollThroughput } from './admission.ts';
-import { fleetConvergence, incrementalSync, type Measured, type Skipped } from './dependent-rows.ts';
+import { firmwareCodeSize, fleetConvergence, incrementalSync, type Measured, type Skipped } from './dependent-rows.ts';
 import { seedFleet } from './fleet-state.ts';
 import { longPollWakeStall, measureLongPolls, measurePollWrites } from './long-polls.ts';
 import { TOKEN, expectOk, gatewayEntry, nginxWorkerPid, startGateway, startNginx, stopChild, waitFor, which } from './servers.ts';
@@ -152,7 +152,7 @@ async function main(): Promise<void> {
     }
 
     const dependent: Array<Skipped | Measured> = [];
-    for (const measure of [fleetConvergence, incrementalSync, longPollWakeStall]) {
+    for (const measure of [fleetConvergence, incrementalSync, longPollWakeStall, firmwareCodeSize]) {
       try {
         dependent.push(await measure(ROOT, entry, dir, children));
       } catch (error) {

@@ -1,7 +1,8 @@
 // Every error the gateway can answer with, by stable code, with its HTTP status and a
 // default message. Clients and tests match on the code; the message is for a person and may
 // change (a call site usually gives a more precise one). test/errors.test.ts checks that
-// every code here is thrown somewhere and listed in the README, so none is dead or hidden.
+// every code here is thrown somewhere and listed in docs/http-api.md "Errors", so none is
+// dead or hidden.
 export const errorCatalogue = {
   invalid_mac: { status: 400, message: 'not a MAC address; expected six hex pairs such as aa:bb:cc:dd:ee:ff' },
   invalid_digest: { status: 400, message: 'not a sha256 digest; expected 64 lower-case hex characters' },
@@ -72,4 +73,16 @@ export function fail(code: ErrorCode, message?: string, headers?: Record<string,
 
 export function isModelferryError(error: unknown): error is ModelferryError {
   return error instanceof ModelferryError;
+}
+
+/**
+ * A configuration the daemon must not start with: the message names the key, the value,
+ * where it came from and what is allowed. `modelferry serve` exits 78 on it; a live reload
+ * that meets one keeps the running configuration.
+ */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
 }

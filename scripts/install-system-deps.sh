@@ -13,14 +13,17 @@ packages=(
   openssl
   # a static store and the speed reference
   nginx-light
-  # the unit under systemd: systemd-analyze, systemd-sysusers
-  systemd
+  # the unit under systemd: systemd-analyze, systemd-sysusers, and a Debian container
+  # booted with systemd (debootstrap, systemd-nspawn)
+  systemd debootstrap systemd-container
   # the LAN harness (network namespaces, veth, tc), power cuts on an ext4 image
   iproute2 e2fsprogs
   # independent mDNS browsers
   mdns-scan avahi-utils avahi-daemon dbus python3-zeroconf
-  # the firmware's host build
-  cmake gcc make pkg-config libcjson-dev libsodium-dev libcurl4-openssl-dev
+  # the firmware's host build, also as a 32-bit program, and its core cross-compiled for Xtensa
+  cmake gcc g++ make pkg-config libcjson-dev libsodium-dev libcurl4-openssl-dev
+  gcc-multilib libcjson-dev:i386 libsodium-dev:i386 libcurl4-openssl-dev:i386
+  gcc-xtensa-lx106 picolibc-xtensa-lx106-elf
   # drop-folder copies
   rsync openssh-client
   # the status page in a real browser
@@ -47,5 +50,12 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 echo "install-system-deps.sh: installing ${missing[*]}"
+# Packages for another architecture (libcjson-dev:i386) need it added to dpkg first.
+for p in "${missing[@]}"; do
+  case "$p" in
+    *:*) arch=${p##*:}
+      dpkg --print-foreign-architectures | grep -qx "$arch" || dpkg --add-architecture "$arch" ;;
+  esac
+done
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

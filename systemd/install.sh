@@ -116,7 +116,7 @@ else
   [ -f "$here/dist/cli/main.js" ] || die "$here is not built: run npm ci && npm run build there, or pass --tarball (a release made by npm pack)"
   lock="$here/package-lock.json"; [ -f "$lock" ] || lock="$here/release-lock.json"
   [ -f "$lock" ] || die "$here has no package-lock.json"
-  for item in package.json README.md dist config systemd; do cp -a "$here/$item" "$stage/"; done
+  for item in package.json README.md docs dist config systemd; do cp -a "$here/$item" "$stage/"; done
   cp "$lock" "$stage/package-lock.json"
 fi
 [ -f "$stage/dist/cli/main.js" ] || die "the release has no dist/cli/main.js"

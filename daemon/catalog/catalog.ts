@@ -33,7 +33,8 @@ export type CatalogListener = (catalog: EffectiveCatalog) => void;
  */
 export class Catalog {
   readonly #db: Database;
-  readonly #blobs: BlobStore;
+  /** For the checks that each entry has its blob: the catalog never writes blobs. */
+  readonly #blobs: Pick<BlobStore, 'size' | 'check'>;
   readonly #log: Logger;
   readonly #tables = new Map<LayerName, LayerTables>();
   readonly #layers = new Map<LayerName, LayerContent>();
@@ -41,7 +42,7 @@ export class Catalog {
   #current: EffectiveCatalog | undefined;
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(db: Database, blobs: BlobStore, log: Logger) {
+  constructor(db: Database, blobs: Pick<BlobStore, 'size' | 'check'>, log: Logger) {
     this.#db = db;
     this.#blobs = blobs;
     this.#log = log;

@@ -29,7 +29,7 @@ group:<name> or default) in the store. Prints what it did as JSON.`,
     const storeDir = positional(args, 0, 'STORE_DIR');
     const file = positional(args, 1, 'FILE');
     // Loaded here so that other commands do not pay for the store code.
-    const { publish: publishToStore } = await import('../sync/publish.ts');
+    const { publish: publishToStore } = await import('../publish/publish.ts');
     const signKey = option(args, 'sign-key');
     const signature = option(args, 'signature');
     if (signKey !== undefined && signature !== undefined) throw new UsageError('give either --sign-key or --signature with --key-id, not both');

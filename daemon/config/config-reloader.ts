@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from '../log.ts';
-import { ConfigError } from './config-error.ts';
+import { ConfigError } from '../errors.ts';
 import type { LoadedConfig } from './load.ts';
 import type { Config } from './schema.ts';
 

@@ -3,13 +3,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
+import { ConfigError } from '../errors.ts';
 import { describeFsError } from '../fs-errors.ts';
-import { ConfigError } from './config-error.ts';
 import { configSchema, type Config } from './schema.ts';
 
-// Precedence (DESIGN.md section 9): built-in defaults < systemd directories < config file
-// < environment < flags. Each leaf remembers where it came from, so that a bad value is
-// reported with its source and a person knows which file or variable to fix.
+// Precedence (docs/configuration.md "Where settings come from"): built-in defaults < systemd
+// directories < config file < environment < flags. Each leaf remembers where it came from, so
+// that a bad value is reported with its source and a person knows which file or variable to
+// fix.
 
 export const DEFAULT_CONFIG_FILE = fileURLToPath(new URL('../../config/default.yaml', import.meta.url));
 export const SYSTEM_CONFIG_FILE = '/etc/modelferry/config.yaml';

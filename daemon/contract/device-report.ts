@@ -1,14 +1,14 @@
 import { z } from 'zod';
 import { digestSchema, modelNameSchema, versionTextSchema } from './identifiers.ts';
 
-// The body of `POST /v1/devices/{mac}/report` (DESIGN.md section 2).
+// The body of `POST /v1/devices/{mac}/report` (docs/design.md "Device reports").
 
-/** DESIGN.md section 2: a device report is at most 4 KiB... */
+/** docs/design.md "Device reports": a device report is at most 4 KiB... */
 export const REPORT_BODY_LIMIT = 4 * 1024;
 /** ...unless it carries `capabilities`, which may take it up to 64 KiB. */
 export const REPORT_WITH_CAPABILITIES_LIMIT = 64 * 1024;
 
-/** Bounds of `capabilities` (DESIGN.md section 2 and issue 9). */
+/** Bounds of `capabilities` (docs/design.md "Device reports"): firmware is built against them. */
 export const CAPABILITY_LIMITS = { operators: 2048, delegates: 64, nameLength: 128, runtimeLength: 64 } as const;
 
 // An operator as the runtime's kernel registry names it (`aten::add.out`), a delegate by its

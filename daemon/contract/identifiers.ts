@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { fail } from '../errors.ts';
 
-// Canonical forms of the identifiers in the wire contract (DESIGN.md section 1). Every value
+// Canonical forms of the identifiers in the wire contract (docs/design.md "Identifiers"). Every value
 // that enters from a URL, a header, a body or the config passes through one of these before
 // it is used: the patterns below are the only copy of each rule. The parse functions throw
 // the catalogue's 400 codes (for routes); the zod schemas carry the same patterns into

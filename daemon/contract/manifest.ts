@@ -2,8 +2,8 @@ import { z } from 'zod';
 import { canonicalMacSchema, modelNameSchema, selectorSchema, versionTextSchema } from './identifiers.ts';
 import { wireModelSchema, wireModel, type ModelFields } from './model-wire.ts';
 
-// The central store's manifest (DESIGN.md section 4): what `GET /v1/manifest` serves and
-// what a downstream gateway's sync reads.
+// The central store's manifest (docs/design.md "Central store format"): what
+// `GET /v1/manifest` serves and what a downstream gateway's sync reads.
 
 export const MANIFEST_FORMAT = 'modelferry.manifest/v1';
 

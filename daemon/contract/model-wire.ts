@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import { canonicalMacSchema, digestSchema, keyIdSchema, modelNameSchema, versionSchema } from './identifiers.ts';
 
-// A model as it travels: in a device's poll answer (DESIGN.md section 2) and in a manifest
-// (section 4). The field order is fixed here once: a poll answer's ETag is computed over
-// its serialized body.
+// A model as it travels: in a device's poll answer (docs/design.md "Device poll") and in a
+// manifest ("Central store format"). The field order is fixed here once: a poll answer's ETag
+// is computed over its serialized body.
 
 export const wireModelSchema = z.object({
   name: modelNameSchema,

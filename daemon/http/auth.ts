@@ -53,7 +53,7 @@ export class TokenAuth {
     return found;
   }
 
-  /** Reads of the admin API (DESIGN.md section 3): any configured token, whatever its scopes. */
+  /** Reads of the admin API (docs/design.md "Tokens and scopes"): any configured token, any scopes. */
   anyToken(): Middleware {
     return this.#guard(null);
   }

@@ -6,7 +6,7 @@ import { ARTIFACT_ROUTE, DEVICE_POLL_ROUTE } from './route-patterns.ts';
 import type { Services } from './services.ts';
 
 /**
- * The gateway's HTTP API (DESIGN.md sections 2 and 3): plain device polls and artifact reads
+ * The gateway's HTTP API (docs/http-api.md): plain device polls and artifact reads
  * first, then Koa. Koa and the routes behind it are loaded on the first request that needs
  * them, not at start: a gateway that only serves devices never pays for them (about 10 MiB
  * of memory and a good part of start-up on a Pi).

@@ -25,7 +25,7 @@ export interface InboxOptions {
 class Refusal extends Error {}
 
 /**
- * The drop folder (DESIGN.md section 3): `name@version.pte`, or `stem.pte` with a
+ * The drop folder (docs/drop-folder.md): `name@version.pte`, or `stem.pte` with a
  * `stem.json` sidecar, copied in by scp, rsync or a person with a USB stick. A file is
  * taken once it is complete: temporary names are ignored until renamed, in-place writers
  * are waited out until the size settles. Each drop is admitted the way an HTTP push is

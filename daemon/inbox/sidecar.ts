@@ -4,7 +4,7 @@ import { z } from 'zod';
 export const SIDECAR_MAX_BYTES = 64 * 1024;
 
 /**
- * `stem.json` next to `stem.pte` (DESIGN.md section 3), plus an optional `sha256` so a
+ * `stem.json` next to `stem.pte` (docs/design.md "Drop folder"), plus an optional `sha256` so a
  * pipeline that copies in place can make a truncated copy impossible to accept. Unknown
  * fields are refused by name: a misspelt `asign` must not silently assign nothing.
  */

@@ -1,6 +1,6 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 
-// End-to-end model signatures (DESIGN.md section 5). The pipeline signs, the gateway and the
+// End-to-end model signatures (docs/design.md "Signatures"). The pipeline signs, the gateway and the
 // devices verify; the gateway never holds a private key.
 
 export interface SignedFields {

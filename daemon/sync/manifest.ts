@@ -3,9 +3,9 @@ import { z } from 'zod';
 import { LATEST } from '../contract/identifiers.ts';
 import { MANIFEST_FORMAT, manifestModelSchema, manifestSchema as wireManifestSchema } from '../contract/manifest.ts';
 
-// The central store's manifest (DESIGN.md section 4) as a sync reads it and `modelferry
-// publish` writes it: the contract's schema (daemon/contract/manifest.ts, shared with
-// GET /v1/manifest), plus what a reader must refuse before trusting a store: dates that
+// The central store's manifest (docs/design.md "Central store format") as a sync reads it and
+// `modelferry publish` writes it: the contract's schema (daemon/contract/manifest.ts, shared
+// with GET /v1/manifest), plus what a reader must refuse before trusting a store: dates that
 // sort, sizes that can be real, and references that resolve within the manifest.
 
 export { MANIFEST_FORMAT };

@@ -30,8 +30,8 @@ export interface RunSettings {
 
 export interface RunParts {
   admission: Admission;
-  catalog: Catalog;
-  blobs: BlobStore;
+  catalog: Pick<Catalog, 'layer' | 'replaceUpstream'>;
+  blobs: Pick<BlobStore, 'storedSize' | 'adopt' | 'pathOf'>;
   state: SyncState;
   http: UpstreamHttp;
   clock: Clock;

@@ -72,7 +72,7 @@ export interface SyncOptions {
 }
 
 /**
- * Mirrors the upstream store (DESIGN.md section 4) into the `upstream` layer: at start, on
+ * Mirrors the upstream store (docs/design.md "Sync") into the `upstream` layer: at start, on
  * `upstream.schedule`, and on request (a run: sync-run.ts). Scheduled runs stop while the
  * circuit breaker is open. Nothing on the request path waits for a run.
  */

@@ -137,7 +137,8 @@ void app_main(void)
     wifi_start();
     ESP_ERROR_CHECK(mdns_init());
     ESP_ERROR_CHECK(mdns_hostname_set(CONFIG_MODELFERRY_HOSTNAME));
-    /* 12 KiB: the client's deepest path measured 3.8 KiB + 0.9 KiB on the host (README,
-     * "Design limits"), plus libsodium's ed25519 verify and esp_http_client below it. */
+    /* 12 KiB: the client's deepest path measured 3.8 KiB + 0.9 KiB on the host
+     * (firmware/README.md "Design limits (measured on the host)"), plus libsodium's
+     * ed25519 verify and esp_http_client below it. */
     xTaskCreate(client_task, "modelferry", 12288, NULL, 5, NULL);
 }

@@ -7,9 +7,10 @@ import test from 'ava';
 import { ROOT, cleanEnv, freePort } from '../helpers/daemon-process.ts';
 import { tempDir } from '../helpers/harness.ts';
 
-// The package that runs on a gateway (DESIGN.md section 8): daemon/ compiled to dist/ by
-// `npm run build` (npm test builds first), run by plain node with production dependencies
-// only. The other process-level tests run the sources through tsx; this one runs dist/.
+// The package that runs on a gateway (docs/design.md "Storage and crash safety"): daemon/
+// compiled to dist/ by `npm run build` (npm test builds first), run by plain node with
+// production dependencies only. The other process-level tests run the sources through tsx;
+// this one runs dist/.
 
 const run = promisify(execFile);
 const pkg = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as {
@@ -71,10 +72,10 @@ test('npm run build leaves dist/cli/main.js executable, so npx modelferry runs i
   t.regex(stdout, /^modelferry \d+\.\d+\.\d+/);
 });
 
-test('the npm pack tarball holds dist/, the default config and the unit, and no sources or tests', async (t) => {
+test('the npm pack tarball holds dist/, the default config, the unit and the docs the README links to, and no sources or tests', async (t) => {
   const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, env: cleanEnv() });
   const files = new Set((JSON.parse(stdout) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path));
-  for (const needed of ['dist/cli/main.js', 'dist/gateway.js', 'config/default.yaml', 'systemd/modelferry.service', 'package.json']) {
+  for (const needed of ['dist/cli/main.js', 'dist/gateway.js', 'config/default.yaml', 'systemd/modelferry.service', 'package.json', 'README.md', 'docs/design.md', 'docs/operations.md']) {
     t.true(files.has(needed), needed);
   }
   t.deepEqual([...files].filter((file) => /^(daemon|test|bench)\//.test(file)), []);

@@ -11,9 +11,9 @@ import { Database } from '../../daemon/store/database.ts';
 import { tempDir } from '../helpers/harness.ts';
 import { makeProgram, sha256 } from '../helpers/programs.ts';
 
-// The catalog on a real LevelDB database and blob folder (DESIGN.md sections 3, 4, 8):
-// every change persists, a refused change changes nothing, the upstream layer is replaced
-// whole.
+// The catalog on a real LevelDB database and blob folder (docs/design.md
+// "Layers and garbage collection", "Storage and crash safety"): every change persists, a
+// refused change changes nothing, the upstream layer is replaced whole.
 
 const log = createLogger('silent');
 const DEV_A = 'aa:bb:cc:dd:ee:01';

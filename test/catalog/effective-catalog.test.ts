@@ -3,8 +3,9 @@ import test from 'ava';
 import { EffectiveCatalog } from '../../daemon/catalog/effective-catalog.ts';
 import type { Assignment, LayerContent, ModelRecord, Rollout } from '../../daemon/catalog/types.ts';
 
-// DESIGN.md sections 2 and 4: two layers, local over upstream; a device resolves by its own
-// assignment, then its group's, then default; `latest` is the newest version.
+// docs/design.md "Device poll" and "Layers and garbage collection": two layers, local over
+// upstream; a device resolves by its own assignment, then its group's, then default; `latest`
+// is the newest version.
 
 const DEV_A = 'aa:bb:cc:dd:ee:01';
 const DEV_B = 'aa:bb:cc:dd:ee:02';

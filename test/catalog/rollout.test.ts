@@ -4,7 +4,7 @@ import { EffectiveCatalog } from '../../daemon/catalog/effective-catalog.ts';
 import { rolloutBucket } from '../../daemon/catalog/rollout.ts';
 import type { Assignment, LayerContent, ModelRecord } from '../../daemon/catalog/types.ts';
 
-// DESIGN.md section 2: a device gets the new version when bucket < percent, else
+// docs/design.md "Staged rollouts": a device gets the new version when bucket < percent, else
 // rollout.previous; bucket = first 4 bytes of sha256("<mac>:<name>:<version>") as a
 // big-endian unsigned integer, modulo 100.
 

@@ -66,7 +66,7 @@ test('push stores the model, --assign assigns it, each step is printed and the e
 
 test('the Jenkins recipe works with the jenkins token as the installer writes it: push --assign with exactly [push, assign]', async (t) => {
   // config/example.yaml is what systemd/install.sh installs; its jenkins token is the one
-  // the README's Jenkinsfile uses with push --assign.
+  // README.md "From Jenkins" uses with push --assign.
   const example = YAML.parse(await readFile(path.join(ROOT, 'config/example.yaml'), 'utf8')) as { auth: { tokens: Array<{ name: string; scopes: string[] }> } };
   const scopes = example.auth.tokens.find((token) => token.name === 'jenkins')!.scopes;
   t.deepEqual(scopes, ['push', 'assign']);

@@ -1,13 +1,14 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { ConfigError } from '../../daemon/config/config-error.ts';
+import { ConfigError } from '../../daemon/errors.ts';
 import { DEFAULT_CONFIG_FILE, loadConfig, type ConfigSources } from '../../daemon/config/load.ts';
 import { tempDir } from '../helpers/harness.ts';
 
-// DESIGN.md section 9: defaults < STATE_DIRECTORY/CACHE_DIRECTORY < config file < environment
-// < flags, every value validated at start with a message naming key, value, source and
-// what is allowed. The environment is always passed explicitly, never process.env.
+// docs/configuration.md "Where settings come from": defaults < STATE_DIRECTORY/CACHE_DIRECTORY
+// < config file < environment < flags, every value validated at start with a message naming
+// key, value, source and what is allowed. The environment is always passed explicitly, never
+// process.env.
 
 async function writeTemp(t: ExecutionContext, name: string, text: string): Promise<{ dir: string; file: string }> {
   const dir = await tempDir(t, 'modelferry-config-');

@@ -6,9 +6,9 @@ import { startDaemon, testConfig, type LogLine, type RunningDaemon } from '../he
 import { fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { ALL_TOKEN, TEST_TOKENS } from '../helpers/tokens.ts';
 
-// Issue 14: the daemon watches its config file (and takes SIGHUP); live keys take effect
-// without a restart and without dropping held long polls, a bad edit is refused naming the
-// key, and keys that need a restart are reported as such.
+// docs/configuration.md "Live reload": the daemon watches its config file (and takes SIGHUP);
+// live keys take effect without a restart and without dropping held long polls, a bad edit is
+// refused naming the key, and keys that need a restart are reported as such.
 
 const DEVICE_TOKEN_A = 'device-token-a-0123456789';
 const DEVICE_TOKEN_B = 'device-token-b-0123456789';

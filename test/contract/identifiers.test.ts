@@ -4,7 +4,7 @@ import {
   LATEST, isDigest, parseDigest, parseGroupName, parseMac, parseModelName, parseSelector, parseVersion, parseVersionRef, selectorKey,
 } from '../../daemon/contract/identifiers.ts';
 
-// DESIGN.md section 1: canonical forms, and what is accepted on input.
+// docs/design.md "Identifiers": canonical forms, and what is accepted on input.
 
 function refusedAs(t: ExecutionContext, code: ErrorCode, run: () => unknown, label: string): void {
   const error = t.throws(run, { instanceOf: ModelferryError }, label);

@@ -3,7 +3,8 @@ import { deviceReportSchema } from '../../daemon/contract/device-report.ts';
 import { keyIdSchema, selectorSchema, versionSchema } from '../../daemon/contract/identifiers.ts';
 import { artifactPath, pollAnswerSchema, wireModel } from '../../daemon/contract/model-wire.ts';
 
-// The wire forms of DESIGN.md sections 1, 2 and 4, as the schemas other parts are written from.
+// The wire forms of docs/design.md ("Identifiers", "Device poll", "Device reports",
+// "Central store format"), as the schemas other parts are written from.
 
 const DIGEST = 'c9608ddefe472e0ebd8d4a900dc0957d893381c928dd1c648a439a6e88470b18';
 const stored = {

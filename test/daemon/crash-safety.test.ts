@@ -8,9 +8,10 @@ import { ADD_SHA256, fixture, makeProgram, sha256 } from '../helpers/programs.ts
 import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
 import { until } from '../helpers/harness.ts';
 
-// DESIGN.md section 8: a crash at any point leaves either the old state or the new one, and
-// what went missing or bad on disk while the daemon was down is found at start and never
-// served. The daemon runs as a child process and is killed or stopped for real.
+// docs/design.md "Storage and crash safety": a crash at any point leaves either the old state
+// or the new one, and what went missing or bad on disk while the daemon was down is found at
+// start and never served. The daemon runs as a child process and is killed or stopped for
+// real.
 
 async function put(daemon: RunningDaemon, name: string, version: string, body: Buffer): Promise<number> {
   const response = await daemon.fetch(`/v1/models/${name}/${version}`, { method: 'PUT', body, token: ALL_TOKEN });

@@ -11,7 +11,7 @@ import { connect, within } from '../helpers/raw-client.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
 import { testNeeding } from '../helpers/requirements.ts';
 
-// A full disk for real (README "Security and limits", DESIGN.md section 2 "Limits"): the
+// A full disk for real (docs/limits.md, docs/design.md "Limits"): the
 // gateway's state and cache folders live on an 8 MiB tmpfs, mounted inside `unshare -m`
 // around the daemon, so the mount goes with the daemon's process whatever happens to the
 // test. The test reaches the tmpfs through /proc/<pid>/root. Pushes, a drop and a sync are

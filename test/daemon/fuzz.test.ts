@@ -4,7 +4,7 @@ import { fixture } from '../helpers/programs.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
 import { fuzz } from '../scripts/fuzz.ts';
 
-// The short version of test/scripts/fuzz.ts (README "Security and limits"): random requests
+// The short version of test/scripts/fuzz.ts (docs/development.md "Long runs"): random requests
 // over every route against a real daemon; never a 5xx, the daemon stays up, and a refused
 // request changes nothing stored. The long run (100,000 requests) is the script's.
 

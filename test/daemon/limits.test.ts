@@ -1,11 +1,11 @@
 import test from 'ava';
 import { assignHttp, startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
-import { Teardowns } from '../helpers/harness.ts';
+import { Teardowns, until } from '../helpers/harness.ts';
 import { fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { connect, requestFrom, within } from '../helpers/raw-client.ts';
 import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
 
-// README "Security and limits", DESIGN.md section 2 "Limits": every limit against a real
+// docs/limits.md, docs/design.md "Limits": every limit against a real
 // daemon process, with small values so that each is reached quickly. Nothing here asserts
 // a duration: each check waits for what must happen, bounded by a generous deadline.
 
@@ -37,26 +37,36 @@ test.before(async () => {
 });
 test.after.always(() => shared.run());
 
-async function until(what: string, probe: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + DEADLINE_MS;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
 test.serial('slow-loris: headers trickled a byte at a time are cut at http.headersTimeoutSeconds while /healthz keeps answering', async (t) => {
   const daemon = timeouts;
+  // The witness: a request started with the loris whose headers are complete and whose body
+  // trickles, so that only the request deadline (4 s) applies to it. Had that deadline and
+  // not the headers' own (1 s) cut the loris, it would have cut the witness at the same check,
+  // and the witness could not finish its request afterwards.
+  const BODY = 1000;
+  const witness = await connect(t, daemon.port);
   const loris = await connect(t, daemon.port);
+  witness.write(`POST /v1/devices/02:00:00:00:00:02/report HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${BODY}\r\n\r\n`);
   loris.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
   const header = 'X-Slow: ' + 'a'.repeat(200);
   let sent = 0;
-  const trickle = setInterval(() => { if (sent < header.length) loris.write(header[sent++]!); }, 100);
+  let witnessSent = 0;
+  const trickle = setInterval(() => {
+    if (sent < header.length) loris.write(header[sent++]!);
+    witness.write(' ');
+    witnessSent++;
+  }, 100);
   t.teardown(() => clearInterval(trickle));
   t.is((await daemon.fetch('/healthz')).status, 200, 'others are served meanwhile');
   t.not(await within(loris.closed, DEADLINE_MS), 'timeout', 'the connection is closed');
+  clearInterval(trickle);
   t.true(sent < header.length, 'before the trickled header was complete');
   t.is(loris.status, 408);
+  // The rest of the witness's body at once: it is read to its end and answered (400: an
+  // empty report), not cut with a 408.
+  witness.write('{}'.padStart(BODY - witnessSent));
+  t.is(await until('the witness answered', async () => witness.status, DEADLINE_MS), 400, witness.text);
+  t.regex(witness.text, /"error":"invalid_body"/);
 });
 
 test.serial('a report that promises 100 bytes and sends 1 is cut by the idle timeout; a body trickled fast enough never to be idle is cut by the request timeout', async (t) => {
@@ -142,7 +152,7 @@ test.serial('connections are capped per address (429 rate_limited) and in total 
   t.regex(busy.text, /"error":"busy"/);
 
   for (const connection of held) connection.socket.destroy();
-  await until('the caps to free up', async () => (await daemon.fetch('/healthz').catch(() => undefined))?.status === 200);
+  await until('the caps to free up', async () => (await daemon.fetch('/healthz').catch(() => undefined))?.status === 200 || undefined, DEADLINE_MS);
   t.pass();
 });
 
@@ -166,12 +176,12 @@ test.serial('long polls are bounded per address and in total: beyond, a poll is 
   const hold = (mac: string, from: string, wait = 600) => macEtag(mac).then((tag) => requestFrom(url(mac, wait), { localAddress: from, headers: { 'If-None-Match': tag }, signal: aborter.signal }));
   const heldA1 = hold('02:00:00:00:00:01', '127.0.0.1');
   const heldA2 = hold('02:00:00:00:00:02', '127.0.0.1');
-  await until('two long polls held', async () => (await health(daemon)).longPolls === 2);
+  await until('two long polls held', async () => (await health(daemon)).longPolls === 2 || undefined, DEADLINE_MS);
 
   const overAddress = await hold('02:00:00:00:00:03', '127.0.0.1');
   t.is(overAddress.status, 304, 'a third from the same address is answered at once');
   const heldB = hold('02:00:00:00:00:04', '127.0.0.2');
-  await until('three long polls held', async () => (await health(daemon)).longPolls === 3);
+  await until('three long polls held', async () => (await health(daemon)).longPolls === 3 || undefined, DEADLINE_MS);
   const overTotal = await hold('02:00:00:00:00:05', '127.0.0.3');
   t.is(overTotal.status, 304, 'one over the total is answered at once');
 
@@ -208,7 +218,7 @@ test.serial('a change with thousands of long polls waiting releases them in slic
   const aborter = new AbortController();
   t.teardown(() => aborter.abort());
   const polls = Array.from({ length: count }, () => requestFrom(`${daemon.url}/v1/devices/${mac}/model?wait=600`, { headers: { 'If-None-Match': etag }, signal: aborter.signal }));
-  await until(`${count} long polls held`, async () => (await health(daemon)).longPolls === count);
+  await until(`${count} long polls held`, async () => (await health(daemon)).longPolls === count || undefined, DEADLINE_MS);
 
   await assignHttp(daemon, 'default', 'kws', '2');
   const seen: number[] = [];

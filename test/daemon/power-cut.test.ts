@@ -8,7 +8,7 @@ import { fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
 import { testNeeding } from '../helpers/requirements.ts';
 
-// DESIGN.md section 8 and README "Storage and crash safety": every acknowledged catalog
+// docs/design.md "Storage and crash safety": every acknowledged catalog
 // change survives a power cut. The daemon keeps its state on an ext4 image mounted through
 // a loop device in a private mount namespace. Copying the image file while the daemon runs
 // captures only what reached the device, not the dirty pages in the kernel's cache: the

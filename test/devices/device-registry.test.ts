@@ -5,7 +5,7 @@ import { createLogger } from '../../daemon/log.ts';
 import { Database, type BatchOperation } from '../../daemon/store/database.ts';
 import { tempDir } from '../helpers/harness.ts';
 
-// The device registry (README "Storage and crash safety"): polls and reports change records
+// The device registry (docs/design.md "Storage and crash safety"): polls and reports change records
 // in memory; they reach LevelDB in one batch per flush, and at stop.
 
 const log = createLogger('silent');

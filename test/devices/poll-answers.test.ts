@@ -11,7 +11,7 @@ import { Database } from '../../daemon/store/database.ts';
 import { tempDir } from '../helpers/harness.ts';
 import { makeProgram } from '../helpers/programs.ts';
 
-// Prepared poll answers (DESIGN.md section 2): one serialized answer per device per catalog
+// Prepared poll answers (docs/design.md "Device poll"): one serialized answer per device per catalog
 // state, a strong ETag over its bytes, and long polls that wake only when their device's
 // answer changes.
 

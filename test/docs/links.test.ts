@@ -84,6 +84,32 @@ test('no tracked file refers to the folder beside the checkout', (t) => {
   t.deepEqual(referring, [], `users have no ${outside}: the repository must not read or link it`);
 });
 
+test('every citation of a section (docs/<file>.md "<title>") in a tracked file names a section that exists', (t) => {
+  const tracked = execFileSync('git', ['ls-files', '-z'], { cwd: ROOT, encoding: 'utf8' }).split('\0')
+    .filter((file) => /\.(ts|mjs|js|c|h|md|ya?ml|sh|txt)$|^\.ci\/run$/.test(file) && existsSync(path.join(ROOT, file)));
+  const anchors = new Map<string, Set<string>>();
+  const sectionsOf = (document: string) => {
+    if (!anchors.has(document)) anchors.set(document, anchorsOf(readFileSync(path.join(ROOT, document), 'utf8')));
+    return anchors.get(document)!;
+  };
+  const unknown: string[] = [];
+  let cited = 0;
+  for (const file of tracked) {
+    const text = readFileSync(path.join(ROOT, file), 'utf8');
+    for (const match of text.matchAll(/(?<![\w/.])((?:docs\/[a-z-]+|firmware\/README|README)\.md),? "([^"]{1,100})"/g)) {
+      // A title may wrap onto the next comment line.
+      const title = match[2]!.replace(/\s*\n\s*(?:\/\/|\*|#)?\s*/g, ' ');
+      const document = match[1]!;
+      cited++;
+      if (!existsSync(path.join(ROOT, document)) || !sectionsOf(document).has([...anchorsOf(`# ${title}`)][0]!)) {
+        unknown.push(`${file}: ${document} "${title}"`);
+      }
+    }
+  }
+  t.true(cited > 20, 'citations were found');
+  t.deepEqual(unknown, [], 'cite a section by its title as it stands in the document');
+});
+
 test('the link checker finds links, sections and code the way GitHub renders them', (t) => {
   const sample = [
     '# Title', '## Where blobs live', '### The service\'s user and its config', '## Host build and tests (what `npm test` runs)',

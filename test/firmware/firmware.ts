@@ -1,10 +1,12 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { HasTeardown } from '../helpers/harness.ts';
 import { ROOT, type DaemonProcess } from '../helpers/daemon-process.ts';
+import { I386_PKG_CONFIG_LIBDIR, XTENSA_PICOLIBC_SPECS } from '../helpers/system-paths.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
 
 // The firmware's host build (cmake, ctest) and its device simulator, for the tests in
@@ -16,25 +18,91 @@ export const FIRMWARE = path.join(ROOT, 'firmware');
 export const BUILD = path.join(FIRMWARE, 'build', 'host');
 export const SIM = path.join(BUILD, 'modelferry-sim');
 
-let built: Promise<void> | undefined;
+export const BUILD_32 = path.join(FIRMWARE, 'build', 'host32');
+export const CORE = path.join(FIRMWARE, 'components', 'modelferry', 'core');
+
+const builds = new Map<string, Promise<void>>();
 
 /**
- * Configures and builds firmware/host into firmware/build/host (under ASan and UBSan). Test
- * files run in separate processes, so a lock file serialises them: the first builds, the
- * next finds everything up to date.
+ * Configures and builds firmware/host into `dir` (under ASan and UBSan; `cmakeArgs` add to
+ * the configuration, `env` to its environment). Test files run in separate processes, so a
+ * lock file serialises them: the first builds, the next finds everything up to date.
  */
-export function buildFirmware(): Promise<void> {
-  built ??= (async () => {
-    await mkdir(BUILD, { recursive: true });
-    const script = `cmake -S '${path.join(FIRMWARE, 'host')}' -B '${BUILD}' >/dev/null && cmake --build '${BUILD}' -j2`;
-    try {
-      await run('flock', [path.join(FIRMWARE, 'build', '.lock'), 'sh', '-c', script], { maxBuffer: 16 * 1024 * 1024 });
-    } catch (error) {
-      const e = error as { stdout?: string; stderr?: string; message: string };
-      throw new Error(`firmware host build failed: ${e.message}\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
-    }
-  })();
+function buildHost(dir: string, cmakeArgs = '', env: NodeJS.ProcessEnv = {}): Promise<void> {
+  let built = builds.get(dir);
+  if (!built) {
+    built = (async () => {
+      await mkdir(dir, { recursive: true });
+      const script = `cmake -S '${path.join(FIRMWARE, 'host')}' -B '${dir}' ${cmakeArgs} >/dev/null && cmake --build '${dir}' -j2`;
+      try {
+        await run('flock', [path.join(FIRMWARE, 'build', '.lock'), 'sh', '-c', script], { maxBuffer: 16 * 1024 * 1024, env: { ...process.env, ...env } });
+      } catch (error) {
+        const e = error as { stdout?: string; stderr?: string; message: string };
+        throw new Error(`firmware host build in ${dir} failed: ${e.message}\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
+      }
+    })();
+    builds.set(dir, built);
+  }
   return built;
+}
+
+/** The host build (tests and modelferry-sim) in firmware/build/host. */
+export const buildFirmware = (): Promise<void> => buildHost(BUILD);
+
+/** The same build as 32-bit programs (-m32, the i386 libraries) in firmware/build/host32. */
+export const buildFirmware32 = (): Promise<void> => buildHost(BUILD_32, '-DCMAKE_C_FLAGS=-m32', { PKG_CONFIG_LIBDIR: I386_PKG_CONFIG_LIBDIR });
+
+/** .text (with read-only data) the core may take on the device. */
+export const CORE_TEXT_BUDGET = 32 * 1024;
+
+export interface ObjectSize {
+  file: string;
+  text: number;
+  data: number;
+  bss: number;
+}
+
+/**
+ * Compiles every core source for Xtensa (Debian's xtensa-lx106-elf-gcc with picolibc) as
+ * ESP-IDF would: -Os, warnings as errors, and int32_t as `long` as with Espressif's
+ * compilers, so a format string written for a host's `int` fails here. Returns each
+ * object's sizes (`size`, Berkeley format: text includes read-only data); throws with the
+ * compiler's messages.
+ */
+export async function crossCompileCore(): Promise<ObjectSize[]> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'modelferry-xtensa-'));
+  try {
+    // Only the libraries' own headers: the host's /usr/include would shadow picolibc's.
+    await mkdir(path.join(dir, 'include'));
+    await symlink('/usr/include/sodium.h', path.join(dir, 'include', 'sodium.h'));
+    await symlink('/usr/include/sodium', path.join(dir, 'include', 'sodium'));
+    const component = path.dirname(CORE);
+    const sources = (await readdir(CORE)).filter((name) => name.endsWith('.c')).sort();
+    const flags = [
+      `--specs=${XTENSA_PICOLIBC_SPECS}`, '-std=gnu11', '-Os', '-ffunction-sections', '-fdata-sections',
+      '-Wall', '-Wextra', '-Wformat=2', '-Werror',
+      '-U__INT32_TYPE__', '-D__INT32_TYPE__=long', '-U__UINT32_TYPE__', '-D__UINT32_TYPE__=long unsigned int',
+      '-U__INT_LEAST32_TYPE__', '-D__INT_LEAST32_TYPE__=long', '-U__UINT_LEAST32_TYPE__', '-D__UINT_LEAST32_TYPE__=long unsigned int',
+      `-I${path.join(component, 'include')}`, `-I${CORE}`, '-I/usr/include/cjson', `-I${path.join(dir, 'include')}`,
+    ];
+    const objects: string[] = [];
+    for (const source of sources) {
+      const object = path.join(dir, source.replace(/\.c$/, '.o'));
+      try {
+        await run('xtensa-lx106-elf-gcc', [...flags, '-c', path.join(CORE, source), '-o', object]);
+      } catch (error) {
+        throw new Error(`xtensa-lx106-elf-gcc ${source}: ${(error as { stderr?: string }).stderr ?? (error as Error).message}`);
+      }
+      objects.push(object);
+    }
+    const { stdout } = await run('xtensa-lx106-elf-size', objects);
+    return stdout.trim().split('\n').slice(1).map((line) => {
+      const [text, data, bss, , , file] = line.trim().split(/\s+/);
+      return { file: path.basename(file!).replace(/\.o$/, '.c'), text: Number(text), data: Number(data), bss: Number(bss) };
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 export interface SimEvent {

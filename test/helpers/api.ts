@@ -4,6 +4,7 @@ import { request } from 'node:http';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import type { TestGateway } from './gateway.ts';
+import { until } from './harness.ts';
 import { sha256 } from './programs.ts';
 import { ADMIN_TOKEN, PUSH_TOKEN } from './tokens.ts';
 
@@ -263,6 +264,17 @@ export async function poll(
     bytes,
     json: bytes.length === 0 ? undefined : JSON.parse(bytes.toString('utf8')),
   };
+}
+
+/** The long polls the gateway holds now (its `modelferry_device_long_polls_held` gauge). */
+export async function longPollsHeld(gw: TestGateway): Promise<number> {
+  const text = await (await gw.fetch('/metrics')).text();
+  return Number(/^modelferry_device_long_polls_held (\d+)$/m.exec(text)?.[1]);
+}
+
+/** Waits until the gateway holds exactly `count` long polls: they arrived and wait for a change. */
+export async function untilLongPollsHeld(gw: TestGateway, count: number): Promise<void> {
+  await until(`${count} long polls held`, async () => ((await longPollsHeld(gw)) === count ? true : undefined));
 }
 
 /** The DESIGN section 2 poll body for a device and a model. */

@@ -20,7 +20,11 @@ export interface TestGateway {
   stop(): Promise<void>;
   /** fetch against the gateway; `token` adds a bearer header. */
   fetch(pathname: string, init?: FetchInit): Promise<Response>;
+  /** Its log lines (info and above) so far, when started with `logs: true`; otherwise none. */
+  logs(): LogLine[];
 }
+
+export type LogLine = Record<string, unknown> & { msg?: string };
 
 export type ConfigOverrides = Record<string, string>;
 
@@ -50,12 +54,20 @@ export function testConfig(dir: string, overrides: ConfigOverrides = {}): Config
   }).config;
 }
 
-/** A gateway on a fresh temporary folder, stopped (then the folder removed) in `t`'s teardown. */
-/** `options.clock`: the time rollouts step by (a test's own clock, so nothing sleeps). */
-export async function startGateway(t: HasTeardown, overrides: ConfigOverrides = {}, options: { clock?: Clock } = {}): Promise<TestGateway> {
+/**
+ * A gateway on a fresh temporary folder, stopped (then the folder removed) in `t`'s teardown.
+ * `options.clock`: the time rollouts step by (a test's own clock, so nothing sleeps);
+ * `options.logs`: keep its log lines for `logs()`, the signal a test waits on when nothing
+ * else shows that the gateway saw something.
+ */
+export async function startGateway(t: HasTeardown, overrides: ConfigOverrides = {}, options: { clock?: Clock; logs?: boolean } = {}): Promise<TestGateway> {
   const dir = await tempDir(t);
   const config = testConfig(dir, overrides);
-  let gateway = new Gateway(config, createLogger('silent'), options);
+  const lines: LogLine[] = [];
+  const log = options.logs
+    ? createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) })
+    : createLogger('silent');
+  let gateway = new Gateway(config, log, { clock: options.clock });
   await gateway.start();
   // Registered after tempDir's, so it runs first.
   t.teardown(() => gateway.stop());
@@ -66,13 +78,14 @@ export async function startGateway(t: HasTeardown, overrides: ConfigOverrides = 
     gateway,
     async restart() {
       await gateway.stop();
-      gateway = new Gateway(config, createLogger('silent'), options);
+      gateway = new Gateway(config, log, { clock: options.clock });
       await gateway.start();
       handle.gateway = gateway;
       handle.url = urlOf(gateway);
     },
     stop: () => gateway.stop(),
     fetch: (pathname, init) => fetchWithToken(handle.url, pathname, init),
+    logs: () => [...lines],
   };
   return handle;
 }

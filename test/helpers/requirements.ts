@@ -1,6 +1,7 @@
 import anyTest, { type TestFn } from 'ava';
 import { spawnSync } from 'node:child_process';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, existsSync } from 'node:fs';
+import { I386_PKG_CONFIG_LIBDIR, XTENSA_PICOLIBC_SPECS } from './system-paths.ts';
 
 // Tests that drive a system tool for real (nginx, curl, cmake, chromium, network
 // namespaces...) run where the tool is and are skipped where it is not, each skip with a
@@ -25,9 +26,19 @@ const pkgConfigIsMissing = (...modules: string[]): string | undefined => {
   return absent.length > 0 ? `no development files for ${absent.join(', ')}` : undefined;
 };
 
+const gccM32IsMissing = (): string | undefined =>
+  spawnSync('gcc', ['-m32', '-x', 'c', '-', '-o', '/dev/null'], { input: 'int main(void) { return 0; }\n' }).status === 0 ? undefined : 'gcc cannot build 32-bit programs (-m32)';
+
+const pkgConfigI386IsMissing = (...modules: string[]): string | undefined => {
+  const env = { ...process.env, PKG_CONFIG_LIBDIR: I386_PKG_CONFIG_LIBDIR };
+  const absent = modules.filter((module) => spawnSync('pkg-config', ['--exists', module], { env }).status !== 0);
+  return absent.length > 0 ? `no i386 development files for ${absent.join(', ')}` : undefined;
+};
+
 const firstOf = (...reasons: (string | undefined)[]): string | undefined => reasons.find((reason) => reason !== undefined);
 
-const notRoot = (): string | undefined => (process.getuid?.() === 0 ? undefined : 'it needs root (run as root, or through .ci/run)');
+const NEEDS_ROOT = 'it needs root (run as root, or through .ci/run)';
+const notRoot = (): string | undefined => (process.getuid?.() === 0 ? undefined : NEEDS_ROOT);
 
 const REQUIREMENTS = {
   curl: { check: () => commandIsMissing('curl'), packages: ['curl'] },
@@ -49,10 +60,26 @@ const REQUIREMENTS = {
   avahi: { check: () => firstOf(commandIsMissing('avahi-daemon'), commandIsMissing('avahi-browse'), commandIsMissing('dbus-daemon')), packages: ['avahi-daemon', 'avahi-utils', 'dbus'] },
   /** The firmware's host build: cmake, a C compiler and the libraries the POSIX port links. */
   'firmware-host': {
-    check: () => firstOf(commandIsMissing('cmake'), commandIsMissing('gcc'), commandIsMissing('make'), pkgConfigIsMissing('libcjson', 'libsodium', 'libcurl')),
-    packages: ['cmake', 'gcc', 'make', 'pkg-config', 'libcjson-dev', 'libsodium-dev', 'libcurl4-openssl-dev'],
+    check: () => firstOf(commandIsMissing('cmake'), commandIsMissing('gcc'), commandIsMissing('g++'), commandIsMissing('make'), pkgConfigIsMissing('libcjson', 'libsodium', 'libcurl')),
+    packages: ['cmake', 'gcc', 'g++', 'make', 'pkg-config', 'libcjson-dev', 'libsodium-dev', 'libcurl4-openssl-dev'],
+  },
+  /** The same build as a 32-bit program (-m32): the i386 libraries beside the amd64 ones. */
+  'firmware-host-32': {
+    check: () => firstOf(commandIsMissing('cmake'), commandIsMissing('gcc'), gccM32IsMissing(), pkgConfigI386IsMissing('libcjson', 'libsodium', 'libcurl')),
+    packages: ['gcc-multilib', 'libcjson-dev:i386', 'libsodium-dev:i386', 'libcurl4-openssl-dev:i386'],
+  },
+  /** The firmware's core cross-compiled for Xtensa (the ESP8266's lx106 and picolibc): what Debian has of Espressif's toolchain. */
+  'xtensa-lx106': {
+    check: () => firstOf(commandIsMissing('xtensa-lx106-elf-gcc'), existsSync(XTENSA_PICOLIBC_SPECS) ? undefined : 'picolibc for xtensa-lx106 is not installed',
+      existsSync('/usr/include/cjson/cJSON.h') && existsSync('/usr/include/sodium.h') ? undefined : 'the cJSON and libsodium headers are not installed'),
+    packages: ['gcc-xtensa-lx106', 'picolibc-xtensa-lx106-elf', 'libcjson-dev', 'libsodium-dev'],
   },
   root: { check: notRoot, packages: [] },
+  /** A Debian container booted with systemd as its PID 1 (test/helpers/nspawn.ts). */
+  nspawn: {
+    check: () => firstOf(notRoot(), commandIsMissing('debootstrap'), commandIsMissing('systemd-nspawn'), commandIsMissing('nsenter')),
+    packages: ['debootstrap', 'systemd-container'],
+  },
   /** Private network namespaces with veth links between them (the LAN harness). */
   netns: {
     check: () => firstOf(notRoot(), commandIsMissing('ip'), commandIsMissing('unshare'), netnsProbe()),
@@ -79,7 +106,8 @@ export function missing(...names: RequirementName[]): { name: RequirementName; r
   return names.flatMap((name) => {
     if (!checked.has(name)) checked.set(name, REQUIREMENTS[name].check());
     const reason = checked.get(name);
-    return reason === undefined ? [] : [{ name, reason, packages: REQUIREMENTS[name].packages }];
+    // No package brings root: a skip for want of it names none.
+    return reason === undefined ? [] : [{ name, reason, packages: reason === NEEDS_ROOT ? [] : REQUIREMENTS[name].packages }];
   });
 }
 

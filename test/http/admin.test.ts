@@ -6,8 +6,9 @@ import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { ADD_SHA256, fixture, makeProgram, MUL_SHA256, sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, ALL_TOKEN, PUSH_TOKEN, SYNC_TOKEN } from '../helpers/tokens.ts';
 
-// The admin API over real HTTP (DESIGN.md sections 1 and 3): assignments, groups, model
-// deletes, catalog reads, the manifest, /healthz, /metrics and the status page.
+// The admin API over real HTTP (docs/design.md "Identifiers", "Admin and pipeline API"):
+// assignments, groups, model deletes, catalog reads, the manifest, /healthz, /metrics and the
+// status page.
 
 interface AssignmentView {
   selector: string;

@@ -5,8 +5,9 @@ import { makeProgram, sha256 } from '../helpers/programs.ts';
 
 // Artifact reads are answered before Koa (daemon/http/artifact-fast-path.ts) when the path is
 // plain; a percent-encoded digest or a query takes the Koa route. Both answer through
-// artifact-responder.ts: for every case DESIGN.md section 2 names, a device must not be able
-// to tell which one answered, whether the blob is served from memory or streamed from disk.
+// artifact-responder.ts: for every case docs/design.md "Artifact downloads" names, a device
+// must not be able to tell which one answered, whether the blob is served from memory or
+// streamed from disk.
 
 const SIZE = 300_001;
 const program = makeProgram(SIZE);

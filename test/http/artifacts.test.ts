@@ -10,8 +10,9 @@ import { tempDir, Teardowns } from '../helpers/harness.ts';
 import { fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { testNeeding } from '../helpers/requirements.ts';
 
-// GET|HEAD /v1/artifacts/{sha256} (DESIGN.md section 2) against a real gateway holding a
-// multi-MiB program, over real HTTP; the last tests use the curl binary as the client.
+// GET|HEAD /v1/artifacts/{sha256} (docs/design.md "Artifact downloads") against a real gateway
+// holding a multi-MiB program, over real HTTP; the last tests use the curl binary as the
+// client.
 
 const run = promisify(execFile);
 const SIZE = 4 * 1024 * 1024 + 12_345; // not a multiple of the server's read size

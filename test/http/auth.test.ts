@@ -3,8 +3,9 @@ import type { Context, Middleware } from 'koa';
 import { ModelferryError, type ErrorCode } from '../../daemon/errors.ts';
 import { TokenAuth } from '../../daemon/http/auth.ts';
 
-// Bearer tokens (DESIGN.md section 3): reads of the admin API take any configured token,
-// writes need the scope they name, device routes are open unless devices.token is set.
+// Bearer tokens (docs/design.md "Tokens and scopes"): reads of the admin API take any
+// configured token, writes need the scope they name, device routes are open unless
+// devices.token is set.
 
 const PUSHER = { name: 'jenkins', token: 'push-secret-000000001', scopes: ['push' as const] };
 const ADMIN = { name: 'ops', token: 'admin-secret-00000001', scopes: ['admin' as const, 'push' as const] };

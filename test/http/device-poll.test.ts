@@ -1,14 +1,14 @@
 import { createHash } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
 import {
-  assign, bucketOf, delay, expectedAnswer, expectError, expectUnauthorized, inventory, inventoryOf, levelLogBytes, macs, poll,
-  pushed, setGroup, signModel, unassign, type PushedModel,
+  assign, bucketOf, delay, expectedAnswer, expectError, expectUnauthorized, inventory, inventoryOf, levelLogBytes, longPollsHeld, macs, poll,
+  pushed, setGroup, signModel, unassign, untilLongPollsHeld, type PushedModel,
 } from '../helpers/api.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { fixture, makeProgram } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, PUSH_TOKEN } from '../helpers/tokens.ts';
 
-// GET /v1/devices/{mac}/model (DESIGN.md section 2) over real HTTP against a real gateway.
+// GET /v1/devices/{mac}/model (docs/design.md "Device poll") over real HTTP against a real gateway.
 
 const MAC = 'aa:bb:cc:dd:ee:0f';
 
@@ -265,8 +265,8 @@ test('?wait=N with a matching If-None-Match is held until an assignment change, 
   const started = performance.now();
   let settledAt: number | undefined;
   const held = poll(gw, MAC, { etag: first.etag!, wait: 30 }).finally(() => { settledAt = performance.now(); });
-  await delay(400);
-  t.is(settledAt, undefined, 'the long poll is still held before the change');
+  await untilLongPollsHeld(gw, 1);
+  t.is(settledAt, undefined, 'the long poll is held, not answered, before the change');
 
   await assign(t, gw, MAC, { model: 'mul', version: '1' });
   const changedAt = performance.now();
@@ -288,12 +288,12 @@ test('?wait=N is released by a new push of a `latest` model and not by changes t
 
   let settledAt: number | undefined;
   const held = poll(gw, MAC, { etag: first.etag!, wait: 30 }).finally(() => { settledAt = performance.now(); });
-  await delay(200);
+  await untilLongPollsHeld(gw, 1);
   await assign(t, gw, '02:00:00:00:00:01', { model: 'other', version: '1' });
   await pushed(t, gw, 'other', '2', makeProgram(2048));
-  await delay(400);
-  t.is(settledAt, undefined, 'unrelated changes do not release the long poll');
+  t.is(await longPollsHeld(gw), 1, 'unrelated changes do not release the long poll');
 
+  // A poll is answered once: had an unrelated change released it, this answer would not carry kws 2.
   const second = await pushed(t, gw, 'kws', '2', makeProgram(4096));
   const changedAt = performance.now();
   const answer = await held;
@@ -308,7 +308,7 @@ test('a held long poll answers 404 no_assignment when the change leaves nothing 
   const first = await poll(gw, MAC);
   let settledAt: number | undefined;
   const held = poll(gw, MAC, { etag: first.etag!, wait: 30 }).finally(() => { settledAt = performance.now(); });
-  await delay(300);
+  await untilLongPollsHeld(gw, 1);
   t.is(settledAt, undefined);
   await unassign(t, gw, 'default');
   const changedAt = performance.now();
@@ -322,21 +322,14 @@ test('a long poll the device hangs up on stops waiting at once (modelferry_devic
   const gw = await startGateway(t);
   await assignAddToDefault(t, gw);
   const first = await poll(gw, MAC);
-  const waiting = async () => {
-    const text = await (await gw.fetch('/metrics')).text();
-    return Number(/^modelferry_device_long_polls_held (\d+)$/m.exec(text)?.[1]);
-  };
-  const until = async (count: number) => {
-    for (let i = 0; i < 100 && (await waiting()) !== count; i++) await delay(50);
-    return waiting();
-  };
-  t.is(await waiting(), 0);
+  t.is(await longPollsHeld(gw), 0);
   const controller = new AbortController();
   const held = poll(gw, MAC, { etag: first.etag!, wait: 120, signal: controller.signal });
-  t.is(await until(1), 1, 'the long poll is held');
+  await untilLongPollsHeld(gw, 1);
   controller.abort();
   await t.throwsAsync(held, { any: true, name: 'AbortError' });
-  t.is(await until(0), 0, 'and dropped when the device goes away, long before its 120 s');
+  // Dropped when the device goes away, long before its 120 s.
+  await untilLongPollsHeld(gw, 0);
   // The gateway still answers that device.
   t.is((await poll(gw, MAC, { etag: first.etag! })).status, 304);
 });
@@ -389,7 +382,7 @@ test('a held long poll is released with 304 when the gateway stops, and the stop
   const first = await poll(gw, MAC);
   let settledAt: number | undefined;
   const held = poll(gw, MAC, { etag: first.etag!, wait: 100 }).finally(() => { settledAt = performance.now(); });
-  await delay(300);
+  await untilLongPollsHeld(gw, 1);
   t.is(settledAt, undefined);
   const stopping = performance.now();
   await gw.stop();
@@ -576,7 +569,7 @@ test('a long poll held on the full route (percent-encoded MAC) and one held on t
   let settled = 0;
   const fast = poll(gw, MAC, { etag: first.etag!, wait: 30 }).finally(() => settled++);
   const routed = poll(gw, encodeURIComponent(MAC), { etag: first.etag!, wait: 30 }).finally(() => settled++);
-  await delay(400);
+  await untilLongPollsHeld(gw, 2);
   t.is(settled, 0, 'both are held');
   await assign(t, gw, 'default', { model: 'mul', version: '1' });
   const [a, b] = await Promise.all([fast, routed]);

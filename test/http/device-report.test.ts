@@ -4,7 +4,7 @@ import { startGateway as startBareGateway, type ConfigOverrides, type TestGatewa
 import { ADD_SHA256, MUL_SHA256, fixture } from '../helpers/programs.ts';
 import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 
-// POST /v1/devices/{mac}/report (DESIGN.md section 2) and the inventory it feeds
+// POST /v1/devices/{mac}/report (docs/design.md "Device reports") and the inventory it feeds
 // (GET /v1/devices, GET /v1/devices/{mac}, section 3), over real HTTP.
 
 const MAC = 'aa:bb:cc:dd:ee:0f';

@@ -8,7 +8,8 @@ import { ADD_SHA256, fixture, fixturePath, makeProgram, MUL_SHA256, sha256 } fro
 import { ADMIN_TOKEN, ALL_TOKEN, PUSH_TOKEN, SYNC_TOKEN } from '../helpers/tokens.ts';
 import { testNeeding } from '../helpers/requirements.ts';
 
-// PUT /v1/models/{name}/{version} (DESIGN.md sections 1, 3, 5, 8) over real HTTP.
+// PUT /v1/models/{name}/{version} (docs/design.md "Admin and pipeline API", "Signatures",
+// "Storage and crash safety") over real HTTP.
 
 const run = promisify(execFile);
 const b64 = (hex: string) => Buffer.from(hex, 'hex').toString('base64');

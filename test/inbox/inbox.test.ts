@@ -6,11 +6,11 @@ import test, { type ExecutionContext } from 'ava';
 import { testNeeding } from '../helpers/requirements.ts';
 import { delay } from '../helpers/api.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
-import { tempDir } from '../helpers/harness.ts';
+import { tempDir, until } from '../helpers/harness.ts';
 import { ADD_SHA256, fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
 
-// Issue 14: the drop folder, with real files, real chokidar, real rsync, in-place writers,
+// docs/drop-folder.md: the drop folder, with real files, real chokidar, real rsync, in-place writers,
 // a writer killed half-way, a restart with files waiting and hostile drops.
 
 // Long enough that the pauses of the writers below (300 ms) never look like a finished copy,
@@ -21,7 +21,7 @@ async function inboxGateway(t: ExecutionContext, overrides: Record<string, strin
   const dir = await tempDir(t, 'modelferry-inbox-');
   const inbox = path.join(dir, 'inbox');
   await mkdir(inbox);
-  const gw = await startGateway(t, { 'inbox.dir': inbox, 'inbox.settleSeconds': SETTLE, 'inbox.checkSeconds': '1', ...overrides });
+  const gw = await startGateway(t, { 'inbox.dir': inbox, 'inbox.settleSeconds': SETTLE, 'inbox.checkSeconds': '1', ...overrides }, { logs: true });
   return { gw, inbox };
 }
 
@@ -31,19 +31,23 @@ async function model(gw: TestGateway, name: string, version: string): Promise<{ 
 }
 
 /** Waits until `folder` (accepted/ or rejected/) holds an entry ending in `suffix`. */
-async function filed(inbox: string, folder: 'accepted' | 'rejected', suffix: string, timeoutMs = 30_000): Promise<string> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const names = await readdir(path.join(inbox, folder)).catch(() => [] as string[]);
-    const found = names.find((name) => name.endsWith(`-${suffix}`));
-    if (found) return path.join(inbox, folder, found);
-    if (Date.now() > until) {
-      const rejected = await readdir(path.join(inbox, 'rejected')).catch(() => [] as string[]);
-      const reasons = await Promise.all(rejected.filter((n) => n.endsWith('.error.txt')).map((n) => readFile(path.join(inbox, 'rejected', n), 'utf8')));
-      throw new Error(`no ${suffix} in ${folder}/ after ${timeoutMs} ms; inbox holds ${(await readdir(inbox)).join(', ')}; refused: ${reasons.join(' | ')}`);
-    }
-    await delay(100);
+async function filed(inbox: string, folder: 'accepted' | 'rejected', suffix: string): Promise<string> {
+  try {
+    return await until(`${suffix} in ${folder}/`, async () => {
+      const names = await readdir(path.join(inbox, folder)).catch(() => [] as string[]);
+      const found = names.find((name) => name.endsWith(`-${suffix}`));
+      return found === undefined ? undefined : path.join(inbox, folder, found);
+    });
+  } catch (error) {
+    const rejected = await readdir(path.join(inbox, 'rejected')).catch(() => [] as string[]);
+    const reasons = await Promise.all(rejected.filter((n) => n.endsWith('.error.txt')).map((n) => readFile(path.join(inbox, 'rejected', n), 'utf8')));
+    throw new Error(`${(error as Error).message}; inbox holds ${(await readdir(inbox)).join(', ')}; refused: ${reasons.join(' | ')}`);
   }
+}
+
+/** Waits until the gateway logged a line whose message matches `pattern`. */
+function logged(gw: TestGateway, pattern: RegExp): Promise<unknown> {
+  return until(`a log line matching ${pattern}`, async () => gw.logs().find((line) => pattern.test(String(line.msg))));
 }
 
 async function refusal(inbox: string, name: string): Promise<string> {
@@ -87,8 +91,9 @@ test('a .pte with a .json sidecar takes name, version and assign from the sideca
   t.like(poll.model, { name: 'vad', version: '17' });
   // Program first: a stem that is not name@version waits for its sidecar.
   await writeFile(path.join(inbox, 'build-18.pte'), fixture('mul.pte'));
-  await delay(4000);
+  await logged(gw, /build-18\.pte waits for build-18\.json/);
   t.true(existsSync(path.join(inbox, 'build-18.pte')), 'still waiting for its sidecar');
+  t.is((await model(gw, 'vad', '18')).status, 404);
   await writeFile(path.join(inbox, 'build-18.json'), JSON.stringify({ name: 'vad', version: '18', sha256: sha256(fixture('mul.pte')) }));
   await filed(inbox, 'accepted', 'build-18.pte');
   t.is((await model(gw, 'vad', '18')).status, 200);
@@ -125,7 +130,7 @@ test('a copy killed half-way is never stored: refused as an incomplete program o
   const writer = spawn(process.execPath, ['-e', script], { stdio: 'ignore' });
   t.teardown(() => { if (writer.exitCode === null) writer.kill('SIGKILL'); });
   const cut = path.join(inbox, 'cut@1.pte');
-  while (((await stat(cut).catch(() => null))?.size ?? 0) < bytes.length >> 1) await delay(50);
+  await until('half the program written', async () => (((await stat(cut).catch(() => null))?.size ?? 0) >= bytes.length >> 1 ? true : undefined));
   writer.kill('SIGKILL');
   const text = await refusal(inbox, 'cut@1.pte');
   t.regex(text, /not a complete ExecuTorch program/);
@@ -165,8 +170,7 @@ test('a burst of 50 files at once is taken completely', async (t) => {
   await mkdir(staging);
   await Promise.all(programs.map((bytes, i) => writeFile(path.join(staging, `burst@${i}.pte`), bytes)));
   await Promise.all(programs.map((_, i) => rename(path.join(staging, `burst@${i}.pte`), path.join(inbox, `burst@${i}.pte`))));
-  const until = Date.now() + 60_000;
-  while ((await readdir(path.join(inbox, 'accepted')).catch(() => [])).length < 50 && Date.now() < until) await delay(200);
+  await until('50 files in accepted/', async () => ((await readdir(path.join(inbox, 'accepted')).catch(() => [])).length >= 50 ? true : undefined), 60_000);
   t.is((await readdir(path.join(inbox, 'accepted'))).length, 50);
   const { versions } = await (await gw.fetch('/v1/models/burst', { token: ALL_TOKEN })).json() as { versions: Array<{ version: string; sha256: string }> };
   t.is(versions.length, 50);
@@ -177,7 +181,6 @@ test('an inbox folder that appears after start (a USB stick mounted later) is pi
   const dir = await tempDir(t, 'modelferry-inbox-');
   const inbox = path.join(dir, 'usb');
   const gw = await startGateway(t, { 'inbox.dir': inbox, 'inbox.settleSeconds': SETTLE, 'inbox.checkSeconds': '1' });
-  await delay(500);
   const staging = path.join(dir, 'stick');
   await mkdir(staging);
   await writeFile(path.join(staging, 'kws@7.pte'), fixture('mul.pte'));
@@ -246,14 +249,15 @@ test('hostile drops are refused with a sentence, and nothing outside the inbox i
 });
 
 test('a rejected/ replaced by a symbolic link to another folder stops filing: drops stay put and nothing is written there', async (t) => {
-  const { inbox } = await inboxGateway(t);
+  const { gw, inbox } = await inboxGateway(t);
   await writeFile(path.join(inbox, 'first@1.pte'), 'not a program');
   await refusal(inbox, 'first@1.pte');
   const outside = await tempDir(t);
   await rename(path.join(inbox, 'rejected'), path.join(inbox, 'old-rejected'));
   await symlink(outside, path.join(inbox, 'rejected'));
   await writeFile(path.join(inbox, 'second@1.pte'), 'not a program either');
-  await delay(4000);
+  // The gateway took second@1.pte up, found where it would file it, and stopped there.
+  await logged(gw, /rejected is not a folder \(a symbolic link\).*drops stay where they are/);
   t.deepEqual(await readdir(outside), []);
   t.true(existsSync(path.join(inbox, 'second@1.pte')));
 });

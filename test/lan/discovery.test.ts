@@ -1,5 +1,5 @@
 import { isDeepStrictEqual } from 'node:util';
-import { Teardowns } from '../helpers/harness.ts';
+import { Teardowns, until } from '../helpers/harness.ts';
 import { fixturePath } from '../helpers/programs.ts';
 import { assignModel, GATEWAY_PORT, pushModel, startLanGateway, type LanGateway } from './gateway.ts';
 import { testNeeding } from '../helpers/requirements.ts';
@@ -37,14 +37,12 @@ function lanSetup(): Promise<Setup> {
   return setup;
 }
 
-/** Calls `read` until `done` accepts its value (every 200 ms, for at most 15 s). */
-async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const value = await read();
-    if (done(value) || Date.now() > deadline) return value;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+/** /healthz once `done` accepts it. */
+async function healthWhen(health: () => Promise<Json>, what: string, done: (value: Json) => boolean): Promise<Json> {
+  return until(what, async () => {
+    const value = await health();
+    return done(value) ? value : undefined;
+  }, 15_000);
 }
 
 const mdnsOf = (health: Json) => health.mdns as {
@@ -165,7 +163,7 @@ test.serial('after its network interface is replaced (a Wi-Fi reconnect) the gat
   await gw.reconnect();
   // Same addresses, so nothing to compare: the gateway notices it had to join the mDNS group again.
   // The interface may come back before its address does: wait for both.
-  const after = mdnsOf(await eventually(health, (value) => mdnsOf(value).announcements > before.announcements
+  const after = mdnsOf(await healthWhen(health, 'a new announcement on the same addresses', (value) => mdnsOf(value).announcements > before.announcements
     && isDeepStrictEqual(mdnsOf(value).addresses, before.addresses)));
   t.true(after.announcements > before.announcements);
   t.deepEqual(after.addresses, before.addresses);
@@ -184,7 +182,7 @@ test.serial('hostile mDNS traffic neither crashes the gateway nor stops its adve
   t.true(gateway.process.running);
   // The spoofed records sort after the gateway's own (RFC 6762 section 8.2), so the gateway
   // gives the name up and advertises under another one rather than going dark.
-  const h = await eventually(health, (value) => mdnsOf(value).state === 'announced' && mdnsOf(value).name !== name);
+  const h = await healthWhen(health, 'the advertisement under another name', (value) => mdnsOf(value).state === 'announced' && mdnsOf(value).name !== name);
   t.is(h.status, 'ok');
   const renamed = mdnsOf(h).name;
   t.is(renamed, `${name} (2)`);

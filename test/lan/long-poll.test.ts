@@ -8,7 +8,7 @@ import { assignModel, pushModel, startLanGateway, type LanGateway } from './gate
 import { createLan, lanTest, type Lan, type LanHost } from './lan.ts';
 import { Peer, type Json } from './mdns-peers.ts';
 
-// Long polls across the LAN (DESIGN.md section 2): devices on their own hosts hold
+// Long polls across the LAN (docs/design.md "Device poll"): devices on their own hosts hold
 // `?wait=N` requests; a push from the pipeline host answers exactly the ones it concerns.
 // Times are logged for the closing report, never asserted.
 
@@ -34,7 +34,7 @@ function lanSetup(): Promise<Setup> {
     const lan = await createLan(shared, ['gw', 'pipe', ...DEVICE_HOSTS], {
       clientsPerHost: Object.fromEntries(DEVICE_HOSTS.map((name) => [name, FLEET / DEVICE_HOSTS.length])),
     });
-    // The default limits (README "Security and limits"): they are sized for one device per
+    // The default limits (docs/limits.md): they are sized for one device per
     // address, which is what these devices are.
     const gateway = await startLanGateway(shared, lan.host('gw'), { config: { mdns: { enabled: false } } });
     const pipe = lan.host('pipe');

@@ -54,7 +54,7 @@ lanTest('two gateways with different priorities are both visible and told apart,
   const found = await Promise.all(ids.map((id) => resolver.waitFor((event) => event.event === 'added' && (event.txt as Json).id === id)));
   t.deepEqual(found.map((event) => (event.txt as Json).prio), ['10', '20']);
   t.deepEqual(found.map((event) => (event.addresses as string[]).includes(gateways[found.indexOf(event)]!.host.address)), [true, true]);
-  // What a device does with them (DESIGN.md section 6): the lowest prio wins.
+  // What a device does with them (docs/discovery.md "How a device chooses"): the lowest prio wins.
   const chosen = [...found].sort((a, b) => Number((a.txt as Json).prio) - Number((b.txt as Json).prio))[0]!;
   t.is((chosen.txt as Json).id, ids[0]);
   await resolver.process.stop();

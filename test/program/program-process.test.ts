@@ -25,7 +25,8 @@ test.after.always(() => shared.run());
 const client = () => ['--gateway', gw.url, '--token', ALL_TOKEN];
 
 async function storedBlobs(): Promise<string[]> {
-  // Pushed blobs live under <state>/blobs (issue 8); synced ones under the cache folder.
+  // Pushed blobs live under <state>/blobs (docs/central-store.md "Where blobs live"); synced
+  // ones under the cache folder.
   const names = [...await readdir(path.join(gw.state, 'blobs')), ...await readdir(gw.cache)];
   return names.filter((name) => /^[0-9a-f]{64}$/.test(name)).sort();
 }

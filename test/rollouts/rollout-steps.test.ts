@@ -2,6 +2,7 @@ import test, { type ExecutionContext } from 'ava';
 import type { Clock } from '../../daemon/clock.ts';
 import { assign, bucketOf, poll, pushed, sendJson } from '../helpers/api.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
+import { until } from '../helpers/harness.ts';
 import { ADD_SHA256, MUL_SHA256, fixture } from '../helpers/programs.ts';
 import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 
@@ -41,12 +42,9 @@ async function rolloutOf(gw: TestGateway, selector: string): Promise<any> {
   return body.assignments.find((a: any) => a.selector === selector).rollout;
 }
 
-/** Waits until the gateway has judged the last reports (it does so right after them). */
-async function until(check: () => Promise<boolean>): Promise<void> {
-  for (let attempt = 0; !(await check()); attempt++) {
-    if (attempt > 1000) throw new Error('the condition never came true');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+/** Waits until the gateway has judged the last reports (it does so right after them) and halted the rollout of `selector`. */
+function untilHalted(gw: TestGateway, selector: string): Promise<unknown> {
+  return until(`the rollout of ${selector} halted`, async () => (await rolloutOf(gw, selector)).halted || undefined);
 }
 
 function macIn(range: [number, number], version = '2'): string {
@@ -71,7 +69,7 @@ test('steps raise the percentage one step per stepAfterMinutes while healthy, an
   t.is((await poll(gw, late)).json.model.sha256, MUL_SHA256, 'the new step adds devices');
 
   t.is((await sendJson(gw, 'POST', `/v1/devices/${late}/report`, { state: 'failed', sha256: ADD_SHA256, error: 'load failed' })).status, 204);
-  await until(async () => Boolean((await rolloutOf(gw, 'default')).halted));
+  await untilHalted(gw, 'default');
   await clock.advance(120);
   t.like(await rolloutOf(gw, 'default'), { percent: 50, halted: { by: 'failures', failed: 1 } });
 
@@ -98,7 +96,7 @@ test('without haltOnFailures, any failure in the cohort holds the steps; a count
   t.is((await sendJson(gw, 'POST', `/v1/devices/${b}/report`, { state: 'idle' })).status, 204);
   t.falsy((await rolloutOf(gw, 'group:pair')).halted);
   t.is((await sendJson(gw, 'POST', `/v1/devices/${b}/report`, { state: 'failed', error: 'e2' })).status, 204);
-  await until(async () => Boolean((await rolloutOf(gw, 'group:pair')).halted));
+  await untilHalted(gw, 'group:pair');
   t.like((await rolloutOf(gw, 'group:pair')).halted, { by: 'failures', failed: 2, cohort: 2, reasons: { e1: 1, e2: 1 } });
 });
 
@@ -111,7 +109,7 @@ test('minDevices: failures are judged once the cohort is big enough, whichever r
   t.like((await (await gw.fetch('/v1/assignments', { token: ADMIN_TOKEN })).json() as any).assignments[0], { cohort: { cohort: 1, failed: 1, passed: false } });
   t.falsy((await rolloutOf(gw, 'group:duo')).halted, 'one known device is below minDevices');
   t.is((await sendJson(gw, 'POST', `/v1/devices/${b}/report`, { state: 'installed', sha256: MUL_SHA256 })).status, 204);
-  await until(async () => Boolean((await rolloutOf(gw, 'group:duo')).halted));
+  await untilHalted(gw, 'group:duo');
   t.like((await rolloutOf(gw, 'group:duo')).halted, { failed: 1, cohort: 2 });
 });
 

@@ -17,7 +17,7 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { publish } from '../../daemon/sync/publish.ts';
+import { publish } from '../../daemon/publish/publish.ts';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
 import { Teardowns, tempDir, type HasTeardown } from '../helpers/harness.ts';
 import { startNginx } from '../helpers/nginx.ts';

@@ -2,8 +2,9 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sig
 import test from 'ava';
 import { generateKeyPair, keyIdOf, parsePublicKey, signModel, signedMessage, verifyModel, type SignedFields } from '../../daemon/signing/signature.ts';
 
-// DESIGN.md section 5: ed25519 over the UTF-8 text `modelferry-v1:<name>:<version>:<sha256>:<size>`;
-// keyId = first 16 hex of sha256(raw 32-byte public key).
+// docs/design.md "Signatures": ed25519 over the UTF-8 text
+// `modelferry-v1:<name>:<version>:<sha256>:<size>`; keyId = first 16 hex of sha256(raw 32-byte
+// public key).
 
 const FIELDS: SignedFields = {
   name: 'kws',

@@ -1,11 +1,11 @@
 import { generateKeyPairSync } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
-import { ConfigError } from '../../daemon/config/config-error.ts';
+import { ConfigError } from '../../daemon/errors.ts';
 import { ModelferryError, type ErrorCode } from '../../daemon/errors.ts';
 import { generateKeyPair, signModel, type SignedFields } from '../../daemon/signing/signature.ts';
 import { TrustPolicy, type SignatureClaim } from '../../daemon/signing/trust.ts';
 
-// DESIGN.md section 5: the gateway verifies with trust.keys, refuses unsigned models with
+// docs/design.md "Signatures": the gateway verifies with trust.keys, refuses unsigned models with
 // trust.requireSignatures, and passes signatures through either way.
 
 const FIELDS: SignedFields = {

@@ -8,8 +8,9 @@ import { BlobStore } from '../../daemon/store/blob-store.ts';
 import { tempDir } from '../helpers/harness.ts';
 import { makeProgram, sha256 } from '../helpers/programs.ts';
 
-// The blob store (DESIGN.md section 8): content-addressed files, complete or absent; only
-// indexed blobs count as cached; the full check removes what does not match its name.
+// The blob store (docs/design.md "Storage and crash safety"): content-addressed files,
+// complete or absent; only indexed blobs count as cached; the full check removes what does not
+// match its name.
 
 const log = createLogger('silent');
 
@@ -130,7 +131,7 @@ test('listeners hear of each blob committed, until they unsubscribe', async (t) 
   t.is(changes, 1);
 });
 
-// ---------------------------------------------------------------- two folders (issue 8)
+// ------------------------------------ two folders (docs/central-store.md "Where blobs live")
 
 test('a pushed blob lives in the local folder; a synced one, adopted, in the cache folder; both are served', async (t) => {
   const { dir, cache, blobs } = await started(t);

@@ -3,7 +3,7 @@ import { isModelferryError } from '../../daemon/errors.ts';
 import { DiskSpace } from '../../daemon/store/disk-space.ts';
 import { tempDir } from '../helpers/harness.ts';
 
-// Claims on free space (README "Security and limits", artifacts.diskReserveBytes), against
+// Claims on free space (docs/limits.md, artifacts.diskReserveBytes), against
 // the real free space of the test's own disk: the reserve is set so that about 1.5 MiB is
 // left to claim.
 

@@ -6,9 +6,10 @@ import { acceptFormat, inspectProgram, inspectProgramFile, type ProgramCheck } f
 import { isModelferryError } from '../../daemon/errors.ts';
 import { fixture, makeProgram } from '../helpers/programs.ts';
 
-// DESIGN.md section 3: an ExecuTorch program has `ET` + two digits at byte 4, and a
-// consistent `eh00` extended header when one is present. Bytes that claim the identifier
-// must also read as a program (daemon/program; test/program has the reader's own tests).
+// docs/design.md "Admin and pipeline API": an ExecuTorch program has `ET` + two digits at byte
+// 4, and a consistent `eh00` extended header when one is present. Bytes that claim the
+// identifier must also read as a program (daemon/program; test/program has the reader's own
+// tests).
 
 /** The outcome without the program summary, so that format rules read plainly. */
 function inspect(bytes: Buffer) {

@@ -11,10 +11,10 @@ import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 import { deviceView, publishBytes, startRunDone, storeDir, synced, syncNow, syncStatus, syncingGateway } from './sync-helpers.ts';
 import { testNeeding } from '../helpers/requirements.ts';
 
-// Every fault of issue 8 against a store server that misbehaves on demand: the sync fails
-// with a stable code, /v1/sync and /healthz say why, and what devices see (their poll answer
-// byte for byte, and the artifact it names) is exactly what they saw before. Once the fault
-// is gone the next sync gets through.
+// Every fault docs/design.md "Sync" names, against a store server that misbehaves on demand:
+// the sync fails with a stable code, /v1/sync and /healthz say why, and what devices see
+// (their poll answer byte for byte, and the artifact it names) is exactly what they saw
+// before. Once the fault is gone the next sync gets through.
 
 const MAC = '02:00:00:00:20:01';
 const V2_SIZE = 256 * 1024;
@@ -61,14 +61,29 @@ async function failsUnseen(t: ExecutionContext, h: Primed, code: string, status 
   t.truthy(health.upstream.lastSuccessAt, 'the last success is still reported');
 }
 
-/** With the fault gone, the next sync applies kws@2. */
+/**
+ * With the fault gone, the next sync applies kws@2: devices get it, the sync is ok again with
+ * a success after the failure and a closed breaker, and the failure stays on record.
+ */
 async function recovers(t: ExecutionContext, h: Primed): Promise<void> {
+  const failed = await syncStatus(h.gw);
+  t.not(failed.state, 'ok', 'a failure to recover from');
   h.server.clearFaults();
   await synced(t, h.gw, 'updated', 3);
   const after = await deviceView(h.gw, MAC);
   t.true(after.poll.body.includes(sha256(h.v2)));
   t.is(after.artifact?.split(':')[0], '200');
-  t.like(await syncStatus(h.gw), { state: 'ok', lastError: { code: (await syncStatus(h.gw)).lastError.code } });
+  const state = await syncStatus(h.gw);
+  t.like(state, {
+    state: 'ok',
+    breaker: { state: 'closed', failures: 0 },
+    lastOutcome: { result: 'updated', error: null },
+    lastError: failed.lastError,
+  });
+  t.true(state.lastSuccessAt > failed.lastError.at, `the success (${state.lastSuccessAt}) comes after the failure (${failed.lastError.at})`);
+  t.not(state.revision, failed.revision, 'devices are served from the new upstream revision');
+  const health = await (await h.gw.fetch('/healthz')).json() as any;
+  t.like(health.upstream, { state: 'ok', lastSuccessAt: state.lastSuccessAt });
 }
 
 const requestsFor = (h: Primed, pathname: string) => h.server.requests.filter((r) => r.path === pathname);

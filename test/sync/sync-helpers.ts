@@ -1,13 +1,13 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { publish, type PublishRequest } from '../../daemon/sync/publish.ts';
+import { publish, type PublishRequest } from '../../daemon/publish/publish.ts';
 import { poll, type Poll } from '../helpers/api.ts';
 import { startGateway, type ConfigOverrides, type TestGateway } from '../helpers/gateway.ts';
 import { tempDir } from '../helpers/harness.ts';
 import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 
-// Shared steps of the upstream sync tests (DESIGN.md section 4).
+// Shared steps of the upstream sync tests (docs/design.md "Sync").
 
 /** No scheduled run during a test: runs come from start and from POST /v1/sync. */
 export const NEVER = '0 0 1 1 *';

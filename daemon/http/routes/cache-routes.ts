@@ -3,7 +3,8 @@ import type { Services } from '../services.ts';
 
 /**
  * `POST /v1/cache/check`: re-reads every blob the catalog names and compares it with its
- * digest (the on-demand full check of DESIGN.md section 8, behind `modelferry check`).
+ * digest (the on-demand full check of docs/design.md "Storage and crash safety", behind
+ * `modelferry check`).
  * Corrupt blobs are removed, so they are never served; a re-push or sync restores them.
  */
 export function cacheRoutes(router: Router, services: Services): void {

@@ -5,8 +5,8 @@ import { etagMatches } from '../etag.ts';
 import type { Services } from '../services.ts';
 
 /**
- * This gateway's effective catalog in the central store's format (DESIGN.md section 4), so
- * that a downstream gateway can use this one as its upstream.
+ * This gateway's effective catalog in the central store's format (docs/design.md
+ * "Central store format"), so that a downstream gateway can use this one as its upstream.
  */
 export function manifestRoutes(router: Router, services: Services): void {
   const { catalog, blobs, auth } = services;

@@ -34,7 +34,7 @@ export function statusRoutes(router: Router, services: Services): void {
   });
 }
 
-/** What devices on the LAN see of this gateway (DESIGN.md section 6), in one line. */
+/** What devices on the LAN see of this gateway (docs/design.md "LAN discovery"), in one line. */
 function advertisedText(mdns: DiscoveryStatus): string {
   if (!mdns.enabled) return 'not advertised (mdns.enabled is false): devices need the gateway URL';
   if (mdns.state === 'failed') return `not advertised: mDNS failed (${mdns.error ?? 'unknown error'}); devices need the gateway URL`;

@@ -5,7 +5,7 @@ typedef enum { HTTP_EVENT_ERROR = 0, HTTP_EVENT_ON_CONNECTED, HTTP_EVENT_HEADERS
 typedef struct esp_http_client_event { esp_http_client_event_id_t event_id; esp_http_client_handle_t client; void *data; int data_len; void *user_data; char *header_key; char *header_value; } esp_http_client_event_t;
 typedef esp_err_t (*http_event_handle_cb)(esp_http_client_event_t *evt);
 typedef enum { HTTP_METHOD_GET = 0, HTTP_METHOD_POST } esp_http_client_method_t;
-typedef struct { const char *url; int timeout_ms; bool disable_auto_redirect; http_event_handle_cb event_handler; int buffer_size; int buffer_size_tx; void *user_data; bool keep_alive_enable; } esp_http_client_config_t;
+typedef struct { const char *url; const char *cert_pem; size_t cert_len; int timeout_ms; bool disable_auto_redirect; http_event_handle_cb event_handler; int buffer_size; int buffer_size_tx; void *user_data; bool skip_cert_common_name_check; esp_err_t (*crt_bundle_attach)(void *conf); bool keep_alive_enable; } esp_http_client_config_t;
 esp_http_client_handle_t esp_http_client_init(const esp_http_client_config_t *config);
 esp_err_t esp_http_client_set_url(esp_http_client_handle_t client, const char *url);
 esp_err_t esp_http_client_set_header(esp_http_client_handle_t client, const char *key, const char *value);

@@ -1,5 +1,5 @@
 /* modelferry-sim: the device client on Linux, built from the same core as the firmware
- * (DESIGN.md section 9). State (the two model slots and the key-value store) lives in
+ * (docs/design.md "Commands"). State (the two model slots and the key-value store) lives in
  * --state-dir, so stopping and starting the simulator is a device reboot. Events go to
  * stdout as JSON lines. */
 #define _GNU_SOURCE

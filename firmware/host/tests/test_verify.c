@@ -1,4 +1,4 @@
-/* Signatures (DESIGN.md section 5) and the ExecuTorch header check, against the real
+/* Signatures (docs/design.md "Signatures") and the ExecuTorch header check, against the real
  * fixtures and hand-made headers. */
 #include <string.h>
 

@@ -1,4 +1,4 @@
-// Many devices on one host, each holding a long poll (DESIGN.md section 2):
+// Many devices on one host, each holding a long poll (docs/design.md "Device poll"):
 //   node long-polls.mjs '{"url": "http://198.18.0.10:8080", "macs": [...], "wait": 60, "localAddresses": [...]}'
 // Asks each device's assignment once (its ETag), then holds GET ...?wait=N with If-None-Match
 // for all of them, one connection each, spread over the host's addresses. Prints JSON lines:

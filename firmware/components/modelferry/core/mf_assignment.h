@@ -1,4 +1,4 @@
-/* The answer to GET /v1/devices/{mac}/model (DESIGN.md section 2), parsed strictly. */
+/* The answer to GET /v1/devices/{mac}/model (docs/design.md "Device poll"), parsed strictly. */
 #ifndef MF_ASSIGNMENT_H
 #define MF_ASSIGNMENT_H
 

@@ -17,12 +17,17 @@
 #include "mf_records.h"
 #include "mf_slot.h"
 
-void mf_client_confirm(mf_client *c) { atomic_store(&c->confirm.confirmed, 1); }
+/* The application's answers may come from any task: flags set and taken atomically, the
+ * reason written before its flag (release) and read after taking it (acquire). */
+static void raise_flag(int *flag) { __atomic_store_n(flag, 1, __ATOMIC_RELEASE); }
+static int take_flag(int *flag) { return __atomic_exchange_n(flag, 0, __ATOMIC_ACQ_REL); }
+
+void mf_client_confirm(mf_client *c) { raise_flag(&c->confirm.confirmed); }
 
 void mf_client_reject(mf_client *c, const char *reason)
 {
     snprintf(c->confirm.reason, sizeof c->confirm.reason, "%s", reason ? reason : "");
-    atomic_store(&c->confirm.rejected, 1);
+    raise_flag(&c->confirm.rejected);
 }
 
 int mf_pending(const mf_client *c) { return c->active >= 0 && c->models[c->active].status == MF_MODEL_PENDING; }
@@ -39,17 +44,17 @@ void mf_release(mf_client *c, int slot)
 void mf_confirm_requests(mf_client *c)
 {
     if (mf_pending(c)) return; /* PENDING takes them */
-    if (atomic_exchange(&c->confirm.confirmed, 0))
+    if (take_flag(&c->confirm.confirmed))
         for (int i = 0; i < MF_SLOT_COUNT; i++) mf_release(c, i);
-    if (atomic_exchange(&c->confirm.rejected, 0)) mf_event(c, "reject_ignored", "no model is pending");
+    if (take_flag(&c->confirm.rejected)) mf_event(c, "reject_ignored", "no model is pending");
 }
 
 void mf_confirm_start(mf_client *c, uint32_t boots)
 {
     c->confirm.boots = boots;
     c->confirm.deadline_ms = mf_now_ms(c) + (uint64_t)c->cfg->confirm_timeout_s * 1000;
-    atomic_store(&c->confirm.confirmed, 0);
-    atomic_store(&c->confirm.rejected, 0);
+    (void)take_flag(&c->confirm.confirmed);
+    (void)take_flag(&c->confirm.rejected);
 }
 
 static mf_pending_record record_of(const mf_client *c, mf_confirm_state state)
@@ -153,12 +158,12 @@ mf_err mf_confirm_boot(mf_client *c, int best)
 void mf_run_pending(mf_client *c, mf_step *s)
 {
     uint64_t now = mf_now_ms(c);
-    if (atomic_exchange(&c->confirm.rejected, 0)) {
+    if (take_flag(&c->confirm.rejected)) {
         c->confirm.err = MF_ERR_REJECTED;
         snprintf(c->confirm.detail, sizeof c->confirm.detail, "the application: %.78s", c->confirm.reason);
         c->confirm.release_rejected = 1;
         mf_step_fail(s, MF_ERR_REJECTED, 0);
-    } else if (atomic_exchange(&c->confirm.confirmed, 0)) {
+    } else if (take_flag(&c->confirm.confirmed)) {
         mf_step_go(s);
     } else if (now >= c->confirm.deadline_ms) {
         c->confirm.err = MF_ERR_NOT_CONFIRMED;
@@ -178,7 +183,7 @@ void mf_run_confirm(mf_client *c, mf_step *s)
     mf_err err = mf_kv_erase(c->ports.kv, MF_KEY_PENDING);
     if (err != MF_OK) {
         /* Try again from PENDING (a power cut halts instead). */
-        atomic_store(&c->confirm.confirmed, 1);
+        raise_flag(&c->confirm.confirmed);
         mf_step_fail(s, err, 1000);
         return;
     }

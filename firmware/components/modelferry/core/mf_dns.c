@@ -1,5 +1,6 @@
 #include "mf_dns.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -224,7 +225,8 @@ size_t mf_dns_candidates(const mf_dns_set *set, mf_gateway_candidate *out, size_
         if (ip == 0) continue;
         mf_gateway_candidate *c = &out[n++];
         memset(c, 0, sizeof *c);
-        snprintf(c->host, sizeof c->host, "%u.%u.%u.%u", ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255);
+        snprintf(c->host, sizeof c->host, "%" PRIu32 ".%" PRIu32 ".%" PRIu32 ".%" PRIu32, ip >> 24, (ip >> 16) & 255,
+                 (ip >> 8) & 255, ip & 255);
         c->port = in->port;
         c->prio = in->prio;
         c->tls = in->tls;

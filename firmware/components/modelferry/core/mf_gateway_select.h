@@ -1,4 +1,4 @@
-/* Which gateway to talk to (DESIGN.md section 6): the lowest prio, ties broken at random
+/* Which gateway to talk to (docs/design.md "LAN discovery"): the lowest prio, ties broken at random
  * (but the last gateway that answered wins its tie, so a device does not hop), then the
  * rest by prio, then the last good one if discovery no longer sees it, then the configured
  * fallback URL. */

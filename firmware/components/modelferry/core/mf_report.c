@@ -18,7 +18,7 @@ size_t mf_report_capacity(const mf_config *cfg)
     return n;
 }
 
-/* The contract's bounds on capabilities (DESIGN.md section 2): a report the gateway would
+/* The contract's bounds on capabilities (docs/design.md "Device reports"): a report the gateway would
  * refuse is a configuration mistake, caught at start. */
 static int capability_name_ok(const char *s)
 {

@@ -1,4 +1,4 @@
-/* Model slot format and selection (DESIGN.md section 7).
+/* Model slot format and selection (docs/design.md "Model slots").
  *
  * A slot is one flash partition. The model's bytes start at offset 0 (so the mapped pointer
  * is partition-aligned for the runtime); the slot header lives in the partition's last

@@ -1,4 +1,4 @@
-/* Digests and signatures (DESIGN.md section 5), with libsodium. */
+/* Digests and signatures (docs/design.md "Signatures"), with libsodium. */
 #ifndef MF_VERIFY_H
 #define MF_VERIFY_H
 

@@ -3,6 +3,10 @@
 #ifndef MF_ERR_H
 #define MF_ERR_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     MF_OK = 0,
     MF_ERR_INVALID_ARG,      /* a caller passed something impossible */
@@ -24,10 +28,15 @@ typedef enum {
     MF_ERR_NO_GATEWAY,       /* discovery found nothing and no fallback URL is set */
     MF_ERR_ABORTED,          /* a callback stopped a transfer */
     MF_ERR_REJECTED,         /* the application rejected a pending model */
-    MF_ERR_NOT_CONFIRMED     /* a pending model was not confirmed in time (boots or seconds) */
+    MF_ERR_NOT_CONFIRMED,    /* a pending model was not confirmed in time (boots or seconds) */
+    MF_ERR_BAD_DELTA         /* a delta that does not make the assigned model (the full artifact is fetched instead) */
 } mf_err;
 
 /* Short stable code, e.g. "digest_mismatch". Never NULL. */
 const char *mf_err_code(mf_err err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,6 +1,7 @@
 /* modelferry device client: finds the gateway, polls for this device's assignment,
  * downloads only what changed into the inactive model slot, verifies it (size, sha256,
- * ed25519 signature, ExecuTorch header), commits it and reports (DESIGN.md sections 2, 5-7).
+ * ed25519 signature, ExecuTorch header), commits it and reports (docs/design.md "Device
+ * client loop"; application writers: firmware/README.md).
  *
  * The client is one struct the application owns (static or on its heap); it allocates only
  * its report buffer, once, in mf_client_init, plus cJSON's short-lived parse of each
@@ -9,7 +10,6 @@
 #ifndef MODELFERRY_H
 #define MODELFERRY_H
 
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +21,10 @@
 #include "modelferry/mf_port_kv.h"
 #include "modelferry/mf_port_random.h"
 #include "modelferry/mf_port_slots.h"
+
+#ifdef __cplusplus
+extern "C" { /* an ExecuTorch application is C++ */
+#endif
 
 #define MF_MODEL_NAME_MAX 64
 #define MF_MODEL_VERSION_MAX 64
@@ -184,7 +188,7 @@ typedef struct mf_client {
         char detail[MF_FAILED_DETAIL_MAX + 1];
         int release_rejected;          /* the application said it no longer reads it */
         int reported;                  /* MF_MODEL_FAILED: this boot's reports said so */
-        atomic_int confirmed, rejected; /* from the application, any task */
+        int confirmed, rejected;       /* from the application, any task (atomic builtins) */
         char reason[MF_FAILED_DETAIL_MAX + 1];
     } confirm;
 
@@ -275,5 +279,9 @@ void mf_client_reject(mf_client *c, const char *reason);
 const char *mf_state_name(mf_state state);
 
 void mf_client_deinit(mf_client *c);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

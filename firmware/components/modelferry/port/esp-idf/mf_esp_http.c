@@ -1,5 +1,7 @@
 /* HTTP with esp_http_client: open, write the body, fetch the headers (captured by the event
- * handler), then read the body in buffer-sized pieces into the sink. */
+ * handler), then read the body in buffer-sized pieces into the sink. An https gateway's
+ * certificate is checked against the Kconfig choice MODELFERRY_TLS_TRUST: ESP-IDF's
+ * certificate bundle, or a CA certificate embedded from a PEM file. */
 #include "modelferry/mf_port_http.h"
 
 #include <inttypes.h>
@@ -10,6 +12,9 @@
 
 #include "esp_http_client.h"
 #include "sdkconfig.h"
+#ifdef CONFIG_MODELFERRY_TLS_CERT_BUNDLE
+#include "esp_crt_bundle.h"
+#endif
 
 #include "mf_http_parse.h"
 
@@ -20,6 +25,11 @@ struct mf_http {
 };
 
 static struct mf_http http;
+
+#ifdef CONFIG_MODELFERRY_TLS_PINNED_PEM
+/* CONFIG_MODELFERRY_TLS_CA_PEM_FILE, embedded (NUL-terminated) by the component's CMakeLists.txt. */
+extern const char modelferry_ca_pem[] __asm__("_binary_modelferry_ca_pem_start");
+#endif
 
 static esp_err_t on_event(esp_http_client_event_t *evt)
 {
@@ -42,6 +52,14 @@ mf_http *mf_esp_http_new(void)
         .buffer_size = 1024,
         .disable_auto_redirect = true,
         .keep_alive_enable = false,
+#if defined(CONFIG_MODELFERRY_TLS_CERT_BUNDLE)
+        .crt_bundle_attach = esp_crt_bundle_attach,
+#elif defined(CONFIG_MODELFERRY_TLS_PINNED_PEM)
+        .cert_pem = modelferry_ca_pem,
+#ifdef CONFIG_MODELFERRY_TLS_SKIP_NAME_CHECK
+        .skip_cert_common_name_check = true,
+#endif
+#endif
     };
     http.client = esp_http_client_init(&config);
     return http.client ? &http : NULL;

@@ -5,6 +5,10 @@
 
 #include "modelferry/modelferry.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Finds the model partitions (Kconfig labels), opens the NVS namespace, creates the HTTP
  * client. Call after nvs_flash_init(), with the network up and mdns_init() done. */
 mf_err mf_esp_ports_open(mf_ports *ports);
@@ -13,5 +17,9 @@ mf_err mf_esp_ports_open(mf_ports *ports);
  * strings and key array it points to are static. MF_ERR_INVALID_ARG when a trusted key is
  * not base64 of 32 bytes (the device must not start without the checks it was built with). */
 mf_err mf_esp_config_from_kconfig(mf_config *cfg);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -10,7 +10,7 @@ import { TrustPolicy, type SignatureClaim } from '../signing/trust.ts';
 import { syncDir, writeFully } from '../store/blob-store.ts';
 import { acceptFormat, inspectProgramFile } from '../store/executorch.ts';
 import { digestFile } from '../store/file-digest.ts';
-import { MANIFEST_FORMAT, parseManifest, revisionOf, type Manifest } from './manifest.ts';
+import { MANIFEST_FORMAT, parseManifest, revisionOf, type Manifest } from '../sync/manifest.ts';
 
 export interface PublishRequest {
   storeDir: string;
@@ -43,11 +43,11 @@ const LOCK = '.modelferry-publish.lock';
 const STALE_LOCK_MS = 10 * 60_000;
 
 /**
- * Adds a model to a static store folder (DESIGN.md section 4): `artifacts/<sha256>` first,
- * written under a temporary name, fsynced and renamed, then `manifest.json` the same way,
- * so a reader (or an upload of the folder, artifacts before manifest) never sees a manifest
- * that names a missing artifact. The checks are a push's: identifiers, the ExecuTorch
- * format, the signature's form, and immutable versions.
+ * Adds a model to a static store folder (docs/central-store.md "Publishing a store"):
+ * `artifacts/<sha256>` first, written under a temporary name, fsynced and renamed, then
+ * `manifest.json` the same way, so a reader (or an upload of the folder, artifacts before
+ * manifest) never sees a manifest that names a missing artifact. The checks are a push's:
+ * identifiers, the ExecuTorch format, the signature's form, and immutable versions.
  */
 export async function publish(request: PublishRequest): Promise<PublishResult> {
   const name = parseModelName(request.name);

@@ -4,11 +4,12 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import test, { type ExecutionContext } from 'ava';
 import { Catalog } from '../../daemon/catalog/catalog.ts';
+import { systemClock } from '../../daemon/clock.ts';
 import type { ModelRecord } from '../../daemon/catalog/types.ts';
 import { DeviceRegistry } from '../../daemon/devices/device-registry.ts';
 import { createLogger } from '../../daemon/log.ts';
 import { Metrics } from '../../daemon/metrics.ts';
-import { BlobCollector } from '../../daemon/store/blob-collector.ts';
+import { BlobCollector } from '../../daemon/gc/blob-collector.ts';
 import { BlobStore } from '../../daemon/store/blob-store.ts';
 import { Database } from '../../daemon/store/database.ts';
 import { assign, blobFiles, pushed, sendJson } from '../helpers/api.ts';
@@ -17,9 +18,9 @@ import { tempDir } from '../helpers/harness.ts';
 import { makeProgram, sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 
-// Blob garbage collection (DESIGN.md section 4, issue 8): only referenced blobs are served;
-// unreferenced ones go after cache.gcGraceHours, unless a device runs them, a download or a
-// sync holds them. A pipeline that pushes every build must not fill the SD card.
+// Blob garbage collection (docs/central-store.md "Garbage collection"): only referenced blobs
+// are served; unreferenced ones go after cache.gcGraceHours, unless a device runs them, a
+// download or a sync holds them. A pipeline that pushes every build must not fill the SD card.
 
 const log = createLogger('silent');
 const HOUR = 3_600_000;
@@ -119,7 +120,7 @@ async function parts(t: ExecutionContext, clock: { now: number }, dir?: string) 
   const blobs = new BlobStore({ local: path.join(root, 'state', 'blobs'), cache: path.join(root, 'cache') }, log);
   const catalog = new Catalog(db, blobs, log);
   const devices = new DeviceRegistry(db, log, { seenFlushSeconds: 30, maxKnown: 1000, newPerAddressPerMinute: 1000 }, () => true);
-  const collector = new BlobCollector({ blobs, catalog, devices, metrics: new Metrics() }, { graceHours: 24, intervalMinutes: 60, now: () => clock.now }, log);
+  const collector = new BlobCollector({ graceHours: 24, intervalMinutes: 60 }, { blobs, catalog, devices, metrics: new Metrics(), clock: { ...systemClock, now: () => new Date(clock.now) }, log });
   const started = [db, blobs, catalog, devices, collector];
   for (const part of started) await part.start();
   let stopped = false;

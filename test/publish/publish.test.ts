@@ -4,15 +4,15 @@ import test from 'ava';
 import { isModelferryError } from '../../daemon/errors.ts';
 import { generateKeyPair } from '../../daemon/signing/signature.ts';
 import { parseManifest } from '../../daemon/sync/manifest.ts';
-import { publish } from '../../daemon/sync/publish.ts';
+import { publish } from '../../daemon/publish/publish.ts';
 import { signModel } from '../helpers/api.ts';
 import { runCli } from '../helpers/daemon-process.ts';
 import { fixture, fixturePath, makeProgram, sha256 } from '../helpers/programs.ts';
-import { publishBytes, storeDir } from './sync-helpers.ts';
+import { publishBytes, storeDir } from '../sync/sync-helpers.ts';
 
-// `modelferry publish` (DESIGN.md section 4): a static store folder that any HTTP server can
-// serve, written so that a reader never sees a manifest naming a missing artifact, with the
-// checks a push makes.
+// `modelferry publish` (docs/central-store.md "Publishing a store"): a static store folder
+// that any HTTP server can serve, written so that a reader never sees a manifest naming a
+// missing artifact, with the checks a push makes.
 
 async function manifestOf(store: string) {
   return parseManifest(JSON.parse(await readFile(path.join(store, 'manifest.json'), 'utf8')));
