@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Admission } from './admission/admission.ts';
 import { DeviceAdmission } from './identity/device-admission.ts';
 import { Catalog } from './catalog/catalog.ts';
-import { ConfigError } from './config/config-error.ts';
+import { ConfigError } from './errors.ts';
 import { ConfigReloader } from './config/config-reloader.ts';
 import type { LoadedConfig } from './config/load.ts';
 import { Inbox } from './inbox/inbox.ts';

@@ -6,7 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { request as httpsRequest } from 'node:https';
-import { ConfigError } from '../config/config-error.ts';
+import { ConfigError } from '../errors.ts';
 import type { Config } from '../config/schema.ts';
 import { diskSpace } from '../metrics.ts';
 import { existingCredentials, generatedFilesOf } from '../tls/tls-credentials.ts';

@@ -1,7 +1,7 @@
 import { createHash, createPrivateKey, generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { ConfigError } from '../config/config-error.ts';
+import { ConfigError } from '../errors.ts';
 import type { Config } from '../config/schema.ts';
 import { describeFsError, errnoOf } from '../fs-errors.ts';
 import { selfSignedCertificate } from './self-signed-certificate.ts';

@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { copyFile, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ConfigError } from '../../daemon/config/config-error.ts';
+import { ConfigError } from '../../daemon/errors.ts';
 import { loadConfig } from '../../daemon/config/load.ts';
 import { gatewayCredentials, generatedFilesOf } from '../../daemon/tls/tls-credentials.ts';
 import { tempDir } from '../helpers/harness.ts';
