@@ -42,9 +42,11 @@ export const errorCatalogue = {
   rate_limited: { status: 429, message: 'this client address is over a limit; try again after Retry-After seconds' },
   busy: { status: 503, message: 'the gateway is at a limit for now; try again after Retry-After seconds' },
   insufficient_storage: { status: 507, message: "the gateway's disk has too little free space for this (beyond its reserve, artifacts.diskReserveBytes); free space on it (delete unused models, run garbage collection) and try again" },
+  catalog_full: { status: 507, message: 'the catalog holds as many models as artifacts.maxModels allows; delete unused models first' },
   internal: { status: 500, message: 'the gateway failed to handle this request; see its log' },
   upstream_unreachable: { status: 502, message: 'the upstream store could not be reached, or the connection broke' },
   upstream_error: { status: 502, message: 'the upstream store answered with an error status' },
+  upstream_denied: { status: 502, message: "the upstream store refused this gateway's credentials, clock or permissions" },
   manifest_invalid: { status: 502, message: "the upstream store's manifest is not valid" },
   artifact_invalid: { status: 502, message: 'an artifact from the upstream store does not match its manifest entry' },
   sync_aborted: { status: 503, message: 'the sync was stopped because the gateway is shutting down' },
@@ -73,4 +75,16 @@ export function fail(code: ErrorCode, message?: string, headers?: Record<string,
 
 export function isModelferryError(error: unknown): error is ModelferryError {
   return error instanceof ModelferryError;
+}
+
+/**
+ * A configuration the daemon must not start with: the message names the key, the value,
+ * where it came from and what is allowed. `modelferry serve` exits 78 on it; a live reload
+ * that meets one keeps the running configuration.
+ */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
 }

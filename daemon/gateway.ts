@@ -18,7 +18,7 @@ import { Metrics } from './metrics.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { RolloutGuard } from './rollouts/rollout-guard.ts';
 import { TrustPolicy } from './signing/trust.ts';
-import { BlobCollector } from './store/blob-collector.ts';
+import { BlobCollector } from './gc/blob-collector.ts';
 import { BlobStore, blobDirsOf } from './store/blob-store.ts';
 import { DiskSpace } from './store/disk-space.ts';
 import { HotBlobs } from './store/hot-blobs.ts';
@@ -86,14 +86,15 @@ export class Gateway {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
     }, config.devices);
-    const collector = new BlobCollector({ blobs, catalog, devices, metrics }, {
+    const collector = new BlobCollector({
       graceHours: config.cache.gcGraceHours,
       intervalMinutes: config.cache.gcIntervalMinutes,
-    }, log);
+    }, { blobs, catalog, devices, metrics, clock: this.#clock, log });
     const disk = new DiskSpace({ reserveBytes: () => config.artifacts.diskReserveBytes });
     const admission = new Admission({
       maxBytes: () => config.artifacts.maxBytes,
       formats: () => config.artifacts.formats,
+      maxModels: () => config.artifacts.maxModels,
     }, { catalog, trust, blobs, disk, clock: this.#clock, log });
     const sync = new UpstreamSync({ upstream: () => config.upstream, cacheDir: config.paths.cache }, { admission, catalog, blobs, database, metrics, clock: this.#clock, log });
     let advertiser: Advertiser | undefined;
@@ -112,7 +113,7 @@ export class Gateway {
       const rollouts = new RolloutGuard(catalog, devices, metrics, log, this.#clock);
       await this.#startPart('rollout guard', rollouts);
       metrics.observe({
-        fleet: () => fleetCounts(devices.records(), catalog.current),
+        fleet: () => fleetCounts(devices.records(), catalog.current, this.#clock.now().getTime()),
         models: () => catalog.current.models.size,
         cache: () => ({ bytes: blobs.totalBytes, blobs: blobs.count }),
         longPolls: () => answers.waiting,
@@ -126,7 +127,7 @@ export class Gateway {
         configFile: this.#configFile,
         clock: this.#clock,
         gatewayId: id,
-        startedAt: new Date(),
+        startedAt: this.#clock.now(),
       });
       this.#http = new HttpServer(listener, {
         ...config.http,
@@ -179,8 +180,10 @@ export class Gateway {
   /**
    * Makes reloaded keys take effect (config-reloader.ts lists which). Everything is checked
    * before anything changes, so a refused reload leaves the running configuration whole.
-   * Routes read the shared config object at each request; tokens, trust keys and poll
-   * timing live in their parts and are replaced there.
+   * The running config is this controller's: parts read the live values they need through
+   * the getters wired in start() (admission, disk space, sync); tokens, trust keys and poll
+   * timing live in their parts and are replaced there. The HTTP routes still read the
+   * config object itself at each request, which is why it is changed in place.
    */
   #applyLive(next: Config, keys: string[]): void {
     const live = this.#live;

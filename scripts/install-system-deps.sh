@@ -11,8 +11,9 @@ packages=(
   curl python3
   # a static store and the speed reference
   nginx-light
-  # the unit under systemd: systemd-analyze, systemd-sysusers
-  systemd
+  # the unit under systemd: systemd-analyze, systemd-sysusers, and a Debian container
+  # booted with systemd (debootstrap, systemd-nspawn)
+  systemd debootstrap systemd-container
   # the LAN harness (network namespaces, veth, tc), power cuts on an ext4 image
   iproute2 e2fsprogs
   # independent mDNS browsers

@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { ConfigError } from '../config/config-error.ts';
-import { isModelferryError } from '../errors.ts';
+import { ConfigError, isModelferryError } from '../errors.ts';
 import { UsageError, editDistance, parseArgs } from './args.ts';
 import { CliError } from './cli-error.ts';
 import { commandHelp, commandUsageLine, topLevelHelp, type Command } from './command.ts';

@@ -1,4 +1,4 @@
-import { ConfigError } from '../config/config-error.ts';
+import { ConfigError } from '../errors.ts';
 import { loadConfig } from '../config/load.ts';
 import { listenError, preflight } from '../config/preflight.ts';
 import { errnoOf } from '../fs-errors.ts';

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from '../log.ts';
-import { ConfigError } from './config-error.ts';
+import { ConfigError } from '../errors.ts';
 import type { LoadedConfig } from './load.ts';
 import type { Config } from './schema.ts';
 
@@ -22,6 +22,7 @@ export const LIVE_KEYS: ReadonlySet<string> = new Set([
   'artifacts.formats',
   'artifacts.diskReserveBytes',
   'artifacts.maxConcurrentPushes',
+  'artifacts.maxModels',
   'log.level',
   'upstream.url',
   'upstream.token',
@@ -32,6 +33,9 @@ export const LIVE_KEYS: ReadonlySet<string> = new Set([
   'upstream.headersTimeoutSeconds',
   'upstream.bodyIdleTimeoutSeconds',
   'upstream.maxManifestBytes',
+  'upstream.syncTimeoutSeconds',
+  'upstream.s3',
+  'upstream.report',
 ]);
 
 export interface ReloaderOptions {

@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { open, rm } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { ConfigError } from '../errors.ts';
 import { describeFsError, errnoOf } from '../fs-errors.ts';
-import { makeDirectory } from '../store/make-directory.ts';
-import { ConfigError } from './config-error.ts';
+import { makeDirectory } from '../make-directory.ts';
 import type { LoadedConfig } from './load.ts';
 
 // What `serve` checks before it opens anything: every folder it will write can be created

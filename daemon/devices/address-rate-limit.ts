@@ -20,7 +20,7 @@ export class AddressRateLimit {
   }
 
   /** Takes one token; when none is left, the seconds until there is one. */
-  take(address: string, now = Date.now()): { ok: true } | { ok: false; retryAfterSeconds: number } {
+  take(address: string, now: number): { ok: true } | { ok: false; retryAfterSeconds: number } {
     const rate = this.#perMinute / 60_000;
     const bucket = this.#buckets.get(address);
     let tokens = this.#perMinute;

@@ -120,7 +120,7 @@ export interface FleetCounts {
 }
 
 /** The fleet in numbers, for metrics and the status page. */
-export function fleetCounts(devices: Iterable<DeviceRecord>, catalog: EffectiveCatalog, now = Date.now()): FleetCounts {
+export function fleetCounts(devices: Iterable<DeviceRecord>, catalog: EffectiveCatalog, now: number): FleetCounts {
   const counts: FleetCounts = { known: 0, seenLastHour: 0, inSync: 0, outOfSync: 0, failed: 0, unassigned: 0 };
   const hourAgo = now - 3_600_000;
   for (const device of devices) {

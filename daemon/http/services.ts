@@ -10,7 +10,7 @@ import type { Metrics } from '../metrics.ts';
 import type { RolloutGuard } from '../rollouts/rollout-guard.ts';
 import type { Clock } from '../clock.ts';
 import type { TrustPolicy } from '../signing/trust.ts';
-import type { BlobCollector } from '../store/blob-collector.ts';
+import type { BlobCollector } from '../gc/blob-collector.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { HotBlobs } from '../store/hot-blobs.ts';
 import type { Database } from '../store/database.ts';

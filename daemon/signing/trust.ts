@@ -1,8 +1,12 @@
-import { ConfigError } from '../config/config-error.ts';
-import type { Config } from '../config/schema.ts';
 import { isKeyId } from '../contract/identifiers.ts';
-import { fail } from '../errors.ts';
+import { ConfigError, fail } from '../errors.ts';
 import { parsePublicKey, verifyModel, type PublicKey, type SignedFields } from './signature.ts';
+
+/** The `trust` settings, as the config names them. */
+export interface TrustSettings {
+  keys: ReadonlyArray<{ id?: string; publicKey: string }>;
+  requireSignatures: boolean;
+}
 
 export interface SignatureClaim {
   signature: string | null;
@@ -18,7 +22,7 @@ export class TrustPolicy {
   #keys = new Map<string, PublicKey>();
   #requireSignatures: boolean;
 
-  constructor(config: Config['trust']) {
+  constructor(config: TrustSettings) {
     config.keys.forEach((entry, index) => {
       let key: PublicKey;
       try {

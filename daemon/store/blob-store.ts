@@ -8,7 +8,7 @@ import type { Logger } from '../log.ts';
 import { PROGRAM_HEAD_BYTES as HEAD_BYTES } from './executorch.ts';
 import type { DiskClaim } from './disk-space.ts';
 import { digestFile } from './file-digest.ts';
-import { makeDirectory } from './make-directory.ts';
+import { makeDirectory } from '../make-directory.ts';
 
 const TEMP_DIR = 'tmp';
 

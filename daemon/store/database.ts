@@ -1,7 +1,7 @@
 import type { AbstractBatchOperation, AbstractSublevel } from 'abstract-level';
 import { Level } from 'level';
 import type { Logger } from '../log.ts';
-import { makeDirectory } from './make-directory.ts';
+import { makeDirectory } from '../make-directory.ts';
 
 export type Table<V> = AbstractSublevel<Level<string, unknown>, string | Buffer | Uint8Array, string, V>;
 

@@ -39,6 +39,9 @@ const alive = (pid: number) => { const stat = statOf(pid); return stat !== undef
 const childrenOf = (pid: number) => readdirSync('/proc').filter((name) => /^\d+$/.test(name)).map(Number).filter((candidate) => statOf(candidate)?.ppid === pid);
 
 async function quickStart(t: ExecutionContext): Promise<Job> {
+  // npx's first run for a package links it into npm's cache (~/.npm/_npx), which takes
+  // long on a busy machine; the tests run one at a time so that only the first one does.
+  t.timeout(3 * 60_000);
   t.true(existsSync(path.join(ROOT, 'dist', 'cli', 'main.js')), 'dist/ is not built: run npm run build (npm test does)');
   const dir = await tempDir(t, 'modelferry-npx-');
   const port = await freePort();
@@ -67,7 +70,6 @@ async function quickStart(t: ExecutionContext): Promise<Job> {
   t.teardown(() => {
     for (const pid of [job.gateway, job.npx]) if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
   });
-  // npx's first run for a package links it into npm's cache, which takes long on a busy machine.
   await until('the gateway started by npx to answer', async () => {
     if (npx.exitCode !== null) throw new Error(`npx exited ${npx.exitCode}: ${stderr}`);
     return (await fetch(`${job.url}/healthz`).catch(() => undefined))?.ok ? true : undefined;
@@ -92,19 +94,19 @@ async function stopsWithItsJob(t: ExecutionContext, job: Job) {
   t.is(refused, 'fetch failed', 'nothing listens on its port any more');
 }
 
-test('kill $! from a script (SIGTERM to npx): npm hands it to its shell only, and the gateway stops all the same', async (t) => {
+test.serial('kill $! from a script (SIGTERM to npx): npm hands it to its shell only, and the gateway stops all the same', async (t) => {
   const job = await quickStart(t);
   process.kill(job.npx, 'SIGTERM');
   await stopsWithItsJob(t, job);
 });
 
-test('the terminal closes (SIGHUP to the whole job): npm and its shell die, and the gateway, to which SIGHUP means reload, stops', async (t) => {
+test.serial('the terminal closes (SIGHUP to the whole job): npm and its shell die, and the gateway, to which SIGHUP means reload, stops', async (t) => {
   const job = await quickStart(t);
   process.kill(-job.npx, 'SIGHUP');
   await stopsWithItsJob(t, job);
 });
 
-test('SIGHUP to npx alone (npm has no handler for it and dies; its shell lives on): the gateway stops', async (t) => {
+test.serial('SIGHUP to npx alone (npm has no handler for it and dies; its shell lives on): the gateway stops', async (t) => {
   const job = await quickStart(t);
   process.kill(job.npx, 'SIGHUP');
   await stopsWithItsJob(t, job);

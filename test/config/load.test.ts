@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { ConfigError } from '../../daemon/config/config-error.ts';
+import { ConfigError } from '../../daemon/errors.ts';
 import { DEFAULT_CONFIG_FILE, loadConfig, type ConfigSources } from '../../daemon/config/load.ts';
 import { tempDir } from '../helpers/harness.ts';
 

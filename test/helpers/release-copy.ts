@@ -1,7 +1,11 @@
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, cp, mkdir, readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { ROOT } from './daemon-process.ts';
+import { promisify } from 'node:util';
+import { ROOT, cleanEnv } from './daemon-process.ts';
+
+const run = promisify(execFile);
 
 // The built gateway (dist/, config/, package.json and the production dependencies, as install.sh puts
 // them in /opt/modelferry) copied into `dir`, readable and searchable by every user. Tests
@@ -34,4 +38,23 @@ async function readable(dir: string): Promise<void> {
     if (entry.isDirectory()) await readable(full);
     else if (entry.isFile()) await chmod(full, ((await stat(full)).mode & 0o7777) | 0o444);
   }
+}
+
+/**
+ * The release as `npm pack` makes it (what install.sh --tarball takes), packed in `dir` from
+ * a copy so the checkout is left alone. dist/ must be built.
+ */
+export async function packedRelease(dir: string): Promise<string> {
+  if (!existsSync(path.join(ROOT, 'dist', 'cli', 'main.js'))) throw new Error('dist/ is not built: run npm run build (npm test does)');
+  const source = path.join(dir, 'source');
+  await mkdir(source);
+  for (const item of ['package.json', 'package-lock.json', 'README.md', 'docs', 'dist', 'config', 'systemd']) {
+    await cp(path.join(ROOT, item), path.join(source, item), { recursive: true });
+  }
+  const npm = (...args: string[]) => run('npm', args, { cwd: source, env: cleanEnv() });
+  // The package's own prepack/postpack, around a pack that does not rebuild dist/.
+  await npm('run', 'prepack');
+  const { stdout } = await npm('pack', '--ignore-scripts', '--json', '--pack-destination', dir);
+  await npm('run', 'postpack');
+  return path.join(dir, (JSON.parse(stdout) as Array<{ filename: string }>)[0]!.filename);
 }

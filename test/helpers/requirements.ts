@@ -37,7 +37,8 @@ const pkgConfigI386IsMissing = (...modules: string[]): string | undefined => {
 
 const firstOf = (...reasons: (string | undefined)[]): string | undefined => reasons.find((reason) => reason !== undefined);
 
-const notRoot = (): string | undefined => (process.getuid?.() === 0 ? undefined : 'it needs root (run as root, or through .ci/run)');
+const NEEDS_ROOT = 'it needs root (run as root, or through .ci/run)';
+const notRoot = (): string | undefined => (process.getuid?.() === 0 ? undefined : NEEDS_ROOT);
 
 const REQUIREMENTS = {
   curl: { check: () => commandIsMissing('curl'), packages: ['curl'] },
@@ -73,6 +74,11 @@ const REQUIREMENTS = {
     packages: ['gcc-xtensa-lx106', 'picolibc-xtensa-lx106-elf', 'libcjson-dev', 'libsodium-dev'],
   },
   root: { check: notRoot, packages: [] },
+  /** A Debian container booted with systemd as its PID 1 (test/helpers/nspawn.ts). */
+  nspawn: {
+    check: () => firstOf(notRoot(), commandIsMissing('debootstrap'), commandIsMissing('systemd-nspawn'), commandIsMissing('nsenter')),
+    packages: ['debootstrap', 'systemd-container'],
+  },
   /** Private network namespaces with veth links between them (the LAN harness). */
   netns: {
     check: () => firstOf(notRoot(), commandIsMissing('ip'), commandIsMissing('unshare'), netnsProbe()),
@@ -99,7 +105,8 @@ export function missing(...names: RequirementName[]): { name: RequirementName; r
   return names.flatMap((name) => {
     if (!checked.has(name)) checked.set(name, REQUIREMENTS[name].check());
     const reason = checked.get(name);
-    return reason === undefined ? [] : [{ name, reason, packages: REQUIREMENTS[name].packages }];
+    // No package brings root: a skip for want of it names none.
+    return reason === undefined ? [] : [{ name, reason, packages: reason === NEEDS_ROOT ? [] : REQUIREMENTS[name].packages }];
   });
 }
 
@@ -125,7 +132,7 @@ export function testNeeding(...names: RequirementName[]): TestFn {
   console.log(`skipped: ${reason}`);
   const record = (title: string) => {
     const log = process.env.MODELFERRY_SKIP_LOG;
-    if (log) appendFileSync(log, `${JSON.stringify({ title, reason, packages: absent.flatMap((entry) => entry.packages) })}\n`);
+    if (log) appendFileSync(log, `${JSON.stringify({ title, needs: absent.map(({ name, packages }) => ({ name, packages })) })}\n`);
   };
   const skipped = (title: string) => {
     record(title);

@@ -8,6 +8,7 @@ import YAML from 'yaml';
 import { loadConfig } from '../../daemon/config/load.ts';
 import { ROOT, cleanEnv, freePort } from '../helpers/daemon-process.ts';
 import { tempDir } from '../helpers/harness.ts';
+import { packedRelease } from '../helpers/release-copy.ts';
 
 // systemd/install.sh run for real into a temporary root (--root, DESTDIR-style): the npm
 // pack release, installed with production dependencies from npm's cache (--offline: no
@@ -19,21 +20,6 @@ const run = promisify(execFile);
 const INSTALL = path.join(ROOT, 'systemd', 'install.sh');
 const uid = process.getuid!();
 const gid = process.getgid!();
-
-/** The release as `npm pack` makes it, packed from a copy so the checkout is left alone. */
-async function release(dir: string): Promise<string> {
-  const source = path.join(dir, 'source');
-  await mkdir(source);
-  for (const item of ['package.json', 'package-lock.json', 'README.md', 'docs', 'dist', 'config', 'systemd']) {
-    await cp(path.join(ROOT, item), path.join(source, item), { recursive: true });
-  }
-  const npm = (...args: string[]) => run('npm', args, { cwd: source, env: cleanEnv() });
-  // The package's own prepack/postpack, around a pack that does not rebuild dist/.
-  await npm('run', 'prepack');
-  const { stdout } = await npm('pack', '--ignore-scripts', '--json', '--pack-destination', dir);
-  await npm('run', 'postpack');
-  return path.join(dir, (JSON.parse(stdout) as Array<{ filename: string }>)[0]!.filename);
-}
 
 interface Entry { path: string; mode: number; uid: number; gid: number; type: 'file' | 'dir' | 'link' }
 
@@ -65,7 +51,7 @@ async function install(root: string, ...args: string[]): Promise<string> {
 test('install.sh installs the release into a root prefix: exactly these files, modes and owners; upgrade keeps state and config; uninstall keeps them too', async (t) => {
   t.true(existsSync(path.join(ROOT, 'dist', 'cli', 'main.js')), 'dist/ is not built: run npm run build (npm test does)');
   const work = await tempDir(t, 'modelferry-install-');
-  const tarball = await release(work);
+  const tarball = await packedRelease(work);
   const root = path.join(work, 'root');
   await mkdir(root);
   // As root, the prefix is an OS image with a user database (this machine's), to which
@@ -139,6 +125,9 @@ test('install.sh installs the release into a root prefix: exactly these files, m
   const configFile = path.join(root, 'etc/modelferry/config.yaml');
   const configText = await readFile(configFile, 'utf8');
   t.false(/replace-with-a-long-random-secret/.test(configText), 'every token placeholder is filled');
+  // What the file says about itself is what the installer made it.
+  t.regex(configText, /keep it root:modelferry mode 0640, as\n# the installer makes it/);
+  t.notRegex(configText, /0600/);
   const { config } = loadConfig({ file: configFile, env: { STATE_DIRECTORY: '/var/lib/modelferry', CACHE_DIRECTORY: '/var/cache/modelferry' }, flags: {} });
   const tokens = config.auth.tokens.map((token) => token.token);
   t.true(tokens.length >= 2);

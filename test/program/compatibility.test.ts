@@ -141,7 +141,7 @@ test('hostile capability reports are refused without changing the stored device 
     ['a 129-character name', { state: 'idle', capabilities: caps([`aten::${'x'.repeat(123)}`]) }, 400, 'invalid_body'],
     ['a name with a space', { state: 'idle', capabilities: caps(['aten::add .out']) }, 400, 'invalid_body'],
     ['operators that are not strings', { state: 'idle', capabilities: caps([1, 2] as never) }, 400, 'invalid_body'],
-    ['no operators list', { state: 'idle', capabilities: { delegates: [] } }, 400, 'invalid_body'],
+    ['operators that are not a list', { state: 'idle', capabilities: { operators: 'aten::add.out' } }, 400, 'invalid_body'],
     ['a negative arena', { state: 'idle', capabilities: caps([], { arenaBytes: -1 }) }, 400, 'invalid_body'],
     ['a fractional slot', { state: 'idle', capabilities: caps([], { slotBytes: 1.5 }) }, 400, 'invalid_body'],
     ['65 delegates', { state: 'idle', capabilities: caps([], { delegates: Array.from({ length: 65 }, (_, i) => `B${i}`) }) }, 400, 'invalid_body'],

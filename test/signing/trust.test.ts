@@ -1,6 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
-import { ConfigError } from '../../daemon/config/config-error.ts';
+import { ConfigError } from '../../daemon/errors.ts';
 import { ModelferryError, type ErrorCode } from '../../daemon/errors.ts';
 import { generateKeyPair, signModel, type SignedFields } from '../../daemon/signing/signature.ts';
 import { TrustPolicy, type SignatureClaim } from '../../daemon/signing/trust.ts';

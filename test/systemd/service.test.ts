@@ -10,17 +10,17 @@ import { fixture } from '../helpers/programs.ts';
 import { releaseCopy } from '../helpers/release-copy.ts';
 import { testNeeding } from '../helpers/requirements.ts';
 
-// Live config reload as an operator who installed the unit gets it. systemd is not PID 1 on
-// the machines the tests run on, so the unit itself cannot be started; instead this runs
-// what it would run, as it would: systemd/install.sh into a root prefix that is an OS image
+// Live config reload as an operator who installed the unit gets it, without a running
+// systemd (nspawn.test.ts boots one, in a container): this runs what the unit would run,
+// as it would: systemd/install.sh into a root prefix that is an OS image
 // (it creates the service's user there with systemd-sysusers), then the installed unit's
 // ExecStart word for word (paths under the prefix), as the unit's User= and Group= with no
 // other groups, its UMask= and Environment=, and STATE_DIRECTORY / CACHE_DIRECTORY set to
 // folders that user owns, as systemd makes them. The operator then edits the config in place,
 // with `sed -i` (which replaces the file by rename) and by renaming a new file over it, and
 // runs the unit's ExecReload=, also during start-up; every change applies to the same
-// process while a long poll stays held. Not covered here: the sandbox (namespaces, seccomp),
-// which needs a running systemd (see docs/development.md "Tests of the service").
+// process while a long poll stays held. The sandbox (namespaces, seccomp) needs the real
+// systemd: nspawn.test.ts.
 
 const run = promisify(execFile);
 

@@ -24,6 +24,7 @@ const char *mf_err_code(mf_err err)
     case MF_ERR_ABORTED: return "aborted";
     case MF_ERR_REJECTED: return "model_rejected";
     case MF_ERR_NOT_CONFIRMED: return "not_confirmed";
+    case MF_ERR_BAD_DELTA: return "bad_delta";
     }
     return "unknown_error";
 }

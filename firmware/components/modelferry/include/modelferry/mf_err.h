@@ -28,7 +28,8 @@ typedef enum {
     MF_ERR_NO_GATEWAY,       /* discovery found nothing and no fallback URL is set */
     MF_ERR_ABORTED,          /* a callback stopped a transfer */
     MF_ERR_REJECTED,         /* the application rejected a pending model */
-    MF_ERR_NOT_CONFIRMED     /* a pending model was not confirmed in time (boots or seconds) */
+    MF_ERR_NOT_CONFIRMED,    /* a pending model was not confirmed in time (boots or seconds) */
+    MF_ERR_BAD_DELTA         /* a delta that does not make the assigned model (the full artifact is fetched instead) */
 } mf_err;
 
 /* Short stable code, e.g. "digest_mismatch". Never NULL. */

@@ -1,18 +1,28 @@
 import { stat, utimes } from 'node:fs/promises';
 import type { Catalog } from '../catalog/catalog.ts';
 import type { EffectiveCatalog } from '../catalog/effective-catalog.ts';
+import type { Clock } from '../clock.ts';
 import type { DeviceRegistry } from '../devices/device-registry.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
-import type { BlobStore } from './blob-store.ts';
+import type { BlobStore } from '../store/blob-store.ts';
 
 export interface CollectorOptions {
   /** How long a blob nothing references stays on disk (fractions allowed). */
   graceHours: number;
   /** How often a collection runs. */
   intervalMinutes: number;
-  /** The clock; tests pass their own instead of sleeping through a grace period. */
-  now?: () => number;
+}
+
+/** What the collector reads of the catalog and the devices: references, and what devices run. */
+export interface CollectorParts {
+  blobs: BlobStore;
+  catalog: Pick<Catalog, 'current' | 'layer' | 'onChange'>;
+  devices: Pick<DeviceRegistry, 'records'>;
+  metrics: Pick<Metrics, 'gcDeleted' | 'gcDeletedBytes'>;
+  /** Tests pass their own instead of sleeping through a grace period. */
+  clock: Clock;
+  log: Logger;
 }
 
 export interface Collection {
@@ -23,7 +33,8 @@ export interface Collection {
 }
 
 /**
- * Decides which blobs are served and which are deleted (docs/central-store.md "Garbage
+ * Garbage collection, a policy over the catalog, the devices and the blob store: decides
+ * which blobs are served and which are deleted (docs/central-store.md "Garbage
  * collection"):
  * - served: blobs a model of the effective catalog names, so an artifact whose model was
  *   deleted stops being served at once;
@@ -37,28 +48,28 @@ export interface Collection {
  */
 export class BlobCollector {
   readonly #blobs: BlobStore;
-  readonly #catalog: Catalog;
-  readonly #devices: DeviceRegistry;
-  readonly #metrics: Metrics;
+  readonly #catalog: CollectorParts['catalog'];
+  readonly #devices: CollectorParts['devices'];
+  readonly #metrics: CollectorParts['metrics'];
+  readonly #clock: Clock;
   readonly #log: Logger;
   readonly #graceMs: number;
   readonly #intervalMs: number;
-  readonly #now: () => number;
   readonly #servedBy = new WeakMap<EffectiveCatalog, Set<string>>();
   #referenced = new Set<string>();
   #unsubscribe: (() => void) | undefined;
-  #timer: NodeJS.Timeout | undefined;
+  #stopTimer: (() => void) | undefined;
   #running: Promise<unknown> = Promise.resolve();
 
-  constructor(parts: { blobs: BlobStore; catalog: Catalog; devices: DeviceRegistry; metrics: Metrics }, options: CollectorOptions, log: Logger) {
+  constructor(options: CollectorOptions, parts: CollectorParts) {
     this.#blobs = parts.blobs;
     this.#catalog = parts.catalog;
     this.#devices = parts.devices;
     this.#metrics = parts.metrics;
-    this.#log = log;
+    this.#clock = parts.clock;
+    this.#log = parts.log;
     this.#graceMs = options.graceHours * 3_600_000;
     this.#intervalMs = options.intervalMinutes * 60_000;
-    this.#now = options.now ?? Date.now;
   }
 
   async start(): Promise<void> {
@@ -66,12 +77,11 @@ export class BlobCollector {
     this.#referenced = this.#referencedNow();
     this.#blobs.serveOnly((sha256) => this.#servedSet(this.#catalog.current).has(sha256));
     this.#unsubscribe = this.#catalog.onChange(() => void this.#serial(() => this.#markUnreferenced()));
-    this.#timer = setInterval(() => void this.collect().catch((error) => this.#log.error({ err: error }, 'blob collection failed')), this.#intervalMs);
-    this.#timer.unref();
+    this.#stopTimer = this.#clock.every(this.#intervalMs, () => this.collect().then(() => {}, (error: unknown) => this.#log.error({ err: error }, 'blob collection failed')));
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.#timer);
+    this.#stopTimer?.();
     this.#unsubscribe?.();
     await this.#running;
   }
@@ -82,7 +92,7 @@ export class BlobCollector {
       const referenced = this.#referencedNow();
       const running = new Set<string>();
       for (const device of this.#devices.records()) if (device.report?.sha256) running.add(device.report.sha256);
-      const now = this.#now();
+      const now = this.#clock.now().getTime();
       const result: Collection = { removed: [], bytes: 0, kept: 0 };
       for (const sha256 of this.#blobs.digests()) {
         if (referenced.has(sha256) || running.has(sha256)) continue;
@@ -137,7 +147,7 @@ export class BlobCollector {
   /** Starts the grace period of blobs the last catalog change left unreferenced. */
   async #markUnreferenced(): Promise<void> {
     const now = this.#referencedNow();
-    const at = new Date(this.#now());
+    const at = this.#clock.now();
     for (const sha256 of this.#referenced) {
       if (now.has(sha256) || this.#blobs.storedSize(sha256) === undefined) continue;
       await utimes(this.#blobs.pathOf(sha256), at, at).catch(() => {});
