@@ -102,6 +102,7 @@ export class Gateway {
     const admission = new Admission({
       maxBytes: () => config.artifacts.maxBytes,
       formats: () => config.artifacts.formats,
+      maxModels: () => config.artifacts.maxModels,
     }, { catalog, trust, blobs, disk, clock: this.#clock, log });
     const sync = new UpstreamSync({ upstream: () => config.upstream, cacheDir: config.paths.cache }, { admission, catalog, blobs, database, metrics, clock: this.#clock, log });
     let advertiser: Advertiser | undefined;

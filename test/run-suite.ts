@@ -17,12 +17,22 @@ const ava = spawn(process.execPath, [path.join('node_modules', 'ava', 'entrypoin
 });
 const code = await new Promise<number>((resolve) => ava.on('close', (status, signal) => resolve(status ?? (signal ? 1 : 0))));
 
-const skips = readFileSync(log, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as { reason: string; packages: string[] });
+type Need = { name: string; packages: string[] };
+const skips = readFileSync(log, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as { title: string; needs: Need[] });
 rmSync(dir, { recursive: true, force: true });
 if (skips.length > 0) {
-  const packages = [...new Set(skips.flatMap((skip) => skip.packages))].sort();
-  const reasons = [...new Set(skips.map((skip) => skip.reason))];
-  console.log(`\nskipped ${skips.length} tests for want of system tools: ${reasons.join('; ')}`);
-  console.log(`install them all with: sudo scripts/install-system-deps.sh${packages.length > 0 ? ` (${packages.join(' ')})` : ''}`);
+  // Per missing requirement: how many tests it held back, and what brings it.
+  const held = new Map<string, { tests: number; packages: string[] }>();
+  for (const { needs } of skips) {
+    for (const { name, packages } of needs) {
+      const entry = held.get(name) ?? { tests: 0, packages };
+      entry.tests++;
+      held.set(name, entry);
+    }
+  }
+  const parts = [...held].sort((a, b) => b[1].tests - a[1].tests)
+    .map(([name, { tests, packages }]) => `${name} ${tests} (${packages.length > 0 ? packages.join(' ') : 'run as root'})`);
+  console.log(`\nskipped ${skips.length} tests whose tools are missing here, by what each lacks: ${parts.join(', ')}`);
+  console.log('install them all with: sudo scripts/install-system-deps.sh');
 }
 process.exit(code);

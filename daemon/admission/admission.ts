@@ -1,5 +1,6 @@
 import type { Catalog } from '../catalog/catalog.ts';
 import type { ModelRecord } from '../catalog/types.ts';
+import { modelKey } from '../catalog/types.ts';
 import type { Clock } from '../clock.ts';
 import { parseModelName, parseVersion } from '../contract/identifiers.ts';
 import { fail, isModelferryError, type ModelferryError } from '../errors.ts';
@@ -15,6 +16,8 @@ export interface AdmissionOptions {
   /** artifacts.maxBytes and artifacts.formats, read at each admission (they reload live). */
   maxBytes: () => number;
   formats: () => readonly string[];
+  /** artifacts.maxModels: the models of both layers together, at most. */
+  maxModels: () => number;
 }
 
 /**
@@ -55,6 +58,7 @@ export class Admission {
 
   async admit<R>(candidates: readonly Candidate[], way: WayIn<R>): Promise<R> {
     const maxBytes = this.maxBytes;
+    this.#checkRoomInCatalog(candidates, way);
     for (const candidate of candidates) this.#beforeBytes(candidate, way, maxBytes);
     const plan = await way.plan();
     if (plan !== null && 'done' in plan) return plan.done;
@@ -76,6 +80,25 @@ export class Admission {
       room?.release();
       for (const bytes of arrived) await bytes.discard?.();
     }
+  }
+
+  /**
+   * The catalog's size is bounded (memory, the status page, every answer that lists it): a
+   * model beyond artifacts.maxModels is refused before a byte is read, and a manifest that
+   * would take the catalog past it is refused whole.
+   */
+  #checkRoomInCatalog(candidates: readonly Candidate[], way: WayIn<unknown>): void {
+    const max = this.#options.maxModels();
+    const keys = new Set(candidates.map((c) => modelKey(c.name, c.version)));
+    const kept = way.replaces === 'upstream'
+      ? this.#catalog.layer('local').models.map((m) => modelKey(m.name, m.version))
+      : [...this.#catalog.current.models.keys()];
+    for (const key of kept) keys.add(key);
+    if (keys.size <= max) return;
+    if (way.replaces === 'upstream') {
+      fail('catalog_full', `the store's manifest lists ${candidates.length} models; with the ${kept.length} pushed here that is more than artifacts.maxModels (${max}): nothing of it was applied; remove old versions from the store, or raise artifacts.maxModels`);
+    }
+    fail('catalog_full', `the catalog holds ${kept.length} models, as many as artifacts.maxModels (${max}) allows: delete unused models (modelferry delete NAME VERSION) first, or raise artifacts.maxModels`);
   }
 
   #beforeBytes(candidate: Candidate, way: WayIn<unknown>, maxBytes: number): void {

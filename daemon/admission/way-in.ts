@@ -59,6 +59,11 @@ export interface WayIn<R> {
   readonly digests: 'claim' | 'address';
   /** What was being written, for a disk that fills up anyway: `the model was being stored`. */
   readonly writing: string;
+  /**
+   * `upstream`: the candidates are the whole upstream layer, replacing it (a sync); absent:
+   * they are added to the catalog. What artifacts.maxModels counts.
+   */
+  readonly replaces?: 'upstream';
   /** After the rules that need no bytes: what will be written (null: nothing), or the end. */
   plan(): Write | null | Done<R> | Promise<Write | null | Done<R>>;
   /** The bytes of each candidate, in order, within `maxBytes` and the room claimed. */

@@ -3,6 +3,7 @@ import type { Logger } from '../log.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import { READ_ONCE, type Database, type Table } from '../store/database.ts';
 import { EffectiveCatalog } from './effective-catalog.ts';
+import { rewrittenVersions } from './immutable-versions.ts';
 import { LAYERS_BY_PRECEDENCE, modelKey, type Assignment, type LayerContent, type LayerName, type ModelRecord, type Rollout } from './types.ts';
 
 interface LayerTables {
@@ -208,6 +209,8 @@ export class Catalog {
   /** Replaces the whole upstream layer in one batch: what a successful sync does. */
   replaceUpstream(content: LayerContent): Promise<void> {
     return this.#serial(async () => {
+      const rewritten = rewrittenVersions(this.current.models, content.models);
+      if (rewritten.length > 0) fail('version_conflict', `versions are immutable, and the upstream layer would change the bytes of ${rewritten.join(', ')}`);
       const tables = this.#tables.get('upstream')!;
       const old = this.#layers.get('upstream')!;
       await this.#db.level.batch([

@@ -9,14 +9,16 @@ const print = (value: unknown) => console.log(JSON.stringify(value, null, 2));
 
 export const publish = defineCommand({
   name: 'publish',
-  summary: 'add a model to a static store folder that gateways sync from',
-  description: `Adds a model to a static store folder: STORE_DIR/artifacts/<sha256> first, then
-STORE_DIR/manifest.json, each written atomically, so a reader never sees a manifest naming
-a missing artifact. Gateways sync from the folder once it is served (nginx, S3, a CDN):
-upload artifacts/ before manifest.json. Same checks as a push: name and version rules,
-ExecuTorch format, immutable versions. With --assign, also assigns it to SELECTOR (a MAC,
-group:<name> or default) in the store. Prints what it did as JSON.`,
-  operands: [{ name: 'STORE_DIR' }, { name: 'FILE' }],
+  summary: 'add a model to a store (a folder or s3://BUCKET/PREFIX) that gateways sync from',
+  description: `Adds a model to a store: STORE/artifacts/<sha256> first, then STORE/manifest.json,
+each complete before anything names it, so a reader never sees a manifest naming a missing
+artifact. STORE is a folder (served by nginx or a CDN: upload artifacts/ before
+manifest.json) or s3://BUCKET/PREFIX, written directly; the bucket's credentials, region and
+endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT_URL
+(an endpoint of your own is addressed path-style). Same checks as a push: name and version
+rules, ExecuTorch format, immutable versions. With --assign, also assigns it to SELECTOR (a
+MAC, group:<name> or default) in the store. Prints what it did as JSON.`,
+  operands: [{ name: 'STORE' }, { name: 'FILE' }],
   flags: {
     name: { placeholder: 'NAME', required: true, help: 'model name, [a-z0-9][a-z0-9._-]' },
     version: { placeholder: 'VERSION', required: true, help: 'version, e.g. 2026.11.24-3' },
@@ -26,7 +28,7 @@ group:<name> or default) in the store. Prints what it did as JSON.`,
     'key-id': { placeholder: 'HEX', help: 'the key id of --signature' },
   },
   async run(args) {
-    const storeDir = positional(args, 0, 'STORE_DIR');
+    const store = positional(args, 0, 'STORE');
     const file = positional(args, 1, 'FILE');
     // Loaded here so that other commands do not pay for the store code.
     const { publish: publishToStore } = await import('../publish/publish.ts');
@@ -42,7 +44,7 @@ group:<name> or default) in the store. Prints what it did as JSON.`,
       }
     }
     const result = await publishToStore({
-      storeDir,
+      store,
       file,
       name: required(args, 'name'),
       version: required(args, 'version'),

@@ -22,6 +22,7 @@ export const LIVE_KEYS: ReadonlySet<string> = new Set([
   'artifacts.formats',
   'artifacts.diskReserveBytes',
   'artifacts.maxConcurrentPushes',
+  'artifacts.maxModels',
   'log.level',
   'cache.deltaBytes',
   'deltas.maxShare',
@@ -35,6 +36,9 @@ export const LIVE_KEYS: ReadonlySet<string> = new Set([
   'upstream.headersTimeoutSeconds',
   'upstream.bodyIdleTimeoutSeconds',
   'upstream.maxManifestBytes',
+  'upstream.syncTimeoutSeconds',
+  'upstream.s3',
+  'upstream.report',
 ]);
 
 export interface ReloaderOptions {

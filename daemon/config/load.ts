@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { ConfigError } from '../errors.ts';
 import { describeFsError } from '../fs-errors.ts';
+import { redactSecrets } from '../log.ts';
 import { configSchema, type Config } from './schema.ts';
 
 // Precedence (docs/configuration.md "Where settings come from"): built-in defaults < systemd
@@ -105,7 +106,7 @@ export function loadConfig(sources: ConfigSources = {}): LoadedConfig {
       }
       const key = issue.path.join('.');
       const leafKey = issue.path.slice(0, 2).join('.');
-      const value = isSecret(issue.path) ? '<secret>' : JSON.stringify(valueAt(merged, issue.path));
+      const value = isSecret(issue.path) ? '<secret>' : JSON.stringify(redactSecrets(valueAt(merged, issue.path)));
       return `${key} = ${value}${describeOrigin(origin, leafKey)}: ${issue.message}`;
     });
     throw new ConfigError(`config is invalid:\n  ${lines.join('\n  ')}`);
@@ -199,8 +200,9 @@ function describeOrigin(origin: Map<string, string>, key: string): string {
   return from ? ` (from ${from})` : '';
 }
 
-/** A token, a list of tokens or a malformed token entry may hold a secret: never shown. */
+/** A token, a list of tokens, a malformed token entry or an S3 secret may hold a secret: never shown. */
 function isSecret(keys: PropertyKey[]): boolean {
+  if (keys.at(-1) === 'secretAccessKey') return true;
   return keys.some((k) => k === 'token' || k === 'tokens') && !keys.includes('name') && !keys.includes('scopes');
 }
 

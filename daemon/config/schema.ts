@@ -98,9 +98,12 @@ export const configSchema = z.strictObject({
     memoryCacheBytes: byteSize(0),
     diskReserveBytes: byteSize(0),
     maxConcurrentPushes: z.number().int().min(1).max(1000),
+    maxModels: z.number().int().min(1).max(1_000_000),
   }),
   upstream: z.strictObject({
-    url: z.url({ protocol: /^https?$/, message: 'must be an http:// or https:// URL of a manifest' }).nullable(),
+    url: z.url({ protocol: /^(https?|s3)$/, message: 'must be an http:// or https:// URL of a manifest, or s3://BUCKET/PREFIX/manifest.json' })
+      .refine((url) => !url.startsWith('s3:') || /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\/.+[^/]$/.test(url), 'an s3:// address names a bucket and the manifest\'s key: s3://BUCKET/PREFIX/manifest.json')
+      .nullable(),
     token: token.nullable(),
     schedule: z.string().refine((expression) => validCron(expression), 'must be a cron expression such as */5 * * * *'),
     maxRandomDelaySeconds: seconds(3600),
@@ -111,6 +114,18 @@ export const configSchema = z.strictObject({
     maxManifestBytes: byteSize(),
     breakerFailures: z.number().int().min(1).max(1000),
     breakerCooldownSeconds: positiveSeconds,
+    syncTimeoutSeconds: positiveSeconds,
+    s3: z.strictObject({
+      endpoint: z.url({ protocol: /^https?$/, message: 'must be an http:// or https:// URL such as http://minio.lan:9000' }).nullable().default(null),
+      region: z.string().regex(/^[a-z0-9-]{1,40}$/, 'must be a region name such as eu-central-1').nullable().default(null),
+      accessKeyId: z.string().min(1).max(128).nullable().default(null),
+      secretAccessKey: z.string().min(1).max(256).nullable().default(null),
+      secretAccessKeyFile: z.string().min(1).nullable().default(null),
+      forcePathStyle: z.boolean().nullable().default(null),
+    }).refine((s3) => s3.secretAccessKey === null || s3.secretAccessKeyFile === null, {
+      message: 'give secretAccessKey or secretAccessKeyFile, not both', path: ['secretAccessKeyFile'],
+    }),
+    report: z.boolean(),
   }),
   inbox: z.strictObject({
     dir: z.string().min(1).nullable(),

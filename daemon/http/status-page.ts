@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { EffectiveCatalog } from '../catalog/effective-catalog.ts';
+import type { EffectiveCatalog, EffectiveModel } from '../catalog/effective-catalog.ts';
 import type { DeviceRecord } from '../devices/device-registry.ts';
 import type { ProgramSummary } from '../program/program-summary.ts';
 
@@ -8,6 +8,8 @@ import type { ProgramSummary } from '../program/program-summary.ts';
 // served alone (`?fragment=1`) so a small inline script can refresh it in place.
 
 export const PAGE_SIZE = 50;
+/** Model versions shown per page: a catalog of thousands must not make a page of megabytes. */
+export const MODELS_PAGE_SIZE = 50;
 const ERROR_CHARS = 300;
 const HOUR_MS = 3_600_000;
 
@@ -42,6 +44,8 @@ export interface StatusQuery {
   q: string;
   problemsOnly: boolean;
   page: number;
+  /** The page of the model list. */
+  modelsPage: number;
 }
 
 interface DeviceRow {
@@ -55,11 +59,15 @@ export function parseStatusQuery(query: Record<string, string | string[] | undef
     const value = query[key];
     return (Array.isArray(value) ? value[0] : value) ?? '';
   };
-  const page = Number.parseInt(one('page'), 10);
+  const pageOf = (key: string) => {
+    const page = Number.parseInt(one(key), 10);
+    return Number.isSafeInteger(page) && page > 0 ? page : 1;
+  };
   return {
     q: one('q').slice(0, 64),
     problemsOnly: one('show') === 'problems',
-    page: Number.isSafeInteger(page) && page > 0 ? page : 1,
+    page: pageOf('page'),
+    modelsPage: pageOf('models'),
   };
 }
 
@@ -148,7 +156,7 @@ ${tile('no assignment', counts.unassigned, '')}
 ${upstream.url === null ? '<p>none configured: this gateway serves what is pushed to it</p>'
     : `<p id="upstream" class="${upstream.state === 'ok' ? '' : 'stale'}"><code>${escapeHtml(upstream.url)}</code>, ${escapeHtml(upstream.state)}; ${upstream.lastSync ? `last successful sync ${escapeHtml(upstream.lastSync)}` : 'no successful sync yet'}</p>`
       + (upstream.lastError ? `<p class="error">last error ${escapeHtml(upstream.lastError)}</p>` : '')}</section>
-<section><h2>Models</h2>${renderModels(catalog, byModel)}</section>
+<section><h2>Models</h2>${renderModels(catalog, byModel, query)}</section>
 <section><h2>Devices</h2>
 <p class="muted" id="device-range">${rows.length === 0 ? 'no device matches' : `${(page - 1) * PAGE_SIZE + 1}–${(page - 1) * PAGE_SIZE + shown.length} of ${rows.length}`}${needle ? ` matching “${escapeHtml(query.q)}”` : ''}${query.problemsOnly ? ', problems only' : ''}; problems first</p>
 <ul class="devices">${shown.map((row) => renderDevice(row, now)).join('\n')}</ul>
@@ -174,13 +182,23 @@ function tile(label: string, value: number, tone: string): string {
   return `<div class="tile ${tone}" data-count="${escapeHtml(label)}"><b>${value}</b><span>${escapeHtml(label)}</span></div>`;
 }
 
-function renderModels(catalog: EffectiveCatalog, byModel: Map<string, { devices: number; inSync: number }>): string {
+function renderModels(catalog: EffectiveCatalog, byModel: Map<string, { devices: number; inSync: number }>, query: StatusQuery): string {
+  const total = catalog.models.size;
+  if (total === 0) return '<p class="muted">no models yet</p>';
+  const pages = Math.ceil(total / MODELS_PAGE_SIZE);
+  const page = Math.min(query.modelsPage, pages);
   const names = [...new Set([...catalog.models.values()].map((m) => m.name))].sort();
-  if (names.length === 0) return '<p class="muted">no models yet</p>';
-  const items = names.map((name) => {
-    const versions = catalog.versionsOf(name).map((model) => {
+  // One page of versions, in name order (newest version first), grouped under their names.
+  const first = (page - 1) * MODELS_PAGE_SIZE;
+  const shown = new Map<string, EffectiveModel[]>();
+  for (const model of names.flatMap((name) => catalog.versionsOf(name)).slice(first, first + MODELS_PAGE_SIZE)) {
+    shown.set(model.name, [...shown.get(model.name) ?? [], model]);
+  }
+  const assignments = [...catalog.assignments.values()];
+  const items = [...shown].map(([name, models]) => {
+    const versions = models.map((model) => {
       const tally = byModel.get(`${model.name}@${model.version}`);
-      const selectors = [...catalog.assignments.values()].filter((a) => {
+      const selectors = assignments.filter((a) => {
         const target = catalog.resolveRef(a);
         const previous = a.rollout ? catalog.resolveRef(a.rollout.previous) : undefined;
         return target === model || previous === model;
@@ -196,7 +214,8 @@ function renderModels(catalog: EffectiveCatalog, byModel: Map<string, { devices:
     });
     return `<li class="model"><h3>${escapeHtml(name)}</h3><ul>${versions.join('')}</ul></li>`;
   });
-  return `<ul class="models">${items.join('')}</ul>`;
+  const range = pages > 1 ? `<p class="muted" id="model-range">versions ${first + 1}–${Math.min(total, first + MODELS_PAGE_SIZE)} of ${total}</p>` : '';
+  return `${range}<ul class="models">${items.join('')}</ul>${renderPager(query, page, pages, 'models')}`;
 }
 
 /** What is inside the program (daemon/program): what a device needs to run it. */
@@ -225,16 +244,19 @@ function renderDevice({ device, standing, assigned }: DeviceRow, now: number): s
 ${error}</li>`;
 }
 
-function renderPager(query: StatusQuery, page: number, pages: number): string {
+/** Links to the previous and next page of a list (`page`: devices, `models`: the model list), keeping the rest of the query. */
+function renderPager(query: StatusQuery, page: number, pages: number, list: 'page' | 'models' = 'page'): string {
   if (pages <= 1) return '';
   const link = (target: number, label: string) => {
     const params = new URLSearchParams();
     if (query.q) params.set('q', query.q);
     if (query.problemsOnly) params.set('show', 'problems');
-    params.set('page', String(target));
+    if (list === 'page' && query.modelsPage > 1) params.set('models', String(query.modelsPage));
+    if (list === 'models' && query.page > 1) params.set('page', String(query.page));
+    params.set(list, String(target));
     return `<a href="/?${escapeHtml(params.toString())}" rel="${label === 'next' ? 'next' : 'prev'}">${label === 'next' ? 'next ›' : '‹ previous'}</a>`;
   };
-  return `<nav class="pager">${page > 1 ? link(page - 1, 'previous') : ''} <span>page ${page} of ${pages}</span> ${page < pages ? link(page + 1, 'next') : ''}</nav>`;
+  return `<nav class="pager${list === 'models' ? ' models-pager' : ''}">${page > 1 ? link(page - 1, 'previous') : ''} <span>page ${page} of ${pages}</span> ${page < pages ? link(page + 1, 'next') : ''}</nav>`;
 }
 
 function ago(ms: number): string {

@@ -1,19 +1,17 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
-import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { openStore, type StoreAccess, type StoreObjects } from '../central-store/store-objects.ts';
 import { fail } from '../errors.ts';
 import { parseModelName, parseSelector, parseVersion, selectorKey } from '../contract/identifiers.ts';
 import { signModel } from '../signing/signature.ts';
 import { TrustPolicy, type SignatureClaim } from '../signing/trust.ts';
-import { syncDir, writeFully } from '../store/blob-store.ts';
 import { acceptFormat, inspectProgramFile } from '../store/executorch.ts';
 import { digestFile } from '../store/file-digest.ts';
 import { MANIFEST_FORMAT, parseManifest, revisionOf, type Manifest } from '../sync/manifest.ts';
 
 export interface PublishRequest {
-  storeDir: string;
+  /** A store folder, or `s3://BUCKET/PREFIX`. */
+  store: string;
+  /** How to reach a bucket (upstream.s3 and the AWS_* variables). */
+  access?: StoreAccess;
   file: string;
   name: string;
   version: string;
@@ -38,16 +36,13 @@ export interface PublishResult {
   assigned: string | null;
 }
 
-const LOCK = '.modelferry-publish.lock';
-/** A lock older than this was left by a publish that died; it is taken over. */
-const STALE_LOCK_MS = 10 * 60_000;
-
 /**
- * Adds a model to a static store folder (docs/central-store.md "Publishing a store"):
- * `artifacts/<sha256>` first, written under a temporary name, fsynced and renamed, then
- * `manifest.json` the same way, so a reader (or an upload of the folder, artifacts before
- * manifest) never sees a manifest that names a missing artifact. The checks are a push's:
- * identifiers, the ExecuTorch format, the signature's form, and immutable versions.
+ * Adds a model to a store (docs/central-store.md "Publishing a store"), a folder or a prefix
+ * of a bucket: `artifacts/<sha256>` first, each object complete before anything names it,
+ * then `manifest.json`, so a reader never sees a manifest that names a missing artifact. The
+ * checks are a push's: identifiers, the ExecuTorch format, the signature's form, and
+ * immutable versions. Concurrent publishes wait for each other on a folder's lock file; on
+ * a bucket the manifest is written only if it is still the one read (If-Match).
  */
 export async function publish(request: PublishRequest): Promise<PublishResult> {
   const name = parseModelName(request.name);
@@ -61,22 +56,41 @@ export async function publish(request: PublishRequest): Promise<PublishResult> {
   // Without trust keys this checks the signature's form only; devices verify it.
   new TrustPolicy({ keys: [], requireSignatures: false }).check({ name, version, sha256, size }, claim);
 
-  const storeDir = path.resolve(request.storeDir);
-  const artifacts = path.join(storeDir, 'artifacts');
-  await mkdir(artifacts, { recursive: true, mode: 0o755 });
-  const unlock = await lock(storeDir, request.lockTimeoutMs ?? 30_000);
+  const store = await openStore(request.store, request.access);
   try {
-    const manifestFile = path.join(storeDir, 'manifest.json');
-    const current = await readManifest(manifestFile);
+    return await publishTo(store, { name, version, assign, sha256, size, claim, file: request.file }, request.lockTimeoutMs ?? 30_000);
+  } finally {
+    store.close();
+  }
+}
+
+interface Publication {
+  name: string;
+  version: string;
+  assign: string | null;
+  sha256: string;
+  size: number;
+  claim: SignatureClaim;
+  file: string;
+}
+
+async function publishTo(store: StoreObjects, publication: Publication, lockTimeoutMs: number): Promise<PublishResult> {
+  const { name, version, assign, sha256, size, claim, file } = publication;
+  const unlock = await store.lock(lockTimeoutMs);
+  try {
+    const { manifest: current, etag } = await readManifest(store);
     const existing = current.models.find((m) => m.name === name && m.version === version);
     if (existing && existing.sha256 !== sha256) {
       fail('version_conflict', `${name}@${version} is already published with other bytes (sha256 ${existing.sha256}); versions are immutable, publish a new version`);
     }
-    await placeArtifact(request.file, artifacts, sha256, size);
+    const artifact = `artifacts/${sha256}`;
+    if (!await store.has(artifact, size)) {
+      await store.writeFile(artifact, file, sha256, { contentType: 'application/octet-stream', cacheControl: 'public, max-age=31536000, immutable' });
+    }
 
     const models = existing ? current.models : [...current.models, {
       name, version, sha256, size,
-      url: `artifacts/${sha256}`,
+      url: artifact,
       signature: claim.signature,
       keyId: claim.keyId,
       createdAt: new Date().toISOString(),
@@ -92,7 +106,7 @@ export async function publish(request: PublishRequest): Promise<PublishResult> {
     const manifestChanged = !existing || assignmentChanges;
     if (manifestChanged) {
       const manifest: Manifest = { format: MANIFEST_FORMAT, revision, generatedAt: new Date().toISOString(), ...content };
-      await writeAtomically(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`);
+      await store.writeBytes('manifest.json', Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`), { contentType: 'application/json', cacheControl: 'no-cache', replacing: etag });
     }
     return { created: !existing, manifestChanged, name, version, sha256, size, revision: manifestChanged ? revision : current.revision, assigned: assign };
   } finally {
@@ -101,84 +115,14 @@ export async function publish(request: PublishRequest): Promise<PublishResult> {
 }
 
 
-async function readManifest(file: string): Promise<Manifest> {
-  let text: string;
+async function readManifest(store: StoreObjects): Promise<{ manifest: Manifest; etag: string | null }> {
+  const found = await store.read('manifest.json');
+  if (found === null) {
+    return { manifest: { format: MANIFEST_FORMAT, revision: '', generatedAt: new Date(0).toISOString(), models: [], assignments: [], groups: {} }, etag: null };
+  }
   try {
-    text = await readFile(file, 'utf8');
+    return { manifest: parseManifest(JSON.parse(found.bytes.toString('utf8'))), etag: found.etag };
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    return { format: MANIFEST_FORMAT, revision: '', generatedAt: new Date(0).toISOString(), models: [], assignments: [], groups: {} };
-  }
-  try {
-    return parseManifest(JSON.parse(text));
-  } catch (error) {
-    fail('manifest_invalid', `${file} is not a valid store manifest (${(error as Error).message}); fix or remove it first`);
-  }
-}
-
-/** Copies the file into the store under its digest, checking the copy's digest (the source may change meanwhile). */
-async function placeArtifact(source: string, dir: string, sha256: string, size: number): Promise<void> {
-  const target = path.join(dir, sha256);
-  if ((await stat(target).catch(() => undefined))?.size === size) return;
-  // A dot name in the same folder: same file system for the rename, and skipped by
-  // `aws s3 sync --exclude '.*'`; removed on any failure.
-  const temp = path.join(dir, `.${sha256}.${randomUUID()}.tmp`);
-  try {
-    const out = await open(temp, 'wx', 0o644);
-    const hash = createHash('sha256');
-    try {
-      for await (const chunk of createReadStream(source, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
-        hash.update(chunk);
-        await writeFully(out, chunk);
-      }
-      await out.sync();
-    } finally {
-      await out.close();
-    }
-    if (hash.digest('hex') !== sha256) fail('digest_mismatch', `${source} changed while it was being published; nothing was published`);
-    await rename(temp, target);
-    await syncDir(dir);
-  } finally {
-    await rm(temp, { force: true });
-  }
-}
-
-async function writeAtomically(file: string, text: string): Promise<void> {
-  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomUUID()}.tmp`);
-  try {
-    const out = await open(temp, 'wx', 0o644);
-    try {
-      await out.writeFile(text);
-      await out.sync();
-    } finally {
-      await out.close();
-    }
-    await rename(temp, file);
-    await syncDir(path.dirname(file));
-  } finally {
-    await rm(temp, { force: true });
-  }
-}
-
-/** One publish per store at a time, so two pipelines cannot lose each other's models. */
-async function lock(storeDir: string, timeoutMs: number): Promise<() => Promise<void>> {
-  const file = path.join(storeDir, LOCK);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const handle = await open(file, 'wx', 0o644);
-      await handle.writeFile(`${process.pid}\n`);
-      await handle.close();
-      return () => rm(file, { force: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    const age = await stat(file).then((s) => Date.now() - s.mtimeMs, () => 0);
-    if (age > STALE_LOCK_MS) {
-      await rm(file, { force: true });
-      continue;
-    }
-    if (Date.now() > deadline) throw new Error(`another publish holds ${file}; if none is running, remove that file`);
-    await sleep(100);
+    fail('manifest_invalid', `${store.nameOf('manifest.json')} is not a valid store manifest (${(error as Error).message}); fix or remove it first`);
   }
 }

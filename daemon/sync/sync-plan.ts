@@ -70,7 +70,9 @@ export function artifactsToFetch(missing: Manifest['models'], manifestUrl: URL):
     } catch {
       fail('manifest_invalid', `${model.name}@${model.version} has an invalid url ${JSON.stringify(model.url)}`);
     }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') fail('manifest_invalid', `${model.name}@${model.version} has a url that is not http(s): ${url.protocol}`);
+    if (url.protocol === 's3:' ? url.host !== manifestUrl.host || manifestUrl.protocol !== 's3:' : url.protocol !== 'http:' && url.protocol !== 'https:') {
+      fail('manifest_invalid', `${model.name}@${model.version} has a url that is neither http(s) nor in the manifest's own bucket: ${url.href}`);
+    }
     queue.push({ sha256: model.sha256, size: model.size, url });
   }
   return queue;
@@ -83,9 +85,12 @@ export function bytesToFetch(queue: readonly BlobToFetch[], partial: readonly nu
   return need;
 }
 
-/** The bearer token goes to the manifest's own origin only, never to a CDN it points at. */
+/**
+ * The bearer token goes to the manifest's own origin only, never to a CDN it points at. An
+ * s3:// address is signed instead, request by request (upstream-http.ts).
+ */
 export function authFor(url: URL, manifestUrl: URL, token: string | null): Record<string, string> {
-  return token && url.origin === manifestUrl.origin ? { Authorization: `Bearer ${token}` } : {};
+  return token && url.protocol !== 's3:' && url.origin === manifestUrl.origin ? { Authorization: `Bearer ${token}` } : {};
 }
 
 /** Partial downloads of artifacts the store no longer names: they will never be resumed. */

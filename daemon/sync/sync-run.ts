@@ -4,7 +4,8 @@ import type { Admission } from '../admission/admission.ts';
 import type { Candidate, WayIn } from '../admission/way-in.ts';
 import type { Catalog } from '../catalog/catalog.ts';
 import type { Clock } from '../clock.ts';
-import { ModelferryError } from '../errors.ts';
+import { rewrittenVersions } from '../catalog/immutable-versions.ts';
+import { fail, ModelferryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import { BlobFetcher, type BlobToFetch } from './blob-fetcher.ts';
@@ -26,11 +27,13 @@ export interface RunSettings {
   maxManifestBytes: number;
   /** paths.cache: synced blobs and partial downloads. */
   cacheDir: string;
+  /** Called once the run knows the bytes it must download (its deadline grows with them). */
+  onPlannedBytes(bytes: number): void;
 }
 
 export interface RunParts {
   admission: Admission;
-  catalog: Pick<Catalog, 'layer' | 'replaceUpstream'>;
+  catalog: Pick<Catalog, 'current' | 'layer' | 'replaceUpstream'>;
   blobs: Pick<BlobStore, 'storedSize' | 'adopt' | 'pathOf'>;
   state: SyncState;
   http: UpstreamHttp;
@@ -106,10 +109,15 @@ function roundOf({ settings, parts, signal, progress, onBytes, saved, fetched, r
   return {
     digests: 'address',
     writing: 'the sync was writing',
+    replaces: 'upstream',
     // What a push would refuse, a sync refuses too, as a fault of the store: the manifest
     // names a model that may not enter, or an artifact is not what its entry says.
     refusal: (error, candidate, stage) => new ModelferryError(stage === 'before bytes' ? 'manifest_invalid' : 'artifact_invalid', `${candidate.name}@${candidate.version}: ${error.message}`),
     async plan() {
+      const rewritten = rewrittenVersions(parts.catalog.current.models, manifest.models);
+      if (rewritten.length > 0) {
+        fail('manifest_invalid', `the store's manifest changes the bytes of ${rewritten.slice(0, 5).join(', ')}${rewritten.length > 5 ? ` and ${rewritten.length - 5} more` : ''}; versions are immutable, so nothing of it was applied: publish a new version instead`);
+      }
       const missing = missingModels(manifest, (sha256) => blobs.storedSize(sha256));
       const again = resent(saved, content, missing.length, fetched);
       if (again) {
@@ -120,6 +128,7 @@ function roundOf({ settings, parts, signal, progress, onBytes, saved, fetched, r
       queue = artifactsToFetch(missing, url);
       if (queue.length === 0) return null;
       const need = bytesToFetch(queue, await Promise.all(queue.map((blob) => fetcher.partialSize(blob))));
+      settings.onPlannedBytes(need);
       return { dir: cacheDir, bytes: need, what: `the sync's ${queue.length} artifact${queue.length === 1 ? '' : 's'} to download (${need} bytes)` };
     },
     async bring({ room }) {

@@ -8,7 +8,9 @@ import type { Metrics } from '../metrics.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import { diskFullError } from '../store/disk-space.ts';
 import type { Database } from '../store/database.ts';
+import { resolveS3Access, type S3Settings } from '../s3/s3-access.ts';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.ts';
+import { startDeadline } from './sync-deadline.ts';
 import { displayUrl } from './sync-plan.ts';
 import { syncOnce, type RunProgress } from './sync-run.ts';
 import { scheduleSync } from './sync-schedule.ts';
@@ -62,6 +64,8 @@ export interface UpstreamSettings {
   maxManifestBytes: number;
   breakerFailures: number;
   breakerCooldownSeconds: number;
+  syncTimeoutSeconds: number;
+  s3: S3Settings;
 }
 
 export interface SyncOptions {
@@ -69,7 +73,11 @@ export interface SyncOptions {
   upstream: () => UpstreamSettings;
   /** paths.cache: synced blobs and partial downloads. */
   cacheDir: string;
+  /** Where AWS_* variables and $CREDENTIALS_DIRECTORY are read (default: the process's). */
+  env?: NodeJS.ProcessEnv;
 }
+
+export type OutcomeListener = (outcome: SyncOutcome) => void;
 
 /**
  * Mirrors the upstream store (docs/design.md "Sync") into the `upstream` layer: at start, on
@@ -90,6 +98,7 @@ export class UpstreamSync {
   #lastSuccessAt: string | null = null;
   #lastError: SyncStatus['lastError'] = null;
   #bytesFetched = 0;
+  readonly #listeners = new Set<OutcomeListener>();
 
   constructor(options: SyncOptions, parts: { admission: Admission; catalog: Catalog; blobs: BlobStore; database: Database; metrics: Metrics; clock: Clock; log: Logger }) {
     this.#options = options;
@@ -137,6 +146,12 @@ export class UpstreamSync {
     return this.#next;
   }
 
+  /** Calls `listener` with the outcome of every run that ends from now on; returns the unsubscribe. */
+  onOutcome(listener: OutcomeListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
   status(): SyncStatus {
     const now = this.#now();
     const breaker = this.#breaker.state(now);
@@ -178,6 +193,7 @@ export class UpstreamSync {
       this.#lastOutcome = outcome;
       metrics.syncRan(result, new Date(this.#now()));
       metrics.circuitIs(this.#breaker.state(this.#now()));
+      for (const listener of this.#listeners) listener(outcome);
       return outcome;
     };
     if (trigger !== 'request' && !this.#breaker.allows(this.#now())) {
@@ -185,21 +201,28 @@ export class UpstreamSync {
       return finish('skipped');
     }
     const upstream = this.#options.upstream();
-    const http = new UpstreamHttp({
-      connectMs: upstream.connectTimeoutSeconds * 1000,
-      headersMs: upstream.headersTimeoutSeconds * 1000,
-      bodyIdleMs: upstream.bodyIdleTimeoutSeconds * 1000,
-    }, upstream.concurrency);
+    const url = new URL(upstream.url!);
+    const deadline = startDeadline(upstream.syncTimeoutSeconds);
+    let http: UpstreamHttp | undefined;
     const onBytes = (n: number) => {
       progress.bytes += n;
       this.#bytesFetched += n;
       metrics.syncBytes.inc(n);
     };
     try {
+      const s3 = url.protocol === 's3:' ? { access: await resolveS3Access(upstream.s3, this.#options.env), now: () => this.#parts.clock.now() } : undefined;
+      http = new UpstreamHttp({
+        connectMs: upstream.connectTimeoutSeconds * 1000,
+        headersMs: upstream.headersTimeoutSeconds * 1000,
+        bodyIdleMs: upstream.bodyIdleTimeoutSeconds * 1000,
+      }, upstream.concurrency, s3);
       const result = await syncOnce(
-        { url: new URL(upstream.url!), token: upstream.token, concurrency: upstream.concurrency, maxManifestBytes: upstream.maxManifestBytes, cacheDir: this.#options.cacheDir },
+        {
+          url, token: upstream.token, concurrency: upstream.concurrency, maxManifestBytes: upstream.maxManifestBytes, cacheDir: this.#options.cacheDir,
+          onPlannedBytes: (bytes) => deadline.allowFor(bytes),
+        },
         { ...this.#parts, state: this.#state!, http, log: this.#log },
-        this.#abort.signal,
+        AbortSignal.any([this.#abort.signal, deadline.signal]),
         progress,
         onBytes,
       );
@@ -217,7 +240,8 @@ export class UpstreamSync {
       this.#log.warn({ trigger, error: known.code, reason: known.message, failures: this.#breaker.failures, breaker: this.#breaker.state(this.#now()) }, 'upstream sync failed; devices keep being served from the cache');
       return finish('failed', { code: known.code, message: known.message });
     } finally {
-      http.close();
+      deadline.clear();
+      http?.close();
     }
   }
 }

@@ -31,7 +31,7 @@ async function admissionParts(t: ExecutionContext, trust = { keys: [] as Array<{
   t.teardown(async () => {
     for (const part of [catalog, blobs, database]) await part.stop();
   });
-  const admission = new Admission({ maxBytes: () => 64 * 1024, formats: () => ['executorch'] }, {
+  const admission = new Admission({ maxBytes: () => 64 * 1024, formats: () => ['executorch'], maxModels: () => 2000 }, {
     catalog, blobs, trust: new TrustPolicy(trust), disk: new DiskSpace({ reserveBytes: () => 0 }), clock: systemClock, log,
   });
   return { admission, blobs, catalog, dir };

@@ -3,7 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import type { HasTeardown } from './harness.ts';
+import { stopServer, type HasTeardown } from './harness.ts';
 
 // A static store server with faults on demand, for what nginx cannot be made to do: hang,
 // stall mid-body, cut a body short, answer an error or other bytes. It serves a folder
@@ -19,7 +19,9 @@ export type Fault =
   /** Send the headers (full Content-Length) and the first `after` bytes, then close the connection. */
   | { kind: 'truncate'; after: number }
   /** Answer 200 with these bytes instead of the file's. */
-  | { kind: 'body'; body: Buffer | string };
+  | { kind: 'body'; body: Buffer | string }
+  /** Send the headers, then one byte every `intervalMs` (never idle long enough for an idle timeout). */
+  | { kind: 'drip'; intervalMs: number };
 
 export interface StoreRequest {
   path: string;
@@ -77,8 +79,7 @@ export class FaultStore {
     const server = this.#server;
     if (!server) return;
     this.#server = undefined;
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await stopServer(server);
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -140,6 +141,19 @@ export class FaultStore {
     });
     if (fault?.kind === 'stall') {
       res.write(body.subarray(0, fault.after));
+      return;
+    }
+    if (fault?.kind === 'drip') {
+      let sent = 0;
+      const timer = setInterval(() => {
+        if (sent >= body.length || res.destroyed) {
+          clearInterval(timer);
+          res.end();
+          return;
+        }
+        res.write(body.subarray(sent, ++sent));
+      }, fault.intervalMs);
+      res.on('close', () => clearInterval(timer));
       return;
     }
     if (fault?.kind === 'truncate') {

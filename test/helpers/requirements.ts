@@ -132,7 +132,7 @@ export function testNeeding(...names: RequirementName[]): TestFn {
   console.log(`skipped: ${reason}`);
   const record = (title: string) => {
     const log = process.env.MODELFERRY_SKIP_LOG;
-    if (log) appendFileSync(log, `${JSON.stringify({ title, reason, packages: absent.flatMap((entry) => entry.packages) })}\n`);
+    if (log) appendFileSync(log, `${JSON.stringify({ title, needs: absent.map(({ name, packages }) => ({ name, packages })) })}\n`);
   };
   const skipped = (title: string) => {
     record(title);

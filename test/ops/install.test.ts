@@ -125,6 +125,9 @@ test('install.sh installs the release into a root prefix: exactly these files, m
   const configFile = path.join(root, 'etc/modelferry/config.yaml');
   const configText = await readFile(configFile, 'utf8');
   t.false(/replace-with-a-long-random-secret/.test(configText), 'every token placeholder is filled');
+  // What the file says about itself is what the installer made it.
+  t.regex(configText, /keep it root:modelferry mode 0640, as\n# the installer makes it/);
+  t.notRegex(configText, /0600/);
   const { config } = loadConfig({ file: configFile, env: { STATE_DIRECTORY: '/var/lib/modelferry', CACHE_DIRECTORY: '/var/cache/modelferry' }, flags: {} });
   const tokens = config.auth.tokens.map((token) => token.token);
   t.true(tokens.length >= 2);

@@ -241,7 +241,7 @@ async function publishNext(store: Store, known: Known): Promise<void> {
   const version = known.published + 1;
   const file = path.join(path.dirname(store.dir), `up-${version}.pte`);
   await writeFile(file, makeProgram(50_000 + Math.floor(Math.random() * 1_500_000)));
-  await publish({ storeDir: store.dir, file, name: 'up', version: String(version), assign: UPSTREAM_MAC });
+  await publish({ store: store.dir, file, name: 'up', version: String(version), assign: UPSTREAM_MAC });
   known.published = version;
 }
 

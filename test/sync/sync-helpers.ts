@@ -22,7 +22,7 @@ export async function storeDir(t: ExecutionContext): Promise<string> {
 export async function publishBytes(store: string, name: string, version: string, bytes: Buffer, extra: Partial<PublishRequest> = {}) {
   const file = path.join(path.dirname(store), `${name}-${version}.pte`);
   await writeFile(file, bytes);
-  return publish({ storeDir: store, file, name, version, ...extra });
+  return publish({ store, file, name, version, ...extra });
 }
 
 /** A gateway syncing from `url`, with the scheduler out of the way and short timeouts. */

@@ -36,7 +36,7 @@ async function syncPart(t: ExecutionContext, url: string, clock: { now: number }
   const catalog = new Catalog(database, blobs, log);
   const metrics = new Metrics();
   const clockOf = { ...systemClock, now: () => new Date(clock.now) };
-  const admission = new Admission({ maxBytes: () => config.artifacts.maxBytes, formats: () => config.artifacts.formats }, {
+  const admission = new Admission({ maxBytes: () => config.artifacts.maxBytes, formats: () => config.artifacts.formats, maxModels: () => config.artifacts.maxModels }, {
     catalog, blobs, trust: new TrustPolicy(config.trust), disk: new DiskSpace({ reserveBytes: () => config.artifacts.diskReserveBytes }), clock: clockOf, log,
   });
   const sync = new UpstreamSync({ upstream: () => config.upstream, cacheDir: config.paths.cache }, { admission, catalog, blobs, database, metrics, clock: clockOf, log });
