@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { Admission } from './admission/admission.ts';
 import { DeviceAdmission } from './identity/device-admission.ts';
 import { Catalog } from './catalog/catalog.ts';
@@ -7,6 +8,8 @@ import { ConfigReloader } from './config/config-reloader.ts';
 import type { LoadedConfig } from './config/load.ts';
 import { Inbox } from './inbox/inbox.ts';
 import type { Config } from './config/schema.ts';
+import { DeltaStore } from './deltas/delta-store.ts';
+import { DeltaWarmup } from './devices/delta-warmup.ts';
 import { DeviceRegistry } from './devices/device-registry.ts';
 import { fleetCounts } from './devices/fleet-status.ts';
 import { Advertiser, type DiscoveryStatus } from './discovery/advertiser.ts';
@@ -66,7 +69,7 @@ export class Gateway {
 
   /** Loads the configuration again (from the same file, environment and flags); none: no reload. */
   readonly #reload: (() => LoadedConfig) | undefined;
-  #live: { trust: TrustPolicy; auth: TokenAuth; answers: PollAnswers; sync: UpstreamSync } | undefined;
+  #live: { trust: TrustPolicy; auth: TokenAuth; answers: PollAnswers; deltas: DeltaStore; sync: UpstreamSync } | undefined;
 
   async start(): Promise<void> {
     const config = this.#config;
@@ -89,7 +92,13 @@ export class Gateway {
     const hotBlobs = new HotBlobs(blobs, config.artifacts.memoryCacheBytes);
     const catalog = new Catalog(database, blobs, log);
     const devices = new DeviceRegistry(database, log, config.devices, (mac) => catalog.current.namesDevice(mac), this.#clock);
-    const answers = new PollAnswers(catalog, blobs, devices, {
+    const disk = new DiskSpace({ reserveBytes: () => config.artifacts.diskReserveBytes });
+    const deltas = new DeltaStore({
+      dir: path.join(config.paths.cache, 'deltas'),
+      maxBytes: () => config.cache.deltaBytes,
+      maxShare: () => config.deltas.maxShare,
+    }, { blobs, disk, metrics, clock: this.#clock, log });
+    const answers = new PollAnswers(catalog, blobs, devices, { store: deltas, waitSeconds: () => config.deltas.waitSeconds }, {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
     }, config.devices);
@@ -97,7 +106,6 @@ export class Gateway {
       graceHours: config.cache.gcGraceHours,
       intervalMinutes: config.cache.gcIntervalMinutes,
     }, { blobs, catalog, devices, metrics, clock: this.#clock, log });
-    const disk = new DiskSpace({ reserveBytes: () => config.artifacts.diskReserveBytes });
     const admission = new Admission({
       maxBytes: () => config.artifacts.maxBytes,
       formats: () => config.artifacts.formats,
@@ -113,7 +121,9 @@ export class Gateway {
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
       await this.#startPart('device admission', deviceAdmission);
+      await this.#startPart('deltas', deltas);
       await this.#startPart('poll answers', answers);
+      await this.#startPart('delta warm-up', new DeltaWarmup(catalog, devices, answers));
       await this.#startPart('blob collector', collector);
       await this.#startPart('upstream sync', sync);
       const id = await gatewayIdOf(database);
@@ -123,6 +133,7 @@ export class Gateway {
         fleet: () => fleetCounts(devices.records(), catalog.current, this.#clock.now().getTime()),
         models: () => catalog.current.models.size,
         cache: () => ({ bytes: blobs.totalBytes, blobs: blobs.count }),
+        deltas: () => deltas.status(),
         longPolls: () => answers.waiting,
         dirs: { state: config.paths.state, cache: config.paths.cache },
         upstreamConfigured: () => sync.configured,
@@ -130,7 +141,7 @@ export class Gateway {
         connections: () => this.#http?.connections ?? 0,
       });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, admission, blobs, hotBlobs, devices, deviceAdmission, answers, collector, sync, metrics, database, discovery, rollouts,
+        config, log, trust, auth, catalog, admission, blobs, hotBlobs, devices, deviceAdmission, answers, deltas, collector, sync, metrics, database, discovery, rollouts,
         tls: () => this.#tlsStatus(),
         configFile: this.#configFile,
         clock: this.#clock,
@@ -161,7 +172,7 @@ export class Gateway {
       if (config.inbox.dir !== null) {
         await this.#startPart('inbox', new Inbox(config.inbox as InboxSettings, { admission, catalog, log, clock: this.#clock }));
       }
-      this.#live = { trust, auth, answers, sync };
+      this.#live = { trust, auth, answers, deltas, sync };
       if (this.#reload) {
         await this.#startPart('config reloader', new ConfigReloader({
           file: this.#configFile ?? undefined,
@@ -216,6 +227,9 @@ export class Gateway {
       live.answers.setTiming({ intervalSeconds: this.#config.devices.pollIntervalSeconds, jitterSeconds: this.#config.devices.pollJitterSeconds });
     }
     if (keys.includes('log.level')) this.#log.level = this.#config.log.level;
+    if (changed('deltas.') || keys.includes('cache.deltaBytes')) {
+      void live.deltas.reconfigured().catch((error: unknown) => this.#log.error({ err: error }, 'could not apply the new delta settings'));
+    }
     if (changed('upstream.')) {
       // The schedule and the store are read when the sync part starts: start it again.
       const sync = live.sync;

@@ -144,6 +144,11 @@ export const configSchema = z.strictObject({
   cache: z.strictObject({
     gcGraceHours: z.number().min(0).max(24 * 365),
     gcIntervalMinutes: z.number().gt(0).max(24 * 60),
+    deltaBytes: byteSize(0),
+  }),
+  deltas: z.strictObject({
+    maxShare: z.number().gt(0).max(1),
+    waitSeconds: seconds(3600),
   }),
 }).superRefine((config, ctx) => {
   if (!config.http.plain && !config.tls.enabled) {
