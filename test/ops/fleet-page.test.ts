@@ -1,10 +1,10 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { chromium } from 'playwright-core';
 import { FolderObjects } from '../../daemon/central-store/folder-objects.ts';
 import type { SiteReport } from '../../daemon/site-reports/site-report.ts';
 import { fleetPage, readFleet } from '../../daemon/site-reports/fleet-view.ts';
+import { headlessChromium } from '../helpers/chromium.ts';
 import { tempDir } from '../helpers/harness.ts';
 import { testNeeding } from '../helpers/requirements.ts';
 import { HOSTILE_ERROR } from './fleet-scenario.ts';
@@ -46,14 +46,7 @@ test('the fleet page shows every site in one table, stale and failing sites mark
   const store = new FolderObjects(dir);
   await store.writeBytes('fleet.html', Buffer.from(fleetPage(await readFleet(store, new Date()))), { contentType: 'text/html' });
 
-  const profile = await tempDir(t, 'modelferry-chromium-');
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 1024, height: 700 },
-  });
-  t.teardown(() => context.close());
+  const context = await headlessChromium(t, { viewport: { width: 1024, height: 700 } });
   const page = context.pages()[0] ?? await context.newPage();
   const problems: string[] = [];
   const requests: string[] = [];
