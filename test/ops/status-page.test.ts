@@ -6,7 +6,7 @@ import type { BrowserContext } from 'playwright-core';
 import { headlessChromium } from '../helpers/chromium.ts';
 import { macs, poll } from '../helpers/api.ts';
 import { startGateway } from '../helpers/gateway.ts';
-import { tempDir, type HasTeardown } from '../helpers/harness.ts';
+import type { HasTeardown } from '../helpers/harness.ts';
 import { TEST_TOKENS } from '../helpers/tokens.ts';
 import { FAILED, HOSTILE_ERROR, IN_SYNC, PENDING, report, scriptedFleet } from './fleet-scenario.ts';
 
