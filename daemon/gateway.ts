@@ -145,6 +145,7 @@ export class Gateway {
           lastOutcome: sync.status().lastOutcome,
           lastSuccessAt: sync.status().lastSuccessAt,
           syncPeriodSeconds: sync.periodSeconds(),
+          reportIntervalSeconds: config.upstream.reportIntervalSeconds,
         }, this.#clock.now()),
         onSync: (listener) => sync.onOutcome(listener),
         minIntervalMs: config.upstream.reportIntervalSeconds * 1000,

@@ -174,6 +174,7 @@ const sample: SiteReport = {
   version: '0.1.0',
   reportedAt: new Date().toISOString(),
   syncPeriodSeconds: 300,
+  reportIntervalSeconds: 60,
   lastSync: null,
   lastSuccessAt: null,
   revision: 'r1',
