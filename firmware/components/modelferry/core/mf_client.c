@@ -55,6 +55,7 @@ void mf_config_defaults(mf_config *cfg)
     cfg->failures_before_switch = 3;
     cfg->confirm_boots = 2;
     cfg->confirm_timeout_s = 300;
+    cfg->deltas = 1;
 }
 
 void mf_step_go(mf_step *s) { s->outcome = MF_GO; }

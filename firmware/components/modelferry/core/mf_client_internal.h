@@ -12,11 +12,18 @@
 #include "modelferry/modelferry.h"
 #include "mf_slot.h"
 
+/* A download's progress (mf_progress), or a delta's (mf_delta_progress): one slot is
+ * written at a time, by one or the other. */
 #define MF_KEY_PROGRESS "mf_dl"
 #define MF_KEY_FAILED "mf_fail"
 #define MF_KEY_GATEWAY "mf_gw"
 #define MF_KEY_PENDING "mf_pend"
 #define MF_KEY_SEQUENCE "mf_seq"
+
+/* Progress reaches the key-value store every this many bytes written to the slot (a
+ * multiple of the sector size: a resume restarts at a sector boundary and erases that
+ * sector again). */
+#define MF_PROGRESS_STEP (16u * MF_FLASH_SECTOR)
 
 /* How a state ended, which picks the next one from the table. */
 typedef enum {
@@ -85,6 +92,15 @@ void mf_run_poll(mf_client *c, mf_step *s);
 void mf_run_decide(mf_client *c, mf_step *s);
 void mf_run_check(mf_client *c, mf_step *s);
 void mf_run_download(mf_client *c, mf_step *s);
+
+/* mf_delta_download.c: the delta path of DOWNLOAD. Whether the assignment's delta applies
+ * to what runs (and is not one that failed already, nor is a full download to resume). */
+int mf_delta_wanted(mf_client *c, int slot);
+/* Makes the assigned model in `slot` from the active one and the delta. MF_OK: the slot
+ * holds the model's bytes, their sha256 checked. MF_ERR_NETWORK (resumable),
+ * MF_ERR_POWER_LOST and MF_ERR_IO end the step as a download's would; anything else means
+ * the delta did not make the model (`why` says how): fetch the full artifact instead. */
+mf_err mf_delta_download(mf_client *c, int slot, char *why, size_t why_len);
 void mf_run_verify(mf_client *c, mf_step *s);
 void mf_run_commit(mf_client *c, mf_step *s);
 void mf_run_activate(mf_client *c, mf_step *s);

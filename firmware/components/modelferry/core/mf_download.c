@@ -1,6 +1,6 @@
 /* DOWNLOAD: the assigned artifact into the inactive slot. Every sector is erased just
  * before it is written; progress (slot, sha256, size, bytes written in whole sectors) is
- * saved every PROGRESS_STEP and when a download drops, so the next attempt, after a drop or
+ * saved every MF_PROGRESS_STEP and when a download drops, so the next attempt, after a drop or
  * a reboot, resumes with Range and If-Range when the assignment still names the same
  * artifact, re-hashing what is already in flash. */
 #include "mf_client_internal.h"
@@ -11,10 +11,6 @@
 
 #include "mf_records.h"
 #include "mf_slot.h"
-
-/* Progress reaches the key-value store every this many bytes (a multiple of the sector
- * size: a resume restarts at a sector boundary and erases that sector again). */
-#define PROGRESS_STEP (16u * MF_FLASH_SECTOR)
 
 typedef struct {
     mf_client *c;
@@ -100,7 +96,7 @@ static int download_body(void *ctx, const uint8_t *data, size_t len)
         d->offset += n;
         data += n;
         len -= n;
-        uint64_t step = d->offset / PROGRESS_STEP * PROGRESS_STEP;
+        uint64_t step = d->offset / MF_PROGRESS_STEP * MF_PROGRESS_STEP;
         if (step > d->saved && step < d->size) {
             err = save_progress(d, step);
             if (err != MF_OK) {
@@ -209,7 +205,25 @@ static mf_err download(mf_client *c, int slot)
 
 void mf_run_download(mf_client *c, mf_step *s)
 {
-    mf_err err = download(c, mf_free_slot(c));
+    int slot = mf_free_slot(c);
+    mf_err err;
+    if (mf_delta_wanted(c, slot)) {
+        char why[96];
+        err = mf_delta_download(c, slot, why, sizeof why);
+        if (err != MF_OK && err != MF_ERR_NETWORK && err != MF_ERR_POWER_LOST && err != MF_ERR_IO) {
+            /* The delta did not make the model: not tried again this boot, the full
+             * artifact now, in the same cycle. */
+            memcpy(c->delta_refused, c->assignment.model.delta.sha256, 32);
+            c->stats.deltas_refused++;
+            char error[160];
+            snprintf(error, sizeof error, "%s: %s; downloading the full artifact", mf_err_code(MF_ERR_BAD_DELTA), why);
+            mf_eventf(c, "delta_refused", "%s", why);
+            mf_report_state(c, "downloading", error, 0.0);
+            err = download(c, slot);
+        }
+    } else {
+        err = download(c, slot);
+    }
     if (err == MF_OK) {
         mf_step_go(s);
     } else if (err == MF_ERR_POWER_LOST || err == MF_ERR_IO) {

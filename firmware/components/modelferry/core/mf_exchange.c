@@ -95,6 +95,7 @@ static int small_head(void *ctx, const mf_http_head *head)
 static int small_body(void *ctx, const uint8_t *data, size_t len)
 {
     mf_client *c = ((small_answer *)ctx)->c;
+    c->stats.bytes_received += len;
     if (len > MF_ASSIGNMENT_BODY_MAX - c->body.len) {
         c->body.overflow = 1;
         return 1;

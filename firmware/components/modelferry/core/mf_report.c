@@ -63,6 +63,13 @@ static void write_capabilities(mf_client *c, mf_json *j)
         mf_json_key(j, "runtime");
         mf_json_string(j, caps->runtime);
     }
+    if (c->cfg->deltas) {
+        /* The format core/mf_delta.c applies (docs/design.md "Deltas"). */
+        mf_json_key(j, "patch");
+        mf_json_begin(j, '[');
+        mf_json_string(j, "fossil");
+        mf_json_end(j, ']');
+    }
     mf_json_end(j, '}');
 }
 

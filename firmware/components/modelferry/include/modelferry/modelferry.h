@@ -30,6 +30,17 @@ extern "C" { /* an ExecuTorch application is C++ */
 #define MF_MODEL_VERSION_MAX 64
 #define MF_MODEL_URL_MAX 256
 
+/* A delta the gateway offers beside the full artifact (docs/design.md "Deltas"): it makes
+ * the assigned model from the one whose sha256 is `from`. */
+typedef struct {
+    int present;
+    uint8_t from[32];
+    char url[MF_MODEL_URL_MAX];
+    uint64_t size;               /* the delta's own */
+    uint8_t sha256[32];          /* the delta's own: names it for If-Range */
+    char sha256_hex[65];
+} mf_delta_offer;
+
 /* What the gateway assigns this device: the answer to GET /v1/devices/{mac}/model. */
 typedef struct {
     char device[18];
@@ -42,6 +53,7 @@ typedef struct {
     int signed_;                 /* signature and keyId both present */
     uint8_t signature[64];
     char key_id[17];
+    mf_delta_offer delta;
     uint32_t poll_interval_s;
     uint32_t poll_jitter_s;
 } mf_assignment;
@@ -115,6 +127,8 @@ typedef struct {
     const char *firmware_version;      /* reported; may be NULL */
     uint32_t confirm_boots;            /* a pending model still unconfirmed at this boot is rolled back */
     uint32_t confirm_timeout_s;        /* ... or this long after it was activated */
+    int deltas;                        /* apply the deltas the gateway offers (reported as
+                                        * capabilities.patch); 0: full downloads only */
     mf_capabilities capabilities;
     mf_on_activate on_activate;
     mf_on_event on_event;
@@ -138,7 +152,8 @@ typedef struct {
 typedef struct {
     uint32_t polls, polls_not_modified, long_polls, polls_failed;
     uint32_t downloads, range_requests, range_restarts;
-    uint64_t bytes_received;
+    uint32_t deltas_applied, deltas_refused;  /* a delta that made the model; one that did not (then the full artifact) */
+    uint64_t bytes_received;                  /* every response body byte: answers, artifacts, deltas */
     uint32_t reports, reports_refused, activations, verify_failures, discoveries;
 } mf_stats;
 
@@ -150,7 +165,8 @@ typedef enum {
     MF_STATE_POLL,          /* GET /v1/devices/{mac}/model */
     MF_STATE_DECIDE,        /* in sync, waiting out a failure, or an update to make */
     MF_STATE_CHECK,         /* the signature policy and the size, before a byte is fetched */
-    MF_STATE_DOWNLOAD,      /* into the inactive slot, resumable */
+    MF_STATE_DOWNLOAD,      /* into the inactive slot, resumable: the delta from the active model
+                             * when one is offered, else (or when it fails) the full artifact */
     MF_STATE_VERIFY,        /* the ExecuTorch header of what arrived */
     MF_STATE_COMMIT,        /* the slot header: the commit point */
     MF_STATE_ACTIVATE,      /* map it, hand it to the application, report */
@@ -239,6 +255,8 @@ typedef struct mf_client {
         size_t len;
         int overflow;
     } body;
+
+    uint8_t delta_refused[32];         /* the last delta that did not make its model: not used again this boot */
 
     mf_stats stats;
 } mf_client;
