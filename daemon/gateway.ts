@@ -1,8 +1,14 @@
 import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import path from 'node:path';
+import { openStore } from './central-store/store-objects.ts';
+import { siteReport } from './site-reports/site-report.ts';
+import { SiteReporter } from './site-reports/site-reporter.ts';
+import { VERSION } from './version.ts';
 import { Admission } from './admission/admission.ts';
 import { DeviceAdmission } from './identity/device-admission.ts';
 import { Catalog } from './catalog/catalog.ts';
+import { ConfigError } from './errors.ts';
 import { ConfigReloader } from './config/config-reloader.ts';
 import type { LoadedConfig } from './config/load.ts';
 import { Inbox } from './inbox/inbox.ts';
@@ -12,6 +18,7 @@ import { DeltaWarmup } from './devices/delta-warmup.ts';
 import { DeviceRegistry } from './devices/device-registry.ts';
 import { fleetCounts } from './devices/fleet-status.ts';
 import { Advertiser, type DiscoveryStatus } from './discovery/advertiser.ts';
+import { localHostName } from './discovery/host-addresses.ts';
 import { PollAnswers } from './devices/poll-answers.ts';
 import { createRequestListener } from './http/listener.ts';
 import { TokenAuth } from './http/auth.ts';
@@ -21,6 +28,7 @@ import { Metrics } from './metrics.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { RolloutGuard } from './rollouts/rollout-guard.ts';
 import { TrustPolicy } from './signing/trust.ts';
+import { gatewayCredentials, type TlsCredentials } from './tls/tls-credentials.ts';
 import { BlobCollector } from './gc/blob-collector.ts';
 import { BlobStore, blobDirsOf } from './store/blob-store.ts';
 import { DiskSpace } from './store/disk-space.ts';
@@ -46,6 +54,8 @@ export class Gateway {
   readonly #configFile: string | null;
   readonly #started: Array<{ name: string; part: Part }> = [];
   #http: HttpServer | undefined;
+  /** What HTTPS serves (tls.enabled), replaced by a reload that brings another certificate. */
+  #tls: TlsCredentials | null = null;
 
   readonly #clock: Clock;
 
@@ -69,8 +79,10 @@ export class Gateway {
   async start(): Promise<void> {
     const config = this.#config;
     const log = this.#log;
-    // Both parse configured keys and tokens: a bad one stops start-up before anything opens.
+    // Both read configured keys: a bad one stops start-up before anything opens (exit 78). The
+    // certificate is made here on first start.
     const trust = new TrustPolicy(config.trust);
+    this.#tls = config.tls.enabled ? gatewayCredentials(config.tls, config.paths.state, localHostName()) : null;
     const metrics = new Metrics();
     const database = new Database(config.paths.state, log);
     const deviceAdmission = new DeviceAdmission({ database, metrics, log, clock: this.#clock }, {
@@ -118,8 +130,26 @@ export class Gateway {
       await this.#startPart('poll answers', answers);
       await this.#startPart('delta warm-up', new DeltaWarmup(catalog, devices, answers));
       await this.#startPart('blob collector', collector);
-      await this.#startPart('upstream sync', sync);
       const id = await gatewayIdOf(database);
+      // Before the sync, so that the report of its first run is not missed.
+      await this.#startPart('site reporter', new SiteReporter({
+        enabled: () => config.upstream.report,
+        openStore: () => openStore(storeOf(config.upstream.url!), { s3: config.upstream.s3, now: () => this.#clock.now() }),
+        report: () => siteReport({
+          gateway: id,
+          name: config.mdns.name || os.hostname(),
+          version: VERSION,
+          catalog: catalog.current,
+          devices: devices.records(),
+          pendingAdmission: deviceAdmission.records('pending').length,
+          lastOutcome: sync.status().lastOutcome,
+          lastSuccessAt: sync.status().lastSuccessAt,
+          syncPeriodSeconds: sync.periodSeconds(),
+        }, this.#clock.now()),
+        onSync: (listener) => sync.onOutcome(listener),
+        minIntervalMs: config.upstream.reportIntervalSeconds * 1000,
+      }, log));
+      await this.#startPart('upstream sync', sync);
       const rollouts = new RolloutGuard(catalog, devices, metrics, log, this.#clock);
       await this.#startPart('rollout guard', rollouts);
       metrics.observe({
@@ -135,13 +165,16 @@ export class Gateway {
       });
       const listener = createRequestListener({
         config, log, trust, auth, catalog, admission, blobs, hotBlobs, devices, deviceAdmission, answers, deltas, collector, sync, metrics, database, discovery, rollouts,
+        tls: () => this.#tlsStatus(),
         configFile: this.#configFile,
         clock: this.#clock,
         gatewayId: id,
         startedAt: this.#clock.now(),
       });
+      const tls = this.#tls;
       this.#http = new HttpServer(listener, {
         ...config.http,
+        tls: tls && { port: config.tls.port, cert: tls.cert, key: tls.key },
         onDrain: () => void answers.stop(),
       }, log);
       await this.#startPart('http server', this.#http);
@@ -152,6 +185,7 @@ export class Gateway {
           httpHost: config.http.host,
           gatewayId: id,
           port: () => http.address.port,
+          tlsPort: () => http.tlsAddress?.port ?? null,
           revision: () => catalog.current.revision,
           onRevisionChange: (listener) => catalog.onChange(listener),
         }, log);
@@ -168,6 +202,7 @@ export class Gateway {
           load: this.#reload,
           running: config,
           apply: (next, keys) => this.#applyLive(next, keys),
+          refresh: () => this.#refreshCredentials(),
           log,
         }));
       }
@@ -185,6 +220,7 @@ export class Gateway {
       revision: catalog.current.revision,
       trustedKeys: trust.keyIds,
       requireSignatures: config.trust.requireSignatures,
+      tls: this.#tlsStatus(),
     }, 'gateway ready');
   }
 
@@ -201,12 +237,14 @@ export class Gateway {
     if (!live) return;
     const changed = (prefix: string) => keys.some((key) => key.startsWith(prefix));
     const trust = changed('trust.') ? new TrustPolicy(next.trust) : undefined;
+    const credentials = changed('tls.') && this.#tls ? gatewayCredentials(next.tls, next.paths.state, localHostName()) : undefined;
     const running = this.#config as unknown as Record<string, Record<string, unknown>>;
     for (const key of keys) {
       const [section, leaf] = key.split('.') as [string, string];
       running[section]![leaf] = (next as unknown as Record<string, Record<string, unknown>>)[section]![leaf];
     }
     if (trust) live.trust.adopt(trust);
+    if (credentials) this.#adoptCredentials(credentials);
     if (changed('auth.') || keys.includes('devices.token')) live.auth.update(this.#config.auth, this.#config.devices);
     if (keys.includes('devices.pollIntervalSeconds') || keys.includes('devices.pollJitterSeconds')) {
       live.answers.setTiming({ intervalSeconds: this.#config.devices.pollIntervalSeconds, jitterSeconds: this.#config.devices.pollJitterSeconds });
@@ -222,10 +260,48 @@ export class Gateway {
     }
   }
 
-  /** Where the HTTP API listens (after start). */
+  /**
+   * After every reload: a certificate renewed in place (same tls.certFile, new content) is
+   * served from now on. One that does not load is logged and the running one stays.
+   */
+  #refreshCredentials(): void {
+    if (!this.#tls) return;
+    try {
+      this.#adoptCredentials(gatewayCredentials(this.#config.tls, this.#config.paths.state, localHostName()));
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      this.#log.error({ reason: error.message }, `the TLS certificate was not reloaded; the running one stays: ${error.message}`);
+    }
+  }
+
+  #adoptCredentials(next: TlsCredentials): void {
+    const running = this.#tls;
+    if (!running || (next.cert === running.cert && next.key === running.key)) return;
+    this.#tls = next;
+    this.#http?.setCredentials(next);
+    if (next.pin === running.pin) {
+      this.#log.info({ certFile: next.certFile, pin: next.pin }, 'TLS certificate reloaded: new connections get it (same key, same pin)');
+    } else {
+      this.#log.warn({ certFile: next.certFile, pin: next.pin, previousPin: running.pin }, 'TLS certificate reloaded with another key: devices pinned to the old pin refuse this gateway until they are given the new one');
+    }
+  }
+
+  /** What /healthz says of HTTPS: where, and the pin to check it by. */
+  #tlsStatus(): { port: number; fingerprint: string } | null {
+    const address = this.#http?.tlsAddress;
+    return address && this.#tls ? { port: address.port, fingerprint: this.#tls.pin } : null;
+  }
+
+  /** Where the HTTP API listens (after start): plain HTTP, or HTTPS when plain HTTP is off. */
   get address(): { address: string; port: number } {
     if (!this.#http) throw new Error('the gateway is not started');
     return this.#http.address;
+  }
+
+  /** Where HTTPS listens (after start); null when tls.enabled is false. */
+  get tlsAddress(): { address: string; port: number } | null {
+    if (!this.#http) throw new Error('the gateway is not started');
+    return this.#http.tlsAddress;
   }
 
   async stop(): Promise<void> {
@@ -244,6 +320,11 @@ export class Gateway {
     await part.start();
     this.#started.push({ name, part });
   }
+}
+
+/** The store a manifest's s3:// address is in: `s3://bucket/site-a/manifest.json` → `s3://bucket/site-a`. */
+function storeOf(manifestUrl: string): string {
+  return manifestUrl.slice(0, manifestUrl.lastIndexOf('/'));
 }
 
 /** A stable random id for this gateway, made on first start and kept in the database. */

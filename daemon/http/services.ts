@@ -47,6 +47,8 @@ export interface Services {
   discovery: () => DiscoveryStatus;
   rollouts: RolloutGuard;
   clock: Clock;
+  /** HTTPS as /healthz shows it: its port and the pin of its certificate; null when off. */
+  tls: () => { port: number; fingerprint: string } | null;
 }
 
 /** JSON bodies of the admin API are small documents; nothing legitimate comes near this. */
