@@ -24,6 +24,7 @@ export const errorCatalogue = {
   not_found: { status: 404, message: 'no such route' },
   no_assignment: { status: 404, message: 'no assignment resolves for this device' },
   artifact_not_found: { status: 404, message: "this gateway's cache holds no such artifact" },
+  delta_not_found: { status: 404, message: 'this gateway holds no such delta; download the full artifact' },
   model_not_found: { status: 404, message: 'no such model in the catalog' },
   assignment_not_found: { status: 404, message: 'no such assignment' },
   group_not_found: { status: 404, message: 'no such group' },

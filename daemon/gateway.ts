@@ -1,14 +1,19 @@
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { Admission } from './admission/admission.ts';
 import { DeviceAdmission } from './identity/device-admission.ts';
 import { Catalog } from './catalog/catalog.ts';
+import { ConfigError } from './errors.ts';
 import { ConfigReloader } from './config/config-reloader.ts';
 import type { LoadedConfig } from './config/load.ts';
 import { Inbox } from './inbox/inbox.ts';
 import type { Config } from './config/schema.ts';
+import { DeltaStore } from './deltas/delta-store.ts';
+import { DeltaWarmup } from './devices/delta-warmup.ts';
 import { DeviceRegistry } from './devices/device-registry.ts';
 import { fleetCounts } from './devices/fleet-status.ts';
 import { Advertiser, type DiscoveryStatus } from './discovery/advertiser.ts';
+import { localHostName } from './discovery/host-addresses.ts';
 import { PollAnswers } from './devices/poll-answers.ts';
 import { createRequestListener } from './http/listener.ts';
 import { TokenAuth } from './http/auth.ts';
@@ -18,6 +23,7 @@ import { Metrics } from './metrics.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { RolloutGuard } from './rollouts/rollout-guard.ts';
 import { TrustPolicy } from './signing/trust.ts';
+import { gatewayCredentials, type TlsCredentials } from './tls/tls-credentials.ts';
 import { BlobCollector } from './gc/blob-collector.ts';
 import { BlobStore, blobDirsOf } from './store/blob-store.ts';
 import { DiskSpace } from './store/disk-space.ts';
@@ -43,6 +49,8 @@ export class Gateway {
   readonly #configFile: string | null;
   readonly #started: Array<{ name: string; part: Part }> = [];
   #http: HttpServer | undefined;
+  /** What HTTPS serves (tls.enabled), replaced by a reload that brings another certificate. */
+  #tls: TlsCredentials | null = null;
 
   readonly #clock: Clock;
 
@@ -61,13 +69,15 @@ export class Gateway {
 
   /** Loads the configuration again (from the same file, environment and flags); none: no reload. */
   readonly #reload: (() => LoadedConfig) | undefined;
-  #live: { trust: TrustPolicy; auth: TokenAuth; answers: PollAnswers; sync: UpstreamSync } | undefined;
+  #live: { trust: TrustPolicy; auth: TokenAuth; answers: PollAnswers; deltas: DeltaStore; sync: UpstreamSync } | undefined;
 
   async start(): Promise<void> {
     const config = this.#config;
     const log = this.#log;
-    // Both parse configured keys and tokens: a bad one stops start-up before anything opens.
+    // Both read configured keys: a bad one stops start-up before anything opens (exit 78). The
+    // certificate is made here on first start.
     const trust = new TrustPolicy(config.trust);
+    this.#tls = config.tls.enabled ? gatewayCredentials(config.tls, config.paths.state, localHostName()) : null;
     const metrics = new Metrics();
     const database = new Database(config.paths.state, log);
     const deviceAdmission = new DeviceAdmission({ database, metrics, log, clock: this.#clock }, {
@@ -82,7 +92,13 @@ export class Gateway {
     const hotBlobs = new HotBlobs(blobs, config.artifacts.memoryCacheBytes);
     const catalog = new Catalog(database, blobs, log);
     const devices = new DeviceRegistry(database, log, config.devices, (mac) => catalog.current.namesDevice(mac), this.#clock);
-    const answers = new PollAnswers(catalog, blobs, devices, {
+    const disk = new DiskSpace({ reserveBytes: () => config.artifacts.diskReserveBytes });
+    const deltas = new DeltaStore({
+      dir: path.join(config.paths.cache, 'deltas'),
+      maxBytes: () => config.cache.deltaBytes,
+      maxShare: () => config.deltas.maxShare,
+    }, { blobs, disk, metrics, clock: this.#clock, log });
+    const answers = new PollAnswers(catalog, blobs, devices, { store: deltas, waitSeconds: () => config.deltas.waitSeconds }, {
       intervalSeconds: config.devices.pollIntervalSeconds,
       jitterSeconds: config.devices.pollJitterSeconds,
     }, config.devices);
@@ -90,7 +106,6 @@ export class Gateway {
       graceHours: config.cache.gcGraceHours,
       intervalMinutes: config.cache.gcIntervalMinutes,
     }, { blobs, catalog, devices, metrics, clock: this.#clock, log });
-    const disk = new DiskSpace({ reserveBytes: () => config.artifacts.diskReserveBytes });
     const admission = new Admission({
       maxBytes: () => config.artifacts.maxBytes,
       formats: () => config.artifacts.formats,
@@ -106,7 +121,9 @@ export class Gateway {
       await this.#startPart('catalog', catalog);
       await this.#startPart('device registry', devices);
       await this.#startPart('device admission', deviceAdmission);
+      await this.#startPart('deltas', deltas);
       await this.#startPart('poll answers', answers);
+      await this.#startPart('delta warm-up', new DeltaWarmup(catalog, devices, answers));
       await this.#startPart('blob collector', collector);
       await this.#startPart('upstream sync', sync);
       const id = await gatewayIdOf(database);
@@ -116,6 +133,7 @@ export class Gateway {
         fleet: () => fleetCounts(devices.records(), catalog.current, this.#clock.now().getTime()),
         models: () => catalog.current.models.size,
         cache: () => ({ bytes: blobs.totalBytes, blobs: blobs.count }),
+        deltas: () => deltas.status(),
         longPolls: () => answers.waiting,
         dirs: { state: config.paths.state, cache: config.paths.cache },
         upstreamConfigured: () => sync.configured,
@@ -123,14 +141,17 @@ export class Gateway {
         connections: () => this.#http?.connections ?? 0,
       });
       const listener = createRequestListener({
-        config, log, trust, auth, catalog, admission, blobs, hotBlobs, devices, deviceAdmission, answers, collector, sync, metrics, database, discovery, rollouts,
+        config, log, trust, auth, catalog, admission, blobs, hotBlobs, devices, deviceAdmission, answers, deltas, collector, sync, metrics, database, discovery, rollouts,
+        tls: () => this.#tlsStatus(),
         configFile: this.#configFile,
         clock: this.#clock,
         gatewayId: id,
         startedAt: this.#clock.now(),
       });
+      const tls = this.#tls;
       this.#http = new HttpServer(listener, {
         ...config.http,
+        tls: tls && { port: config.tls.port, cert: tls.cert, key: tls.key },
         onDrain: () => void answers.stop(),
       }, log);
       await this.#startPart('http server', this.#http);
@@ -141,6 +162,7 @@ export class Gateway {
           httpHost: config.http.host,
           gatewayId: id,
           port: () => http.address.port,
+          tlsPort: () => http.tlsAddress?.port ?? null,
           revision: () => catalog.current.revision,
           onRevisionChange: (listener) => catalog.onChange(listener),
         }, log);
@@ -150,13 +172,14 @@ export class Gateway {
       if (config.inbox.dir !== null) {
         await this.#startPart('inbox', new Inbox(config.inbox as InboxSettings, { admission, catalog, log, clock: this.#clock }));
       }
-      this.#live = { trust, auth, answers, sync };
+      this.#live = { trust, auth, answers, deltas, sync };
       if (this.#reload) {
         await this.#startPart('config reloader', new ConfigReloader({
           file: this.#configFile ?? undefined,
           load: this.#reload,
           running: config,
           apply: (next, keys) => this.#applyLive(next, keys),
+          refresh: () => this.#refreshCredentials(),
           log,
         }));
       }
@@ -174,6 +197,7 @@ export class Gateway {
       revision: catalog.current.revision,
       trustedKeys: trust.keyIds,
       requireSignatures: config.trust.requireSignatures,
+      tls: this.#tlsStatus(),
     }, 'gateway ready');
   }
 
@@ -190,17 +214,22 @@ export class Gateway {
     if (!live) return;
     const changed = (prefix: string) => keys.some((key) => key.startsWith(prefix));
     const trust = changed('trust.') ? new TrustPolicy(next.trust) : undefined;
+    const credentials = changed('tls.') && this.#tls ? gatewayCredentials(next.tls, next.paths.state, localHostName()) : undefined;
     const running = this.#config as unknown as Record<string, Record<string, unknown>>;
     for (const key of keys) {
       const [section, leaf] = key.split('.') as [string, string];
       running[section]![leaf] = (next as unknown as Record<string, Record<string, unknown>>)[section]![leaf];
     }
     if (trust) live.trust.adopt(trust);
+    if (credentials) this.#adoptCredentials(credentials);
     if (changed('auth.') || keys.includes('devices.token')) live.auth.update(this.#config.auth, this.#config.devices);
     if (keys.includes('devices.pollIntervalSeconds') || keys.includes('devices.pollJitterSeconds')) {
       live.answers.setTiming({ intervalSeconds: this.#config.devices.pollIntervalSeconds, jitterSeconds: this.#config.devices.pollJitterSeconds });
     }
     if (keys.includes('log.level')) this.#log.level = this.#config.log.level;
+    if (changed('deltas.') || keys.includes('cache.deltaBytes')) {
+      void live.deltas.reconfigured().catch((error: unknown) => this.#log.error({ err: error }, 'could not apply the new delta settings'));
+    }
     if (changed('upstream.')) {
       // The schedule and the store are read when the sync part starts: start it again.
       const sync = live.sync;
@@ -208,10 +237,48 @@ export class Gateway {
     }
   }
 
-  /** Where the HTTP API listens (after start). */
+  /**
+   * After every reload: a certificate renewed in place (same tls.certFile, new content) is
+   * served from now on. One that does not load is logged and the running one stays.
+   */
+  #refreshCredentials(): void {
+    if (!this.#tls) return;
+    try {
+      this.#adoptCredentials(gatewayCredentials(this.#config.tls, this.#config.paths.state, localHostName()));
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      this.#log.error({ reason: error.message }, `the TLS certificate was not reloaded; the running one stays: ${error.message}`);
+    }
+  }
+
+  #adoptCredentials(next: TlsCredentials): void {
+    const running = this.#tls;
+    if (!running || (next.cert === running.cert && next.key === running.key)) return;
+    this.#tls = next;
+    this.#http?.setCredentials(next);
+    if (next.pin === running.pin) {
+      this.#log.info({ certFile: next.certFile, pin: next.pin }, 'TLS certificate reloaded: new connections get it (same key, same pin)');
+    } else {
+      this.#log.warn({ certFile: next.certFile, pin: next.pin, previousPin: running.pin }, 'TLS certificate reloaded with another key: devices pinned to the old pin refuse this gateway until they are given the new one');
+    }
+  }
+
+  /** What /healthz says of HTTPS: where, and the pin to check it by. */
+  #tlsStatus(): { port: number; fingerprint: string } | null {
+    const address = this.#http?.tlsAddress;
+    return address && this.#tls ? { port: address.port, fingerprint: this.#tls.pin } : null;
+  }
+
+  /** Where the HTTP API listens (after start): plain HTTP, or HTTPS when plain HTTP is off. */
   get address(): { address: string; port: number } {
     if (!this.#http) throw new Error('the gateway is not started');
     return this.#http.address;
+  }
+
+  /** Where HTTPS listens (after start); null when tls.enabled is false. */
+  get tlsAddress(): { address: string; port: number } | null {
+    if (!this.#http) throw new Error('the gateway is not started');
+    return this.#http.tlsAddress;
   }
 
   async stop(): Promise<void> {

@@ -16,6 +16,8 @@ export interface MetricSources {
   fleet(): { known: number; seenLastHour: number; inSync: number; outOfSync: number; failed: number };
   models(): number;
   cache(): { bytes: number; blobs: number };
+  /** The deltas kept on disk (cache.deltaBytes bounds their bytes). */
+  deltas(): { bytes: number; count: number };
   longPolls(): number;
   /** Folders whose file system is watched for free space, by label. */
   dirs: Record<'state' | 'cache', string>;
@@ -64,6 +66,23 @@ export class Metrics {
   readonly artifactBytes = new Counter({
     name: 'modelferry_artifact_sent_bytes_total',
     help: 'Artifact bytes sent to devices (as announced by Content-Length)',
+    registers: [this.registry],
+  });
+  readonly deltaResponses = new Counter({
+    name: 'modelferry_delta_responses_total',
+    help: 'Delta (GET /v1/deltas) responses, by status (200, 206, 304, 404, 416)',
+    labelNames: ['status'] as const,
+    registers: [this.registry],
+  });
+  readonly deltaBytes = new Counter({
+    name: 'modelferry_delta_sent_bytes_total',
+    help: 'Delta bytes sent to devices (as announced by Content-Length)',
+    registers: [this.registry],
+  });
+  readonly deltasMade = new Counter({
+    name: 'modelferry_deltas_made_total',
+    help: 'Deltas computed, by outcome (offered; too_large: not smaller than deltas.maxShare of the full size, or than cache.deltaBytes; failed)',
+    labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
   readonly deviceAuthRefusals = new Counter({
@@ -160,6 +179,8 @@ export class Metrics {
     gauge('modelferry_models', 'Models in the effective catalog', (s) => s.models());
     gauge('modelferry_cache_bytes', 'Bytes of blobs in the cache', (s) => s.cache().bytes);
     gauge('modelferry_cache_blobs', 'Blobs in the cache', (s) => s.cache().blobs);
+    gauge('modelferry_delta_cache_bytes', 'Bytes of deltas kept on disk (bounded by cache.deltaBytes)', (s) => s.deltas().bytes);
+    gauge('modelferry_delta_cache_deltas', 'Deltas kept on disk', (s) => s.deltas().count);
     gauge('modelferry_upstream_configured', '1 when an upstream store is configured', (s) => Number(s.upstreamConfigured()));
     for (const [name, help, field] of [
       ['modelferry_filesystem_free_bytes', 'Bytes available to the gateway on the file system of its state and cache folders', 'free'],

@@ -9,6 +9,8 @@ set -euo pipefail
 packages=(
   # the pipeline's client, and plain TCP tricks in fault tests
   curl python3
+  # an independent check of certificates, pins and signatures
+  openssl
   # a static store and the speed reference
   nginx-light
   # the unit under systemd: systemd-analyze, systemd-sysusers, and a Debian container

@@ -9,10 +9,10 @@ import { defineCommand } from './command.ts';
 
 export const doctorCommand = defineCommand({
   name: 'doctor',
-  summary: 'check what the gateway needs (config, clock, folders, disk, port, mDNS, upstream) and say what to fix',
+  summary: 'check what the gateway needs (config, clock, folders, disk, ports, TLS, mDNS, upstream) and say what to fix',
   description: `Checks what the gateway needs and says what to do about anything wrong: the configuration,
-Node.js, the clock, the state and cache folders (writable, disk space), the listen port,
-mDNS, and the upstream store. It reads the config as serve would (--config, else
+Node.js, the clock, the state and cache folders (writable, disk space), the listen ports,
+HTTPS (and the pin devices check the gateway by), mDNS, and the upstream store. It reads the config as serve would (--config, else
 /etc/modelferry/config.yaml); as root through /usr/local/bin/modelferry it sees what the
 service sees. Exit status: 0 nothing wrong (warnings allowed), 1 something is.`,
   flags: {
@@ -29,7 +29,7 @@ const FLAG_KEYS: Record<string, string> = { host: 'http.host', port: 'http.port'
 
 export async function doctor(args: Args): Promise<number> {
   // Loaded here only (prom-client comes with it), so that other commands start quickly.
-  const { checkClock, checkConfigAccess, checkDisk, checkMdns, checkNode, checkPort, checkUpstream, checkWritable } = await import('../doctor/checks.ts');
+  const { checkClock, checkConfigAccess, checkDisk, checkMdns, checkNode, checkPort, checkTls, checkUpstream, checkWritable } = await import('../doctor/checks.ts');
   const findings: Finding[] = [checkNode()];
   const flags: Record<string, string> = {};
   for (const [flag, key] of Object.entries(FLAG_KEYS)) {
@@ -52,7 +52,9 @@ export async function doctor(args: Args): Promise<number> {
     findings.push(await checkWritable('state', config.paths.state));
     findings.push(await checkWritable('cache', config.paths.cache));
     findings.push(...await checkDisk({ state: config.paths.state, cache: config.paths.cache }, Math.max(2 * config.artifacts.maxBytes, 64 * 1024 ** 2)));
-    findings.push(await checkPort(config.http.host, config.http.port));
+    if (config.http.plain) findings.push(await checkPort(config.http.host, config.http.port));
+    if (config.tls.enabled) findings.push(await checkPort(config.http.host, config.tls.port, undefined, 'tls.port'));
+    findings.push(checkTls(config));
     findings.push(await checkMdns(config.mdns));
     findings.push(await checkUpstream(config.upstream.url, config.upstream.token));
   } else {

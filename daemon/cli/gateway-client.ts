@@ -95,6 +95,8 @@ export function gatewayUrl(text: string, from: string | undefined): string {
   return url.href;
 }
 
+const UNTRUSTED_CERTIFICATE = 'its certificate is not trusted here: set NODE_EXTRA_CA_CERTS to a copy of the gateway\'s cert.pem (docs/security.md, "TLS and pinning")';
+
 function unreachable(baseUrl: string, cause: string): string {
   const why: Record<string, string> = {
     ECONNREFUSED: 'nothing listens there (is modelferry serve running, on that port?)',
@@ -103,6 +105,10 @@ function unreachable(baseUrl: string, cause: string): string {
     ETIMEDOUT: 'the connection timed out',
     EHOSTUNREACH: 'the host is unreachable',
     ECONNRESET: 'the connection was reset',
+    DEPTH_ZERO_SELF_SIGNED_CERT: UNTRUSTED_CERTIFICATE,
+    SELF_SIGNED_CERT_IN_CHAIN: UNTRUSTED_CERTIFICATE,
+    UNABLE_TO_VERIFY_LEAF_SIGNATURE: UNTRUSTED_CERTIFICATE,
+    ERR_TLS_CERT_ALTNAME_INVALID: 'the gateway\'s certificate is not for this host name: use the name it was made for (<hostname>.local or localhost)',
   };
   return `cannot reach the gateway at ${baseUrl}: ${why[cause] ?? cause}; set --gateway URL or MODELFERRY_GATEWAY`;
 }

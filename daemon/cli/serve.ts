@@ -112,7 +112,8 @@ the gateway.`,
     } catch (error) {
       await gateway.stop();
       if (['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL'].includes(errnoOf(error) ?? '') && (error as { syscall?: string }).syscall === 'listen') {
-        throw listenError(error, config.http.host, config.http.port, origin);
+        const tls = config.tls.enabled && (error as { port?: number }).port === config.tls.port;
+        throw listenError(error, config.http.host, tls ? config.tls.port : config.http.port, origin, tls ? 'tls.port' : 'http.port');
       }
       throw error;
     } finally {

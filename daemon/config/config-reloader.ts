@@ -24,6 +24,9 @@ export const LIVE_KEYS: ReadonlySet<string> = new Set([
   'artifacts.maxConcurrentPushes',
   'artifacts.maxModels',
   'log.level',
+  'cache.deltaBytes',
+  'deltas.maxShare',
+  'deltas.waitSeconds',
   'upstream.url',
   'upstream.token',
   'upstream.schedule',
@@ -36,6 +39,8 @@ export const LIVE_KEYS: ReadonlySet<string> = new Set([
   'upstream.syncTimeoutSeconds',
   'upstream.s3',
   'upstream.report',
+  'tls.certFile',
+  'tls.keyFile',
 ]);
 
 export interface ReloaderOptions {
@@ -46,6 +51,11 @@ export interface ReloaderOptions {
   running: Config;
   /** Makes the live keys take effect; throws ConfigError (and changes nothing) when it cannot. */
   apply: (next: Config, keys: string[]) => void;
+  /**
+   * Runs after every reload the configuration passed, changed or not: re-reads what the
+   * configuration only names (a certificate renewed in place under the same file name).
+   */
+  refresh?: () => void;
   log: Logger;
 }
 
@@ -115,6 +125,7 @@ export class ConfigReloader {
     }
     if (live.length === 0) {
       if (fixed.length === 0) this.#log.info({ trigger }, 'configuration unchanged');
+      this.#options.refresh?.();
       return [];
     }
     try {
@@ -125,6 +136,7 @@ export class ConfigReloader {
       return [];
     }
     this.#log.info({ keys: live, trigger }, `configuration reloaded: ${live.join(', ')}`);
+    this.#options.refresh?.();
     return live;
   }
 

@@ -118,6 +118,8 @@ export function loadConfig(sources: ConfigSources = {}): LoadedConfig {
   config.paths.state = path.resolve(base('paths.state'), config.paths.state);
   config.paths.cache = path.resolve(base('paths.cache'), config.paths.cache);
   if (config.inbox.dir !== null) config.inbox.dir = path.resolve(base('inbox.dir'), config.inbox.dir);
+  if (config.tls.certFile !== null) config.tls.certFile = path.resolve(base('tls.certFile'), config.tls.certFile);
+  if (config.tls.keyFile !== null) config.tls.keyFile = path.resolve(base('tls.keyFile'), config.tls.keyFile);
   return { config, files, origin: (key) => origin.get(key) ?? 'default' };
 }
 

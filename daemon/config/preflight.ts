@@ -17,12 +17,14 @@ const FLAG_OF: Record<string, string> = {
   'paths.cache': '--cache-dir',
   'http.port': '--port',
   'http.host': '--host',
+  'tls.port': '--set tls.port=PORT',
 };
 
 export async function preflight({ config, origin }: LoadedConfig): Promise<void> {
   await writableFolder(config.paths.state, 'paths.state', origin('paths.state'));
   await writableFolder(config.paths.cache, 'paths.cache', origin('paths.cache'));
-  await bindable(config.http.host, config.http.port, origin);
+  if (config.http.plain) await bindable(config.http.host, config.http.port, origin, 'http.port');
+  if (config.tls.enabled) await bindable(config.http.host, config.tls.port, origin, 'tls.port');
 }
 
 function where(key: string, value: string | number, from: string): string {
@@ -56,7 +58,7 @@ export async function writableFolder(dir: string, key: string, from: string): Pr
 }
 
 /** Binds the listen address for a moment. Port 0 (any free port) always binds. */
-async function bindable(host: string, port: number, origin: LoadedConfig['origin']): Promise<void> {
+async function bindable(host: string, port: number, origin: LoadedConfig['origin'], key: 'http.port' | 'tls.port'): Promise<void> {
   if (port === 0) return;
   const server = net.createServer();
   try {
@@ -65,7 +67,7 @@ async function bindable(host: string, port: number, origin: LoadedConfig['origin
       server.listen({ host, port, exclusive: true }, () => resolve());
     });
   } catch (error) {
-    throw listenError(error, host, port, origin);
+    throw listenError(error, host, port, origin, key);
   } finally {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
@@ -75,11 +77,11 @@ async function bindable(host: string, port: number, origin: LoadedConfig['origin
  * A failed bind in words. A port in use is worth retrying (the old instance may still be
  * stopping): a plain Error, exit 1. Anything else needs the configuration changed: exit 78.
  */
-export function listenError(error: unknown, host: string, port: number, origin: LoadedConfig['origin']): Error {
-  const at = `${where('http.port', port, origin('http.port'))} on ${where('http.host', host, origin('http.host'))}`;
+export function listenError(error: unknown, host: string, port: number, origin: LoadedConfig['origin'], key: 'http.port' | 'tls.port' = 'http.port'): Error {
+  const at = `${where(key, port, origin(key))} on ${where('http.host', host, origin('http.host'))}`;
   switch (errnoOf(error)) {
     case 'EADDRINUSE':
-      return new Error(`${at}: the port is in use by another process (another modelferry?): stop it, or choose another port with --port or http.port`);
+      return new Error(`${at}: the port is in use by another process (another modelferry?): stop it, or choose another port with ${FLAG_OF[key]} or ${key}`);
     case 'EACCES':
       return new ConfigError(`${at}: ports below 1024 need privileges this process lacks: use a port from 1024 up (8080), or grant CAP_NET_BIND_SERVICE`);
     case 'EADDRNOTAVAIL':

@@ -46,8 +46,17 @@ export const configSchema = z.strictObject({
     keepAliveTimeoutSeconds: z.number().int().min(1).max(3600),
     maxConnections: z.number().int().min(1).max(1_000_000),
     maxConnectionsPerAddress: z.number().int().min(1).max(1_000_000),
+    plain: z.boolean(),
   }).refine((http) => http.headersTimeoutSeconds <= http.requestTimeoutSeconds, {
     message: 'headersTimeoutSeconds must not exceed requestTimeoutSeconds', path: ['headersTimeoutSeconds'],
+  }),
+  tls: z.strictObject({
+    enabled: z.boolean(),
+    port: z.number().int().min(0).max(65535),
+    certFile: z.string().min(1).nullable(),
+    keyFile: z.string().min(1).nullable(),
+  }).refine((tls) => (tls.certFile === null) === (tls.keyFile === null), {
+    message: 'certFile and keyFile go together: give both (a certificate and its key), or neither (the gateway makes its own)', path: ['certFile'],
   }),
   paths: z.strictObject({
     state: z.string().min(1),
@@ -135,7 +144,19 @@ export const configSchema = z.strictObject({
   cache: z.strictObject({
     gcGraceHours: z.number().min(0).max(24 * 365),
     gcIntervalMinutes: z.number().gt(0).max(24 * 60),
+    deltaBytes: byteSize(0),
   }),
+  deltas: z.strictObject({
+    maxShare: z.number().gt(0).max(1),
+    waitSeconds: seconds(3600),
+  }),
+}).superRefine((config, ctx) => {
+  if (!config.http.plain && !config.tls.enabled) {
+    ctx.addIssue({ code: 'custom', path: ['http', 'plain'], message: 'plain HTTP can be switched off only when tls.enabled is true: the gateway would listen nowhere' });
+  }
+  if (config.http.plain && config.tls.enabled && config.tls.port === config.http.port && config.http.port !== 0) {
+    ctx.addIssue({ code: 'custom', path: ['tls', 'port'], message: `must differ from http.port (${config.http.port}): plain HTTP and HTTPS listen on ports of their own` });
+  }
 });
 
 export type Config = z.infer<typeof configSchema>;

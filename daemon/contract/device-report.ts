@@ -9,7 +9,10 @@ export const REPORT_BODY_LIMIT = 4 * 1024;
 export const REPORT_WITH_CAPABILITIES_LIMIT = 64 * 1024;
 
 /** Bounds of `capabilities` (docs/design.md "Device reports"): firmware is built against them. */
-export const CAPABILITY_LIMITS = { operators: 2048, delegates: 64, nameLength: 128, runtimeLength: 64 } as const;
+export const CAPABILITY_LIMITS = { operators: 2048, delegates: 64, patchFormats: 16, nameLength: 128, runtimeLength: 64 } as const;
+
+/** The delta format the gateway makes (docs/design.md "Deltas"), as a device names it in `capabilities.patch`. */
+export const FOSSIL_DELTA = 'fossil';
 
 // An operator as the runtime's kernel registry names it (`aten::add.out`), a delegate by its
 // backend id (`XnnpackBackend`): printable ASCII without spaces.
@@ -18,7 +21,8 @@ const byteCount = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
 /**
  * What a device's firmware can run: the kernels it was built with (selective build), its
- * backends, the arena it gives a method's planned memory and the size of a model slot.
+ * backends, the arena it gives a method's planned memory, the size of a model slot, and
+ * the delta formats it applies.
  * Sent after boot and when it changes; the gateway keeps the last one per device.
  */
 // Each field is optional: absent means "not stated", as an empty list or 0 does (a device
@@ -29,6 +33,8 @@ export const capabilitiesSchema = z.object({
   arenaBytes: byteCount.optional(),
   slotBytes: byteCount.optional(),
   runtime: z.string().max(CAPABILITY_LIMITS.runtimeLength).optional(),
+  /** Delta formats the firmware applies (`fossil`); absent or empty: full downloads only. */
+  patch: z.array(capabilityName).max(CAPABILITY_LIMITS.patchFormats).optional(),
 });
 
 export type Capabilities = z.output<typeof capabilitiesSchema>;

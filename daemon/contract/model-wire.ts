@@ -39,10 +39,31 @@ export function artifactPath(sha256: string): string {
   return `/v1/artifacts/${sha256}`;
 }
 
+/** Where this gateway serves the delta from one blob to another. */
+export function deltaPath(from: string, to: string): string {
+  return `/v1/deltas/${from}/${to}`;
+}
+
+/**
+ * A delta offered beside the full artifact (docs/design.md "Deltas"): it makes the model's
+ * bytes from `from`, which the device reports running. Its `size` and `sha256` are the
+ * delta's own; the device checks what it makes against the model's.
+ */
+export const wireDeltaSchema = z.object({
+  from: digestSchema,
+  url: z.string().min(1),
+  size: z.number().int().min(1),
+  sha256: digestSchema,
+});
+
+export type WireDelta = z.infer<typeof wireDeltaSchema>;
+
 /** The body of a `200` to `GET /v1/devices/{mac}/model`. */
 export const pollAnswerSchema = z.object({
   device: canonicalMacSchema,
   model: wireModelSchema,
+  /** Only to a device whose capabilities say it applies deltas, and only when one is worth it. */
+  delta: wireDeltaSchema.optional(),
   poll: z.object({
     intervalSeconds: z.number().int().min(1),
     jitterSeconds: z.number().int().min(0),

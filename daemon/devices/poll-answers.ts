@@ -1,13 +1,16 @@
 import { createHash } from 'node:crypto';
 import type { Catalog } from '../catalog/catalog.ts';
 import type { EffectiveCatalog } from '../catalog/effective-catalog.ts';
-import { artifactPath, wireModel, type PollAnswerBody, type PollTiming } from '../contract/model-wire.ts';
+import { FOSSIL_DELTA } from '../contract/device-report.ts';
+import { artifactPath, deltaPath, wireModel, type PollAnswerBody, type PollTiming } from '../contract/model-wire.ts';
+import type { DeltaStore } from '../deltas/delta-store.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { DeviceRegistry } from './device-registry.ts';
 import { resolveForDevice, type DeviceResolution } from './device-resolution.ts';
 
 export type PollAnswer =
-  | { kind: 'model'; body: Buffer; etag: string; resolution: DeviceResolution }
+  /** `deltaPending`: the device could get a delta that is being made; the body has none yet. */
+  | { kind: 'model'; body: Buffer; etag: string; resolution: DeviceResolution; deltaPending: boolean }
   | { kind: 'none'; reason: string };
 
 export interface LongPollLimits {
@@ -17,11 +20,20 @@ export interface LongPollLimits {
   maxLongPollsPerAddress: number;
 }
 
+/** Deltas offered beside full artifacts (docs/design.md "Deltas"). */
+export interface DeltaOffers {
+  store: Pick<DeltaStore, 'offer' | 'onChange'>;
+  /** deltas.waitSeconds: how long a long poll waits for a delta being made (it reloads live). */
+  waitSeconds: () => number;
+}
+
 interface Waiter {
   mac: string;
   etag: string;
   address: string;
   done: (answer: PollAnswer | undefined) => void;
+  /** Set while its new answer waits for a delta: then it is answered with or without one. */
+  deltaTimer?: NodeJS.Timeout;
 }
 
 /** A wake-up pass yields to the event loop after this long or this many answered waiters,
@@ -42,6 +54,7 @@ export class PollAnswers {
   readonly #catalog: Catalog;
   readonly #blobs: BlobStore;
   readonly #devices: DeviceRegistry;
+  readonly #deltas: DeltaOffers;
   #timing: PollTiming;
   readonly #limits: LongPollLimits;
   readonly #waitingByAddress = new Map<string, number>();
@@ -53,10 +66,11 @@ export class PollAnswers {
   #unsubscribe: Array<() => void> = [];
   #stopped = false;
 
-  constructor(catalog: Catalog, blobs: BlobStore, devices: DeviceRegistry, timing: PollTiming, limits: LongPollLimits) {
+  constructor(catalog: Catalog, blobs: BlobStore, devices: DeviceRegistry, deltas: DeltaOffers, timing: PollTiming, limits: LongPollLimits) {
     this.#catalog = catalog;
     this.#blobs = blobs;
     this.#devices = devices;
+    this.#deltas = deltas;
     this.#timing = timing;
     this.#limits = limits;
   }
@@ -67,6 +81,8 @@ export class PollAnswers {
     this.#unsubscribe = [
       this.#catalog.onChange(() => this.#wakeWaiters()),
       this.#blobs.onChange(() => this.#refresh()),
+      // A delta made (or found not worth it) changes the answers that waited for it.
+      this.#deltas.store.onChange(() => this.#refresh()),
       // A device's answer also depends on its capabilities and on what it runs (compatibility).
       this.#devices.onReport(({ mac, offerInputs }) => {
         if (!offerInputs) return;
@@ -129,10 +145,17 @@ export class PollAnswers {
       && (this.#waitingByAddress.get(address) ?? 0) < this.#limits.maxLongPollsPerAddress;
   }
 
+  /** deltas.waitSeconds: how long a poll may wait for a delta being made. */
+  get deltaWaitSeconds(): number {
+    return this.#deltas.waitSeconds();
+  }
+
   /**
-   * Resolves with the new answer once it differs from `etag`, or with undefined after
-   * `timeoutMs`, at shutdown, or when `signal` aborts (the device hung up). Resolves with
-   * undefined at once when the limits allow no more long polls (mayHold).
+   * Resolves with the new answer once it differs from `etag` (and its delta, when one is
+   * being made, is ready or waited for deltas.waitSeconds), or after `timeoutMs` with the
+   * new answer if there is one and undefined if not; with undefined at shutdown or when
+   * `signal` aborts (the device hung up). Resolves with undefined at once when the limits
+   * allow no more long polls (mayHold).
    */
   waitForChange(mac: string, etag: string, address: string, timeoutMs: number, signal: AbortSignal): Promise<PollAnswer | undefined> {
     if (!this.mayHold(address)) return Promise.resolve(undefined);
@@ -143,6 +166,7 @@ export class PollAnswers {
         address,
         done: (answer) => {
           clearTimeout(timer);
+          clearTimeout(waiter.deltaTimer);
           signal.removeEventListener('abort', onAbort);
           if (this.#waiters.delete(waiter)) {
             const left = this.#waitingByAddress.get(address)! - 1;
@@ -153,7 +177,10 @@ export class PollAnswers {
         },
       };
       const onAbort = () => waiter.done(undefined);
-      const timer = setTimeout(onAbort, timeoutMs);
+      const timer = setTimeout(() => {
+        const answer = this.answerFor(mac);
+        waiter.done(answer.kind === 'model' && answer.etag !== etag ? answer : undefined);
+      }, timeoutMs);
       signal.addEventListener('abort', onAbort, { once: true });
       this.#waiters.add(waiter);
       this.#waitingByAddress.set(address, (this.#waitingByAddress.get(address) ?? 0) + 1);
@@ -169,9 +196,7 @@ export class PollAnswers {
   #wakeWaiters(only?: string): void {
     if (only !== undefined) {
       for (const waiter of [...this.#waiters]) {
-        if (waiter.mac !== only) continue;
-        const answer = this.answerFor(waiter.mac);
-        if (answer.kind === 'none' || answer.etag !== waiter.etag) waiter.done(answer);
+        if (waiter.mac === only) this.#release(waiter);
       }
       return;
     }
@@ -188,11 +213,7 @@ export class PollAnswers {
       while (next < pending.length) {
         const waiter = pending[next++]!;
         if (!this.#waiters.has(waiter)) continue;
-        const answer = this.answerFor(waiter.mac);
-        if (answer.kind === 'none' || answer.etag !== waiter.etag) {
-          waiter.done(answer);
-          if (++released >= WAKE_SLICE_RELEASES) break;
-        }
+        if (this.#release(waiter) && ++released >= WAKE_SLICE_RELEASES) break;
         if ((next & 15) === 0 && performance.now() >= deadline) break;
       }
       if (next < pending.length) {
@@ -208,8 +229,25 @@ export class PollAnswers {
     slice();
   }
 
+  /**
+   * Answers a waiter whose answer changed; true when it did. A new answer whose delta is
+   * being made waits for it, up to deltas.waitSeconds, then goes out as it is then (the full
+   * artifact, or the delta if it came): a long-polling fleet gets the delta after a push.
+   */
+  #release(waiter: Waiter): boolean {
+    const answer = this.answerFor(waiter.mac);
+    if (answer.kind === 'model' && answer.etag === waiter.etag) return false;
+    if (answer.kind === 'model' && answer.deltaPending) {
+      waiter.deltaTimer ??= setTimeout(() => waiter.done(this.answerFor(waiter.mac)), this.#deltas.waitSeconds() * 1000);
+      return false;
+    }
+    waiter.done(answer);
+    return true;
+  }
+
   #compute(catalog: EffectiveCatalog, mac: string): PollAnswer {
-    const resolution = resolveForDevice(catalog, mac, this.#devices.get(mac));
+    const device = this.#devices.get(mac);
+    const resolution = resolveForDevice(catalog, mac, device);
     if (!resolution) return { kind: 'none', reason: `no assignment resolves for ${mac}: none for the device, its group or default` };
     const { model } = resolution;
     if (!model) {
@@ -219,9 +257,17 @@ export class PollAnswers {
     if (!this.#blobs.holds(model)) {
       return { kind: 'none', reason: `the model assigned to ${mac} (${model.name}@${model.version}) is not in this gateway's cache` };
     }
-    const answer: PollAnswerBody = { device: mac, model: wireModel(model, artifactPath(model.sha256)), poll: this.#timing };
+    // A delta only to a device that applies them, from the model it reports running.
+    const running = device?.report?.sha256;
+    const delta = running && device.capabilities?.patch?.includes(FOSSIL_DELTA) ? this.#deltas.store.offer(running, model.sha256) : null;
+    const answer: PollAnswerBody = {
+      device: mac,
+      model: wireModel(model, artifactPath(model.sha256)),
+      ...(delta && delta !== 'pending' ? { delta: { from: delta.from, url: deltaPath(delta.from, delta.to), size: delta.size, sha256: delta.sha256 } } : {}),
+      poll: this.#timing,
+    };
     const body = Buffer.from(JSON.stringify(answer));
     const etag = `"${createHash('sha256').update(body).digest('base64url')}"`;
-    return { kind: 'model', body, etag, resolution };
+    return { kind: 'model', body, etag, resolution, deltaPending: delta === 'pending' };
   }
 }

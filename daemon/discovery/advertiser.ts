@@ -20,8 +20,10 @@ export interface AdvertiserOptions {
   /** Responses of any kind per second, whatever arrives (a flood of queries is not a flood of answers). */
   maxResponsesPerSecond: number;
   gatewayId: string;
-  /** The port the HTTP API listens on. */
+  /** The port the HTTP API listens on (HTTPS's when plain HTTP is off). */
   port: () => number;
+  /** The port HTTPS listens on; null when it does not. */
+  tlsPort: () => number | null;
   /** The catalog revision now, and a way to hear when it changes. */
   revision: () => string;
   onRevisionChange: (listener: () => void) => () => void;
@@ -69,6 +71,7 @@ export class Advertiser {
       hostname: os.hostname(),
       host: localHostName(),
       port: this.#options.port(),
+      tlsPort: this.#options.tlsPort(),
       gatewayId: this.#options.gatewayId,
       priority: this.#options.priority,
       revision: this.#options.revision(),

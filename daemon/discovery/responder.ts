@@ -65,6 +65,8 @@ export interface ResponderSettings {
   /** `<hostname>.local`, the SRV target and the name of the address records. */
   host: string;
   port: number;
+  /** The port HTTPS listens on; null when it does not. */
+  tlsPort: number | null;
   gatewayId: string;
   priority: number;
   revision: string;
@@ -226,14 +228,17 @@ export class Responder {
   }
 
   #txt(): Record<string, string> {
-    // tls=0: the HTTP API is plain HTTP; device integrity comes from sha256 and signatures.
+    // tls=1 and tlsport: HTTPS there, which a device checks by the pin it was built with
+    // (never by anything in this record, which anyone on the LAN can forge).
+    const { tlsPort } = this.#settings;
     return {
       txtvers: '1',
       api: '/v1',
       id: this.#settings.gatewayId,
       prio: String(this.#settings.priority),
       rev: this.#revision,
-      tls: '0',
+      tls: tlsPort === null ? '0' : '1',
+      ...(tlsPort === null ? {} : { tlsport: String(tlsPort) }),
     };
   }
 

@@ -5,8 +5,11 @@ import { open, readFile, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { request as httpsRequest } from 'node:https';
+import { ConfigError } from '../errors.ts';
 import type { Config } from '../config/schema.ts';
 import { diskSpace } from '../metrics.ts';
+import { existingCredentials, generatedFilesOf } from '../tls/tls-credentials.ts';
 
 // What `modelferry doctor` looks at. Each check says what it found and, when something is
 // wrong, what to do about it. Checks read; the only things they write are a probe file
@@ -132,34 +135,80 @@ export async function checkDisk(dirs: Record<string, string>, neededBytes: numbe
 
 /**
  * The listen address can be bound, or a modelferry gateway already holds it (fine: the
- * service is running). Anything else holding the port is a problem.
+ * service is running). Anything else holding the port is a problem. `key` names the
+ * setting of the port: plain HTTP's, or HTTPS's (asked over TLS without checking the
+ * certificate: it only needs to know who answers).
  */
-export async function checkPort(host: string, port: number, timeoutMs = 3000): Promise<Finding> {
+export async function checkPort(host: string, port: number, timeoutMs = 3000, key: 'http.port' | 'tls.port' = 'http.port'): Promise<Finding> {
   const where = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const check = key === 'tls.port' ? 'tls port' : 'port';
   const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
     const server = net.createServer();
     server.once('error', (e) => resolve(e));
     server.listen(port, host, () => server.close(() => resolve(undefined)));
   });
-  if (!error) return ok('port', `${where} is free for the gateway`);
+  if (!error) return ok(check, `${where} is free for the gateway`);
   if (error.code === 'EADDRINUSE') {
     const probeHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
-    const url = `http://${probeHost.includes(':') ? `[${probeHost}]` : probeHost}:${port}/healthz`;
-    const health = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
-      .then(async (r) => (r.ok ? await r.json() as { status?: string; gateway?: string } : undefined))
-      .catch(() => undefined);
+    const url = `${key === 'tls.port' ? 'https' : 'http'}://${probeHost.includes(':') ? `[${probeHost}]` : probeHost}:${port}/healthz`;
+    const health = await healthOf(url, timeoutMs);
     if (health?.status === 'ok' && typeof health.gateway === 'string') {
-      return ok('port', `${where} is taken by a running modelferry gateway (id ${health.gateway})`);
+      return ok(check, `${where} is taken by a running modelferry gateway (id ${health.gateway})`);
     }
-    return failed('port', `${where} is in use by another program`, `find it with: ss -ltnp 'sport = :${port}'; stop it or set http.port`);
+    return failed(check, `${where} is in use by another program`, `find it with: ss -ltnp 'sport = :${port}'; stop it or set ${key}`);
   }
   if (error.code === 'EACCES') {
-    return failed('port', `${where} needs privileges to bind`, 'use a port of 1024 or more (the service runs without privileges)');
+    return failed(check, `${where} needs privileges to bind`, 'use a port of 1024 or more (the service runs without privileges)');
   }
   if (error.code === 'EADDRNOTAVAIL') {
-    return failed('port', `${host} is not an address of this machine`, 'set http.host to 0.0.0.0 or one of its addresses');
+    return failed(check, `${host} is not an address of this machine`, 'set http.host to 0.0.0.0 or one of its addresses');
   }
-  return failed('port', `${where} cannot be bound: ${error.code ?? error.message}`, 'check http.host and http.port');
+  return failed(check, `${where} cannot be bound: ${error.code ?? error.message}`, `check http.host and ${key}`);
+}
+
+async function healthOf(url: string, timeoutMs: number): Promise<{ status?: string; gateway?: string } | undefined> {
+  if (url.startsWith('http:')) {
+    return fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
+      .then(async (r) => (r.ok ? await r.json() as { status?: string; gateway?: string } : undefined))
+      .catch(() => undefined);
+  }
+  return new Promise((resolve) => {
+    const req = httpsRequest(url, { rejectUnauthorized: false, timeout: timeoutMs }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => { text += chunk; }).on('end', () => {
+        try {
+          resolve(res.statusCode === 200 ? JSON.parse(text) as { status?: string; gateway?: string } : undefined);
+        } catch {
+          resolve(undefined);
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(undefined));
+    req.end();
+  });
+}
+
+/**
+ * HTTPS and the pin devices check the gateway by: the line a person copies into a device's
+ * configuration. Read without making anything: a gateway that never started has no key yet.
+ */
+export function checkTls(config: { tls: Config['tls']; http: Pick<Config['http'], 'plain' | 'port'>; paths: Pick<Config['paths'], 'state'> }): Finding {
+  if (!config.tls.enabled) return ok('tls', 'off (tls.enabled: false): devices and clients use plain HTTP');
+  const serving = `HTTPS on port ${config.tls.port}${config.http.plain ? `, plain HTTP on ${config.http.port} too` : ' only'}`;
+  let credentials;
+  try {
+    credentials = existingCredentials(config.tls, config.paths.state);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return failed('tls', error.message.replace(/^config: /, ''), 'give tls.certFile and tls.keyFile a readable certificate and its own key (or neither: the gateway makes its own)');
+  }
+  if (!credentials) {
+    return warn('tls', `${serving}; the gateway makes its key and certificate at its first start (${generatedFilesOf(config.paths.state).certFile})`, 'start the gateway once, then run doctor again for the pin');
+  }
+  return ok('tls', `${serving} with ${credentials.generated ? 'the certificate it made' : 'the configured certificate'} (${credentials.certFile})
+pin, the sha256 of its public key (a device's Kconfig, the simulator's --pin-gateway):
+${credentials.pin}`);
 }
 
 export type Interfaces = ReturnType<typeof os.networkInterfaces>;

@@ -6,6 +6,7 @@ import { artifactRoutes } from './routes/artifact-routes.ts';
 import { backupRoutes } from './routes/backup-routes.ts';
 import { assignmentRoutes } from './routes/assignment-routes.ts';
 import { cacheRoutes } from './routes/cache-routes.ts';
+import { deltaRoutes } from './routes/delta-routes.ts';
 import { deviceRoutes } from './routes/device-routes.ts';
 import { healthRoutes } from './routes/health-routes.ts';
 import { inventoryRoutes } from './routes/inventory-routes.ts';
@@ -23,7 +24,7 @@ export function createApp(services: Services): Koa {
   const app = new Koa();
   app.silent = true;
   const router = new Router();
-  for (const register of [deviceRoutes, identityRoutes, artifactRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, syncRoutes, cacheRoutes, healthRoutes, statusRoutes, backupRoutes]) {
+  for (const register of [deviceRoutes, identityRoutes, artifactRoutes, deltaRoutes, modelRoutes, assignmentRoutes, inventoryRoutes, manifestRoutes, syncRoutes, cacheRoutes, healthRoutes, statusRoutes, backupRoutes]) {
     register(router, services);
   }
   // Outermost, so it counts the status the error handler settled on.

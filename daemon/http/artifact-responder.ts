@@ -36,17 +36,24 @@ interface Representation {
   headers: Readonly<Record<string, string>>;
 }
 
+/** Where a responder counts its answers: artifacts by default, deltas (GET /v1/deltas) their own. */
+export interface ResponderCounters {
+  responses: Metrics['artifactResponses'];
+  bytes: Metrics['artifactBytes'];
+}
+
 /**
  * The rules of `GET|HEAD /v1/artifacts/{sha256}` once the blob is known to be cached: ETag
  * and immutable caching, If-None-Match → 304, one Range → 206 (If-Range with our ETag
  * only), an unsatisfiable one → 416 (thrown), anything else the whole blob. The fast path
- * and the Koa route both answer through it, and it counts each answer once.
+ * and the Koa route both answer through it, and it counts each answer once. A delta is
+ * served by the same rules, named by its own sha256.
  */
-export function artifactResponder(metrics: Metrics): ArtifactResponder {
+export function artifactResponder(metrics: Metrics, counters: ResponderCounters = { responses: metrics.artifactResponses, bytes: metrics.artifactBytes }): ArtifactResponder {
   const counted = new Map<number, { inc(): void }>();
   const count = (status: number) => {
     let counter = counted.get(status);
-    if (!counter) counted.set(status, counter = metrics.artifactResponses.labels(String(status)));
+    if (!counter) counted.set(status, counter = counters.responses.labels(String(status)));
     counter.inc();
   };
   // What never changes for a digest is built once per digest (bounded by the cache's blobs).
@@ -100,7 +107,7 @@ export function artifactResponder(metrics: Metrics): ArtifactResponder {
       body: null,
     };
     if (request.method === 'HEAD') return { head, body: null };
-    metrics.artifactBytes.inc(length);
+    counters.bytes.inc(length);
     return { head, body: { start, end } };
   };
 }

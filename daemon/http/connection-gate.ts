@@ -7,6 +7,9 @@ export interface ConnectionLimits {
   retryAfterSeconds: number;
 }
 
+/** Hands `answer` the channel to write a refusal to, once there is one. */
+export type RefusalChannel = (socket: Socket, answer: (channel: Socket) => void) => void;
+
 /** How long a refused connection may keep sending before it is cut. */
 const REFUSAL_LINGER_MS = 1000;
 
@@ -30,16 +33,20 @@ export class ConnectionGate {
     return this.#open;
   }
 
-  /** True when the socket may go on to HTTP; otherwise it has been answered and is closing. */
-  admit(socket: Socket): boolean {
+  /**
+   * True when the socket may go on to HTTP; otherwise it is answered and closing.
+   * `answerThrough` gives the channel the refusal is written to once it can be: the socket
+   * itself for plain HTTP, the socket after a TLS handshake for HTTPS.
+   */
+  admit(socket: Socket, answerThrough: RefusalChannel = (raw, answer) => answer(raw)): boolean {
     const address = socket.remoteAddress ?? '';
     const fromAddress = this.#byAddress.get(address) ?? 0;
     if (this.#open >= this.#limits.maxConnections) {
-      this.#refuse(socket, 503, 'Service Unavailable', 'busy', `the gateway holds its maximum of ${this.#limits.maxConnections} connections`);
+      answerThrough(socket, (channel) => this.#refuse(channel, 503, 'Service Unavailable', 'busy', `the gateway holds its maximum of ${this.#limits.maxConnections} connections`));
       return false;
     }
     if (fromAddress >= this.#limits.maxConnectionsPerAddress) {
-      this.#refuse(socket, 429, 'Too Many Requests', 'rate_limited', `this address already holds ${this.#limits.maxConnectionsPerAddress} connections`);
+      answerThrough(socket, (channel) => this.#refuse(channel, 429, 'Too Many Requests', 'rate_limited', `this address already holds ${this.#limits.maxConnectionsPerAddress} connections`));
       return false;
     }
     this.#open++;

@@ -16,7 +16,9 @@ export interface HeldPoll {
 /**
  * `?wait=N`: a poll whose If-None-Match names the current answer is held until that answer
  * changes, N seconds pass, or the device hangs up; then it is answered like any poll (the
- * new answer after a change, 304 otherwise). Shared by the fast path, which holds plain
+ * new answer after a change, 304 otherwise). A poll whose answer changed while a delta for
+ * it is being made is held for that delta, up to deltas.waitSeconds (docs/design.md
+ * "Deltas"). Shared by the fast path, which holds plain
  * long polls without Koa (a held poll then costs a few KiB, not Koa's context), and the
  * Koa route, which takes every other form.
  */
@@ -32,16 +34,20 @@ export async function holdPoll(
   const { answers, metrics } = services;
   // `*` asks "anything at all?": it never starts a long poll (it would match every answer,
   // so nothing could ever release it as changed).
-  if (answer.kind !== 'model' || waitSeconds <= 0 || !ifNoneMatch || isWildcard(ifNoneMatch) || !etagMatches(ifNoneMatch, answer.etag)) {
+  if (answer.kind !== 'model' || waitSeconds <= 0 || !ifNoneMatch || isWildcard(ifNoneMatch)) {
     return { answer, released: false, closeConnection: false };
   }
+  const unchanged = etagMatches(ifNoneMatch, answer.etag);
+  const forDelta = !unchanged && answer.deltaPending;
+  if (!unchanged && !forDelta) return { answer, released: false, closeConnection: false };
   const address = req.socket.remoteAddress ?? '';
   if (!answers.mayHold(address)) {
     metrics.longPollsRefused.inc();
     return { answer, released: false, closeConnection: false };
   }
   const resumeIdleTimeout = pauseIdleTimeout(req);
-  const changed = await answers.waitForChange(mac, answer.etag, address, waitSeconds * 1000, closedSignal(res));
+  const seconds = forDelta ? Math.min(waitSeconds, answers.deltaWaitSeconds) : waitSeconds;
+  const changed = await answers.waitForChange(mac, answer.etag, address, seconds * 1000, closedSignal(res));
   resumeIdleTimeout();
   // Released by shutdown: the device should not send its next poll on this connection.
   const closeConnection = answers.stopped;

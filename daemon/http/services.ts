@@ -2,6 +2,7 @@ import type { DeviceAdmission } from '../identity/device-admission.ts';
 import type { Catalog } from '../catalog/catalog.ts';
 import type { Admission } from '../admission/admission.ts';
 import type { Config } from '../config/schema.ts';
+import type { DeltaStore } from '../deltas/delta-store.ts';
 import type { DeviceRegistry } from '../devices/device-registry.ts';
 import type { DiscoveryStatus } from '../discovery/advertiser.ts';
 import type { PollAnswers } from '../devices/poll-answers.ts';
@@ -34,6 +35,8 @@ export interface Services {
   /** Which devices are served, by their keys (devices.admission). */
   deviceAdmission: DeviceAdmission;
   answers: PollAnswers;
+  /** Deltas between blobs, made and kept for devices that apply them. */
+  deltas: DeltaStore;
   trust: TrustPolicy;
   auth: TokenAuth;
   metrics: Metrics;
@@ -44,6 +47,8 @@ export interface Services {
   discovery: () => DiscoveryStatus;
   rollouts: RolloutGuard;
   clock: Clock;
+  /** HTTPS as /healthz shows it: its port and the pin of its certificate; null when off. */
+  tls: () => { port: number; fingerprint: string } | null;
 }
 
 /** JSON bodies of the admin API are small documents; nothing legitimate comes near this. */

@@ -20,6 +20,8 @@ const DEV_A = 'aa:bb:cc:dd:ee:01';
 const DEV_B = 'aa:bb:cc:dd:ee:02';
 const TIMING = { intervalSeconds: 300, jitterSeconds: 30 };
 const never = new AbortController().signal;
+/** Deltas have tests of their own (test/deltas): here no device is offered one. */
+const NO_DELTAS = { store: { offer: () => null, onChange: () => () => {} }, waitSeconds: () => 0 };
 
 async function open(t: ExecutionContext, limits = { maxLongPolls: 1000, maxLongPollsPerAddress: 1000 }) {
   const dir = await tempDir(t);
@@ -27,7 +29,7 @@ async function open(t: ExecutionContext, limits = { maxLongPolls: 1000, maxLongP
   const blobs = new BlobStore({ local: path.join(dir, 'state', 'blobs'), cache: path.join(dir, 'cache') }, log);
   const catalog = new Catalog(db, blobs, log);
   const devices = new DeviceRegistry(db, log, { seenFlushSeconds: 30, maxKnown: 1000, newPerAddressPerMinute: 1000 }, () => true);
-  const answers = new PollAnswers(catalog, blobs, devices, TIMING, limits);
+  const answers = new PollAnswers(catalog, blobs, devices, NO_DELTAS, TIMING, limits);
   for (const part of [db, blobs, catalog, devices, answers]) await part.start();
   t.teardown(async () => {
     for (const part of [answers, devices, catalog, blobs, db]) await part.stop();

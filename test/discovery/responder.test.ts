@@ -26,7 +26,7 @@ const REPEATED_AT = 1850;
 
 function settingsOf(over: Partial<ResponderSettings> = {}): ResponderSettings {
   return {
-    name: '', hostname: 'pi', host: HOST, port: 8080, gatewayId: '0123456789abcdef', priority: 10, revision: 'rev-1',
+    name: '', hostname: 'pi', host: HOST, port: 8080, tlsPort: null, gatewayId: '0123456789abcdef', priority: 10, revision: 'rev-1',
     addresses: ['192.168.1.20', 'fe80::1'], minAnnounceIntervalMs: 1000, maxResponsesPerSecond: 20, random: () => 100, ...over,
   };
 }
@@ -167,6 +167,13 @@ test('the announcement holds SRV, TXT with the keys of docs/design.md "LAN disco
   t.deepEqual(dataOf(announcement.answers, 'AAAA'), ['fe80::1']);
   t.false(announcement.answers.filter((record) => record.type === 'PTR').some((record) => record.flush));
   t.deepEqual(run.responder.status().txt, decodeTxt(txt.data));
+});
+
+test('with HTTPS on, TXT says tls=1 and gives its port in tlsport', (t) => {
+  const run = started({ revision: 'r', tlsPort: 8443 });
+  const announcement = asResponse(sends(run.until(ANNOUNCED_AT).map(({ action }) => action)).at(-1));
+  const txt = announcement.answers.find((record) => record.type === 'TXT')!;
+  t.like(decodeTxt(txt.data), { tls: '1', tlsport: '8443' });
 });
 
 test('without an address the service is still announced, and says so', (t) => {

@@ -42,6 +42,7 @@ const notRoot = (): string | undefined => (process.getuid?.() === 0 ? undefined 
 
 const REQUIREMENTS = {
   curl: { check: () => commandIsMissing('curl'), packages: ['curl'] },
+  openssl: { check: () => commandIsMissing('openssl'), packages: ['openssl'] },
   nginx: { check: () => commandIsMissing('nginx'), packages: ['nginx-light'] },
   rsync: { check: () => commandIsMissing('rsync'), packages: ['rsync'] },
   python3: { check: () => commandIsMissing('python3'), packages: ['python3'] },

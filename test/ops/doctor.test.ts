@@ -5,9 +5,9 @@ import path from 'node:path';
 import test from 'ava';
 import YAML from 'yaml';
 import {
-  checkClock, checkConfigAccess, checkDisk, checkMdns, checkNode, checkPort, checkUpstream, checkWritable,
+  checkClock, checkConfigAccess, checkDisk, checkMdns, checkNode, checkPort, checkTls, checkUpstream, checkWritable,
 } from '../../daemon/doctor/checks.ts';
-import { runCli, testConfig } from '../helpers/daemon-process.ts';
+import { freePort, runCli, startDaemon, testConfig } from '../helpers/daemon-process.ts';
 import { startGateway } from '../helpers/gateway.ts';
 import { tempDir, type HasTeardown } from '../helpers/harness.ts';
 
@@ -109,6 +109,34 @@ test('port: free, held by another program, held by a running gateway', async (t)
   t.like(await checkPort('192.0.2.250', 8080), { verdict: 'fail', message: '192.0.2.250 is not an address of this machine' });
 });
 
+test('tls: off, on but not made yet, a configured certificate that does not load', async (t) => {
+  const dir = await tempDir(t);
+  const tls = { enabled: true, port: 8443, certFile: null, keyFile: null };
+  const http = { plain: true, port: 8080 };
+  t.like(checkTls({ tls: { ...tls, enabled: false }, http, paths: { state: dir } }), { verdict: 'ok', message: 'off (tls.enabled: false): devices and clients use plain HTTP' });
+  t.like(checkTls({ tls, http, paths: { state: dir } }), {
+    verdict: 'warn',
+    message: `HTTPS on port 8443, plain HTTP on 8080 too; the gateway makes its key and certificate at its first start (${path.join(dir, 'tls', 'cert.pem')})`,
+    fix: 'start the gateway once, then run doctor again for the pin',
+  });
+  await writeFile(path.join(dir, 'cert.pem'), 'not a certificate\n');
+  await writeFile(path.join(dir, 'key.pem'), 'not a key either\n');
+  t.like(checkTls({ tls: { ...tls, certFile: path.join(dir, 'cert.pem'), keyFile: path.join(dir, 'key.pem') }, http: { ...http, plain: false }, paths: { state: dir } }), {
+    verdict: 'fail', message: `${path.join(dir, 'cert.pem')} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
+  });
+});
+
+test('modelferry doctor beside a gateway serving HTTPS finds it on its TLS port and prints the pin /healthz gives, on a line of its own', async (t) => {
+  const tlsPort = await freePort();
+  const daemon = await startDaemon(t, { config: { tls: { enabled: true, port: tlsPort } } });
+  const { tls } = await (await daemon.fetch('/healthz')).json() as { tls: { port: number; fingerprint: string } };
+  const result = await runCli(['doctor', '--config', daemon.configFile]);
+  t.regex(result.stdout, new RegExp(`^ok    tls port +127\\.0\\.0\\.1:${tlsPort} is taken by a running modelferry gateway`, 'm'));
+  t.regex(result.stdout, new RegExp(`^ok    tls +HTTPS on port ${tlsPort}, plain HTTP on ${daemon.port} too with the certificate it made \\(${daemon.state}/tls/cert\\.pem\\)$`, 'm'));
+  t.regex(result.stdout, /^ +pin, the sha256 of its public key \(a device's Kconfig, the simulator's --pin-gateway\):$/m);
+  t.regex(result.stdout, new RegExp(`^ +${tls.fingerprint}$`, 'm'));
+});
+
 test('mDNS: off, no LAN interface, an interface and the port', async (t) => {
   const mdns = { enabled: true, name: '', priority: 10 };
   t.like(await checkMdns({ ...mdns, enabled: false }), { verdict: 'ok' });
@@ -141,7 +169,7 @@ test('modelferry doctor exits 0 when nothing is wrong and 1 naming each problem 
   await writeFile(good, YAML.stringify(testConfig(dir, 0)));
   const fine = await runCli(['doctor', '--config', good, '--port', '0']);
   t.is(fine.code, 0, fine.stdout + fine.stderr);
-  for (const check of ['node', 'config', 'clock', 'state', 'cache', 'disk', 'port', 'mdns', 'upstream']) t.regex(fine.stdout, new RegExp(`^(ok  |WARN)  ${check} `, 'm'));
+  for (const check of ['node', 'config', 'clock', 'state', 'cache', 'disk', 'port', 'tls', 'mdns', 'upstream']) t.regex(fine.stdout, new RegExp(`^(ok  |WARN)  ${check} `, 'm'));
 
   await writeFile(path.join(dir, 'file'), '');
   const bad = await runCli(['doctor', '--config', good, '--port', String(port), '--host', '127.0.0.1', '--state-dir', path.join(dir, 'file', 'state')]);

@@ -139,7 +139,9 @@ test('install.sh installs the release into a root prefix: exactly these files, m
   await mkdir(dir);
   const port = await freePort();
   const runConfig = path.join(dir, 'config.yaml');
-  await writeFile(runConfig, YAML.stringify({ ...YAML.parse(configText), http: { host: '127.0.0.1', port }, mdns: { enabled: false } }));
+  const tlsPort = await freePort();
+  const example = YAML.parse(configText) as Record<string, Record<string, unknown>>;
+  await writeFile(runConfig, YAML.stringify({ ...example, http: { host: '127.0.0.1', port }, tls: { ...example.tls, port: tlsPort }, mdns: { enabled: false } }));
   const child = spawn(process.execPath, [path.join(root, 'opt/modelferry/dist/cli/main.js'), 'serve', '--config', runConfig], {
     // The environment the unit gives it (NODE_OPTIONS, NODE_ENV), as systemd would.
     cwd: dir, env: cleanEnv({ ...unitEnvironment(await readFile(path.join(root, 'etc/systemd/system/modelferry.service'), 'utf8')), STATE_DIRECTORY: path.join(dir, 'state'), CACHE_DIRECTORY: path.join(dir, 'cache') }), stdio: ['ignore', 'pipe', 'pipe'],
@@ -152,6 +154,7 @@ test('install.sh installs the release into a root prefix: exactly these files, m
     if (!health) await new Promise((resolve) => setTimeout(resolve, 50));
   }
   t.is(health?.status, 200);
+  t.like(await health!.json(), { tls: { port: tlsPort } }, 'HTTPS is on, with the certificate the gateway made');
   const models = await fetch(`http://127.0.0.1:${port}/v1/models`, { headers: { Authorization: `Bearer ${tokens[0]}` } });
   t.is(models.status, 200, 'the generated tokens work');
   const rss = /VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${child.pid}/status`, 'utf8'))?.[1];

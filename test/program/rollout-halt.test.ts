@@ -1,7 +1,7 @@
 import test from 'ava';
 import { bucketOf } from '../helpers/api.ts';
 import { runCli, startDaemon, type RunningDaemon } from '../helpers/daemon-process.ts';
-import { Teardowns } from '../helpers/harness.ts';
+import { Teardowns, until } from '../helpers/harness.ts';
 import { ADD_SHA256, MUL_SHA256, fixture } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
 
@@ -122,7 +122,9 @@ test('a model that fails on the device after install, or is rolled back from, co
   // Installed and running the new model, but the application says it fails on it.
   t.is((await report(runs, { state: 'failed', sha256: MUL_SHA256, model: 'vad', version: '2', error: 'vad@2: first inference out of range' })).status, 204);
   t.is((await report(fine, { state: 'installed', sha256: MUL_SHA256, model: 'vad', version: '2' })).status, 204);
-  t.falsy((await assignmentOf('group:field')).rollout.halted, 'one failure of a threshold of 2');
+  // Judged once the report is in: one failure counted, below the threshold of 2.
+  const judged = await until('the failure counted', async () => { const a = await assignmentOf('group:field'); return a.cohort.failed === 1 ? a : undefined; });
+  t.falsy(judged.rollout.halted, 'one failure of a threshold of 2');
   const runsView = (await json('GET', `/v1/devices/${runs}`, undefined, ADMIN_TOKEN)).body;
   t.like(runsView, { inSync: false, state: 'failed', rolledBack: null });
 
@@ -132,7 +134,7 @@ test('a model that fails on the device after install, or is rolled back from, co
   // Repeated (a device re-sends its last report after a reconnect): one rollback, not two.
   t.is((await report(rolled, rollback)).status, 204);
 
-  const halted = await assignmentOf('group:field');
+  const halted = await until('the rollout halted', async () => { const a = await assignmentOf('group:field'); return a.rollout.halted ? a : undefined; });
   t.like(halted.rollout, { halted: { by: 'failures', failed: 2, cohort: 4 } });
   t.deepEqual(Object.keys(halted.rollout.halted.reasons).sort(), ['vad@2 rolled back: not confirmed after 2 boots', 'vad@2: first inference out of range']);
   for (const mac of [runs, rolled, fine, other]) t.is((await poll(mac)).sha256, ADD_SHA256, `${mac} is offered previous`);

@@ -3,7 +3,7 @@ import type { Services } from '../services.ts';
 
 /** Routes outside /v1 for monitoring: /healthz and /metrics (the status page is status-routes.ts). */
 export function healthRoutes(router: Router, services: Services): void {
-  const { catalog, blobs, devices, metrics, answers, sync, gatewayId, startedAt, discovery } = services;
+  const { catalog, blobs, deltas, devices, metrics, answers, sync, gatewayId, startedAt, discovery, tls } = services;
 
   const health = () => ({
     status: 'ok' as const,
@@ -16,7 +16,9 @@ export function healthRoutes(router: Router, services: Services): void {
     upstream: upstreamHealth(),
     lastSync: sync.status().lastOutcome,
     cache: { blobs: blobs.count, bytes: blobs.totalBytes, ...blobBytes() },
+    deltas: deltas.status(),
     mdns: discovery(),
+    tls: tls(),
   });
 
   const upstreamHealth = () => {
