@@ -1,5 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import path from 'node:path';
+import { openStore } from './central-store/store-objects.ts';
+import { siteReport } from './site-reports/site-report.ts';
+import { SiteReporter } from './site-reports/site-reporter.ts';
+import { VERSION } from './version.ts';
 import { Admission } from './admission/admission.ts';
 import { DeviceAdmission } from './identity/device-admission.ts';
 import { Catalog } from './catalog/catalog.ts';
@@ -125,8 +130,26 @@ export class Gateway {
       await this.#startPart('poll answers', answers);
       await this.#startPart('delta warm-up', new DeltaWarmup(catalog, devices, answers));
       await this.#startPart('blob collector', collector);
-      await this.#startPart('upstream sync', sync);
       const id = await gatewayIdOf(database);
+      // Before the sync, so that the report of its first run is not missed.
+      await this.#startPart('site reporter', new SiteReporter({
+        enabled: () => config.upstream.report,
+        openStore: () => openStore(storeOf(config.upstream.url!), { s3: config.upstream.s3, now: () => this.#clock.now() }),
+        report: () => siteReport({
+          gateway: id,
+          name: config.mdns.name || os.hostname(),
+          version: VERSION,
+          catalog: catalog.current,
+          devices: devices.records(),
+          pendingAdmission: deviceAdmission.records('pending').length,
+          lastOutcome: sync.status().lastOutcome,
+          lastSuccessAt: sync.status().lastSuccessAt,
+          syncPeriodSeconds: sync.periodSeconds(),
+        }, this.#clock.now()),
+        onSync: (listener) => sync.onOutcome(listener),
+        minIntervalMs: config.upstream.reportIntervalSeconds * 1000,
+      }, log));
+      await this.#startPart('upstream sync', sync);
       const rollouts = new RolloutGuard(catalog, devices, metrics, log, this.#clock);
       await this.#startPart('rollout guard', rollouts);
       metrics.observe({
@@ -297,6 +320,11 @@ export class Gateway {
     await part.start();
     this.#started.push({ name, part });
   }
+}
+
+/** The store a manifest's s3:// address is in: `s3://bucket/site-a/manifest.json` → `s3://bucket/site-a`. */
+function storeOf(manifestUrl: string): string {
+  return manifestUrl.slice(0, manifestUrl.lastIndexOf('/'));
 }
 
 /** A stable random id for this gateway, made on first start and kept in the database. */

@@ -4,7 +4,7 @@ import type { IncomingMessage } from 'node:http';
 import { fail } from '../errors.ts';
 import { resolveS3Access, s3ObjectOf, NO_S3_SETTINGS, type S3Object } from '../s3/s3-access.ts';
 import { S3Refusal } from '../s3/s3-error.ts';
-import { readLimited, UpstreamHttp } from '../sync/upstream-http.ts';
+import { bodyError, readLimited, UpstreamHttp } from '../sync/upstream-http.ts';
 import type { StoreAccess, StoredObject, StoreObjects, WriteOptions } from './store-objects.ts';
 
 /** Timeouts of the `modelferry` command's and a gateway's report requests. */
@@ -116,8 +116,12 @@ function absentAsNull(error: unknown): null {
   throw error;
 }
 
-function readAll(res: IncomingMessage, what: string): Promise<Buffer> {
-  return readLimited(res, MAX_READ_BYTES, () => fail('upstream_error', `${what} is larger than ${MAX_READ_BYTES} bytes`));
+async function readAll(res: IncomingMessage, what: string): Promise<Buffer> {
+  try {
+    return await readLimited(res, MAX_READ_BYTES, () => fail('upstream_error', `${what} is larger than ${MAX_READ_BYTES} bytes`));
+  } catch (error) {
+    throw bodyError(error, what);
+  }
 }
 
 function unescapeKey(text: string): string {

@@ -1,6 +1,7 @@
 import * as backups from './backup-commands.ts';
 import * as catalog from './catalog-commands.ts';
 import { doctorCommand } from './doctor-command.ts';
+import { fleet } from './fleet-command.ts';
 import type { Command } from './command.ts';
 import * as keys from './key-commands.ts';
 import * as program from './program-commands.ts';
@@ -28,6 +29,7 @@ export const commands: readonly Command[] = [
   program.rollout,
   store.sync,
   store.publish,
+  fleet,
   keys.keygen,
   keys.sign,
   doctorCommand,

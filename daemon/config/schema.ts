@@ -135,6 +135,9 @@ export const configSchema = z.strictObject({
       message: 'give secretAccessKey or secretAccessKeyFile, not both', path: ['secretAccessKeyFile'],
     }),
     report: z.boolean(),
+    reportIntervalSeconds: z.number().min(1).max(86400),
+  }).refine((upstream) => !upstream.report || upstream.url?.startsWith('s3://'), {
+    message: 'reports are written into an s3:// store: set upstream.url to s3://BUCKET/PREFIX/manifest.json, or upstream.report to false', path: ['report'],
   }),
   inbox: z.strictObject({
     dir: z.string().min(1).nullable(),

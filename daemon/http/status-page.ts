@@ -259,7 +259,8 @@ function renderPager(query: StatusQuery, page: number, pages: number, list: 'pag
   return `<nav class="pager${list === 'models' ? ' models-pager' : ''}">${page > 1 ? link(page - 1, 'previous') : ''} <span>page ${page} of ${pages}</span> ${page < pages ? link(page + 1, 'next') : ''}</nav>`;
 }
 
-function ago(ms: number): string {
+/** `5 s ago`, `3 min ago`, `2 h ago`, `4 days ago`. */
+export function ago(ms: number): string {
   const s = Math.max(0, Math.round(ms / 1000));
   if (s < 90) return `${s} s ago`;
   if (s < 5400) return `${Math.round(s / 60)} min ago`;

@@ -146,6 +146,12 @@ export class UpstreamSync {
     return this.#next;
   }
 
+  /** The time between two scheduled runs, from the schedule (null: none scheduled). */
+  periodSeconds(): number | null {
+    const [next, after] = this.#task?.getNextRuns(2) ?? [];
+    return next && after ? Math.round((after.getTime() - next.getTime()) / 1000) : null;
+  }
+
   /** Calls `listener` with the outcome of every run that ends from now on; returns the unsubscribe. */
   onOutcome(listener: OutcomeListener): () => void {
     this.#listeners.add(listener);

@@ -2,10 +2,11 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { testNeeding } from '../helpers/requirements.ts';
-import { chromium, type BrowserContext } from 'playwright-core';
+import type { BrowserContext } from 'playwright-core';
+import { headlessChromium } from '../helpers/chromium.ts';
 import { macs, poll } from '../helpers/api.ts';
 import { startGateway } from '../helpers/gateway.ts';
-import { tempDir, type HasTeardown } from '../helpers/harness.ts';
+import type { HasTeardown } from '../helpers/harness.ts';
 import { TEST_TOKENS } from '../helpers/tokens.ts';
 import { FAILED, HOSTILE_ERROR, IN_SYNC, PENDING, report, scriptedFleet } from './fleet-scenario.ts';
 
@@ -17,19 +18,8 @@ const test = testNeeding('chromium');
 const ARTIFACTS = fileURLToPath(new URL('../artifacts/', import.meta.url));
 export const SCREENSHOT = path.join(ARTIFACTS, 'status-page-phone.png');
 
-async function phone(t: HasTeardown): Promise<BrowserContext> {
-  const profile = await tempDir(t, 'modelferry-chromium-');
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 390, height: 844 },
-    deviceScaleFactor: 2,
-    isMobile: true,
-    hasTouch: true,
-  });
-  t.teardown(() => context.close());
-  return context;
+function phone(t: HasTeardown): Promise<BrowserContext> {
+  return headlessChromium(t, { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
 }
 
 test('the status page shows the fleet on a phone, out-of-sync and failed devices highlighted, hostile text escaped, refreshed in place', async (t) => {
