@@ -203,6 +203,26 @@ static void a_dropped_delta_resumes_with_range_after_a_reboot(void)
     test_device_close(&d);
 }
 
+/* A gateway that asks for the device's key in the middle of an update (its tokens expired):
+ * the key is proven and the delta taken up again, not given up for the full artifact. */
+static void a_delta_refused_for_want_of_a_token_goes_on_after_the_proof(void)
+{
+    test_device d;
+    running_a(&d);
+    gw.admission = 1;
+    tg_offer_delta(&gw, sha_a, delta.buf, delta.len);
+    gw.delta_status = 401;
+    gw.delta_status_once = 1;
+    CHECK_EQ(test_device_cycles(&d, 3), MF_OK);
+    runs_b(&d);
+    CHECK(gw.tokens_issued >= 1);
+    CHECK_EQ(gw.delta_requests, 2);
+    CHECK_EQ(gw.artifact_requests, 0);
+    CHECK_EQ(d.client.stats.deltas_refused, 0);
+    CHECK(strstr(gw.reports_text, "bad_delta") == NULL);
+    test_device_close(&d);
+}
+
 static void start_gateway(void) { ts_start(&server, tg_handler, &gw); }
 
 static void stop_gateway(void) { ts_stop(&server); }
@@ -229,6 +249,7 @@ int main(int argc, char **argv)
         SCENARIO(a_delta_not_for_what_runs_or_deltas_off_means_the_full_artifact),
         SCENARIO(a_delta_that_does_not_make_the_model_falls_back_in_the_same_cycle),
         SCENARIO(a_dropped_delta_resumes_with_range_after_a_reboot),
+        SCENARIO(a_delta_refused_for_want_of_a_token_goes_on_after_the_proof),
     };
     int status = test_main(argc, argv, scenarios, sizeof scenarios / sizeof scenarios[0], start_gateway, stop_gateway);
     free(prog_a);

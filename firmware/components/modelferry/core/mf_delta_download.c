@@ -136,6 +136,7 @@ static mf_err start(delta_ctx *x)
 static int delta_head(void *ctx, const mf_http_head *head)
 {
     delta_ctx *x = ctx;
+    mf_saw_status(x->c, head->status);
     if (head->status == 206 && x->asked_range) {
         if (head->range_start != (int64_t)x->start || head->range_total != (int64_t)x->delta_size ||
             head->range_end != (int64_t)x->delta_size - 1) {
@@ -160,7 +161,7 @@ static int delta_head(void *ctx, const mf_http_head *head)
         }
         return 0;
     }
-    x->err = MF_ERR_HTTP_STATUS;
+    x->err = head->status == 401 ? MF_ERR_UNAUTHORIZED : MF_ERR_HTTP_STATUS;
     return 1;
 }
 
@@ -183,6 +184,10 @@ static void say(char *why, size_t why_len, const char *what) { snprintf(why, why
 mf_err mf_delta_download(mf_client *c, int slot, char *why, size_t why_len)
 {
     const mf_assignment *a = &c->assignment.model;
+    if (mf_auth_due(c)) {
+        say(why, why_len, mf_err_code(MF_ERR_UNAUTHORIZED));
+        return MF_ERR_UNAUTHORIZED;
+    }
     delta_ctx x;
     memset(&x, 0, sizeof x);
     x.c = c;
@@ -202,11 +207,10 @@ mf_err mf_delta_download(mf_client *c, int slot, char *why, size_t why_len)
     char if_range[70];
     snprintf(if_range, sizeof if_range, "\"%s\"", a->delta.sha256_hex);
     x.asked_range = x.start > 0;
-    mf_http_request req = {
-        .method = "GET", .url = url, .range_start = x.asked_range ? (int64_t)x.start : -1,
-        .if_range = x.asked_range ? if_range : NULL, .bearer_token = c->cfg->device_token,
-        .timeout_ms = c->cfg->request_timeout_ms + x.delta_size / 1024, /* >= 1 KiB/ms of slack */
-    };
+    mf_http_request req = mf_request(c, "GET", url);
+    req.range_start = x.asked_range ? (int64_t)x.start : -1;
+    req.if_range = x.asked_range ? if_range : NULL;
+    req.timeout_ms += x.delta_size / 1024; /* >= 1 KiB/ms of slack */
     c->stats.downloads++;
     if (x.asked_range) c->stats.range_requests++;
     mf_http_sink sink = {delta_head, delta_body, &x};
@@ -216,8 +220,9 @@ mf_err mf_delta_download(mf_client *c, int slot, char *why, size_t why_len)
         say(why, why_len, mf_err_code(err));
         return err;
     }
-    if (err == MF_ERR_NETWORK) {
-        /* A drop keeps what was made: the next attempt resumes from the last sector boundary. */
+    if (err == MF_ERR_NETWORK || err == MF_ERR_UNAUTHORIZED) {
+        /* A drop keeps what was made: the next attempt resumes from the last sector boundary
+         * (after proving the device's key, when the gateway asked for it). */
         if (x.boundary.written > x.progress.at.written && x.boundary.written < x.size) {
             mf_err e2 = save_progress(&x, &x.boundary);
             if (e2 == MF_ERR_POWER_LOST || e2 == MF_ERR_IO) return e2;
