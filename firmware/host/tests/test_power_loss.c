@@ -333,8 +333,8 @@ int main(void)
     torn_commit_then_same_bytes_renamed();
 
     /* From a delta: copies of m 1 around 30 KiB of new bytes that straddle the first
-     * progress step. A cut after every third storage operation (each 256-byte piece of the
-     * apply is one write). */
+     * progress step. A cut after every seventh storage operation (each 256-byte piece of
+     * the apply is one write, and the cuts land in every part of it). */
     prog_c = malloc(MODEL_BYTES);
     memcpy(prog_c, prog_a, MODEL_BYTES);
     uint8_t *fresh = test_program(30 * 1024, 13);
@@ -349,8 +349,8 @@ int main(void)
     test_delta_bytes(&delta_ac, ";", 1);
     free(fresh);
     uint64_t delta_ops = run_delta_cut(-1);
-    for (int64_t cut = 0; cut <= (int64_t)delta_ops; cut += 3) run_delta_cut(cut);
-    fprintf(stderr, "delta update: %llu storage operations, cut after every third: %d resumed with Range\n",
+    for (int64_t cut = 0; cut <= (int64_t)delta_ops; cut += 7) run_delta_cut(cut);
+    fprintf(stderr, "delta update: %llu storage operations, cut after every seventh: %d resumed with Range\n",
             (unsigned long long)delta_ops, delta_resumed_runs);
     CHECK(delta_resumed_runs > 0);
 
