@@ -52,8 +52,8 @@ static char *clone_template(void)
     }
     snprintf(b, sizeof b, "%s/nvs", dir);
     mkdir(b, 0755);
-    const char *keys[] = {"mf_gw"};
-    for (size_t i = 0; i < 1; i++) {
+    const char *keys[] = {"mf_gw", "mf_id"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         snprintf(a, sizeof a, "%s/nvs/%s", template_dir, keys[i]);
         snprintf(b, sizeof b, "%s/nvs/%s", dir, keys[i]);
         if (access(a, F_OK) == 0) copy_file(a, b);

@@ -12,6 +12,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cJSON.h>
+#include <sodium.h>
+
 #include "test_util.h"
 
 void ts_write(int fd, const void *data, size_t len)
@@ -36,6 +39,8 @@ static const char *reason(int status)
     case 206: return "Partial Content";
     case 304: return "Not Modified";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 413: return "Payload Too Large";
     case 416: return "Range Not Satisfiable";
@@ -200,10 +205,93 @@ static void assignment_body(test_gateway *g, char *out, size_t cap)
              g->name, g->version, g->sha_hex, (unsigned long long)g->announced_size, g->sha_hex, sig, kid);
 }
 
+static const char *json_text(const cJSON *root, const char *key)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    return cJSON_IsString(item) ? item->valuestring : "";
+}
+
+/* The proof of POST /v1/devices/{mac}/token: the challenge this gateway gave (once), signed
+ * by the key offered over modelferry-device-v1:<mac>:<challenge>. */
+static int proof_ok(test_gateway *g, const ts_request *req)
+{
+    char mac[18] = "";
+    sscanf(req->target, "/v1/devices/%17[^/]", mac);
+    cJSON *root = cJSON_Parse(req->body);
+    const char *challenge = json_text(root, "challenge");
+    uint8_t pk[32], sig[64];
+    size_t pk_len = 0, sig_len = 0;
+    const char *key = json_text(root, "publicKey"), *signature = json_text(root, "signature");
+    int ok = g->challenge[0] && strcmp(challenge, g->challenge) == 0 &&
+             sodium_base642bin(pk, 32, key, strlen(key), NULL, &pk_len, NULL, sodium_base64_VARIANT_ORIGINAL) == 0 &&
+             pk_len == 32 &&
+             sodium_base642bin(sig, 64, signature, strlen(signature), NULL, &sig_len, NULL, sodium_base64_VARIANT_ORIGINAL) == 0 &&
+             sig_len == 64;
+    char message[200];
+    int n = snprintf(message, sizeof message, "modelferry-device-v1:%s:%s", mac, challenge);
+    ok = ok && crypto_sign_verify_detached(sig, (const uint8_t *)message, (size_t)n, pk) == 0;
+    if (ok) snprintf(g->device_key, sizeof g->device_key, "%s", key);
+    g->challenge[0] = '\0';
+    cJSON_Delete(root);
+    return ok;
+}
+
+static void json_error(int fd, int status, const char *code, const char *extra_headers)
+{
+    char body[160], headers[200];
+    snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"test\"}", code);
+    snprintf(headers, sizeof headers, "Content-Type: application/json\r\n%s", extra_headers ? extra_headers : "");
+    ts_respond(fd, status, headers, body, strlen(body));
+}
+
+/* The identity routes, and the token every other route wants under `admission`; 1 when it
+ * answered. */
+static int admission(test_gateway *g, const ts_request *req, int fd)
+{
+    int post = strcmp(req->method, "POST") == 0;
+    char body[200];
+    if (post && (strstr(req->target, "/challenge") || strstr(req->target, "/token")) && g->no_identity_routes) {
+        json_error(fd, 404, "not_found", NULL);
+    } else if (post && strstr(req->target, "/challenge")) {
+        g->challenges++;
+        uint8_t random[32];
+        randombytes_buf(random, sizeof random);
+        sodium_bin2base64(g->challenge, sizeof g->challenge, random, 32, sodium_base64_VARIANT_ORIGINAL);
+        snprintf(body, sizeof body, "{\"challenge\":\"%s\",\"expiresInSeconds\":60}", g->challenge);
+        ts_respond(fd, 200, "Content-Type: application/json\r\n", body, strlen(body));
+    } else if (post && strstr(req->target, "/token")) {
+        if (!proof_ok(g, req)) {
+            g->proofs_refused++;
+            json_error(fd, 401, "device_auth_failed", NULL);
+        } else if (g->admission_answer) {
+            json_error(fd, g->admission_answer, g->admission_error,
+                       strcmp(g->admission_error, "device_pending") == 0 ? "Retry-After: 60\r\n" : NULL);
+        } else {
+            snprintf(g->token, sizeof g->token, "token-%d", ++g->tokens_issued);
+            snprintf(body, sizeof body, "{\"token\":\"%s\",\"expiresInSeconds\":3600,\"admission\":\"accepted\"}", g->token);
+            ts_respond(fd, 200, "Content-Type: application/json\r\nCache-Control: no-store\r\n", body, strlen(body));
+        }
+    } else if (g->admission && (g->refuse_tokens || !g->token[0] || strncmp(req->authorization, "Bearer ", 7) != 0 ||
+                                strcmp(req->authorization + 7, g->token) != 0)) {
+        g->unauthorized++;
+        json_error(fd, 401, "unauthorized", "WWW-Authenticate: Bearer\r\n");
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 void tg_handler(void *ctx, const ts_request *req, int fd)
 {
     test_gateway *g = ctx;
     pthread_mutex_lock(&g->lock);
+    if (!g->first_request[0]) snprintf(g->first_request, sizeof g->first_request, "%s %s", req->method, req->target);
+    size_t seen = strlen(g->authorizations);
+    snprintf(g->authorizations + seen, sizeof g->authorizations - seen, "%s\n", req->authorization);
+    if (admission(g, req, fd)) {
+        pthread_mutex_unlock(&g->lock);
+        return;
+    }
     char body[8192];
     if (strcmp(req->method, "GET") == 0 && strstr(req->target, "/model")) {
         g->polls++;

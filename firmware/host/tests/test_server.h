@@ -63,8 +63,21 @@ typedef struct {
     int hold_ms;                   /* long polls: held this long (on test_clock) before 304 */
     int report_status;             /* non-zero: answer reports with this */
     int refuse_capabilities;       /* 413 for reports carrying capabilities */
+    /* Device identity (docs/design.md "Device identity"): with `admission`, polls, reports
+     * and artifacts need a token this gateway gave, for a key proven over its challenge. */
+    int admission;
+    int admission_answer;          /* the token route: 0 a token, else this error status */
+    const char *admission_error;   /* ... and code: device_pending, device_rejected, device_auth_failed */
+    int refuse_tokens;             /* give tokens, then refuse them (401) */
+    int no_identity_routes;        /* a gateway older than device identity: 404 */
+    char challenge[64];            /* the one outstanding */
+    char token[40];                /* the one valid, "" for none */
+    char device_key[64];           /* base64 public key of the last proof that verified */
     /* what it saw */
     int polls, polls_304, polls_wait, artifact_requests, range_requests, reports;
+    int challenges, tokens_issued, proofs_refused, unauthorized;
+    char first_request[1100];      /* method and target of the first request */
+    char authorizations[4096];     /* each request's Authorization, newline-separated */
     long last_range_start;
     char last_report[70000];
     char first_report[70000];

@@ -23,6 +23,7 @@ typedef enum {
     MF_GO,      /* done: on to the next state */
     MF_IDLE,    /* nothing (more) to do until the next poll */
     MF_FAIL,    /* the exchange with the gateway failed: back off, maybe another gateway */
+    MF_AUTH,    /* the gateway wants the device's key proven: AUTH, then this state again */
 } mf_outcome;
 
 typedef struct {
@@ -44,9 +45,19 @@ uint32_t mf_rand(mf_client *c);
 const char *mf_gateway_url(mf_client *c);
 void mf_gateway_answered(mf_client *c);
 uint32_t mf_gateway_failed(mf_client *c);             /* the backoff before the next try */
-/* A request whose answer body (at most MF_ASSIGNMENT_BODY_MAX) lands in c->body. *status
- * and etag (MF_ETAG_MAX, may be NULL) say what came with it. */
+/* A request to the current gateway, with its credentials. */
+mf_http_request mf_request(mf_client *c, const char *method, const char *url);
+/* A request whose answer body (at most MF_ASSIGNMENT_BODY_MAX) lands in c->body, with
+ * c->body.retry_after_s. *status and etag (MF_ETAG_MAX, may be NULL) say what came with it. */
 mf_err mf_request_small(mf_client *c, const mf_http_request *req, int *status, char *etag);
+
+/* mf_auth.c: device tokens. */
+const char *mf_credentials(mf_client *c);             /* for the current gateway, or NULL */
+/* Every answer's status: a 401 drops the gateway's token and asks for the key to be proven. */
+void mf_saw_status(mf_client *c, int status);
+int mf_auth_due(mf_client *c);                        /* prove the key before asking this gateway */
+/* Ends the state with MF_AUTH, unless the token just given was refused (then a failure). */
+void mf_step_auth(mf_client *c, mf_step *s);
 
 /* mf_report.c. rolled_back_from: the hex sha256 of a model rolled back from, or NULL.
  * MF_ERR_NO_GATEWAY before the first DISCOVER. */
@@ -91,6 +102,7 @@ void mf_run_activate(mf_client *c, mf_step *s);
 void mf_run_pending(mf_client *c, mf_step *s);
 void mf_run_confirm(mf_client *c, mf_step *s);
 void mf_run_rollback(mf_client *c, mf_step *s);
+void mf_run_auth(mf_client *c, mf_step *s);
 
 /* mf_install.c: the slot an update goes to (never the active one); what a valid slot holds;
  * activation: maps a slot (unless mapped) and hands it to the application. */

@@ -40,6 +40,7 @@ static mf_err save_progress(download_ctx *d, uint64_t written)
 static int download_head(void *ctx, const mf_http_head *head)
 {
     download_ctx *d = ctx;
+    mf_saw_status(d->c, head->status);
     if (head->status == 206 && d->asked_range) {
         if (head->range_start != (int64_t)d->offset || head->range_total != (int64_t)d->size ||
             head->range_end != (int64_t)d->size - 1) {
@@ -67,7 +68,7 @@ static int download_head(void *ctx, const mf_http_head *head)
         }
         return 0;
     }
-    d->err = head->status == 416 ? MF_ERR_SIZE_MISMATCH : MF_ERR_HTTP_STATUS;
+    d->err = head->status == 416 ? MF_ERR_SIZE_MISMATCH : head->status == 401 ? MF_ERR_UNAUTHORIZED : MF_ERR_HTTP_STATUS;
     return 1;
 }
 
@@ -156,6 +157,7 @@ static mf_err start(download_ctx *d)
 static mf_err download(mf_client *c, int slot)
 {
     const mf_assignment *a = &c->assignment.model;
+    if (mf_auth_due(c)) return MF_ERR_UNAUTHORIZED;
     download_ctx d;
     memset(&d, 0, sizeof d);
     d.c = c;
@@ -171,11 +173,10 @@ static mf_err download(mf_client *c, int slot)
     char if_range[70];
     snprintf(if_range, sizeof if_range, "\"%s\"", a->sha256_hex);
     d.asked_range = d.offset > 0;
-    mf_http_request req = {
-        .method = "GET", .url = url, .range_start = d.asked_range ? (int64_t)d.offset : -1,
-        .if_range = d.asked_range ? if_range : NULL, .bearer_token = c->cfg->device_token,
-        .timeout_ms = c->cfg->request_timeout_ms + (uint32_t)(d.size / 1024), /* >= 1 KiB/ms of slack */
-    };
+    mf_http_request req = mf_request(c, "GET", url);
+    req.range_start = d.asked_range ? (int64_t)d.offset : -1;
+    req.if_range = d.asked_range ? if_range : NULL;
+    req.timeout_ms += (uint32_t)(d.size / 1024); /* >= 1 KiB/ms of slack */
     c->stats.downloads++;
     if (d.asked_range) c->stats.range_requests++;
     mf_http_sink sink = {download_head, download_body, &d};
@@ -189,7 +190,7 @@ static mf_err download(mf_client *c, int slot)
             mf_err e2 = save_progress(&d, keep);
             if (e2 == MF_ERR_POWER_LOST || e2 == MF_ERR_IO) return e2;
         }
-        if (err == MF_ERR_NETWORK || err == MF_ERR_HTTP_STATUS) return err;
+        if (err == MF_ERR_NETWORK || err == MF_ERR_HTTP_STATUS || err == MF_ERR_UNAUTHORIZED) return err;
         /* Anything else breaks the contract: the next attempt starts over. */
         (void)mf_kv_erase(c->ports.kv, MF_KEY_PROGRESS);
         return err;
@@ -212,6 +213,8 @@ void mf_run_download(mf_client *c, mf_step *s)
     mf_err err = download(c, mf_free_slot(c));
     if (err == MF_OK) {
         mf_step_go(s);
+    } else if (err == MF_ERR_UNAUTHORIZED) {
+        mf_step_auth(c, s);
     } else if (err == MF_ERR_POWER_LOST || err == MF_ERR_IO) {
         mf_step_fail(s, err, mf_gateway_failed(c));
     } else if (err == MF_ERR_NETWORK || err == MF_ERR_HTTP_STATUS || err == MF_ERR_PROTOCOL) {

@@ -112,6 +112,9 @@ typedef struct {
     uint32_t retry_max_ms;
     uint32_t failures_before_switch;   /* then the next gateway, and rediscovery after the list */
     const char *device_token;          /* devices.token of the gateway, or NULL */
+    int always_authenticate;           /* prove the device key to each gateway before asking it
+                                        * anything (devices.admission pinned or accepted); 0:
+                                        * when a request answers 401 */
     const char *firmware_version;      /* reported; may be NULL */
     uint32_t confirm_boots;            /* a pending model still unconfirmed at this boot is rolled back */
     uint32_t confirm_timeout_s;        /* ... or this long after it was activated */
@@ -157,6 +160,7 @@ typedef enum {
     MF_STATE_PENDING,       /* until the application confirms or rejects it, or time runs out */
     MF_STATE_CONFIRM,       /* it works: the previous slot may be reused */
     MF_STATE_ROLLBACK,      /* it does not: the previous model is active again */
+    MF_STATE_AUTH,          /* prove the device key to the gateway for a token, then back */
     MF_STATE_HALTED,        /* storage lost power: nothing until the next boot */
     MF_STATE_COUNT
 } mf_state;
@@ -165,6 +169,7 @@ typedef enum {
 #define MF_GATEWAYS_MAX 8
 #define MF_BODY_CAP 4097
 #define MF_FAILED_DETAIL_MAX 95
+#define MF_TOKEN_MAX 65
 
 /* The client's state. The application owns it (static or on its heap) and reads it only
  * through the functions below; its fields are here so it needs no allocation. */
@@ -172,8 +177,10 @@ typedef struct mf_client {
     const mf_config *cfg;
     mf_ports ports;
     char mac[18];
+    uint8_t device_key[32];            /* its Ed25519 public key (the secret stays in the store) */
     uint64_t boot_ms;
     mf_state state;
+    mf_state auth_then;                /* the state AUTH goes back to */
 
     int active;                        /* slot index, -1 none */
     mf_active_model models[MF_SLOT_COUNT]; /* what each valid slot holds */
@@ -200,6 +207,9 @@ typedef struct mf_client {
         uint32_t backoff_failures;     /* with any, since the last answer */
         char last_good[MF_BASE_URL_MAX];
         int long_poll_ok;              /* it accepts our wait= */
+        char token[MF_GATEWAYS_MAX][MF_TOKEN_MAX]; /* device tokens, each sent to its gateway only */
+        uint32_t auth_asked;           /* a bit per gateway: it answered 401 */
+        int fresh_token;               /* the token AUTH just got was not used yet */
     } gateway;
 
     struct {
@@ -238,6 +248,7 @@ typedef struct mf_client {
         char data[MF_BODY_CAP];        /* an assignment, or an error body */
         size_t len;
         int overflow;
+        uint32_t retry_after_s;
     } body;
 
     mf_stats stats;
@@ -274,6 +285,11 @@ void mf_client_confirm(mf_client *c);
  * reason, and does not fetch it again before its backoff or another assignment. The
  * application no longer reads the rejected model's bytes. */
 void mf_client_reject(mf_client *c, const char *reason);
+
+/* The device's Ed25519 public key, made on first use and kept in the key-value store (key
+ * "mf_id": the 32-byte seed, which a factory may write instead). For `modelferry devices
+ * preauthorize` (a CSV of mac,publicKey lines) and logs. */
+mf_err mf_device_public_key(mf_kv *kv, uint8_t public_key[32]);
 
 /* The name of a state, for logs. */
 const char *mf_state_name(mf_state state);
