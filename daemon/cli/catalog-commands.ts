@@ -354,7 +354,8 @@ run, and its admission. Under devices.admission pinned or accepted:
   devices preauthorize FILE   accept devices by MAC and key before they ever connect: a CSV of
                               "mac,publicKey" lines (the key as base64 of its 32 bytes), as a
                               manufacturing line writes it; a header line and # comments are skipped`,
-  operands: [{ name: 'MAC|pending|accept MAC|reject MAC|preauthorize FILE', optional: true }],
+  // accept, reject and preauthorize take a second operand (the MAC, the CSV file).
+  operands: [{ name: 'MAC|pending|accept|reject|preauthorize', optional: true }, { name: 'MAC|FILE', optional: true }],
   client: true,
   async run(args) {
     const [first, second] = args.positionals;
@@ -368,6 +369,7 @@ run, and its admission. Under devices.admission pinned or accepted:
       if (second === undefined) throw new UsageError('devices preauthorize needs a CSV file of mac,publicKey lines');
       print((await client.request('POST', '/v1/admission/preauthorize', { json: { devices: await readDeviceKeys(second) } })).body);
     } else {
+      if (second !== undefined) throw new UsageError(`devices ${first} takes nothing after it`);
       print((await client.request('GET', first === undefined ? '/v1/devices' : `/v1/devices/${segment(first)}`)).body);
     }
     return 0;

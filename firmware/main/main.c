@@ -115,6 +115,9 @@ static void client_task(void *arg)
         vTaskDelete(NULL);
         return;
     }
+    /* The line `modelferry devices preauthorize` reads, for a manufacturing log. */
+    char key[45];
+    if (mf_esp_device_key_base64(&ports, key) == MF_OK) ESP_LOGI(TAG, "device key: %s", key);
     mf_err err = mf_client_init(&client, &cfg, &ports);
     if (err != MF_OK) {
         ESP_LOGE(TAG, "client: %s", mf_err_code(err));

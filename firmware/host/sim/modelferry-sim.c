@@ -32,9 +32,10 @@ static void usage(FILE *to)
             "                      [--operators a,b,...] [--delegates a,b,...] [--arena-bytes N] [--slot-bytes N]\n"
             "                      [--wait SECONDS] [--service NAME] [--discovery-timeout MS] [--token T]\n"
             "                      [--firmware VERSION] [--runtime NAME] [--power-cut-after-bytes N]\n"
-            "                      [--max-download-rate BYTES_PER_SECOND] [--stats]\n"
+            "                      [--max-download-rate BYTES_PER_SECOND] [--stats] [--no-deltas]\n"
             "                      [--confirm-boots N] [--confirm-timeout SECONDS]\n"
             "                      [--reject-model SHA256] [--crash-model SHA256]\n"
+            "                      [--always-authenticate] [--print-key]\n"
             "With no --gateway the gateway is found by mDNS (%s). --once does one poll and update\n"
             "cycle and exits 0 when the device then runs its assigned model, confirmed, 1 otherwise.\n"
             "--slot-bytes is the largest model a slot holds (rounded up to 4 KiB; the slot file adds\n"
@@ -44,7 +45,14 @@ static void usage(FILE *to)
             "--reject-model SHA256 rejects that model right after its activation (mf_client_reject);\n"
             "--crash-model SHA256 exits with status 134 right after that model is activated, before\n"
             "confirming it (starting again on the same --state-dir is the reboot). A model that\n"
-            "could not be confirmed and has nothing to roll back to is not run.\n",
+            "could not be confirmed and has nothing to roll back to is not run.\n"
+            "Deltas the gateway offers are applied (capabilities.patch: fossil) unless --no-deltas.\n"
+            "--stats prints, at exit, the memory figures and bytes_received: every response body\n"
+            "byte of the run (answers, artifacts, deltas).\n"
+            "The device's Ed25519 key is made on first start and kept in DIR; --print-key prints\n"
+            "MAC,PUBLIC_KEY (a line of the CSV `modelferry devices preauthorize` reads) and exits.\n"
+            "--always-authenticate proves the key to each gateway before asking it anything\n"
+            "(otherwise when a request answers 401).\n",
             "_modelferry._tcp");
 }
 
@@ -178,12 +186,14 @@ int main(int argc, char **argv)
         {"max-download-rate", required_argument, 0, 'R'},
         {"reject-model", required_argument, 0, 'J'},  {"crash-model", required_argument, 0, 'C'},
         {"confirm-boots", required_argument, 0, 'B'}, {"confirm-timeout", required_argument, 0, 'W'},
+        {"no-deltas", no_argument, 0, 'N'},
+        {"always-authenticate", no_argument, 0, 'A'}, {"print-key", no_argument, 0, 'P'},
         {0, 0, 0, 0},
     };
     static uint8_t keys[MAX_KEYS][32];
     static const char *operators[MAX_NAMES], *delegates[MAX_NAMES];
     const char *mac_text = NULL, *dir = NULL, *gateway = NULL;
-    int once = 0, stats = 0;
+    int once = 0, stats = 0, print_key = 0;
     size_t key_count = 0;
     uint64_t slot_bytes = 0x2EF000, power_cut = 0, max_rate = 0, v;
     int have_power_cut = 0;
@@ -252,6 +262,7 @@ int main(int argc, char **argv)
             if (parse_u64(optarg, &max_rate) != 0) { fprintf(stderr, "modelferry-sim: --max-download-rate must be a number\n"); return 2; }
             break;
         case 'x': stats = 1; break;
+        case 'N': cfg.deltas = 0; break;
         case 'J':
         case 'C':
             if (strlen(optarg) != 64 || strspn(optarg, "0123456789abcdef") != 64) {
@@ -269,6 +280,8 @@ int main(int argc, char **argv)
             if (parse_u64(optarg, &v) != 0 || v < 1 || v > 86400) { fprintf(stderr, "modelferry-sim: --confirm-timeout must be 1..86400\n"); return 2; }
             cfg.confirm_timeout_s = (uint32_t)v;
             break;
+        case 'A': cfg.always_authenticate = 1; break;
+        case 'P': print_key = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -302,6 +315,21 @@ int main(int argc, char **argv)
     static mf_client client;
     cfg.ctx = &client;
 
+    if (print_key) {
+        uint8_t pk[32];
+        char b64[48];
+        mf_kv *key_store = mf_posix_kv_open(dir, NULL);
+        mf_err key_err = key_store ? mf_device_public_key(key_store, pk) : MF_ERR_IO;
+        mf_posix_kv_close(key_store);
+        mf_posix_clock_free(sim_clock);
+        if (key_err != MF_OK) {
+            fprintf(stderr, "modelferry-sim: cannot read or store the device key in %s: %s\n", dir, mf_err_code(key_err));
+            return 1;
+        }
+        sodium_bin2base64(b64, sizeof b64, pk, 32, sodium_base64_VARIANT_ORIGINAL);
+        printf("%02x:%02x:%02x:%02x:%02x:%02x,%s\n", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], b64);
+        return 0;
+    }
     mf_fault fault;
     mf_fault_init(&fault);
     fault.on_power_lost = on_power_lost;
@@ -350,10 +378,12 @@ int main(int argc, char **argv)
         status = 1;
     }
     if (stats) {
-        char detail[256];
+        char detail[320];
         snprintf(detail, sizeof detail,
-                 "client_struct=%zu report_buffer=%zu cjson_peak=%zu peak_heap=%zu slot_capacity=%" PRIu32,
-                 sizeof client, client.report.cap, heap_peak, client.report.cap + heap_peak, capacity);
+                 "client_struct=%zu report_buffer=%zu cjson_peak=%zu peak_heap=%zu slot_capacity=%" PRIu32
+                 " bytes_received=%" PRIu64 " deltas_applied=%" PRIu32 " deltas_refused=%" PRIu32,
+                 sizeof client, client.report.cap, heap_peak, client.report.cap + heap_peak, capacity,
+                 client.stats.bytes_received, client.stats.deltas_applied, client.stats.deltas_refused);
         print_event("stats", detail);
     }
     mf_client_deinit(&client);

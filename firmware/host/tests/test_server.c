@@ -12,6 +12,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cJSON.h>
+#include <sodium.h>
+
 #include "test_util.h"
 
 void ts_write(int fd, const void *data, size_t len)
@@ -36,6 +39,8 @@ static const char *reason(int status)
     case 206: return "Partial Content";
     case 304: return "Not Modified";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 413: return "Payload Too Large";
     case 416: return "Range Not Satisfiable";
@@ -170,6 +175,19 @@ void tg_init(test_gateway *g)
     g->poll_content_length = -1;
     g->close_after_bytes = -1;
     g->last_range_start = -1;
+    g->delta_close_after_bytes = -1;
+    g->delta_last_range_start = -1;
+}
+
+void tg_offer_delta(test_gateway *g, const char *from_hex, const uint8_t *bytes, size_t len)
+{
+    pthread_mutex_lock(&g->lock);
+    g->delta = bytes;
+    g->delta_len = len;
+    snprintf(g->delta_from_hex, sizeof g->delta_from_hex, "%s", from_hex ? from_hex : "");
+    if (bytes) test_sha256_hex(bytes, len, g->delta_sha_hex);
+    g->delta_announced_size = len;
+    pthread_mutex_unlock(&g->lock);
 }
 
 void tg_serve(test_gateway *g, const char *name, const char *version, const uint8_t *bytes, size_t len)
@@ -193,17 +211,160 @@ static void assignment_body(test_gateway *g, char *out, size_t cap)
     else strcpy(sig, "null");
     if (g->key_id[0]) snprintf(kid, sizeof kid, "\"%s\"", g->key_id);
     else strcpy(kid, "null");
+    char delta[400] = "";
+    if (g->delta)
+        snprintf(delta, sizeof delta, "\"delta\":{\"from\":\"%s\",\"url\":\"/v1/deltas/%s/%s\",\"size\":%llu,\"sha256\":\"%s\"},",
+                 g->delta_from_hex, g->delta_from_hex, g->sha_hex, (unsigned long long)g->delta_announced_size, g->delta_sha_hex);
     snprintf(out, cap,
              "{\"device\":\"02:00:00:00:00:01\",\"model\":{\"name\":\"%s\",\"version\":\"%s\",\"sha256\":\"%s\","
-             "\"size\":%llu,\"url\":\"/v1/artifacts/%s\",\"signature\":%s,\"keyId\":%s},"
+             "\"size\":%llu,\"url\":\"/v1/artifacts/%s\",\"signature\":%s,\"keyId\":%s},%s"
              "\"poll\":{\"intervalSeconds\":300,\"jitterSeconds\":30}}",
-             g->name, g->version, g->sha_hex, (unsigned long long)g->announced_size, g->sha_hex, sig, kid);
+             g->name, g->version, g->sha_hex, (unsigned long long)g->announced_size, g->sha_hex, sig, kid, delta);
+}
+
+/* What serve_bytes sends, and how it misbehaves. */
+typedef struct {
+    const uint8_t *bytes;
+    size_t len;
+    const char *sha_hex;           /* the ETag */
+    int status;                    /* non-zero: answer only this status */
+    int range_as_200, bad_content_range;
+    long content_length_delta;     /* added to the Content-Length */
+    long *close_after_bytes;       /* >= 0: the body is cut after this many bytes, once */
+    long *last_range_start;
+} served;
+
+/* An artifact or a delta, with Range as the gateway answers it. Called with the lock held;
+ * releases it. */
+static void serve_bytes(test_gateway *g, const ts_request *req, int fd, const served *w)
+{
+    size_t start = 0;
+    int status = 200;
+    if (req->range[0]) {
+        start = strtoul(req->range + 6, NULL, 10);
+        *w->last_range_start = (long)start;
+        if (!w->range_as_200) status = 206;
+    }
+    if (w->status || !w->bytes) {
+        pthread_mutex_unlock(&g->lock);
+        ts_respond(fd, w->status ? w->status : 404, NULL, "{}", 2);
+        return;
+    }
+    if (status == 206 && start >= w->len) {
+        pthread_mutex_unlock(&g->lock);
+        char h[128];
+        snprintf(h, sizeof h, "Content-Range: bytes */%zu\r\n", w->len);
+        ts_respond(fd, 416, h, NULL, 0);
+        return;
+    }
+    char h[512];
+    size_t body_len = w->len - (status == 206 ? start : 0);
+    const uint8_t *from = w->bytes + (status == 206 ? start : 0);
+    long cl = (long)body_len + w->content_length_delta;
+    int n = snprintf(h, sizeof h, "ETag: \"%s\"\r\nContent-Length: %ld\r\n", w->sha_hex, cl);
+    if (status == 206)
+        snprintf(h + n, sizeof h - (size_t)n, "Content-Range: bytes %zu-%zu/%zu\r\n", w->bad_content_range ? start + 1 : start,
+                 w->len - 1, w->len);
+    size_t send_len = body_len;
+    if (*w->close_after_bytes >= 0 && (size_t)*w->close_after_bytes < send_len) {
+        send_len = (size_t)*w->close_after_bytes;
+        *w->close_after_bytes = -1;
+    }
+    char head[1024];
+    int hn = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nConnection: close\r\n%s\r\n", status,
+                      status == 206 ? "Partial Content" : "OK", h);
+    pthread_mutex_unlock(&g->lock);
+    ts_write(fd, head, (size_t)hn);
+    ts_write(fd, from, send_len);
+}
+
+static const char *json_text(const cJSON *root, const char *key)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    return cJSON_IsString(item) ? item->valuestring : "";
+}
+
+/* The proof of POST /v1/devices/{mac}/token: the challenge this gateway gave (once), signed
+ * by the key offered over modelferry-device-v1:<mac>:<challenge>. */
+static int proof_ok(test_gateway *g, const ts_request *req)
+{
+    char mac[18] = "";
+    sscanf(req->target, "/v1/devices/%17[^/]", mac);
+    cJSON *root = cJSON_Parse(req->body);
+    const char *challenge = json_text(root, "challenge");
+    uint8_t pk[32], sig[64];
+    size_t pk_len = 0, sig_len = 0;
+    const char *key = json_text(root, "publicKey"), *signature = json_text(root, "signature");
+    int ok = g->challenge[0] && strcmp(challenge, g->challenge) == 0 &&
+             sodium_base642bin(pk, 32, key, strlen(key), NULL, &pk_len, NULL, sodium_base64_VARIANT_ORIGINAL) == 0 &&
+             pk_len == 32 &&
+             sodium_base642bin(sig, 64, signature, strlen(signature), NULL, &sig_len, NULL, sodium_base64_VARIANT_ORIGINAL) == 0 &&
+             sig_len == 64;
+    char message[200];
+    int n = snprintf(message, sizeof message, "modelferry-device-v1:%s:%s", mac, challenge);
+    ok = ok && crypto_sign_verify_detached(sig, (const uint8_t *)message, (size_t)n, pk) == 0;
+    if (ok) snprintf(g->device_key, sizeof g->device_key, "%s", key);
+    g->challenge[0] = '\0';
+    cJSON_Delete(root);
+    return ok;
+}
+
+static void json_error(int fd, int status, const char *code, const char *extra_headers)
+{
+    char body[160], headers[200];
+    snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"test\"}", code);
+    snprintf(headers, sizeof headers, "Content-Type: application/json\r\n%s", extra_headers ? extra_headers : "");
+    ts_respond(fd, status, headers, body, strlen(body));
+}
+
+/* The identity routes, and the token every other route wants under `admission`; 1 when it
+ * answered. */
+static int admission(test_gateway *g, const ts_request *req, int fd)
+{
+    int post = strcmp(req->method, "POST") == 0;
+    char body[200];
+    if (post && (strstr(req->target, "/challenge") || strstr(req->target, "/token")) && g->no_identity_routes) {
+        json_error(fd, 404, "not_found", NULL);
+    } else if (post && strstr(req->target, "/challenge")) {
+        g->challenges++;
+        uint8_t random[32];
+        randombytes_buf(random, sizeof random);
+        sodium_bin2base64(g->challenge, sizeof g->challenge, random, 32, sodium_base64_VARIANT_ORIGINAL);
+        snprintf(body, sizeof body, "{\"challenge\":\"%s\",\"expiresInSeconds\":60}", g->challenge);
+        ts_respond(fd, 200, "Content-Type: application/json\r\n", body, strlen(body));
+    } else if (post && strstr(req->target, "/token")) {
+        if (!proof_ok(g, req)) {
+            g->proofs_refused++;
+            json_error(fd, 401, "device_auth_failed", NULL);
+        } else if (g->admission_answer) {
+            json_error(fd, g->admission_answer, g->admission_error,
+                       strcmp(g->admission_error, "device_pending") == 0 ? "Retry-After: 60\r\n" : NULL);
+        } else {
+            snprintf(g->token, sizeof g->token, "token-%d", ++g->tokens_issued);
+            snprintf(body, sizeof body, "{\"token\":\"%s\",\"expiresInSeconds\":3600,\"admission\":\"accepted\"}", g->token);
+            ts_respond(fd, 200, "Content-Type: application/json\r\nCache-Control: no-store\r\n", body, strlen(body));
+        }
+    } else if (g->admission && (g->refuse_tokens || !g->token[0] || strncmp(req->authorization, "Bearer ", 7) != 0 ||
+                                strcmp(req->authorization + 7, g->token) != 0)) {
+        g->unauthorized++;
+        json_error(fd, 401, "unauthorized", "WWW-Authenticate: Bearer\r\n");
+    } else {
+        return 0;
+    }
+    return 1;
 }
 
 void tg_handler(void *ctx, const ts_request *req, int fd)
 {
     test_gateway *g = ctx;
     pthread_mutex_lock(&g->lock);
+    if (!g->first_request[0]) snprintf(g->first_request, sizeof g->first_request, "%s %s", req->method, req->target);
+    size_t seen = strlen(g->authorizations);
+    snprintf(g->authorizations + seen, sizeof g->authorizations - seen, "%s\n", req->authorization);
+    if (admission(g, req, fd)) {
+        pthread_mutex_unlock(&g->lock);
+        return;
+    }
     char body[8192];
     if (strcmp(req->method, "GET") == 0 && strstr(req->target, "/model")) {
         g->polls++;
@@ -241,45 +402,22 @@ void tg_handler(void *ctx, const ts_request *req, int fd)
         }
     } else if (strcmp(req->method, "GET") == 0 && strncmp(req->target, "/v1/artifacts/", 14) == 0) {
         g->artifact_requests++;
-        const uint8_t *bytes = g->artifact;
-        size_t len = g->artifact_len, start = 0;
-        int status = 200;
-        if (req->range[0]) {
-            g->range_requests++;
-            start = strtoul(req->range + 6, NULL, 10);
-            g->last_range_start = (long)start;
-            if (!g->range_as_200) status = 206;
-        }
-        if (strcmp(req->target + 14, g->sha_hex) != 0 || !bytes) {
-            ts_respond(fd, 404, NULL, "{}", 2);
-        } else if (status == 206 && start >= len) {
-            char h[128];
-            snprintf(h, sizeof h, "Content-Range: bytes */%zu\r\n", len);
-            ts_respond(fd, 416, h, NULL, 0);
-        } else {
-            char h[512];
-            size_t body_len = len - (status == 206 ? start : 0);
-            const uint8_t *from = bytes + (status == 206 ? start : 0);
-            long cl = (long)body_len + g->artifact_content_length_delta;
-            int n = snprintf(h, sizeof h, "ETag: \"%s\"\r\nContent-Length: %ld\r\n", g->sha_hex, cl);
-            if (status == 206)
-                snprintf(h + n, sizeof h - (size_t)n, "Content-Range: bytes %zu-%zu/%zu\r\n",
-                         g->bad_content_range ? start + 1 : start, len - 1, len);
-            size_t send_len = body_len;
-            if (g->close_after_bytes >= 0 && (size_t)g->close_after_bytes < send_len) {
-                send_len = (size_t)g->close_after_bytes;
-                g->close_after_bytes = -1;
-            } else if (g->artifact_content_length_delta < 0) {
-                send_len = body_len; /* more bytes than announced */
-            }
-            char head[1024];
-            int hn = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nConnection: close\r\n%s\r\n", status,
-                              status == 206 ? "Partial Content" : "OK", h);
-            pthread_mutex_unlock(&g->lock);
-            ts_write(fd, head, (size_t)hn);
-            ts_write(fd, from, send_len);
-            return;
-        }
+        if (req->range[0]) g->range_requests++;
+        served what = {g->artifact, g->artifact_len, g->sha_hex, strcmp(req->target + 14, g->sha_hex) == 0 ? 0 : 404,
+                       g->range_as_200, g->bad_content_range, g->artifact_content_length_delta, &g->close_after_bytes,
+                       &g->last_range_start};
+        serve_bytes(g, req, fd, &what);
+        return;
+    } else if (strcmp(req->method, "GET") == 0 && strncmp(req->target, "/v1/deltas/", 11) == 0) {
+        g->delta_requests++;
+        if (req->range[0]) g->delta_range_requests++;
+        char expected[160];
+        snprintf(expected, sizeof expected, "/v1/deltas/%s/%s", g->delta_from_hex, g->sha_hex);
+        served what = {g->delta, g->delta_len, g->delta_sha_hex, strcmp(req->target, expected) == 0 ? g->delta_status : 404,
+                       g->delta_range_as_200, 0, 0, &g->delta_close_after_bytes, &g->delta_last_range_start};
+        if (g->delta_status_once) g->delta_status = g->delta_status_once = 0;
+        serve_bytes(g, req, fd, &what);
+        return;
     } else if (strcmp(req->method, "POST") == 0 && strstr(req->target, "/report")) {
         g->reports++;
         snprintf(g->last_report, sizeof g->last_report, "%s", req->body);

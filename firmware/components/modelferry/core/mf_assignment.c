@@ -64,6 +64,40 @@ static int url_ok(const char *url, const char *sha_hex)
     return strcmp(url, expected) == 0;
 }
 
+/* A relative delta URL is the gateway's own delta route for exactly this pair. */
+static int delta_url_ok(const char *url, const char *from_hex, const char *to_hex)
+{
+    if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) return 1;
+    char expected[160];
+    snprintf(expected, sizeof expected, "/v1/deltas/%s/%s", from_hex, to_hex);
+    return strcmp(url, expected) == 0;
+}
+
+/* The optional `delta` beside the model; NULL when absent or valid, else what is wrong. */
+static const char *parse_delta(const cJSON *root, mf_assignment *out)
+{
+    const cJSON *delta = cJSON_GetObjectItemCaseSensitive(root, "delta");
+    if (delta == NULL) return NULL;
+    if (!cJSON_IsObject(delta)) return "delta is not an object";
+    mf_delta_offer *d = &out->delta;
+    const char *s;
+    uint64_t n;
+    if (!(s = string_member(delta, "from", 64)) || mf_hex_decode(s, d->from, 32) != 0) return "delta.from";
+    char from_hex[65];
+    strcpy(from_hex, s);
+    /* A delta from the model itself would make nothing new. */
+    if (memcmp(d->from, out->sha256, 32) == 0) return "delta.from";
+    if (!(s = string_member(delta, "sha256", 64)) || mf_hex_decode(s, d->sha256, 32) != 0) return "delta.sha256";
+    strcpy(d->sha256_hex, s);
+    /* The applier counts delta bytes in 32 bits. */
+    if (!whole_member(delta, "size", 1, 4294967295.0, &n)) return "delta.size";
+    d->size = n;
+    if (!(s = string_member(delta, "url", MF_MODEL_URL_MAX - 1)) || !delta_url_ok(s, from_hex, out->sha256_hex)) return "delta.url";
+    strcpy(d->url, s);
+    d->present = 1;
+    return NULL;
+}
+
 mf_err mf_assignment_parse(const char *body, size_t len, mf_assignment *out, char *why, size_t why_len)
 {
     if (body == NULL || out == NULL) return MF_ERR_INVALID_ARG;
@@ -118,6 +152,8 @@ mf_err mf_assignment_parse(const char *body, size_t len, mf_assignment *out, cha
     } else {
         problem = "model.signature and model.keyId must both be strings or both null"; goto done;
     }
+
+    if ((problem = parse_delta(root, out)) != NULL) goto done;
 
     poll = cJSON_GetObjectItemCaseSensitive(root, "poll");
     if (!cJSON_IsObject(poll)) { problem = "poll is not an object"; goto done; }

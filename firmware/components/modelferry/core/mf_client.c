@@ -33,6 +33,9 @@ static const mf_state_row STATES[MF_STATE_COUNT] = {
     /* A model pending at boot is answered before the first DISCOVER. */
     [MF_STATE_CONFIRM] = {"confirm", mf_run_confirm, MF_STATE_DISCOVER, MF_STATE_DISCOVER, MF_STATE_PENDING},
     [MF_STATE_ROLLBACK] = {"rollback", mf_run_rollback, MF_STATE_DISCOVER, MF_STATE_DISCOVER, MF_STATE_ROLLBACK},
+    /* A token: back to the state that asked for it (MF_STATE_COUNT stands for it). Pending or
+     * rejected: wait, and ask the key again before anything else (BOOT_REPORT, POLL). */
+    [MF_STATE_AUTH] = {"auth", mf_run_auth, MF_STATE_COUNT, MF_STATE_BOOT_REPORT, MF_STATE_DISCOVER},
     [MF_STATE_HALTED] = {"halted", NULL, MF_STATE_HALTED, MF_STATE_HALTED, MF_STATE_HALTED},
 };
 
@@ -55,6 +58,7 @@ void mf_config_defaults(mf_config *cfg)
     cfg->failures_before_switch = 3;
     cfg->confirm_boots = 2;
     cfg->confirm_timeout_s = 300;
+    cfg->deltas = 1;
 }
 
 void mf_step_go(mf_step *s) { s->outcome = MF_GO; }
@@ -112,6 +116,7 @@ mf_err mf_client_init(mf_client *c, const mf_config *cfg, const mf_ports *ports)
 
     uint8_t mac[6];
     mf_err err = mf_identity_mac(ports->identity, mac);
+    if (err == MF_OK) err = mf_device_public_key(ports->kv, c->device_key);
     if (err != MF_OK) return err;
     snprintf(c->mac, sizeof c->mac, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
 
@@ -168,7 +173,13 @@ mf_err mf_client_step(mf_client *c, uint32_t *next_delay_ms)
         *delay = UINT32_MAX;
         return s.err;
     }
-    c->state = s.outcome == MF_GO ? row->go : s.outcome == MF_IDLE ? row->idle : row->fail;
+    mf_state next = s.outcome == MF_GO ? row->go : s.outcome == MF_IDLE ? row->idle : row->fail;
+    if (s.outcome == MF_AUTH) {
+        c->auth_then = c->state;
+        next = MF_STATE_AUTH;
+        s.delay_ms = 0;
+    }
+    c->state = next == MF_STATE_COUNT ? c->auth_then : next;
     *delay = s.delay_ms;
     return s.err;
 }

@@ -12,17 +12,25 @@
 #include "modelferry/modelferry.h"
 #include "mf_slot.h"
 
+/* A download's progress (mf_progress), or a delta's (mf_delta_progress): one slot is
+ * written at a time, by one or the other. */
 #define MF_KEY_PROGRESS "mf_dl"
 #define MF_KEY_FAILED "mf_fail"
 #define MF_KEY_GATEWAY "mf_gw"
 #define MF_KEY_PENDING "mf_pend"
 #define MF_KEY_SEQUENCE "mf_seq"
 
+/* Progress reaches the key-value store every this many bytes written to the slot (a
+ * multiple of the sector size: a resume restarts at a sector boundary and erases that
+ * sector again). */
+#define MF_PROGRESS_STEP (16u * MF_FLASH_SECTOR)
+
 /* How a state ended, which picks the next one from the table. */
 typedef enum {
     MF_GO,      /* done: on to the next state */
     MF_IDLE,    /* nothing (more) to do until the next poll */
     MF_FAIL,    /* the exchange with the gateway failed: back off, maybe another gateway */
+    MF_AUTH,    /* the gateway wants the device's key proven: AUTH, then this state again */
 } mf_outcome;
 
 typedef struct {
@@ -44,9 +52,19 @@ uint32_t mf_rand(mf_client *c);
 const char *mf_gateway_url(mf_client *c);
 void mf_gateway_answered(mf_client *c);
 uint32_t mf_gateway_failed(mf_client *c);             /* the backoff before the next try */
-/* A request whose answer body (at most MF_ASSIGNMENT_BODY_MAX) lands in c->body. *status
- * and etag (MF_ETAG_MAX, may be NULL) say what came with it. */
+/* A request to the current gateway, with its credentials. */
+mf_http_request mf_request(mf_client *c, const char *method, const char *url);
+/* A request whose answer body (at most MF_ASSIGNMENT_BODY_MAX) lands in c->body, with
+ * c->body.retry_after_s. *status and etag (MF_ETAG_MAX, may be NULL) say what came with it. */
 mf_err mf_request_small(mf_client *c, const mf_http_request *req, int *status, char *etag);
+
+/* mf_auth.c: device tokens. */
+const char *mf_credentials(mf_client *c);             /* for the current gateway, or NULL */
+/* Every answer's status: a 401 drops the gateway's token and asks for the key to be proven. */
+void mf_saw_status(mf_client *c, int status);
+int mf_auth_due(mf_client *c);                        /* prove the key before asking this gateway */
+/* Ends the state with MF_AUTH, unless the token just given was refused (then a failure). */
+void mf_step_auth(mf_client *c, mf_step *s);
 
 /* mf_report.c. rolled_back_from: the hex sha256 of a model rolled back from, or NULL.
  * MF_ERR_NO_GATEWAY before the first DISCOVER. */
@@ -85,12 +103,23 @@ void mf_run_poll(mf_client *c, mf_step *s);
 void mf_run_decide(mf_client *c, mf_step *s);
 void mf_run_check(mf_client *c, mf_step *s);
 void mf_run_download(mf_client *c, mf_step *s);
+
+/* mf_delta_download.c: the delta path of DOWNLOAD. Whether the assignment's delta applies
+ * to what runs (and is not one that failed already, nor is a full download to resume). */
+int mf_delta_wanted(mf_client *c, int slot);
+/* Makes the assigned model in `slot` from the active one and the delta. MF_OK: the slot
+ * holds the model's bytes, their sha256 checked. MF_ERR_NETWORK and MF_ERR_UNAUTHORIZED
+ * (resumable), MF_ERR_POWER_LOST and MF_ERR_IO end the step as a download's would; anything
+ * else means the delta did not make the model (`why` says how): fetch the full artifact
+ * instead. */
+mf_err mf_delta_download(mf_client *c, int slot, char *why, size_t why_len);
 void mf_run_verify(mf_client *c, mf_step *s);
 void mf_run_commit(mf_client *c, mf_step *s);
 void mf_run_activate(mf_client *c, mf_step *s);
 void mf_run_pending(mf_client *c, mf_step *s);
 void mf_run_confirm(mf_client *c, mf_step *s);
 void mf_run_rollback(mf_client *c, mf_step *s);
+void mf_run_auth(mf_client *c, mf_step *s);
 
 /* mf_install.c: the slot an update goes to (never the active one); what a valid slot holds;
  * activation: maps a slot (unless mapped) and hands it to the application. */

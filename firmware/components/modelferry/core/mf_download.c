@@ -1,6 +1,6 @@
 /* DOWNLOAD: the assigned artifact into the inactive slot. Every sector is erased just
  * before it is written; progress (slot, sha256, size, bytes written in whole sectors) is
- * saved every PROGRESS_STEP and when a download drops, so the next attempt, after a drop or
+ * saved every MF_PROGRESS_STEP and when a download drops, so the next attempt, after a drop or
  * a reboot, resumes with Range and If-Range when the assignment still names the same
  * artifact, re-hashing what is already in flash. */
 #include "mf_client_internal.h"
@@ -11,10 +11,6 @@
 
 #include "mf_records.h"
 #include "mf_slot.h"
-
-/* Progress reaches the key-value store every this many bytes (a multiple of the sector
- * size: a resume restarts at a sector boundary and erases that sector again). */
-#define PROGRESS_STEP (16u * MF_FLASH_SECTOR)
 
 typedef struct {
     mf_client *c;
@@ -40,6 +36,7 @@ static mf_err save_progress(download_ctx *d, uint64_t written)
 static int download_head(void *ctx, const mf_http_head *head)
 {
     download_ctx *d = ctx;
+    mf_saw_status(d->c, head->status);
     if (head->status == 206 && d->asked_range) {
         if (head->range_start != (int64_t)d->offset || head->range_total != (int64_t)d->size ||
             head->range_end != (int64_t)d->size - 1) {
@@ -67,7 +64,7 @@ static int download_head(void *ctx, const mf_http_head *head)
         }
         return 0;
     }
-    d->err = head->status == 416 ? MF_ERR_SIZE_MISMATCH : MF_ERR_HTTP_STATUS;
+    d->err = head->status == 416 ? MF_ERR_SIZE_MISMATCH : head->status == 401 ? MF_ERR_UNAUTHORIZED : MF_ERR_HTTP_STATUS;
     return 1;
 }
 
@@ -100,7 +97,7 @@ static int download_body(void *ctx, const uint8_t *data, size_t len)
         d->offset += n;
         data += n;
         len -= n;
-        uint64_t step = d->offset / PROGRESS_STEP * PROGRESS_STEP;
+        uint64_t step = d->offset / MF_PROGRESS_STEP * MF_PROGRESS_STEP;
         if (step > d->saved && step < d->size) {
             err = save_progress(d, step);
             if (err != MF_OK) {
@@ -156,6 +153,7 @@ static mf_err start(download_ctx *d)
 static mf_err download(mf_client *c, int slot)
 {
     const mf_assignment *a = &c->assignment.model;
+    if (mf_auth_due(c)) return MF_ERR_UNAUTHORIZED;
     download_ctx d;
     memset(&d, 0, sizeof d);
     d.c = c;
@@ -171,11 +169,10 @@ static mf_err download(mf_client *c, int slot)
     char if_range[70];
     snprintf(if_range, sizeof if_range, "\"%s\"", a->sha256_hex);
     d.asked_range = d.offset > 0;
-    mf_http_request req = {
-        .method = "GET", .url = url, .range_start = d.asked_range ? (int64_t)d.offset : -1,
-        .if_range = d.asked_range ? if_range : NULL, .bearer_token = c->cfg->device_token,
-        .timeout_ms = c->cfg->request_timeout_ms + (uint32_t)(d.size / 1024), /* >= 1 KiB/ms of slack */
-    };
+    mf_http_request req = mf_request(c, "GET", url);
+    req.range_start = d.asked_range ? (int64_t)d.offset : -1;
+    req.if_range = d.asked_range ? if_range : NULL;
+    req.timeout_ms += (uint32_t)(d.size / 1024); /* >= 1 KiB/ms of slack */
     c->stats.downloads++;
     if (d.asked_range) c->stats.range_requests++;
     mf_http_sink sink = {download_head, download_body, &d};
@@ -189,7 +186,7 @@ static mf_err download(mf_client *c, int slot)
             mf_err e2 = save_progress(&d, keep);
             if (e2 == MF_ERR_POWER_LOST || e2 == MF_ERR_IO) return e2;
         }
-        if (err == MF_ERR_NETWORK || err == MF_ERR_HTTP_STATUS) return err;
+        if (err == MF_ERR_NETWORK || err == MF_ERR_HTTP_STATUS || err == MF_ERR_UNAUTHORIZED) return err;
         /* Anything else breaks the contract: the next attempt starts over. */
         (void)mf_kv_erase(c->ports.kv, MF_KEY_PROGRESS);
         return err;
@@ -209,9 +206,29 @@ static mf_err download(mf_client *c, int slot)
 
 void mf_run_download(mf_client *c, mf_step *s)
 {
-    mf_err err = download(c, mf_free_slot(c));
+    int slot = mf_free_slot(c);
+    mf_err err;
+    if (mf_delta_wanted(c, slot)) {
+        char why[96];
+        err = mf_delta_download(c, slot, why, sizeof why);
+        if (err != MF_OK && err != MF_ERR_NETWORK && err != MF_ERR_UNAUTHORIZED && err != MF_ERR_POWER_LOST && err != MF_ERR_IO) {
+            /* The delta did not make the model: not tried again this boot, the full
+             * artifact now, in the same cycle. */
+            memcpy(c->delta_refused, c->assignment.model.delta.sha256, 32);
+            c->stats.deltas_refused++;
+            char error[160];
+            snprintf(error, sizeof error, "%s: %s; downloading the full artifact", mf_err_code(MF_ERR_BAD_DELTA), why);
+            mf_eventf(c, "delta_refused", "%s", why);
+            mf_report_state(c, "downloading", error, 0.0);
+            err = download(c, slot);
+        }
+    } else {
+        err = download(c, slot);
+    }
     if (err == MF_OK) {
         mf_step_go(s);
+    } else if (err == MF_ERR_UNAUTHORIZED) {
+        mf_step_auth(c, s);
     } else if (err == MF_ERR_POWER_LOST || err == MF_ERR_IO) {
         mf_step_fail(s, err, mf_gateway_failed(c));
     } else if (err == MF_ERR_NETWORK || err == MF_ERR_HTTP_STATUS || err == MF_ERR_PROTOCOL) {

@@ -25,6 +25,9 @@ const char *mf_err_code(mf_err err)
     case MF_ERR_REJECTED: return "model_rejected";
     case MF_ERR_NOT_CONFIRMED: return "not_confirmed";
     case MF_ERR_BAD_DELTA: return "bad_delta";
+    case MF_ERR_UNAUTHORIZED: return "device_auth_failed";
+    case MF_ERR_DEVICE_PENDING: return "device_pending";
+    case MF_ERR_DEVICE_REJECTED: return "device_rejected";
     }
     return "unknown_error";
 }

@@ -42,6 +42,9 @@ void mf_run_discover(mf_client *c, mf_step *s)
     c->gateway.index = 0;
     c->gateway.listed = list.count > 0;
     c->gateway.consecutive_failures = 0;
+    /* Tokens belong to the places of the old list. */
+    memset(c->gateway.token, 0, sizeof c->gateway.token);
+    c->gateway.auth_asked = 0;
     if (!list.count) {
         mf_event(c, "no_gateway", "discovery found none and no fallback URL is configured");
         mf_step_fail(s, MF_ERR_NO_GATEWAY, gateway_backoff(c));
@@ -73,6 +76,15 @@ uint32_t mf_gateway_failed(mf_client *c)
     return gateway_backoff(c);
 }
 
+mf_http_request mf_request(mf_client *c, const char *method, const char *url)
+{
+    mf_http_request req = {
+        .method = method, .url = url, .range_start = -1, .bearer_token = mf_credentials(c),
+        .timeout_ms = c->cfg->request_timeout_ms,
+    };
+    return req;
+}
+
 typedef struct {
     mf_client *c;
     int status;
@@ -83,6 +95,8 @@ static int small_head(void *ctx, const mf_http_head *head)
 {
     small_answer *a = ctx;
     a->status = head->status;
+    a->c->body.retry_after_s = head->retry_after_s;
+    mf_saw_status(a->c, head->status);
     if (a->etag) strcpy(a->etag, head->etag);
     /* Refuse an oversized body before reading it. */
     if (head->status == 200 && head->content_length > (int64_t)MF_ASSIGNMENT_BODY_MAX) {
@@ -95,6 +109,7 @@ static int small_head(void *ctx, const mf_http_head *head)
 static int small_body(void *ctx, const uint8_t *data, size_t len)
 {
     mf_client *c = ((small_answer *)ctx)->c;
+    c->stats.bytes_received += len;
     if (len > MF_ASSIGNMENT_BODY_MAX - c->body.len) {
         c->body.overflow = 1;
         return 1;
@@ -111,6 +126,7 @@ mf_err mf_request_small(mf_client *c, const mf_http_request *req, int *status, c
     mf_http_sink sink = {small_head, small_body, &a};
     c->body.len = 0;
     c->body.overflow = 0;
+    c->body.retry_after_s = 0;
     mf_err err = mf_http_perform(c->ports.http, req, &sink);
     *status = a.status;
     if (c->body.overflow || err == MF_ERR_ABORTED) return MF_ERR_PROTOCOL;

@@ -27,3 +27,11 @@ int mf_parse_content_range(const char *value, int64_t *first, int64_t *last, int
     *complete = total;
     return 0;
 }
+
+uint32_t mf_parse_retry_after(const char *value)
+{
+    const char *end = value;
+    int64_t v = mf_parse_decimal(value, &end);
+    if (v < 0 || *end != '\0') return 0;
+    return v > 86400 ? 86400 : (uint32_t)v;
+}

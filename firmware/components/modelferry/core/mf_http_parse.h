@@ -13,4 +13,8 @@ int64_t mf_parse_decimal(const char *s, const char **end);
  * when it is one, -1 otherwise (nothing written). */
 int mf_parse_content_range(const char *value, int64_t *first, int64_t *last, int64_t *complete);
 
+/* Retry-After as delay-seconds (an HTTP date is not read: a device may not know the
+ * time), at most a day; 0 when absent or not that form. */
+uint32_t mf_parse_retry_after(const char *value);
+
 #endif

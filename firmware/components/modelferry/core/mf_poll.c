@@ -41,6 +41,10 @@ static void keep_assignment(mf_client *c, const mf_assignment *a, const char *et
 
 void mf_run_poll(mf_client *c, mf_step *s)
 {
+    if (mf_auth_due(c)) {
+        mf_step_auth(c, s);
+        return;
+    }
     /* Long-poll only when there is nothing to do but wait for a change. */
     int idle = c->assignment.have && c->assignment.etag[0] && (mf_in_sync(c) || mf_failure_waiting(c));
     int wait = idle && c->cfg->long_poll_s > 0 && c->gateway.long_poll_ok;
@@ -49,12 +53,9 @@ void mf_run_poll(mf_client *c, mf_step *s)
         snprintf(url, sizeof url, "%s/v1/devices/%s/model?wait=%" PRIu32, mf_gateway_url(c), c->mac, c->cfg->long_poll_s);
     else
         snprintf(url, sizeof url, "%s/v1/devices/%s/model", mf_gateway_url(c), c->mac);
-    mf_http_request req = {
-        .method = "GET", .url = url, .range_start = -1,
-        .if_none_match = c->assignment.have && c->assignment.etag[0] ? c->assignment.etag : NULL,
-        .bearer_token = c->cfg->device_token,
-        .timeout_ms = c->cfg->request_timeout_ms + (wait ? c->cfg->long_poll_s * 1000 : 0),
-    };
+    mf_http_request req = mf_request(c, "GET", url);
+    req.if_none_match = c->assignment.have && c->assignment.etag[0] ? c->assignment.etag : NULL;
+    if (wait) req.timeout_ms += c->cfg->long_poll_s * 1000;
     int status;
     char etag[MF_ETAG_MAX];
     uint64_t started = mf_now_ms(c);
@@ -67,6 +68,10 @@ void mf_run_poll(mf_client *c, mf_step *s)
         return;
     }
 
+    if (status == 401) {
+        mf_step_auth(c, s);
+        return;
+    }
     if (status == 304 && c->assignment.have) {
         c->stats.polls_not_modified++;
         mf_gateway_answered(c);

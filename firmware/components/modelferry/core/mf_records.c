@@ -48,6 +48,8 @@ static void get_text(char *out, const uint8_t *p, size_t size)
 /* "MFQ1", slot, state, sequence, sha256, boots, attempts, err, detail, crc */
 #define PENDING_BYTES (4 + 1 + 1 + 4 + 32 + 4 + 4 + 1 + DETAIL_BYTES + 4)
 #define SEQUENCE_BYTES 12   /* "MFS1", sequence, crc */
+/* "MFD1", slot, sha256, delta sha256, size, delta size, phase, count, offset, written, consumed, crc */
+#define DELTA_PROGRESS_BYTES (4 + 1 + 32 + 32 + 4 + 4 + 1 + 4 * 4 + 4)
 
 mf_err mf_progress_save(mf_kv *kv, const char *key, const mf_progress *p)
 {
@@ -68,6 +70,40 @@ mf_err mf_progress_load(mf_kv *kv, const char *key, mf_progress *p)
     memcpy(p->sha256, b + 5, 32);
     p->size = get32(b + 37);
     p->written = get32(b + 41);
+    return MF_OK;
+}
+
+mf_err mf_delta_progress_save(mf_kv *kv, const char *key, const mf_delta_progress *p)
+{
+    uint8_t b[DELTA_PROGRESS_BYTES];
+    b[4] = p->slot;
+    memcpy(b + 5, p->sha256, 32);
+    memcpy(b + 37, p->delta_sha256, 32);
+    put32(b + 69, p->size);
+    put32(b + 73, p->delta_size);
+    b[77] = p->at.phase;
+    put32(b + 78, p->at.count);
+    put32(b + 82, p->at.offset);
+    put32(b + 86, p->at.written);
+    put32(b + 90, p->at.consumed);
+    return store(kv, key, b, sizeof b, "MFD1");
+}
+
+mf_err mf_delta_progress_load(mf_kv *kv, const char *key, mf_delta_progress *p)
+{
+    uint8_t b[DELTA_PROGRESS_BYTES];
+    mf_err err = fetch(kv, key, b, sizeof b, "MFD1");
+    if (err != MF_OK) return err;
+    p->slot = b[4];
+    memcpy(p->sha256, b + 5, 32);
+    memcpy(p->delta_sha256, b + 37, 32);
+    p->size = get32(b + 69);
+    p->delta_size = get32(b + 73);
+    p->at.phase = b[77];
+    p->at.count = get32(b + 78);
+    p->at.offset = get32(b + 82);
+    p->at.written = get32(b + 86);
+    p->at.consumed = get32(b + 90);
     return MF_OK;
 }
 

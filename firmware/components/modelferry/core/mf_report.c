@@ -63,6 +63,13 @@ static void write_capabilities(mf_client *c, mf_json *j)
         mf_json_key(j, "runtime");
         mf_json_string(j, caps->runtime);
     }
+    if (c->cfg->deltas) {
+        /* The format core/mf_delta.c applies (docs/design.md "Deltas"). */
+        mf_json_key(j, "patch");
+        mf_json_begin(j, '[');
+        mf_json_string(j, "fossil");
+        mf_json_end(j, ']');
+    }
     mf_json_end(j, '}');
 }
 
@@ -70,6 +77,7 @@ mf_err mf_report(mf_client *c, const char *state, const char *error, const char 
                  int with_caps)
 {
     if (!c->gateway.listed) return MF_ERR_NO_GATEWAY; /* before the first DISCOVER: BOOT_REPORT says it */
+    if (mf_auth_due(c)) return MF_ERR_UNAUTHORIZED;   /* nothing reaches a gateway that wants a token */
     mf_json j;
     mf_json_init(&j, c->report.buf, c->report.cap);
     mf_json_begin(&j, '{');
@@ -115,15 +123,15 @@ mf_err mf_report(mf_client *c, const char *state, const char *error, const char 
 
     char url[MF_BASE_URL_MAX + 64];
     snprintf(url, sizeof url, "%s/v1/devices/%s/report", mf_gateway_url(c), c->mac);
-    mf_http_request req = {
-        .method = "POST", .url = url, .range_start = -1, .bearer_token = c->cfg->device_token,
-        .content_type = "application/json", .body = (const uint8_t *)j.buf, .body_len = j.len,
-        .timeout_ms = c->cfg->request_timeout_ms,
-    };
+    mf_http_request req = mf_request(c, "POST", url);
+    req.content_type = "application/json";
+    req.body = (const uint8_t *)j.buf;
+    req.body_len = j.len;
     int status;
     mf_err err = mf_request_small(c, &req, &status, NULL);
     c->stats.reports++;
     if (err != MF_OK) return err;
+    if (status == 401) return MF_ERR_UNAUTHORIZED;
     if (status != 204 && status != 200) {
         c->stats.reports_refused++;
         mf_eventf(c, "report_refused", "status=%d state=%s caps=%d", status, state, with_caps);
@@ -160,6 +168,10 @@ void mf_run_boot_report(mf_client *c, mf_step *s)
     }
     mf_err err = report_standing(c, 1);
     if (err == MF_ERR_HTTP_STATUS) err = report_standing(c, 0);
+    if (err == MF_ERR_UNAUTHORIZED) {
+        mf_step_auth(c, s);
+        return;
+    }
     if (err == MF_OK) c->report.boot_done = 1;
     if (err == MF_ERR_NETWORK) {
         mf_step_fail(s, err, mf_gateway_failed(c));

@@ -29,7 +29,10 @@ typedef enum {
     MF_ERR_ABORTED,          /* a callback stopped a transfer */
     MF_ERR_REJECTED,         /* the application rejected a pending model */
     MF_ERR_NOT_CONFIRMED,    /* a pending model was not confirmed in time (boots or seconds) */
-    MF_ERR_BAD_DELTA         /* a delta that does not make the assigned model (the full artifact is fetched instead) */
+    MF_ERR_BAD_DELTA,        /* a delta that does not make the assigned model (the full artifact is fetched instead) */
+    MF_ERR_UNAUTHORIZED,     /* the gateway wants the device's key proven (401), or refused the proof */
+    MF_ERR_DEVICE_PENDING,   /* the gateway waits for an operator to accept this device (403) */
+    MF_ERR_DEVICE_REJECTED   /* an operator rejected this device on that gateway (403) */
 } mf_err;
 
 /* Short stable code, e.g. "digest_mismatch". Never NULL. */

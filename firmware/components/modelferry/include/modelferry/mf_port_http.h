@@ -29,6 +29,7 @@ typedef struct {
     int64_t range_start;         /* from Content-Range on a 206, else -1 */
     int64_t range_end;           /* inclusive, else -1 */
     int64_t range_total;         /* the complete size from Content-Range, else -1 */
+    uint32_t retry_after_s;      /* Retry-After in seconds, 0 when absent or not a number */
 } mf_http_head;
 
 typedef struct {

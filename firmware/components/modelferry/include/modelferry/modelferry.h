@@ -30,6 +30,17 @@ extern "C" { /* an ExecuTorch application is C++ */
 #define MF_MODEL_VERSION_MAX 64
 #define MF_MODEL_URL_MAX 256
 
+/* A delta the gateway offers beside the full artifact (docs/design.md "Deltas"): it makes
+ * the assigned model from the one whose sha256 is `from`. */
+typedef struct {
+    int present;
+    uint8_t from[32];
+    char url[MF_MODEL_URL_MAX];
+    uint64_t size;               /* the delta's own */
+    uint8_t sha256[32];          /* the delta's own: names it for If-Range */
+    char sha256_hex[65];
+} mf_delta_offer;
+
 /* What the gateway assigns this device: the answer to GET /v1/devices/{mac}/model. */
 typedef struct {
     char device[18];
@@ -42,6 +53,7 @@ typedef struct {
     int signed_;                 /* signature and keyId both present */
     uint8_t signature[64];
     char key_id[17];
+    mf_delta_offer delta;
     uint32_t poll_interval_s;
     uint32_t poll_jitter_s;
 } mf_assignment;
@@ -112,9 +124,14 @@ typedef struct {
     uint32_t retry_max_ms;
     uint32_t failures_before_switch;   /* then the next gateway, and rediscovery after the list */
     const char *device_token;          /* devices.token of the gateway, or NULL */
+    int always_authenticate;           /* prove the device key to each gateway before asking it
+                                        * anything (devices.admission pinned or accepted); 0:
+                                        * when a request answers 401 */
     const char *firmware_version;      /* reported; may be NULL */
     uint32_t confirm_boots;            /* a pending model still unconfirmed at this boot is rolled back */
     uint32_t confirm_timeout_s;        /* ... or this long after it was activated */
+    int deltas;                        /* apply the deltas the gateway offers (reported as
+                                        * capabilities.patch); 0: full downloads only */
     mf_capabilities capabilities;
     mf_on_activate on_activate;
     mf_on_event on_event;
@@ -138,7 +155,8 @@ typedef struct {
 typedef struct {
     uint32_t polls, polls_not_modified, long_polls, polls_failed;
     uint32_t downloads, range_requests, range_restarts;
-    uint64_t bytes_received;
+    uint32_t deltas_applied, deltas_refused;  /* a delta that made the model; one that did not (then the full artifact) */
+    uint64_t bytes_received;                  /* every response body byte: answers, artifacts, deltas */
     uint32_t reports, reports_refused, activations, verify_failures, discoveries;
 } mf_stats;
 
@@ -150,13 +168,15 @@ typedef enum {
     MF_STATE_POLL,          /* GET /v1/devices/{mac}/model */
     MF_STATE_DECIDE,        /* in sync, waiting out a failure, or an update to make */
     MF_STATE_CHECK,         /* the signature policy and the size, before a byte is fetched */
-    MF_STATE_DOWNLOAD,      /* into the inactive slot, resumable */
+    MF_STATE_DOWNLOAD,      /* into the inactive slot, resumable: the delta from the active model
+                             * when one is offered, else (or when it fails) the full artifact */
     MF_STATE_VERIFY,        /* the ExecuTorch header of what arrived */
     MF_STATE_COMMIT,        /* the slot header: the commit point */
     MF_STATE_ACTIVATE,      /* map it, hand it to the application, report */
     MF_STATE_PENDING,       /* until the application confirms or rejects it, or time runs out */
     MF_STATE_CONFIRM,       /* it works: the previous slot may be reused */
     MF_STATE_ROLLBACK,      /* it does not: the previous model is active again */
+    MF_STATE_AUTH,          /* prove the device key to the gateway for a token, then back */
     MF_STATE_HALTED,        /* storage lost power: nothing until the next boot */
     MF_STATE_COUNT
 } mf_state;
@@ -165,6 +185,7 @@ typedef enum {
 #define MF_GATEWAYS_MAX 8
 #define MF_BODY_CAP 4097
 #define MF_FAILED_DETAIL_MAX 95
+#define MF_TOKEN_MAX 65
 
 /* The client's state. The application owns it (static or on its heap) and reads it only
  * through the functions below; its fields are here so it needs no allocation. */
@@ -172,8 +193,10 @@ typedef struct mf_client {
     const mf_config *cfg;
     mf_ports ports;
     char mac[18];
+    uint8_t device_key[32];            /* its Ed25519 public key (the secret stays in the store) */
     uint64_t boot_ms;
     mf_state state;
+    mf_state auth_then;                /* the state AUTH goes back to */
 
     int active;                        /* slot index, -1 none */
     mf_active_model models[MF_SLOT_COUNT]; /* what each valid slot holds */
@@ -200,6 +223,9 @@ typedef struct mf_client {
         uint32_t backoff_failures;     /* with any, since the last answer */
         char last_good[MF_BASE_URL_MAX];
         int long_poll_ok;              /* it accepts our wait= */
+        char token[MF_GATEWAYS_MAX][MF_TOKEN_MAX]; /* device tokens, each sent to its gateway only */
+        uint32_t auth_asked;           /* a bit per gateway: it answered 401 */
+        int fresh_token;               /* the token AUTH just got was not used yet */
     } gateway;
 
     struct {
@@ -238,7 +264,10 @@ typedef struct mf_client {
         char data[MF_BODY_CAP];        /* an assignment, or an error body */
         size_t len;
         int overflow;
+        uint32_t retry_after_s;
     } body;
+
+    uint8_t delta_refused[32];         /* the last delta that did not make its model: not used again this boot */
 
     mf_stats stats;
 } mf_client;
@@ -274,6 +303,11 @@ void mf_client_confirm(mf_client *c);
  * reason, and does not fetch it again before its backoff or another assignment. The
  * application no longer reads the rejected model's bytes. */
 void mf_client_reject(mf_client *c, const char *reason);
+
+/* The device's Ed25519 public key, made on first use and kept in the key-value store (key
+ * "mf_id": the 32-byte seed, which a factory may write instead). For `modelferry devices
+ * preauthorize` (a CSV of mac,publicKey lines) and logs. */
+mf_err mf_device_public_key(mf_kv *kv, uint8_t public_key[32]);
 
 /* The name of a state, for logs. */
 const char *mf_state_name(mf_state state);

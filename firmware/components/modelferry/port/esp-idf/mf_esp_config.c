@@ -2,6 +2,7 @@
 #include "modelferry/mf_esp.h"
 
 #include <string.h>
+#include <sodium.h>
 
 #include "sdkconfig.h"
 #include "mf_verify.h"
@@ -53,8 +54,16 @@ mf_err mf_esp_config_from_kconfig(mf_config *cfg)
     cfg->poll_jitter_s = CONFIG_MODELFERRY_POLL_JITTER_S;
     cfg->long_poll_s = CONFIG_MODELFERRY_LONG_POLL_S;
     cfg->device_token = CONFIG_MODELFERRY_DEVICE_TOKEN[0] ? CONFIG_MODELFERRY_DEVICE_TOKEN : NULL;
+#ifdef CONFIG_MODELFERRY_ALWAYS_AUTHENTICATE
+    cfg->always_authenticate = 1;
+#endif
     cfg->confirm_boots = CONFIG_MODELFERRY_CONFIRM_BOOTS;
     cfg->confirm_timeout_s = CONFIG_MODELFERRY_CONFIRM_TIMEOUT_S;
+#ifdef CONFIG_MODELFERRY_DELTAS
+    cfg->deltas = 1;
+#else
+    cfg->deltas = 0;
+#endif
 
     const char *key_strings[MAX_KEYS];
     size_t n = split(keys_text, key_strings, MAX_KEYS);
@@ -85,4 +94,12 @@ mf_err mf_esp_ports_open(mf_ports *ports)
     ports->random = mf_esp_random();
     if (!ports->slots || !ports->kv || !ports->http) return MF_ERR_NOT_FOUND;
     return MF_OK;
+}
+
+mf_err mf_esp_device_key_base64(const mf_ports *ports, char out[45])
+{
+    uint8_t key[32];
+    mf_err err = mf_device_public_key(ports->kv, key);
+    if (err == MF_OK) sodium_bin2base64(out, 45, key, 32, sodium_base64_VARIANT_ORIGINAL);
+    return err;
 }

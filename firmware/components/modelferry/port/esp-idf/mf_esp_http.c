@@ -39,6 +39,8 @@ static esp_err_t on_event(esp_http_client_event_t *evt)
         if (strlen(evt->header_value) < sizeof h->head.etag) strcpy(h->head.etag, evt->header_value);
     } else if (strcasecmp(evt->header_key, "Content-Range") == 0) {
         (void)mf_parse_content_range(evt->header_value, &h->head.range_start, &h->head.range_end, &h->head.range_total);
+    } else if (strcasecmp(evt->header_key, "Retry-After") == 0) {
+        h->head.retry_after_s = mf_parse_retry_after(evt->header_value);
     }
     return ESP_OK;
 }

@@ -96,6 +96,8 @@ static size_t on_header(char *buffer, size_t size, size_t nitems, void *userdata
         if (strlen(value) < sizeof t->head.etag) strcpy(t->head.etag, value);
     } else if (strcasecmp(line, "Content-Range") == 0) {
         (void)mf_parse_content_range(value, &t->head.range_start, &t->head.range_end, &t->head.range_total);
+    } else if (strcasecmp(line, "Retry-After") == 0) {
+        t->head.retry_after_s = mf_parse_retry_after(value);
     }
     return len;
 }

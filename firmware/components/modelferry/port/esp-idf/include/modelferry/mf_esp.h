@@ -18,6 +18,10 @@ mf_err mf_esp_ports_open(mf_ports *ports);
  * not base64 of 32 bytes (the device must not start without the checks it was built with). */
 mf_err mf_esp_config_from_kconfig(mf_config *cfg);
 
+/* The device's public key as base64 (44 characters and a NUL), made on first use: the key
+ * column of the CSV `modelferry devices preauthorize` reads, beside the MAC. */
+mf_err mf_esp_device_key_base64(const mf_ports *ports, char out[45]);
+
 #ifdef __cplusplus
 }
 #endif
