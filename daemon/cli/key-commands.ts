@@ -49,7 +49,7 @@ export const SEQ_FLAG = {
 
 /** The flags of a command that signs on the way (push, publish). */
 export const SIGNING_FLAGS = {
-  'sign-key': { placeholder: 'PRIVATE_KEY_FILE', help: 'sign with this private key (from keygen), a v2 signature with --seq' },
+  'sign-key': { placeholder: 'PRIVATE_KEY_FILE', help: 'sign with this private key (from keygen): a v2 signature over --seq' },
   seq: SEQ_FLAG,
   signature: { placeholder: 'BASE64', help: 'a signature made elsewhere (with --key-id, and --seq when it is v2)' },
   'key-id': { placeholder: 'HEX', help: 'the key id of --signature' },
