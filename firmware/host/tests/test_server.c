@@ -188,21 +188,26 @@ void tg_serve(test_gateway *g, const char *name, const char *version, const uint
     g->announced_size = len;
     g->signature[0] = '\0';
     g->key_id[0] = '\0';
+    g->seq[0] = '\0';
+    g->artifact_url[0] = '\0';
     pthread_mutex_unlock(&g->lock);
 }
 
 static void assignment_body(test_gateway *g, char *out, size_t cap)
 {
-    char sig[160], kid[40];
+    char sig[160], kid[40], seq[48] = "", url[300];
     if (g->signature[0]) snprintf(sig, sizeof sig, "\"%s\"", g->signature);
     else strcpy(sig, "null");
     if (g->key_id[0]) snprintf(kid, sizeof kid, "\"%s\"", g->key_id);
     else strcpy(kid, "null");
+    if (g->seq[0]) snprintf(seq, sizeof seq, ",\"signatureSeq\":\"%s\"", g->seq);
+    if (g->artifact_url[0]) snprintf(url, sizeof url, "%s", g->artifact_url);
+    else snprintf(url, sizeof url, "/v1/artifacts/%s", g->sha_hex);
     snprintf(out, cap,
              "{\"device\":\"02:00:00:00:00:01\",\"model\":{\"name\":\"%s\",\"version\":\"%s\",\"sha256\":\"%s\","
-             "\"size\":%llu,\"url\":\"/v1/artifacts/%s\",\"signature\":%s,\"keyId\":%s},"
+             "\"size\":%llu,\"url\":\"%s\",\"signature\":%s,\"keyId\":%s%s},"
              "\"poll\":{\"intervalSeconds\":300,\"jitterSeconds\":30}}",
-             g->name, g->version, g->sha_hex, (unsigned long long)g->announced_size, g->sha_hex, sig, kid);
+             g->name, g->version, g->sha_hex, (unsigned long long)g->announced_size, url, sig, kid, seq);
 }
 
 static const char *json_text(const cJSON *root, const char *key)

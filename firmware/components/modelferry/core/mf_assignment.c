@@ -55,6 +55,26 @@ static int whole_member(const cJSON *obj, const char *key, double min, double ma
     return 1;
 }
 
+/* signatureSeq: absent or null (a v1 signature, or none), or a decimal u64 as a string (JSON
+ * numbers lose integers past 2^53), without sign or leading zero. 0 when it is one. */
+static int seq_member(const cJSON *model, mf_assignment *out)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(model, "signatureSeq");
+    if (item == NULL || cJSON_IsNull(item)) return 0;
+    const char *s = cJSON_IsString(item) ? item->valuestring : "";
+    size_t n = strlen(s);
+    if (n == 0 || n > 20 || (s[0] == '0' && n > 1)) return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (d > 9 || v > (UINT64_MAX - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    out->seq = v;
+    out->has_seq = 1;
+    return 0;
+}
+
 static int url_ok(const char *url, const char *sha_hex)
 {
     if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) return 1;
@@ -118,6 +138,8 @@ mf_err mf_assignment_parse(const char *body, size_t len, mf_assignment *out, cha
     } else {
         problem = "model.signature and model.keyId must both be strings or both null"; goto done;
     }
+    /* A sequence is part of a signature (modelferry-v2). */
+    if (seq_member(model, out) != 0 || (out->has_seq && !out->signed_)) { problem = "model.signatureSeq"; goto done; }
 
     poll = cJSON_GetObjectItemCaseSensitive(root, "poll");
     if (!cJSON_IsObject(poll)) { problem = "poll is not an object"; goto done; }

@@ -173,6 +173,8 @@ mf_err mf_client_step(mf_client *c, uint32_t *next_delay_ms)
         return s.err;
     }
     mf_state next = s.outcome == MF_GO ? row->go : s.outcome == MF_IDLE ? row->idle : row->fail;
+    /* The end of a poll and what followed it: ask the next gateway before settling. */
+    if (s.outcome == MF_IDLE && c->state != MF_STATE_PENDING && mf_gateway_ask_next(c)) s.delay_ms = 0;
     if (s.outcome == MF_AUTH) {
         c->auth_then = c->state;
         next = MF_STATE_AUTH;

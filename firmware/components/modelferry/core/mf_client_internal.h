@@ -45,6 +45,8 @@ uint32_t mf_rand(mf_client *c);
 const char *mf_gateway_url(mf_client *c);
 void mf_gateway_answered(mf_client *c);
 uint32_t mf_gateway_failed(mf_client *c);             /* the backoff before the next try */
+/* Nothing to do here: on to the next gateway of the list (1), or back home to settle (0). */
+int mf_gateway_ask_next(mf_client *c);
 /* A request to the current gateway, with its credentials. */
 mf_http_request mf_request(mf_client *c, const char *method, const char *url);
 /* A request whose answer body (at most MF_ASSIGNMENT_BODY_MAX) lands in c->body, with
@@ -107,6 +109,9 @@ void mf_run_auth(mf_client *c, mf_step *s);
 /* mf_install.c: the slot an update goes to (never the active one); what a valid slot holds;
  * activation: maps a slot (unless mapped) and hands it to the application. */
 int mf_free_slot(const mf_client *c);
+/* What is checked before a byte is fetched: signature, signed sequence, origin, size. why
+ * (MF_FAILED_DETAIL_MAX + 1) says what failed. */
+mf_err mf_check(mf_client *c, const mf_assignment *a, char *why, size_t cap);
 void mf_remember_slot(mf_client *c, int slot, const mf_slot_info *info);
 mf_err mf_activate(mf_client *c, int slot, mf_model_status status);
 

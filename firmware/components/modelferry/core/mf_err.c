@@ -28,6 +28,9 @@ const char *mf_err_code(mf_err err)
     case MF_ERR_UNAUTHORIZED: return "device_auth_failed";
     case MF_ERR_DEVICE_PENDING: return "device_pending";
     case MF_ERR_DEVICE_REJECTED: return "device_rejected";
+    case MF_ERR_PIN_MISMATCH: return "pin_mismatch";
+    case MF_ERR_ROLLBACK: return "rollback_refused";
+    case MF_ERR_CROSS_ORIGIN: return "cross_origin_url";
     }
     return "unknown_error";
 }

@@ -30,12 +30,13 @@ int mf_in_sync(const mf_client *c)
     return m && memcmp(c->assignment.model.sha256, m->sha256, 32) == 0;
 }
 
+/* etag NULL: an answer from a gateway the device is not settled on; its own ETag stays. */
 static void keep_assignment(mf_client *c, const mf_assignment *a, const char *etag)
 {
     c->assignment.model = *a;
     mf_assignment_fingerprint(a, c->assignment.fingerprint);
     c->assignment.have = 1;
-    snprintf(c->assignment.etag, sizeof c->assignment.etag, "%s", etag);
+    if (etag) snprintf(c->assignment.etag, sizeof c->assignment.etag, "%s", etag);
     mf_failure_forget_if_changed(c);
 }
 
@@ -45,8 +46,11 @@ void mf_run_poll(mf_client *c, mf_step *s)
         mf_step_auth(c, s);
         return;
     }
-    /* Long-poll only when there is nothing to do but wait for a change. */
-    int idle = c->assignment.have && c->assignment.etag[0] && (mf_in_sync(c) || mf_failure_waiting(c));
+    int walking = c->gateway.walking;
+    if (!walking) c->gateway.home = c->gateway.index;
+    /* Long-poll only at home, when there is nothing to do but wait for a change. */
+    int conditional = !walking && c->assignment.have && c->assignment.etag[0];
+    int idle = conditional && (mf_in_sync(c) || mf_failure_waiting(c));
     int wait = idle && c->cfg->long_poll_s > 0 && c->gateway.long_poll_ok;
     char url[MF_BASE_URL_MAX + 64];
     if (wait)
@@ -54,7 +58,7 @@ void mf_run_poll(mf_client *c, mf_step *s)
     else
         snprintf(url, sizeof url, "%s/v1/devices/%s/model", mf_gateway_url(c), c->mac);
     mf_http_request req = mf_request(c, "GET", url);
-    req.if_none_match = c->assignment.have && c->assignment.etag[0] ? c->assignment.etag : NULL;
+    req.if_none_match = conditional ? c->assignment.etag : NULL;
     if (wait) req.timeout_ms += c->cfg->long_poll_s * 1000;
     int status;
     char etag[MF_ETAG_MAX];
@@ -64,6 +68,8 @@ void mf_run_poll(mf_client *c, mf_step *s)
     mf_err err = mf_request_small(c, &req, &status, etag);
     if (err != MF_OK) {
         mf_eventf(c, "poll_failed", "%s gateway=%s", mf_err_code(err), mf_gateway_url(c));
+        /* A server that cannot prove a pin will not prove it on a retry: the next one now. */
+        if (err == MF_ERR_PIN_MISMATCH) c->gateway.consecutive_failures = c->cfg->failures_before_switch;
         mf_step_fail(s, err, mf_gateway_failed(c));
         return;
     }
@@ -84,9 +90,11 @@ void mf_run_poll(mf_client *c, mf_step *s)
     }
     if (status == 404) {
         mf_gateway_answered(c);
-        c->assignment.have = 0;
-        c->assignment.etag[0] = '\0';
-        mf_event(c, "no_assignment", NULL);
+        if (!walking) {
+            c->assignment.have = 0;
+            c->assignment.etag[0] = '\0';
+        }
+        mf_event(c, "no_assignment", mf_gateway_url(c));
         mf_step_idle(s, MF_ERR_NO_ASSIGNMENT, mf_next_poll_delay(c));
         return;
     }
@@ -115,8 +123,18 @@ void mf_run_poll(mf_client *c, mf_step *s)
         return;
     }
     mf_gateway_answered(c);
-    keep_assignment(c, &a, etag);
     c->assignment.next_poll_ms = mf_long_poll_delay(c);
+    if (walking) {
+        /* Taken from another gateway only when there is something to do about it. */
+        const mf_active_model *m = mf_client_active(c);
+        err = mf_check(c, &a, why, sizeof why);
+        if (err != MF_OK) mf_eventf(c, "not_taken", "gateway=%s %s: %s", mf_gateway_url(c), mf_err_code(err), why);
+        if (err != MF_OK || (m && memcmp(m->sha256, a.sha256, 32) == 0)) {
+            mf_step_idle(s, MF_OK, c->assignment.next_poll_ms);
+            return;
+        }
+    }
+    keep_assignment(c, &a, walking ? NULL : etag);
     mf_step_go(s);
 }
 

@@ -1,10 +1,14 @@
 #include "mf_records.h"
 
 #include <string.h>
+#include <sodium.h>
 #include "mf_slot.h"
+#include "mf_verify.h"
 
 static void put32(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24); }
 static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
+static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
 
 /* Every record: a 4-byte magic (its format), the fields, a CRC-32 of all before it. */
 static mf_err store(mf_kv *kv, const char *key, uint8_t *b, size_t len, const char *magic)
@@ -45,9 +49,12 @@ static void get_text(char *out, const uint8_t *p, size_t size)
 #define VERSION_BYTES (MF_MODEL_VERSION_MAX + 1)
 #define DETAIL_BYTES (MF_FAILED_DETAIL_MAX + 1)
 #define FAILED_BYTES (4 + 1 + 32 + 32 + NAME_BYTES + VERSION_BYTES + 4 + 1 + DETAIL_BYTES + 4)
-/* "MFQ1", slot, state, sequence, sha256, boots, attempts, err, detail, crc */
-#define PENDING_BYTES (4 + 1 + 1 + 4 + 32 + 4 + 4 + 1 + DETAIL_BYTES + 4)
+/* "MFQ2", slot, state, sequence, sha256, boots, attempts, err, detail, seq, seq_counts, crc.
+ * An MFQ1 record (without the signed sequence) reads as absent: the model it was for counts
+ * as confirmed, and raises no floor. */
+#define PENDING_BYTES (4 + 1 + 1 + 4 + 32 + 4 + 4 + 1 + DETAIL_BYTES + 8 + 1 + 4)
 #define SEQUENCE_BYTES 12   /* "MFS1", sequence, crc */
+#define FLOOR_BYTES 16      /* "MFR1", seq, crc */
 
 mf_err mf_progress_save(mf_kv *kv, const char *key, const mf_progress *p)
 {
@@ -120,13 +127,15 @@ mf_err mf_pending_save(mf_kv *kv, const char *key, const mf_pending_record *r)
     put32(b + 46, r->attempts);
     b[50] = r->err;
     put_text(b + 51, r->detail, DETAIL_BYTES - 1);
-    return store(kv, key, b, sizeof b, "MFQ1");
+    put64(b + 51 + DETAIL_BYTES, r->seq);
+    b[59 + DETAIL_BYTES] = r->seq_counts;
+    return store(kv, key, b, sizeof b, "MFQ2");
 }
 
 mf_err mf_pending_load(mf_kv *kv, const char *key, mf_pending_record *r)
 {
     uint8_t b[PENDING_BYTES];
-    mf_err err = fetch(kv, key, b, sizeof b, "MFQ1");
+    mf_err err = fetch(kv, key, b, sizeof b, "MFQ2");
     if (err != MF_OK) return err;
     r->slot = b[4];
     r->state = b[5];
@@ -136,6 +145,8 @@ mf_err mf_pending_load(mf_kv *kv, const char *key, mf_pending_record *r)
     r->attempts = get32(b + 46);
     r->err = b[50];
     get_text(r->detail, b + 51, DETAIL_BYTES - 1);
+    r->seq = get64(b + 51 + DETAIL_BYTES);
+    r->seq_counts = b[59 + DETAIL_BYTES];
     return MF_OK;
 }
 
@@ -150,4 +161,31 @@ uint32_t mf_sequence_load(mf_kv *kv, const char *key)
 {
     uint8_t b[SEQUENCE_BYTES];
     return fetch(kv, key, b, sizeof b, "MFS1") == MF_OK ? get32(b + 4) : 0;
+}
+
+/* "mf_r" and 10 hex characters of sha256(name): NVS keys are at most 15 characters, names
+ * up to 64. */
+static void floor_key(const char *name, char key[16])
+{
+    uint8_t digest[32];
+    crypto_hash_sha256(digest, (const unsigned char *)name, strlen(name));
+    memcpy(key, "mf_r", 4);
+    mf_hex_encode(digest, 5, key + 4);
+}
+
+mf_err mf_floor_save(mf_kv *kv, const char *name, uint64_t seq)
+{
+    char key[16];
+    uint8_t b[FLOOR_BYTES];
+    floor_key(name, key);
+    put64(b + 4, seq);
+    return store(kv, key, b, sizeof b, "MFR1");
+}
+
+uint64_t mf_floor_load(mf_kv *kv, const char *name)
+{
+    char key[16];
+    uint8_t b[FLOOR_BYTES];
+    floor_key(name, key);
+    return fetch(kv, key, b, sizeof b, "MFR1") == MF_OK ? get64(b + 4) : 0;
 }

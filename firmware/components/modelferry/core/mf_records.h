@@ -43,6 +43,8 @@ typedef struct {
     uint32_t attempts;          /* ROLLING_BACK: the failed record's attempt count to write */
     uint8_t err;                /* ROLLING_BACK, FAILED: why */
     char detail[MF_FAILED_DETAIL_MAX + 1];
+    uint64_t seq;               /* its signed sequence, */
+    uint8_t seq_counts;         /* ... verified by a trusted key: the floor once it is confirmed */
 } mf_pending_record;
 
 mf_err mf_progress_save(mf_kv *kv, const char *key, const mf_progress *p);
@@ -55,5 +57,9 @@ mf_err mf_pending_load(mf_kv *kv, const char *key, mf_pending_record *p);
 mf_err mf_sequence_save(mf_kv *kv, const char *key, uint32_t sequence);
 /* 0 when absent or unreadable. */
 uint32_t mf_sequence_load(mf_kv *kv, const char *key);
+/* Per model name, the highest signed sequence this device confirmed (anti-rollback): a key
+ * of its own per name, from the name's sha256. 0 when absent or unreadable. */
+mf_err mf_floor_save(mf_kv *kv, const char *name, uint64_t seq);
+uint64_t mf_floor_load(mf_kv *kv, const char *name);
 
 #endif

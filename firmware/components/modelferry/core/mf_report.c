@@ -155,7 +155,8 @@ static mf_err report_standing(mf_client *c, int with_caps)
  * refuses the capabilities (older gateways bound reports to 4 KiB) still gets the rest. */
 void mf_run_boot_report(mf_client *c, mf_step *s)
 {
-    if (c->report.boot_done) {
+    uint32_t bit = 1u << c->gateway.index;
+    if (c->report.boot_done & bit) {
         mf_step_go(s);
         return;
     }
@@ -165,7 +166,7 @@ void mf_run_boot_report(mf_client *c, mf_step *s)
         mf_step_auth(c, s);
         return;
     }
-    if (err == MF_OK) c->report.boot_done = 1;
+    if (err == MF_OK) c->report.boot_done |= bit;
     if (err == MF_ERR_NETWORK) {
         mf_step_fail(s, err, mf_gateway_failed(c));
         return;

@@ -42,6 +42,8 @@ typedef struct {
     int signed_;                 /* signature and keyId both present */
     uint8_t signature[64];
     char key_id[17];
+    int has_seq;                 /* signatureSeq given: a v2 signature (else v1, sequence 0) */
+    uint64_t seq;
     uint32_t poll_interval_s;
     uint32_t poll_jitter_s;
 } mf_assignment;
@@ -102,6 +104,11 @@ typedef struct {
     uint32_t discovery_timeout_ms;
     const uint8_t (*trusted_keys)[32]; /* raw ed25519 public keys; none: signatures unchecked */
     size_t trusted_key_count;
+    const uint8_t (*gateway_pins)[32]; /* sha256 of gateways' SubjectPublicKeyInfo: with any,
+                                        * only gateways that prove one over TLS are used */
+    size_t gateway_pin_count;          /* at most MF_PINS_MAX */
+    int prefer_tls;                    /* unpinned: TLS where a gateway offers it (the HTTP
+                                        * port checks certificates its own way) */
     uint32_t poll_interval_s;          /* until the gateway's answer says otherwise */
     uint32_t poll_jitter_s;
     uint32_t long_poll_s;              /* `wait=` asked of the gateway; 0: never long-poll */
@@ -170,6 +177,7 @@ typedef enum {
 #define MF_BODY_CAP 4097
 #define MF_FAILED_DETAIL_MAX 95
 #define MF_TOKEN_MAX 65
+#define MF_PINS_MAX 4
 
 /* The client's state. The application owns it (static or on its heap) and reads it only
  * through the functions below; its fields are here so it needs no allocation. */
@@ -192,6 +200,8 @@ typedef struct mf_client {
         uint32_t boots;                /* boots it has been pending at */
         uint64_t deadline_ms;
         uint8_t err;                   /* why it is rolled back, or failed (MF_MODEL_FAILED) */
+        uint8_t seq_counts;            /* its signed sequence, verified: the floor once confirmed */
+        uint64_t seq;
         char detail[MF_FAILED_DETAIL_MAX + 1];
         int release_rejected;          /* the application said it no longer reads it */
         int reported;                  /* MF_MODEL_FAILED: this boot's reports said so */
@@ -207,6 +217,8 @@ typedef struct mf_client {
         uint32_t backoff_failures;     /* with any, since the last answer */
         char last_good[MF_BASE_URL_MAX];
         int long_poll_ok;              /* it accepts our wait= */
+        size_t home;                   /* the one the device settles on: the first that answered */
+        int walking;                   /* asking the others before settling (no wait=, no ETag) */
         char token[MF_GATEWAYS_MAX][MF_TOKEN_MAX]; /* device tokens, each sent to its gateway only */
         uint32_t auth_asked;           /* a bit per gateway: it answered 401 */
         int fresh_token;               /* the token AUTH just got was not used yet */
@@ -237,7 +249,7 @@ typedef struct mf_client {
     } failure;
 
     struct {
-        int boot_done;
+        uint32_t boot_done;            /* a bit per gateway of the list: it had this boot's report */
         char last_state[16];
         char last_sha[65];
         char *buf;                     /* allocated once, at init */
