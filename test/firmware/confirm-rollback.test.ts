@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { testNeeding } from '../helpers/requirements.ts';
 import { startDaemon } from '../helpers/daemon-process.ts';
-import { tempDir } from '../helpers/harness.ts';
+import { tempDir, until } from '../helpers/harness.ts';
 import { fixture, makeProgram } from '../helpers/programs.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
 import { buildFirmware, devices, pipelineKey, pushSigned, startSim, type InventoryDevice } from './firmware.ts';
@@ -98,4 +98,59 @@ test('a model the application crashes on twice, or rejects, is rolled back, repo
   const stays = await device(fresh);
   t.like(stays, { state: 'failed', running: { sha256: sha1 }, rolledBack: null });
   t.regex(String(stays.report!.error), /^model_rejected: kws 1 \(the application: --reject-model\); no previous model to go back to: it stays active$/);
+});
+
+test('a fleet of ten on kws 1; a rollout of kws 2 that the first devices reject or crash on halts at the third failure, the rest never download kws 2, and no device is ever without a model', async (t) => {
+  t.timeout(300_000);
+  await buildFirmware();
+  const key = pipelineKey();
+  const daemon = await startDaemon(t, { config: { trust: { keys: [{ publicKey: key.publicKey }], requireSignatures: true } } });
+  const dir = await tempDir(t, 'modelferry-fw-fleet-');
+  const api = async (method: string, route: string, body?: unknown) => {
+    const response = await daemon.fetch(route, { method, token: ALL_TOKEN, headers: { 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await response.text();
+    t.true(response.status < 300, `${method} ${route}: ${response.status} ${text}`);
+    return text ? JSON.parse(text) : undefined;
+  };
+  const once = async (mac: string, extra: string[] = []) => {
+    const sim = startSim(t, ['--mac', mac, '--state-dir', path.join(dir, mac.replaceAll(':', '')), '--gateway', daemon.url,
+      '--public-key', key.publicKey, '--once', ...extra]);
+    return { sim, exit: await sim.exited };
+  };
+  const halted = async () => ((await api('GET', '/v1/assignments')).assignments.find((a: { selector: string }) => a.selector === 'group:fleet').rollout.halted as { by: string; failed: number } | null);
+
+  const sha1 = await pushSigned(daemon, key, 'kws', '1', fixture('add.pte'));
+  const sha2 = await pushSigned(daemon, key, 'kws', '2', makeProgram(40_000));
+  const fleet = Array.from({ length: 10 }, (_, i) => `02:00:00:00:fd:${(i + 1).toString(16).padStart(2, '0')}`);
+  await api('PUT', '/v1/groups/fleet', { members: fleet });
+  await api('PUT', '/v1/assignments/group:fleet', { model: 'kws', version: '1' });
+  for (const mac of fleet) t.is((await once(mac)).exit.code, 0, `${mac} installs kws 1`);
+  t.true((await devices(daemon)).filter((d) => fleet.includes(d.mac)).every((d) => d.running?.sha256 === sha1 && d.state === 'installed'));
+
+  await api('PUT', '/v1/assignments/group:fleet', { model: 'kws', version: '2', rollout: { percent: 100, previous: { model: 'kws', version: '1' }, haltOnFailures: 3 } });
+  // Two applications reject kws 2 after loading it; the third crashes on it at every boot.
+  const [first, second, third, ...rest] = fleet as [string, string, string, ...string[]];
+  for (const mac of [first, second]) {
+    const { sim, exit } = await once(mac, ['--reject-model', sha2]);
+    t.is(exit.code, 1, sim.transcript());
+    t.regex(sim.events.find((e) => e.event === 'rolled_back')!.detail!, new RegExp(`from=${sha2} to=${sha1}`), sim.transcript());
+    t.falsy(await halted(), `not halted after ${mac}: below haltOnFailures 3`);
+  }
+  for (const boot of ['after the install', 'at the first boot']) t.is((await once(third, ['--crash-model', sha2])).exit.code, 134, boot);
+  const back = await once(third, ['--crash-model', sha2]);
+  t.regex(back.sim.events.find((e) => e.event === 'rolled_back')!.detail!, new RegExp(`from=${sha2} to=${sha1} why=not_confirmed`), back.sim.transcript());
+  const halt = await until('the rollout halted at the third failure', halted);
+  t.like(halt, { by: 'failures', failed: 3 });
+
+  // Devices that poll after the halt are offered kws 1, which they run: nothing to download.
+  for (const mac of rest) {
+    const { sim, exit } = await once(mac);
+    t.is(exit.code, 0, sim.transcript());
+    t.false(sim.events.some((e) => e.detail?.includes(sha2)), `${mac} never hears of kws 2:\n${sim.transcript()}`);
+  }
+  const inventory = (await devices(daemon)).filter((d) => fleet.includes(d.mac));
+  t.is(inventory.length, 10);
+  // Every device runs kws 1: the three that tried kws 2 went back to it, the rest never left it.
+  for (const d of inventory) t.is(d.running?.sha256, sha1, `${d.mac} runs kws 1`);
+  t.regex(await (await daemon.fetch('/metrics')).text(), /^modelferry_device_rollbacks_total\{model="kws"\} 3$/m);
 });

@@ -58,7 +58,7 @@ test('one download per blob, at its URL resolved against the manifest; a URL tha
     [A, 10, `https://store.example/site/artifacts/${A}`],
     [B, 20, 'https://cdn.example/b'],
   ]);
-  for (const [url, message] of [['http://[bad', /kws@3 has an invalid url/], ['file:///etc/passwd', /kws@3 has a url that is not http\(s\): file:/]] as const) {
+  for (const [url, message] of [['http://[bad', /kws@3 has an invalid url/], ['file:///etc/passwd', /kws@3 has a url that is neither http\(s\) nor in the manifest's own bucket: file:/]] as const) {
     const error = t.throws(() => artifactsToFetch([model('kws', '3', B, 20, url)], STORE), { instanceOf: ModelferryError });
     t.is(error?.code, 'manifest_invalid');
     t.regex(error!.message, message);

@@ -32,7 +32,7 @@ static void usage(FILE *to)
             "                      [--operators a,b,...] [--delegates a,b,...] [--arena-bytes N] [--slot-bytes N]\n"
             "                      [--wait SECONDS] [--service NAME] [--discovery-timeout MS] [--token T]\n"
             "                      [--firmware VERSION] [--runtime NAME] [--power-cut-after-bytes N]\n"
-            "                      [--max-download-rate BYTES_PER_SECOND] [--stats]\n"
+            "                      [--max-download-rate BYTES_PER_SECOND] [--stats] [--no-deltas]\n"
             "                      [--confirm-boots N] [--confirm-timeout SECONDS]\n"
             "                      [--reject-model SHA256] [--crash-model SHA256]\n"
             "                      [--always-authenticate] [--print-key] [--pin-gateway HEX]...\n"
@@ -46,6 +46,9 @@ static void usage(FILE *to)
             "--crash-model SHA256 exits with status 134 right after that model is activated, before\n"
             "confirming it (starting again on the same --state-dir is the reboot). A model that\n"
             "could not be confirmed and has nothing to roll back to is not run.\n"
+            "Deltas the gateway offers are applied (capabilities.patch: fossil) unless --no-deltas.\n"
+            "--stats prints, at exit, the memory figures and bytes_received: every response body\n"
+            "byte of the run (answers, artifacts, deltas).\n"
             "The device's Ed25519 key is made on first start and kept in DIR; --print-key prints\n"
             "MAC,PUBLIC_KEY (a line of the CSV `modelferry devices preauthorize` reads) and exits.\n"
             "--always-authenticate proves the key to each gateway before asking it anything\n"
@@ -186,6 +189,7 @@ int main(int argc, char **argv)
         {"max-download-rate", required_argument, 0, 'R'},
         {"reject-model", required_argument, 0, 'J'},  {"crash-model", required_argument, 0, 'C'},
         {"confirm-boots", required_argument, 0, 'B'}, {"confirm-timeout", required_argument, 0, 'W'},
+        {"no-deltas", no_argument, 0, 'N'},
         {"always-authenticate", no_argument, 0, 'A'}, {"print-key", no_argument, 0, 'P'},
         {"pin-gateway", required_argument, 0, 'G'},
         {0, 0, 0, 0},
@@ -262,6 +266,7 @@ int main(int argc, char **argv)
             if (parse_u64(optarg, &max_rate) != 0) { fprintf(stderr, "modelferry-sim: --max-download-rate must be a number\n"); return 2; }
             break;
         case 'x': stats = 1; break;
+        case 'N': cfg.deltas = 0; break;
         case 'J':
         case 'C':
             if (strlen(optarg) != 64 || strspn(optarg, "0123456789abcdef") != 64) {
@@ -386,10 +391,12 @@ int main(int argc, char **argv)
         status = 1;
     }
     if (stats) {
-        char detail[256];
+        char detail[320];
         snprintf(detail, sizeof detail,
-                 "client_struct=%zu report_buffer=%zu cjson_peak=%zu peak_heap=%zu slot_capacity=%" PRIu32,
-                 sizeof client, client.report.cap, heap_peak, client.report.cap + heap_peak, capacity);
+                 "client_struct=%zu report_buffer=%zu cjson_peak=%zu peak_heap=%zu slot_capacity=%" PRIu32
+                 " bytes_received=%" PRIu64 " deltas_applied=%" PRIu32 " deltas_refused=%" PRIu32,
+                 sizeof client, client.report.cap, heap_peak, client.report.cap + heap_peak, capacity,
+                 client.stats.bytes_received, client.stats.deltas_applied, client.stats.deltas_refused);
         print_event("stats", detail);
     }
     mf_client_deinit(&client);

@@ -93,6 +93,64 @@ static void signed_sequence(void)
     CHECK_EQ(parse_with(nulls, "\"signature\":null,\"keyId\":null,\"signatureSeq\":\"3\""), MF_ERR_PROTOCOL);
 }
 
+#define FROM "1111111111111111111111111111111111111111111111111111111111111111"
+#define DELTA_SHA "2222222222222222222222222222222222222222222222222222222222222222"
+#define DELTA "\"delta\":{\"from\":\"" FROM "\",\"url\":\"/v1/deltas/" FROM "/" SHA "\",\"size\":20995,\"sha256\":\"" DELTA_SHA "\"},"
+
+/* The good body with a delta beside the model, with `from` in it replaced by `to`. */
+static mf_err parse_delta(const char *from, const char *to)
+{
+    char with_delta[4096], body[4096];
+    const char *poll = strstr(good, "\"poll\"");
+    snprintf(with_delta, sizeof with_delta, "%.*s" DELTA "%s", (int)(poll - good), good, poll);
+    const char *at = strstr(with_delta, from);
+    CHECK(at != NULL);
+    snprintf(body, sizeof body, "%.*s%s%s", (int)(at - with_delta), with_delta, to, at + strlen(from));
+    mf_assignment a;
+    char why[96];
+    return mf_assignment_parse(body, strlen(body), &a, why, sizeof why);
+}
+
+static void delta_beside_the_model(void)
+{
+    char body[4096], why[96] = "";
+    const char *poll = strstr(good, "\"poll\"");
+    snprintf(body, sizeof body, "%.*s" DELTA "%s", (int)(poll - good), good, poll);
+    mf_assignment a;
+    CHECK_EQ(mf_assignment_parse(body, strlen(body), &a, why, sizeof why), MF_OK);
+    CHECK_EQ(a.delta.present, 1);
+    CHECK_EQ(a.delta.from[0], 0x11);
+    CHECK_STR(a.delta.url, "/v1/deltas/" FROM "/" SHA);
+    CHECK_EQ(a.delta.size, 20995);
+    CHECK_STR(a.delta.sha256_hex, DELTA_SHA);
+    CHECK_EQ(mf_assignment_parse(good, strlen(good), &a, why, sizeof why), MF_OK);
+    CHECK_EQ(a.delta.present, 0);
+    /* An absolute URL is the gateway's business; a relative one must be this pair's route. */
+    CHECK_EQ(parse_delta("\"url\":\"/v1/deltas/" FROM "/" SHA "\"", "\"url\":\"http://gw.lan:8080/d/x\""), MF_OK);
+    CHECK_EQ(parse_delta("\"size\":20995", "\"size\":4294967295"), MF_OK);
+    static const char *const refused[][2] = {
+        {DELTA, "\"delta\":[],"},
+        {DELTA, "\"delta\":null,"},
+        {"\"from\":\"" FROM "\"", "\"from\":\"" SHA "\""},                 /* from the model itself */
+        {"\"from\":\"" FROM "\"", "\"from\":\"1111\""},
+        {"\"from\":\"" FROM "\",", ""},
+        {"\"url\":\"/v1/deltas/" FROM "/" SHA "\"", "\"url\":\"/v1/deltas/" SHA "/" FROM "\""},
+        {"\"url\":\"/v1/deltas/" FROM "/" SHA "\"", "\"url\":\"/v1/artifacts/" SHA "\""},
+        {"\"url\":\"/v1/deltas/" FROM "/" SHA "\"", "\"url\":\"ftp://gw/x\""},
+        {"\"url\":\"/v1/deltas/" FROM "/" SHA "\"", "\"url\":7"},
+        {"\"size\":20995", "\"size\":0"},
+        {"\"size\":20995", "\"size\":4294967296"},
+        {"\"size\":20995", "\"size\":12.5"},
+        {"\"size\":20995", "\"size\":\"20995\""},
+        {"\"sha256\":\"" DELTA_SHA "\"", "\"sha256\":\"" DELTA_SHA "0\""},
+        {"\"sha256\":\"" DELTA_SHA "\"", "\"sha256\":null"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        if (parse_delta(refused[i][0], refused[i][1]) != MF_ERR_PROTOCOL) fprintf(stderr, "accepted: %s\n", refused[i][1]);
+        CHECK_EQ(parse_delta(refused[i][0], refused[i][1]), MF_ERR_PROTOCOL);
+    }
+}
+
 static void mistyped_and_missing(void)
 {
     static const char *const cases[][2] = {
@@ -198,6 +256,7 @@ int main(void)
     RUN(good_body);
     RUN(signed_body);
     RUN(signed_sequence);
+    RUN(delta_beside_the_model);
     RUN(mistyped_and_missing);
     RUN(truncated_everywhere);
     RUN(oversized);

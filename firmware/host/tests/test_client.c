@@ -485,7 +485,7 @@ static void capabilities_reported(void)
     char expected[512];
     snprintf(expected, sizeof expected,
              "\"capabilities\":{\"operators\":[\"aten::add.out\",\"aten::mul.out\"],\"delegates\":[\"XnnpackBackend\"],"
-             "\"arenaBytes\":65536,\"slotBytes\":%u,\"runtime\":\"executorch-1.0\"}", SLOT_BYTES - 4096);
+             "\"arenaBytes\":65536,\"slotBytes\":%u,\"runtime\":\"executorch-1.0\",\"patch\":[\"fossil\"]}", SLOT_BYTES - 4096);
     CHECK(strstr(gw.first_report, expected) != NULL);
     /* Once per boot: exactly one report carried them. */
     CHECK(strstr(strstr(gw.reports_text, "capabilities") + 1, "capabilities") == NULL);

@@ -31,57 +31,7 @@ static int sink(void *ctx, const uint8_t *data, size_t n)
     return ++s->calls == s->stop_at;
 }
 
-/* The reference checksum, as Fossil computes it over a whole buffer. */
-static uint32_t fossil_checksum(const uint8_t *z, size_t n)
-{
-    uint32_t sum0 = 0, sum1 = 0, sum2 = 0, sum3 = 0;
-    while (n >= 4) {
-        sum0 += z[0];
-        sum1 += z[1];
-        sum2 += z[2];
-        sum3 += z[3];
-        z += 4;
-        n -= 4;
-    }
-    sum3 += (sum2 << 8) + (sum1 << 16) + (sum0 << 24);
-    if (n == 3) sum3 += (uint32_t)z[2] << 8;
-    if (n >= 2) sum3 += (uint32_t)z[1] << 16;
-    if (n >= 1) sum3 += (uint32_t)z[0] << 24;
-    return sum3;
-}
-
-/* A delta written command by command. */
-typedef struct {
-    uint8_t *buf;
-    size_t len, cap;
-} writer;
-
-static void put(writer *w, const void *data, size_t n)
-{
-    if (w->len + n > w->cap) {
-        w->cap = (w->len + n) * 2;
-        w->buf = realloc(w->buf, w->cap);
-        CHECK(w->buf != NULL);
-    }
-    memcpy(w->buf + w->len, data, n);
-    w->len += n;
-}
-
-static void put_int(writer *w, uint64_t v)
-{
-    static const char digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
-    char tmp[16];
-    int n = 0;
-    do {
-        tmp[n++] = digits[v & 63];
-        v >>= 6;
-    } while (v);
-    while (n) put(w, &tmp[--n], 1);
-}
-
-static void put_text(writer *w, const char *s) { put(w, s, strlen(s)); }
-static void op_copy(writer *w, uint64_t count, uint64_t offset) { put_int(w, count); put_text(w, "@"); put_int(w, offset); put_text(w, ","); }
-static void op_insert(writer *w, const uint8_t *data, uint32_t n) { put_int(w, n); put_text(w, ":"); put(w, data, n); }
+static void put_text(test_delta_writer *w, const char *s) { test_delta_bytes(w, s, strlen(s)); }
 
 /* Applies `delta` to `source` in pieces of `piece` bytes (0: all at once). */
 static mf_err apply(const uint8_t *source, uint32_t source_len, uint32_t target_len, const uint8_t *delta, size_t delta_len,
@@ -135,21 +85,21 @@ static void checksum_matches_fossil(void)
         for (size_t cut = 0; cut <= n; cut += 13) {
             uint32_t sum = mf_delta_checksum(0, 0, buf, cut);
             sum = mf_delta_checksum(sum, (uint32_t)cut, buf + cut, n - cut);
-            CHECK_EQ(sum, fossil_checksum(buf, n));
+            CHECK_EQ(sum, test_fossil_checksum(buf, n));
         }
     }
 }
 
 /* A source and a target built from it: copies of every size, inserts across chunks, and a
  * copy of the source's last byte; returns the delta. */
-static writer big_delta(uint8_t **source, uint32_t *source_len, uint8_t **target, uint32_t *target_len)
+static test_delta_writer big_delta(uint8_t **source, uint32_t *source_len, uint8_t **target, uint32_t *target_len)
 {
     *source_len = 20000;
     *source = test_program(*source_len, 3);
     uint8_t *t = malloc(40000);
     uint8_t *ins = test_program(9000, 4);
     uint32_t n = 0;
-    writer w = {0};
+    test_delta_writer w = {0};
     *target_len = 0;
     struct { int copy; uint32_t a, b; } plan[] = {
         {1, 0, 1024}, {0, 0, 700}, {1, 5000, 3}, {1, 19999, 1}, {0, 700, 1}, {1, 100, 8192},
@@ -157,20 +107,20 @@ static writer big_delta(uint8_t **source, uint32_t *source_len, uint8_t **target
     };
     for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++) n += plan[i].b;
     *target_len = n;
-    put_int(&w, n);
+    test_delta_int(&w, n);
     put_text(&w, "\n");
     n = 0;
     for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++) {
         if (plan[i].copy) {
-            op_copy(&w, plan[i].b, plan[i].a);
+            test_delta_copy(&w, plan[i].b, plan[i].a);
             memcpy(t + n, *source + plan[i].a, plan[i].b);
         } else {
-            op_insert(&w, ins + plan[i].a, plan[i].b);
+            test_delta_insert(&w, ins + plan[i].a, plan[i].b);
             memcpy(t + n, ins + plan[i].a, plan[i].b);
         }
         n += plan[i].b;
     }
-    put_int(&w, fossil_checksum(t, n));
+    test_delta_int(&w, test_fossil_checksum(t, n));
     put_text(&w, ";");
     free(ins);
     *target = t;
@@ -181,7 +131,7 @@ static void any_pieces_make_the_same_target(void)
 {
     uint8_t *src, *target;
     uint32_t src_len, target_len;
-    writer w = big_delta(&src, &src_len, &target, &target_len);
+    test_delta_writer w = big_delta(&src, &src_len, &target, &target_len);
     uint8_t *out = malloc(target_len);
     size_t pieces[] = {0, 1, 2, 3, 7, 255, 256, 257, 4096, 10007};
     for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
@@ -220,7 +170,7 @@ static void resumes_at_every_saved_position(void)
 {
     uint8_t *src, *target;
     uint32_t src_len, target_len;
-    writer w = big_delta(&src, &src_len, &target, &target_len);
+    test_delta_writer w = big_delta(&src, &src_len, &target, &target_len);
     saving_sink ss = {0};
     ss.s.out = malloc(target_len);
     ss.s.cap = target_len;
@@ -309,11 +259,11 @@ static void hostile_deltas(void)
     uint8_t out[16];
     const uint8_t *src = (const uint8_t *)SOURCE_TEXT;
     char ok[64];
-    uint32_t sum = fossil_checksum((const uint8_t *)"The quick ", 10);
-    writer w = {0};
+    uint32_t sum = test_fossil_checksum((const uint8_t *)"The quick ", 10);
+    test_delta_writer w = {0};
     put_text(&w, "A\n");
-    op_copy(&w, 10, 0);
-    put_int(&w, sum);
+    test_delta_copy(&w, 10, 0);
+    test_delta_int(&w, sum);
     put_text(&w, ";");
     CHECK(w.len < sizeof ok);
     memcpy(ok, w.buf, w.len);
@@ -377,7 +327,7 @@ static void a_sink_that_stops(void)
 {
     uint8_t *src, *target;
     uint32_t src_len, target_len;
-    writer w = big_delta(&src, &src_len, &target, &target_len);
+    test_delta_writer w = big_delta(&src, &src_len, &target, &target_len);
     uint8_t *out = malloc(target_len);
     for (int stop = 1; stop < 60; stop += 7) {
         mf_delta d;
@@ -399,7 +349,7 @@ static void random_mutations(void)
 {
     uint8_t *src, *target;
     uint32_t src_len, target_len;
-    writer w = big_delta(&src, &src_len, &target, &target_len);
+    test_delta_writer w = big_delta(&src, &src_len, &target, &target_len);
     /* A mutation inside inserted bytes leaves a valid delta of other bytes, which only the
      * checksum tells apart (and, on a device, the sha256 after it). */
     uint8_t *copy = malloc(w.len);

@@ -1,6 +1,7 @@
 /* Power loss at every interesting point of an update: after every storage operation, and
  * at byte offsets through the download and through every byte of the slot header (the
- * commit). After the cut the device reboots: the previous model must be active (or the new
+ * commit). The same through an update made from a delta (the active slot only read, the
+ * apply resumed from its saved position). After the cut the device reboots: the previous model must be active (or the new
  * one, only if the commit point was passed), the previous slot untouched, and the next run
  * must finish the update, resuming with Range when progress had been saved, and confirm it.
  * The same after every storage operation of a rollback: at run time (the application
@@ -29,6 +30,11 @@ static char *template_dir;
 static uint8_t *template_slot_a;
 static int slot_a;
 static int resumed_runs, new_active_runs, old_active_runs;
+/* m 3: m 1 with a stretch of new bytes, and the delta that makes it from m 1. */
+static uint8_t *prog_c;
+static char sha_c[65];
+static test_delta_writer delta_ac;
+static int delta_resumed_runs;
 
 static void copy_file(const char *from, const char *to)
 {
@@ -161,7 +167,7 @@ static void check_rolled_back(test_device *d)
     char record[512];
     size_t len;
     CHECK_EQ(mf_kv_get(d->kv, "mf_pend", record, sizeof record, &len), MF_ERR_NOT_FOUND);
-    mf_failed_record f;
+    mf_failure_state f;
     CHECK_EQ(mf_failed_load(d->kv, "mf_fail", &f), MF_OK);
     CHECK_EQ(f.rolled_back, 1);
     char hex[65];
@@ -219,6 +225,50 @@ static int run_boot_rollback_cut(int64_t ops_left)
     test_device_close(&d);
     remove_tree(dir);
     return cut;
+}
+
+/* m 3 assigned with the delta from m 1; power is cut after `ops_left` storage operations.
+ * After the reboot m 1 runs, its slot untouched (or m 3, once committed), and the next run
+ * finishes from the delta, resuming it with Range when its position had been saved. Returns
+ * the operations done. */
+static uint64_t run_delta_cut(int64_t ops_left)
+{
+    test_device d;
+    char *dir = clone_template();
+    tg_init(&gw);
+    tg_serve(&gw, "m", "3", prog_c, MODEL_BYTES);
+    tg_offer_delta(&gw, sha_a, delta_ac.buf, delta_ac.len);
+    test_device_open(&d, dir, SLOT_BYTES, server.url);
+    d.fault.ops_left = ops_left;
+    CHECK_EQ(test_device_boot(&d), MF_OK);
+    for (int i = 0; i < 3 && !d.fault.powered_off; i++) test_device_cycles(&d, 1);
+    uint64_t ops = d.fault.ops;
+
+    CHECK_EQ(test_device_reboot(&d, SLOT_BYTES), MF_OK);
+    char active[65];
+    snprintf(active, sizeof active, "%s", test_active_sha(&d));
+    CHECK(strcmp(active, sha_a) == 0 || strcmp(active, sha_c) == 0);
+    check_a_untouched(&d);
+    mf_delta_progress p;
+    int have_progress = mf_delta_progress_load(d.kv, "mf_dl", &p) == MF_OK && p.at.written > 0;
+    tg_init(&gw);
+    tg_serve(&gw, "m", "3", prog_c, MODEL_BYTES);
+    tg_offer_delta(&gw, sha_a, delta_ac.buf, delta_ac.len);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
+    CHECK_STR(test_active(&d)->sha256_hex, sha_c);
+    CHECK_EQ(test_active(&d)->status, MF_MODEL_CONFIRMED);
+    CHECK_EQ(gw.artifact_requests, 0);
+    if (strcmp(active, sha_a) == 0) {
+        CHECK_EQ(gw.delta_requests, 1);
+        if (have_progress) {
+            CHECK_EQ(gw.delta_range_requests, 1);
+            CHECK_EQ(gw.delta_last_range_start, p.at.consumed);
+            delta_resumed_runs++;
+        }
+    }
+    test_device_close(&d);
+    remove_tree(dir);
+    return ops;
 }
 
 /* A commit cut mid-header, then the same bytes assigned under another version: the header
@@ -282,6 +332,28 @@ int main(void)
     CHECK(old_active_runs > new_active_runs);
     torn_commit_then_same_bytes_renamed();
 
+    /* From a delta: copies of m 1 around 30 KiB of new bytes that straddle the first
+     * progress step. A cut after every seventh storage operation (each 256-byte piece of
+     * the apply is one write, and the cuts land in every part of it). */
+    prog_c = malloc(MODEL_BYTES);
+    memcpy(prog_c, prog_a, MODEL_BYTES);
+    uint8_t *fresh = test_program(30 * 1024, 13);
+    memcpy(prog_c + 50 * 1024, fresh, 30 * 1024);
+    test_sha256_hex(prog_c, MODEL_BYTES, sha_c);
+    test_delta_int(&delta_ac, MODEL_BYTES);
+    test_delta_bytes(&delta_ac, "\n", 1);
+    test_delta_copy(&delta_ac, 50 * 1024, 0);
+    test_delta_insert(&delta_ac, fresh, 30 * 1024);
+    test_delta_copy(&delta_ac, MODEL_BYTES - 80 * 1024, 80 * 1024);
+    test_delta_int(&delta_ac, test_fossil_checksum(prog_c, MODEL_BYTES));
+    test_delta_bytes(&delta_ac, ";", 1);
+    free(fresh);
+    uint64_t delta_ops = run_delta_cut(-1);
+    for (int64_t cut = 0; cut <= (int64_t)delta_ops; cut += 7) run_delta_cut(cut);
+    fprintf(stderr, "delta update: %llu storage operations, cut after every seventh: %d resumed with Range\n",
+            (unsigned long long)delta_ops, delta_resumed_runs);
+    CHECK(delta_resumed_runs > 0);
+
     int rollback_cuts = 0, boot_rollback_cuts = 0;
     for (int64_t cut = 0; run_rollback_cut(cut); cut++) rollback_cuts++;
     for (int64_t cut = 0; run_boot_rollback_cut(cut); cut++) boot_rollback_cuts++;
@@ -293,6 +365,8 @@ int main(void)
     ts_stop(&server);
     free(prog_a);
     free(prog_b);
+    free(prog_c);
+    free(delta_ac.buf);
     free(template_slot_a);
     DONE();
 }

@@ -175,6 +175,19 @@ void tg_init(test_gateway *g)
     g->poll_content_length = -1;
     g->close_after_bytes = -1;
     g->last_range_start = -1;
+    g->delta_close_after_bytes = -1;
+    g->delta_last_range_start = -1;
+}
+
+void tg_offer_delta(test_gateway *g, const char *from_hex, const uint8_t *bytes, size_t len)
+{
+    pthread_mutex_lock(&g->lock);
+    g->delta = bytes;
+    g->delta_len = len;
+    snprintf(g->delta_from_hex, sizeof g->delta_from_hex, "%s", from_hex ? from_hex : "");
+    if (bytes) test_sha256_hex(bytes, len, g->delta_sha_hex);
+    g->delta_announced_size = len;
+    pthread_mutex_unlock(&g->lock);
 }
 
 void tg_serve(test_gateway *g, const char *name, const char *version, const uint8_t *bytes, size_t len)
@@ -190,6 +203,7 @@ void tg_serve(test_gateway *g, const char *name, const char *version, const uint
     g->key_id[0] = '\0';
     g->seq[0] = '\0';
     g->artifact_url[0] = '\0';
+    g->delta_url[0] = '\0';
     pthread_mutex_unlock(&g->lock);
 }
 
@@ -200,14 +214,76 @@ static void assignment_body(test_gateway *g, char *out, size_t cap)
     else strcpy(sig, "null");
     if (g->key_id[0]) snprintf(kid, sizeof kid, "\"%s\"", g->key_id);
     else strcpy(kid, "null");
+    char delta[600] = "", delta_url[300];
+    if (g->delta_url[0]) snprintf(delta_url, sizeof delta_url, "%s", g->delta_url);
+    else snprintf(delta_url, sizeof delta_url, "/v1/deltas/%s/%s", g->delta_from_hex, g->sha_hex);
+    if (g->delta)
+        snprintf(delta, sizeof delta, "\"delta\":{\"from\":\"%s\",\"url\":\"%s\",\"size\":%llu,\"sha256\":\"%s\"},",
+                 g->delta_from_hex, delta_url, (unsigned long long)g->delta_announced_size, g->delta_sha_hex);
     if (g->seq[0]) snprintf(seq, sizeof seq, ",\"signatureSeq\":\"%s\"", g->seq);
     if (g->artifact_url[0]) snprintf(url, sizeof url, "%s", g->artifact_url);
     else snprintf(url, sizeof url, "/v1/artifacts/%s", g->sha_hex);
     snprintf(out, cap,
              "{\"device\":\"02:00:00:00:00:01\",\"model\":{\"name\":\"%s\",\"version\":\"%s\",\"sha256\":\"%s\","
-             "\"size\":%llu,\"url\":\"%s\",\"signature\":%s,\"keyId\":%s%s},"
+             "\"size\":%llu,\"url\":\"%s\",\"signature\":%s,\"keyId\":%s%s},%s"
              "\"poll\":{\"intervalSeconds\":300,\"jitterSeconds\":30}}",
-             g->name, g->version, g->sha_hex, (unsigned long long)g->announced_size, url, sig, kid, seq);
+             g->name, g->version, g->sha_hex, (unsigned long long)g->announced_size, url, sig, kid, seq, delta);
+}
+
+/* What serve_bytes sends, and how it misbehaves. */
+typedef struct {
+    const uint8_t *bytes;
+    size_t len;
+    const char *sha_hex;           /* the ETag */
+    int status;                    /* non-zero: answer only this status */
+    int range_as_200, bad_content_range;
+    long content_length_delta;     /* added to the Content-Length */
+    long *close_after_bytes;       /* >= 0: the body is cut after this many bytes, once */
+    long *last_range_start;
+} served;
+
+/* An artifact or a delta, with Range as the gateway answers it. Called with the lock held;
+ * releases it. */
+static void serve_bytes(test_gateway *g, const ts_request *req, int fd, const served *w)
+{
+    size_t start = 0;
+    int status = 200;
+    if (req->range[0]) {
+        start = strtoul(req->range + 6, NULL, 10);
+        *w->last_range_start = (long)start;
+        if (!w->range_as_200) status = 206;
+    }
+    if (w->status || !w->bytes) {
+        pthread_mutex_unlock(&g->lock);
+        ts_respond(fd, w->status ? w->status : 404, NULL, "{}", 2);
+        return;
+    }
+    if (status == 206 && start >= w->len) {
+        pthread_mutex_unlock(&g->lock);
+        char h[128];
+        snprintf(h, sizeof h, "Content-Range: bytes */%zu\r\n", w->len);
+        ts_respond(fd, 416, h, NULL, 0);
+        return;
+    }
+    char h[512];
+    size_t body_len = w->len - (status == 206 ? start : 0);
+    const uint8_t *from = w->bytes + (status == 206 ? start : 0);
+    long cl = (long)body_len + w->content_length_delta;
+    int n = snprintf(h, sizeof h, "ETag: \"%s\"\r\nContent-Length: %ld\r\n", w->sha_hex, cl);
+    if (status == 206)
+        snprintf(h + n, sizeof h - (size_t)n, "Content-Range: bytes %zu-%zu/%zu\r\n", w->bad_content_range ? start + 1 : start,
+                 w->len - 1, w->len);
+    size_t send_len = body_len;
+    if (*w->close_after_bytes >= 0 && (size_t)*w->close_after_bytes < send_len) {
+        send_len = (size_t)*w->close_after_bytes;
+        *w->close_after_bytes = -1;
+    }
+    char head[1024];
+    int hn = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nConnection: close\r\n%s\r\n", status,
+                      status == 206 ? "Partial Content" : "OK", h);
+    pthread_mutex_unlock(&g->lock);
+    ts_write(fd, head, (size_t)hn);
+    ts_write(fd, from, send_len);
 }
 
 static const char *json_text(const cJSON *root, const char *key)
@@ -334,45 +410,22 @@ void tg_handler(void *ctx, const ts_request *req, int fd)
         }
     } else if (strcmp(req->method, "GET") == 0 && strncmp(req->target, "/v1/artifacts/", 14) == 0) {
         g->artifact_requests++;
-        const uint8_t *bytes = g->artifact;
-        size_t len = g->artifact_len, start = 0;
-        int status = 200;
-        if (req->range[0]) {
-            g->range_requests++;
-            start = strtoul(req->range + 6, NULL, 10);
-            g->last_range_start = (long)start;
-            if (!g->range_as_200) status = 206;
-        }
-        if (strcmp(req->target + 14, g->sha_hex) != 0 || !bytes) {
-            ts_respond(fd, 404, NULL, "{}", 2);
-        } else if (status == 206 && start >= len) {
-            char h[128];
-            snprintf(h, sizeof h, "Content-Range: bytes */%zu\r\n", len);
-            ts_respond(fd, 416, h, NULL, 0);
-        } else {
-            char h[512];
-            size_t body_len = len - (status == 206 ? start : 0);
-            const uint8_t *from = bytes + (status == 206 ? start : 0);
-            long cl = (long)body_len + g->artifact_content_length_delta;
-            int n = snprintf(h, sizeof h, "ETag: \"%s\"\r\nContent-Length: %ld\r\n", g->sha_hex, cl);
-            if (status == 206)
-                snprintf(h + n, sizeof h - (size_t)n, "Content-Range: bytes %zu-%zu/%zu\r\n",
-                         g->bad_content_range ? start + 1 : start, len - 1, len);
-            size_t send_len = body_len;
-            if (g->close_after_bytes >= 0 && (size_t)g->close_after_bytes < send_len) {
-                send_len = (size_t)g->close_after_bytes;
-                g->close_after_bytes = -1;
-            } else if (g->artifact_content_length_delta < 0) {
-                send_len = body_len; /* more bytes than announced */
-            }
-            char head[1024];
-            int hn = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nConnection: close\r\n%s\r\n", status,
-                              status == 206 ? "Partial Content" : "OK", h);
-            pthread_mutex_unlock(&g->lock);
-            ts_write(fd, head, (size_t)hn);
-            ts_write(fd, from, send_len);
-            return;
-        }
+        if (req->range[0]) g->range_requests++;
+        served what = {g->artifact, g->artifact_len, g->sha_hex, strcmp(req->target + 14, g->sha_hex) == 0 ? 0 : 404,
+                       g->range_as_200, g->bad_content_range, g->artifact_content_length_delta, &g->close_after_bytes,
+                       &g->last_range_start};
+        serve_bytes(g, req, fd, &what);
+        return;
+    } else if (strcmp(req->method, "GET") == 0 && strncmp(req->target, "/v1/deltas/", 11) == 0) {
+        g->delta_requests++;
+        if (req->range[0]) g->delta_range_requests++;
+        char expected[160];
+        snprintf(expected, sizeof expected, "/v1/deltas/%s/%s", g->delta_from_hex, g->sha_hex);
+        served what = {g->delta, g->delta_len, g->delta_sha_hex, strcmp(req->target, expected) == 0 ? g->delta_status : 404,
+                       g->delta_range_as_200, 0, 0, &g->delta_close_after_bytes, &g->delta_last_range_start};
+        if (g->delta_status_once) g->delta_status = g->delta_status_once = 0;
+        serve_bytes(g, req, fd, &what);
+        return;
     } else if (strcmp(req->method, "POST") == 0 && strstr(req->target, "/report")) {
         g->reports++;
         snprintf(g->last_report, sizeof g->last_report, "%s", req->body);

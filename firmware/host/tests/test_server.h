@@ -52,6 +52,7 @@ typedef struct {
     char key_id[17];
     char seq[24];                  /* signatureSeq: "" for none (a v1 signature) */
     char artifact_url[256];        /* model.url instead of /v1/artifacts/<sha> */
+    char delta_url[256];           /* delta.url instead of /v1/deltas/<from>/<sha> */
     int no_assignment;             /* 404 no_assignment */
     char etag[80];
     /* misbehaviour */
@@ -65,6 +66,16 @@ typedef struct {
     int hold_ms;                   /* long polls: held this long (on test_clock) before 304 */
     int report_status;             /* non-zero: answer reports with this */
     int refuse_capabilities;       /* 413 for reports carrying capabilities */
+    /* a delta offered beside the artifact (tg_offer_delta), and its misbehaviour */
+    const uint8_t *delta;          /* served at /v1/deltas/<from>/<sha> */
+    size_t delta_len;
+    char delta_from_hex[65];
+    char delta_sha_hex[65];
+    uint64_t delta_announced_size;
+    int delta_status;              /* non-zero: this status for delta requests */
+    int delta_status_once;         /* ... for the next one only */
+    int delta_range_as_200;
+    long delta_close_after_bytes;  /* >= 0: cut the delta body after this many bytes, once */
     /* Device identity (docs/design.md "Device identity"): with `admission`, polls, reports
      * and artifacts need a token this gateway gave, for a key proven over its challenge. */
     int admission;
@@ -81,6 +92,8 @@ typedef struct {
     char first_request[1100];      /* method and target of the first request */
     char authorizations[4096];     /* each request's Authorization, newline-separated */
     long last_range_start;
+    int delta_requests, delta_range_requests;
+    long delta_last_range_start;
     char last_report[70000];
     char first_report[70000];
     char reports_text[200000];     /* every report body, newline-separated */
@@ -89,6 +102,9 @@ typedef struct {
 void tg_init(test_gateway *g);
 /* Serves `bytes` as name@version (announced sha and size from the bytes). */
 void tg_serve(test_gateway *g, const char *name, const char *version, const uint8_t *bytes, size_t len);
+/* Offers `bytes` as the delta from the model whose sha256 is from_hex to the one served
+ * (announced size from the bytes); NULL bytes: no delta. */
+void tg_offer_delta(test_gateway *g, const char *from_hex, const uint8_t *bytes, size_t len);
 void tg_handler(void *ctx, const ts_request *req, int fd);
 
 #endif

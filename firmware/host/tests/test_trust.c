@@ -222,6 +222,27 @@ static void other_gateways_asked_before_settling(void)
     test_device_close(&d);
 }
 
+/* The stable codes reports carry, first to last, and the bounds init keeps. */
+static void codes_and_bounds(void)
+{
+    CHECK_STR(mf_err_code(MF_OK), "ok");
+    CHECK_STR(mf_err_code(MF_ERR_DIGEST_MISMATCH), "digest_mismatch");
+    CHECK_STR(mf_err_code(MF_ERR_BAD_DELTA), "bad_delta");
+    CHECK_STR(mf_err_code(MF_ERR_UNAUTHORIZED), "device_auth_failed");
+    CHECK_STR(mf_err_code(MF_ERR_PIN_MISMATCH), "pin_mismatch");
+    CHECK_STR(mf_err_code(MF_ERR_ROLLBACK), "rollback_refused");
+    CHECK_STR(mf_err_code(MF_ERR_CROSS_ORIGIN), "cross_origin_url");
+    CHECK_STR(mf_err_code((mf_err)(MF_ERR_CROSS_ORIGIN + 1)), "unknown_error");
+    CHECK_STR(mf_err_code((mf_err)-1), "unknown_error");
+    test_device d;
+    fresh(&d);
+    static const uint8_t pins[MF_PINS_MAX + 1][32];
+    d.cfg.gateway_pins = pins;
+    d.cfg.gateway_pin_count = MF_PINS_MAX + 1;
+    CHECK_EQ(test_device_boot(&d), MF_ERR_INVALID_ARG);
+    test_device_close(&d);
+}
+
 static void start_gateways(void)
 {
     ts_start(&server_a, tg_handler, &gw_a);
@@ -247,6 +268,7 @@ int main(int argc, char **argv)
         SCENARIO(floor_only_from_confirmed_models),
         SCENARIO(artifact_on_another_origin_refused),
         SCENARIO(other_gateways_asked_before_settling),
+        SCENARIO(codes_and_bounds),
     };
     int status = test_main(argc, argv, scenarios, sizeof scenarios / sizeof scenarios[0], start_gateways, stop_gateways);
     for (int i = 0; i < 5; i++) free(prog[i]);

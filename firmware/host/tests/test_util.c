@@ -145,6 +145,62 @@ void test_sha256_hex(const uint8_t *data, size_t len, char out[65])
     mf_hex_encode(d, 32, out);
 }
 
+void test_delta_bytes(test_delta_writer *w, const void *data, size_t n)
+{
+    if (w->len + n > w->cap) {
+        w->cap = (w->len + n) * 2;
+        w->buf = realloc(w->buf, w->cap);
+        CHECK(w->buf != NULL);
+    }
+    memcpy(w->buf + w->len, data, n);
+    w->len += n;
+}
+
+void test_delta_int(test_delta_writer *w, uint64_t v)
+{
+    static const char digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
+    char tmp[16];
+    int n = 0;
+    do {
+        tmp[n++] = digits[v & 63];
+        v >>= 6;
+    } while (v);
+    while (n) test_delta_bytes(w, &tmp[--n], 1);
+}
+
+void test_delta_copy(test_delta_writer *w, uint64_t count, uint64_t offset)
+{
+    test_delta_int(w, count);
+    test_delta_bytes(w, "@", 1);
+    test_delta_int(w, offset);
+    test_delta_bytes(w, ",", 1);
+}
+
+void test_delta_insert(test_delta_writer *w, const uint8_t *data, uint32_t n)
+{
+    test_delta_int(w, n);
+    test_delta_bytes(w, ":", 1);
+    test_delta_bytes(w, data, n);
+}
+
+uint32_t test_fossil_checksum(const uint8_t *z, size_t n)
+{
+    uint32_t sum0 = 0, sum1 = 0, sum2 = 0, sum3 = 0;
+    while (n >= 4) {
+        sum0 += z[0];
+        sum1 += z[1];
+        sum2 += z[2];
+        sum3 += z[3];
+        z += 4;
+        n -= 4;
+    }
+    sum3 += (sum2 << 8) + (sum1 << 16) + (sum0 << 24);
+    if (n == 3) sum3 += (uint32_t)z[2] << 8;
+    if (n >= 2) sum3 += (uint32_t)z[1] << 16;
+    if (n >= 1) sum3 += (uint32_t)z[0] << 24;
+    return sum3;
+}
+
 void test_keygen(test_key *k)
 {
     CHECK(sodium_init() >= 0);

@@ -48,6 +48,20 @@ uint8_t *test_program(size_t size, uint32_t seed);
 
 void test_sha256_hex(const uint8_t *data, size_t len, char out[65]);
 
+/* A Fossil delta (core/mf_delta.h) written command by command: the target size, copies and
+ * inserts, the checksum. The buffer grows as needed; free(w->buf) when done. */
+typedef struct {
+    uint8_t *buf;
+    size_t len, cap;
+} test_delta_writer;
+
+void test_delta_bytes(test_delta_writer *w, const void *data, size_t n);
+void test_delta_int(test_delta_writer *w, uint64_t v);
+void test_delta_copy(test_delta_writer *w, uint64_t count, uint64_t offset);
+void test_delta_insert(test_delta_writer *w, const uint8_t *data, uint32_t n);
+/* Fossil's checksum of a whole target, computed as Fossil does (not as the applier does). */
+uint32_t test_fossil_checksum(const uint8_t *z, size_t n);
+
 typedef struct {
     uint8_t pk[32];
     uint8_t sk[64];

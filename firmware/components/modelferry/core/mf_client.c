@@ -13,7 +13,7 @@
 typedef struct {
     const char *name;
     void (*run)(mf_client *c, mf_step *s);
-    mf_state go, idle, fail;   /* next, by outcome */
+    uint8_t go, idle, fail;    /* the next mf_state, by outcome */
 } mf_state_row;
 
 /* A failed exchange goes back to DISCOVER, which finds again only when the list of gateways
@@ -58,6 +58,7 @@ void mf_config_defaults(mf_config *cfg)
     cfg->failures_before_switch = 3;
     cfg->confirm_boots = 2;
     cfg->confirm_timeout_s = 300;
+    cfg->deltas = 1;
 }
 
 void mf_step_go(mf_step *s) { s->outcome = MF_GO; }
@@ -103,7 +104,7 @@ mf_err mf_client_init(mf_client *c, const mf_config *cfg, const mf_ports *ports)
     if (!c || !cfg || !ports || !ports->http || !ports->slots || !ports->kv || !ports->identity || !ports->clock ||
         !ports->random)
         return MF_ERR_INVALID_ARG;
-    if (!mf_capabilities_ok(&cfg->capabilities)) return MF_ERR_INVALID_ARG;
+    if (!mf_capabilities_ok(&cfg->capabilities) || cfg->gateway_pin_count > MF_PINS_MAX) return MF_ERR_INVALID_ARG;
     if (sodium_init() < 0) return MF_ERR_NO_MEMORY;
     memset(c, 0, sizeof *c);
     c->cfg = cfg;

@@ -57,19 +57,25 @@ void mf_confirm_start(mf_client *c, uint32_t boots)
     (void)take_flag(&c->confirm.rejected);
 }
 
-static mf_pending_record record_of(const mf_client *c, mf_confirm_state state)
+mf_pending_record mf_pending_of(const mf_client *c, int slot, uint32_t sequence, const uint8_t sha256[32],
+                                mf_confirm_state state)
 {
-    const mf_active_model *m = &c->models[c->active];
     mf_pending_record r;
     memset(&r, 0, sizeof r);
-    r.slot = (uint8_t)m->slot;
+    r.slot = (uint8_t)slot;
     r.state = (uint8_t)state;
-    r.sequence = m->sequence;
-    memcpy(r.sha256, m->sha256, 32);
+    r.sequence = sequence;
+    memcpy(r.sha256, sha256, 32);
     r.boots = c->confirm.boots;
     r.seq = c->confirm.seq;
     r.seq_counts = c->confirm.seq_counts;
     return r;
+}
+
+static mf_pending_record record_of(const mf_client *c, mf_confirm_state state)
+{
+    const mf_active_model *m = &c->models[c->active];
+    return mf_pending_of(c, m->slot, m->sequence, m->sha256, state);
 }
 
 mf_err mf_confirm_report_failed(mf_client *c, int with_caps)

@@ -1,6 +1,6 @@
 /* DOWNLOAD: the assigned artifact into the inactive slot. Every sector is erased just
  * before it is written; progress (slot, sha256, size, bytes written in whole sectors) is
- * saved every PROGRESS_STEP and when a download drops, so the next attempt, after a drop or
+ * saved every MF_PROGRESS_STEP and when a download drops, so the next attempt, after a drop or
  * a reboot, resumes with Range and If-Range when the assignment still names the same
  * artifact, re-hashing what is already in flash. */
 #include "mf_client_internal.h"
@@ -11,10 +11,6 @@
 
 #include "mf_records.h"
 #include "mf_slot.h"
-
-/* Progress reaches the key-value store every this many bytes (a multiple of the sector
- * size: a resume restarts at a sector boundary and erases that sector again). */
-#define PROGRESS_STEP (16u * MF_FLASH_SECTOR)
 
 typedef struct {
     mf_client *c;
@@ -37,39 +33,51 @@ static mf_err save_progress(download_ctx *d, uint64_t written)
     return err;
 }
 
+mf_http_request mf_transfer_request(mf_client *c, const char *path, const char *etag_hex, uint64_t start, uint64_t total,
+                                    char url[MF_TRANSFER_URL_MAX], char if_range[70])
+{
+    snprintf(url, MF_TRANSFER_URL_MAX, "%s%s", path[0] == '/' ? mf_gateway_url(c) : "", path);
+    snprintf(if_range, 70, "\"%s\"", etag_hex);
+    mf_http_request req = mf_request(c, "GET", url);
+    req.range_start = start > 0 ? (int64_t)start : -1;
+    req.if_range = start > 0 ? if_range : NULL;
+    req.timeout_ms += (uint32_t)(total / 1024); /* >= 1 KiB/ms of slack */
+    c->stats.downloads++;
+    if (start > 0) c->stats.range_requests++;
+    return req;
+}
+
+int mf_transfer_answer(mf_client *c, const mf_http_head *head, uint64_t start, uint64_t total, mf_err *err)
+{
+    mf_saw_status(c, head->status);
+    *err = MF_OK;
+    if (head->status == 206 && start > 0) {
+        if (head->range_start != (int64_t)start || head->range_total != (int64_t)total || head->range_end != (int64_t)total - 1)
+            *err = MF_ERR_PROTOCOL;
+    } else if (head->status == 200) {
+        if (head->content_length >= 0 && (uint64_t)head->content_length != total) *err = MF_ERR_SIZE_MISMATCH;
+        else if (start > 0) {
+            c->stats.range_restarts++;
+            return 1;
+        }
+    } else {
+        *err = head->status == 416 ? MF_ERR_SIZE_MISMATCH : head->status == 401 ? MF_ERR_UNAUTHORIZED : MF_ERR_HTTP_STATUS;
+    }
+    return *err == MF_OK ? 0 : -1;
+}
+
 static int download_head(void *ctx, const mf_http_head *head)
 {
     download_ctx *d = ctx;
-    mf_saw_status(d->c, head->status);
-    if (head->status == 206 && d->asked_range) {
-        if (head->range_start != (int64_t)d->offset || head->range_total != (int64_t)d->size ||
-            head->range_end != (int64_t)d->size - 1) {
-            d->err = MF_ERR_PROTOCOL;
-            return 1;
-        }
-        return 0;
+    int answer = mf_transfer_answer(d->c, head, d->asked_range ? d->offset : 0, d->size, &d->err);
+    if (answer == 1) {
+        /* The whole artifact: start over, and say so on storage first so a power cut cannot
+         * resume on top of rewritten sectors. */
+        d->offset = 0;
+        crypto_hash_sha256_init(&d->hash);
+        d->err = save_progress(d, 0);
     }
-    if (head->status == 200) {
-        if (head->content_length >= 0 && (uint64_t)head->content_length != d->size) {
-            d->err = MF_ERR_SIZE_MISMATCH;
-            return 1;
-        }
-        if (d->offset > 0) {
-            /* A 200 to a Range request is the whole artifact: start over, and say so on
-             * storage first so a power cut cannot resume on top of rewritten sectors. */
-            d->c->stats.range_restarts++;
-            d->offset = 0;
-            crypto_hash_sha256_init(&d->hash);
-            mf_err err = save_progress(d, 0);
-            if (err != MF_OK) {
-                d->err = err;
-                return 1;
-            }
-        }
-        return 0;
-    }
-    d->err = head->status == 416 ? MF_ERR_SIZE_MISMATCH : head->status == 401 ? MF_ERR_UNAUTHORIZED : MF_ERR_HTTP_STATUS;
-    return 1;
+    return d->err != MF_OK;
 }
 
 static int download_body(void *ctx, const uint8_t *data, size_t len)
@@ -101,7 +109,7 @@ static int download_body(void *ctx, const uint8_t *data, size_t len)
         d->offset += n;
         data += n;
         len -= n;
-        uint64_t step = d->offset / PROGRESS_STEP * PROGRESS_STEP;
+        uint64_t step = d->offset / MF_PROGRESS_STEP * MF_PROGRESS_STEP;
         if (step > d->saved && step < d->size) {
             err = save_progress(d, step);
             if (err != MF_OK) {
@@ -167,18 +175,9 @@ static mf_err download(mf_client *c, int slot)
     if (err != MF_OK) return err;
     mf_report_state(c, "downloading", NULL, (double)d.offset / (double)d.size);
 
-    char url[MF_BASE_URL_MAX + MF_MODEL_URL_MAX];
-    if (a->url[0] == '/') snprintf(url, sizeof url, "%s%s", mf_gateway_url(c), a->url);
-    else snprintf(url, sizeof url, "%s", a->url);
-    char if_range[70];
-    snprintf(if_range, sizeof if_range, "\"%s\"", a->sha256_hex);
+    char url[MF_TRANSFER_URL_MAX], if_range[70];
     d.asked_range = d.offset > 0;
-    mf_http_request req = mf_request(c, "GET", url);
-    req.range_start = d.asked_range ? (int64_t)d.offset : -1;
-    req.if_range = d.asked_range ? if_range : NULL;
-    req.timeout_ms += (uint32_t)(d.size / 1024); /* >= 1 KiB/ms of slack */
-    c->stats.downloads++;
-    if (d.asked_range) c->stats.range_requests++;
+    mf_http_request req = mf_transfer_request(c, a->url, a->sha256_hex, d.offset, d.size, url, if_range);
     mf_http_sink sink = {download_head, download_body, &d};
     err = mf_http_perform(c->ports.http, &req, &sink);
     if (err == MF_ERR_ABORTED) err = d.err != MF_OK ? d.err : MF_ERR_PROTOCOL;
@@ -210,7 +209,25 @@ static mf_err download(mf_client *c, int slot)
 
 void mf_run_download(mf_client *c, mf_step *s)
 {
-    mf_err err = download(c, mf_free_slot(c));
+    int slot = mf_free_slot(c);
+    mf_err err;
+    if (mf_delta_wanted(c, slot)) {
+        char why[96];
+        err = mf_delta_download(c, slot, why, sizeof why);
+        if (err != MF_OK && err != MF_ERR_NETWORK && err != MF_ERR_UNAUTHORIZED && err != MF_ERR_POWER_LOST && err != MF_ERR_IO) {
+            /* The delta did not make the model: not tried again this boot, the full
+             * artifact now, in the same cycle. */
+            memcpy(c->delta_refused, c->assignment.model.delta.sha256, 32);
+            c->stats.deltas_refused++;
+            char error[160];
+            snprintf(error, sizeof error, "%s: %s; downloading the full artifact", mf_err_code(MF_ERR_BAD_DELTA), why);
+            mf_eventf(c, "delta_refused", "%s", why);
+            mf_report_state(c, "downloading", error, 0.0);
+            err = download(c, slot);
+        }
+    } else {
+        err = download(c, slot);
+    }
     if (err == MF_OK) {
         mf_step_go(s);
     } else if (err == MF_ERR_UNAUTHORIZED) {

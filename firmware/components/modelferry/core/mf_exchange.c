@@ -96,6 +96,12 @@ int mf_gateway_ask_next(mf_client *c)
     return c->gateway.walking;
 }
 
+size_t mf_device_url(mf_client *c, char *out, size_t cap, const char *what)
+{
+    int n = snprintf(out, cap, "%s/v1/devices/%s/%s", mf_gateway_url(c), c->mac, what);
+    return n > 0 && (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
 mf_http_request mf_request(mf_client *c, const char *method, const char *url)
 {
     mf_http_request req = {
@@ -129,6 +135,7 @@ static int small_head(void *ctx, const mf_http_head *head)
 static int small_body(void *ctx, const uint8_t *data, size_t len)
 {
     mf_client *c = ((small_answer *)ctx)->c;
+    c->stats.bytes_received += len;
     if (len > MF_ASSIGNMENT_BODY_MAX - c->body.len) {
         c->body.overflow = 1;
         return 1;

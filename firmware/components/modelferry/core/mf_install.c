@@ -59,9 +59,7 @@ static void refuse(mf_client *c, mf_step *s, mf_err why, const char *detail)
     mf_step_idle(s, why, mf_failure_delay(c, mf_next_poll_delay(c)));
 }
 
-/* The artifact's URL: relative, or on the gateway's own origin (scheme, host and port), so
- * the device's credentials never go to another host. */
-static int same_origin(mf_client *c, const char *url)
+int mf_same_origin(mf_client *c, const char *url)
 {
     const char *gw = mf_gateway_url(c), *host = strstr(gw, "://");
     size_t n = host ? (size_t)(host + 3 - gw) + strcspn(host + 3, "/") : strlen(gw);
@@ -79,7 +77,7 @@ mf_err mf_check(mf_client *c, const mf_assignment *a, char *why, size_t cap)
         snprintf(why, cap, "signed sequence %" PRIu64 ", below %" PRIu64 " that this device confirmed", a->seq, floor);
         return MF_ERR_ROLLBACK;
     }
-    if (!same_origin(c, a->url)) {
+    if (!mf_same_origin(c, a->url)) {
         snprintf(why, cap, "%.80s", a->url);
         return MF_ERR_CROSS_ORIGIN;
     }
@@ -144,16 +142,10 @@ void mf_run_commit(mf_client *c, mf_step *s)
     uint32_t sequence = next_sequence(c);
     if (err == MF_OK) err = mf_sequence_save(c->ports.kv, MF_KEY_SEQUENCE, sequence);
     /* Pending before the commit point: a committed model is never taken for confirmed. */
-    mf_pending_record r;
-    memset(&r, 0, sizeof r);
-    r.slot = (uint8_t)slot;
-    r.state = MF_CONFIRM_PENDING;
-    r.sequence = sequence;
-    memcpy(r.sha256, a->sha256, 32);
-    r.seq = a->seq;
-    r.seq_counts = c->cfg->trusted_key_count > 0;
-    c->confirm.seq = r.seq;
-    c->confirm.seq_counts = r.seq_counts;
+    c->confirm.boots = 0;
+    c->confirm.seq = a->seq;
+    c->confirm.seq_counts = c->cfg->trusted_key_count > 0;
+    mf_pending_record r = mf_pending_of(c, slot, sequence, a->sha256, MF_CONFIRM_PENDING);
     if (err == MF_OK) err = mf_pending_save(c->ports.kv, MF_KEY_PENDING, &r);
     if (err == MF_OK) err = mf_slot_commit(c->ports.slots, slot, sequence, (uint32_t)a->size, a->sha256, a->name, a->version);
     if (err != MF_OK) {

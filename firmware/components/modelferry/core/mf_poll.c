@@ -53,10 +53,8 @@ void mf_run_poll(mf_client *c, mf_step *s)
     int idle = conditional && (mf_in_sync(c) || mf_failure_waiting(c));
     int wait = idle && c->cfg->long_poll_s > 0 && c->gateway.long_poll_ok;
     char url[MF_BASE_URL_MAX + 64];
-    if (wait)
-        snprintf(url, sizeof url, "%s/v1/devices/%s/model?wait=%" PRIu32, mf_gateway_url(c), c->mac, c->cfg->long_poll_s);
-    else
-        snprintf(url, sizeof url, "%s/v1/devices/%s/model", mf_gateway_url(c), c->mac);
+    size_t n = mf_device_url(c, url, sizeof url, "model");
+    if (wait) snprintf(url + n, sizeof url - n, "?wait=%" PRIu32, c->cfg->long_poll_s);
     mf_http_request req = mf_request(c, "GET", url);
     req.if_none_match = conditional ? c->assignment.etag : NULL;
     if (wait) req.timeout_ms += c->cfg->long_poll_s * 1000;
@@ -83,8 +81,8 @@ void mf_run_poll(mf_client *c, mf_step *s)
         mf_gateway_answered(c);
         uint64_t held = mf_now_ms(c) - started;
         /* A gateway that answers a long poll at once does not hold polls: sleep instead. */
-        if (wait && held * 2 < (uint64_t)c->cfg->long_poll_s * 1000) c->assignment.next_poll_ms = mf_next_poll_delay(c);
-        else c->assignment.next_poll_ms = wait ? mf_long_poll_delay(c) : mf_next_poll_delay(c);
+        c->assignment.next_poll_ms = wait && held * 2 >= (uint64_t)c->cfg->long_poll_s * 1000 ? mf_long_poll_delay(c)
+                                                                                                : mf_next_poll_delay(c);
         mf_step_go(s);
         return;
     }
@@ -127,9 +125,7 @@ void mf_run_poll(mf_client *c, mf_step *s)
     if (walking) {
         /* Taken from another gateway only when there is something to do about it. */
         const mf_active_model *m = mf_client_active(c);
-        err = mf_check(c, &a, why, sizeof why);
-        if (err != MF_OK) mf_eventf(c, "not_taken", "gateway=%s %s: %s", mf_gateway_url(c), mf_err_code(err), why);
-        if (err != MF_OK || (m && memcmp(m->sha256, a.sha256, 32) == 0)) {
+        if (mf_check(c, &a, why, sizeof why) != MF_OK || (m && memcmp(m->sha256, a.sha256, 32) == 0)) {
             mf_step_idle(s, MF_OK, c->assignment.next_poll_ms);
             return;
         }

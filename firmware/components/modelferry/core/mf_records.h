@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 #include "modelferry/modelferry.h"
+#include "mf_delta.h"
 
 typedef struct {
     uint8_t slot;
@@ -16,15 +17,17 @@ typedef struct {
     uint32_t written;   /* bytes in the slot that are whole sectors of this artifact */
 } mf_progress;
 
+/* A delta being applied into a slot (kept under the same key as mf_progress: a slot is
+ * written by one or the other): where the apply stood at the last saved sector boundary of
+ * the output. */
 typedef struct {
-    uint8_t rolled_back;        /* 1: keyed on sha256 (a model rolled back from); 0: on fingerprint */
-    uint8_t fingerprint[32];    /* mf_assignment_fingerprint of what failed */
-    uint8_t sha256[32];
-    char name[MF_MODEL_NAME_MAX + 1], version[MF_MODEL_VERSION_MAX + 1];
-    uint32_t attempts;
-    uint8_t err;                /* mf_err */
-    char detail[MF_FAILED_DETAIL_MAX + 1];
-} mf_failed_record;
+    uint8_t slot;
+    uint8_t sha256[32];         /* the model being made */
+    uint8_t delta_sha256[32];   /* the delta it is made from */
+    uint32_t size;              /* the model's */
+    uint32_t delta_size;
+    mf_delta_position at;
+} mf_delta_progress;
 
 typedef enum {
     MF_CONFIRM_PENDING = 1,     /* activated, awaiting the application */
@@ -50,8 +53,13 @@ typedef struct {
 mf_err mf_progress_save(mf_kv *kv, const char *key, const mf_progress *p);
 /* MF_ERR_NOT_FOUND when absent or unreadable. */
 mf_err mf_progress_load(mf_kv *kv, const char *key, mf_progress *p);
-mf_err mf_failed_save(mf_kv *kv, const char *key, const mf_failed_record *f);
-mf_err mf_failed_load(mf_kv *kv, const char *key, mf_failed_record *f);
+/* MF_ERR_NOT_FOUND when absent, unreadable, or a download's progress (mf_progress). */
+mf_err mf_delta_progress_save(mf_kv *kv, const char *key, const mf_delta_progress *p);
+mf_err mf_delta_progress_load(mf_kv *kv, const char *key, mf_delta_progress *p);
+/* What failed last (the client's, but the time and whether this boot reported it). Loaded
+ * only when the record is whole. */
+mf_err mf_failed_save(mf_kv *kv, const char *key, const mf_failure_state *f);
+mf_err mf_failed_load(mf_kv *kv, const char *key, mf_failure_state *f);
 mf_err mf_pending_save(mf_kv *kv, const char *key, const mf_pending_record *p);
 mf_err mf_pending_load(mf_kv *kv, const char *key, mf_pending_record *p);
 mf_err mf_sequence_save(mf_kv *kv, const char *key, uint32_t sequence);

@@ -30,6 +30,17 @@ extern "C" { /* an ExecuTorch application is C++ */
 #define MF_MODEL_VERSION_MAX 64
 #define MF_MODEL_URL_MAX 256
 
+/* A delta the gateway offers beside the full artifact (docs/design.md "Deltas"): it makes
+ * the assigned model from the one whose sha256 is `from`. */
+typedef struct {
+    int present;
+    uint8_t from[32];
+    char url[MF_MODEL_URL_MAX];
+    uint64_t size;               /* the delta's own */
+    uint8_t sha256[32];          /* the delta's own: names it for If-Range */
+    char sha256_hex[65];
+} mf_delta_offer;
+
 /* What the gateway assigns this device: the answer to GET /v1/devices/{mac}/model. */
 typedef struct {
     char device[18];
@@ -44,6 +55,7 @@ typedef struct {
     char key_id[17];
     int has_seq;                 /* signatureSeq given: a v2 signature (else v1, sequence 0) */
     uint64_t seq;
+    mf_delta_offer delta;
     uint32_t poll_interval_s;
     uint32_t poll_jitter_s;
 } mf_assignment;
@@ -125,6 +137,8 @@ typedef struct {
     const char *firmware_version;      /* reported; may be NULL */
     uint32_t confirm_boots;            /* a pending model still unconfirmed at this boot is rolled back */
     uint32_t confirm_timeout_s;        /* ... or this long after it was activated */
+    int deltas;                        /* apply the deltas the gateway offers (reported as
+                                        * capabilities.patch); 0: full downloads only */
     mf_capabilities capabilities;
     mf_on_activate on_activate;
     mf_on_event on_event;
@@ -148,7 +162,8 @@ typedef struct {
 typedef struct {
     uint32_t polls, polls_not_modified, long_polls, polls_failed;
     uint32_t downloads, range_requests, range_restarts;
-    uint64_t bytes_received;
+    uint32_t deltas_applied, deltas_refused;  /* a delta that made the model; one that did not (then the full artifact) */
+    uint64_t bytes_received;                  /* every response body byte: answers, artifacts, deltas */
     uint32_t reports, reports_refused, activations, verify_failures, discoveries;
 } mf_stats;
 
@@ -160,7 +175,8 @@ typedef enum {
     MF_STATE_POLL,          /* GET /v1/devices/{mac}/model */
     MF_STATE_DECIDE,        /* in sync, waiting out a failure, or an update to make */
     MF_STATE_CHECK,         /* the signature policy and the size, before a byte is fetched */
-    MF_STATE_DOWNLOAD,      /* into the inactive slot, resumable */
+    MF_STATE_DOWNLOAD,      /* into the inactive slot, resumable: the delta from the active model
+                             * when one is offered, else (or when it fails) the full artifact */
     MF_STATE_VERIFY,        /* the ExecuTorch header of what arrived */
     MF_STATE_COMMIT,        /* the slot header: the commit point */
     MF_STATE_ACTIVATE,      /* map it, hand it to the application, report */
@@ -178,6 +194,22 @@ typedef enum {
 #define MF_FAILED_DETAIL_MAX 95
 #define MF_TOKEN_MAX 65
 #define MF_PINS_MAX 4
+
+/* What failed last: an assignment (checks, download, verification: tried again after its
+ * backoff, or at once when the gateway assigns anything with another fingerprint), or a
+ * model rolled back from (tried again after its backoff, or when another sha256 is
+ * assigned). The key-value store keeps it but for the last two fields. */
+typedef struct {
+    uint32_t attempts;             /* 0: none */
+    uint8_t rolled_back;           /* keyed on the sha256 rather than the fingerprint */
+    uint8_t fingerprint[32];
+    uint8_t sha256[32];
+    char name[MF_MODEL_NAME_MAX + 1], version[MF_MODEL_VERSION_MAX + 1];
+    uint8_t err;                   /* mf_err */
+    char detail[MF_FAILED_DETAIL_MAX + 1];
+    uint64_t not_before_ms;
+    int reported;                  /* this boot's reports said so */
+} mf_failure_state;
 
 /* The client's state. The application owns it (static or on its heap) and reads it only
  * through the functions below; its fields are here so it needs no allocation. */
@@ -232,21 +264,7 @@ typedef struct mf_client {
         uint32_t next_poll_ms;         /* the delay the last poll decided on */
     } assignment;
 
-    /* What failed last: an assignment (checks, download, verification: tried again after its
-     * backoff, or at once when the gateway assigns anything with another fingerprint), or a
-     * model rolled back from (tried again after its backoff, or when another sha256 is
-     * assigned). */
-    struct {
-        uint32_t attempts;             /* 0: none */
-        uint8_t rolled_back;           /* keyed on the sha256 rather than the fingerprint */
-        uint8_t fingerprint[32];
-        uint8_t sha256[32];
-        char name[MF_MODEL_NAME_MAX + 1], version[MF_MODEL_VERSION_MAX + 1];
-        uint8_t err;                   /* mf_err */
-        char detail[MF_FAILED_DETAIL_MAX + 1];
-        uint64_t not_before_ms;
-        int reported;                  /* this boot's reports said so */
-    } failure;
+    mf_failure_state failure;
 
     struct {
         uint32_t boot_done;            /* a bit per gateway of the list: it had this boot's report */
@@ -262,6 +280,8 @@ typedef struct mf_client {
         int overflow;
         uint32_t retry_after_s;
     } body;
+
+    uint8_t delta_refused[32];         /* the last delta that did not make its model: not used again this boot */
 
     mf_stats stats;
 } mf_client;

@@ -63,6 +63,11 @@ mf_err mf_esp_config_from_kconfig(mf_config *cfg)
 #endif
     cfg->confirm_boots = CONFIG_MODELFERRY_CONFIRM_BOOTS;
     cfg->confirm_timeout_s = CONFIG_MODELFERRY_CONFIRM_TIMEOUT_S;
+#ifdef CONFIG_MODELFERRY_DELTAS
+    cfg->deltas = 1;
+#else
+    cfg->deltas = 0;
+#endif
 
     const char *key_strings[MAX_KEYS];
     size_t n = split(keys_text, key_strings, MAX_KEYS);
