@@ -20,6 +20,7 @@ import { seedFleet } from './fleet-state.ts';
 import { longPollWakeStall, measureLongPolls, measurePollWrites } from './long-polls.ts';
 import { TOKEN, expectOk, gatewayEntry, nginxWorkerPid, startGateway, startNginx, stopChild, waitFor, which } from './servers.ts';
 import { configFor, measureStartup, rssMiB } from './startup.ts';
+import { storeLoadRow } from './store-load.ts';
 import { rangeScript, wrk, type WrkCase, type WrkResult } from './wrk.ts';
 
 const run = promisify(execFile);
@@ -153,7 +154,7 @@ async function main(): Promise<void> {
     }
 
     const dependent: Array<Skipped | Measured> = [];
-    for (const measure of [fleetConvergence, incrementalSync, longPollWakeStall, firmwareCodeSize]) {
+    for (const measure of [fleetConvergence, incrementalSync, longPollWakeStall, firmwareCodeSize, storeLoadRow]) {
       try {
         dependent.push(await measure(ROOT, entry, dir, children));
       } catch (error) {

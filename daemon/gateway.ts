@@ -132,7 +132,7 @@ export class Gateway {
       await this.#startPart('blob collector', collector);
       const id = await gatewayIdOf(database);
       // Before the sync, so that the report of its first run is not missed.
-      await this.#startPart('site reporter', new SiteReporter({
+      const reporter = new SiteReporter({
         enabled: () => config.upstream.report,
         openStore: () => openStore(storeOf(config.upstream.url!), { s3: config.upstream.s3, now: () => this.#clock.now() }),
         report: () => siteReport({
@@ -145,10 +145,12 @@ export class Gateway {
           lastOutcome: sync.status().lastOutcome,
           lastSuccessAt: sync.status().lastSuccessAt,
           syncPeriodSeconds: sync.periodSeconds(),
+          reportIntervalSeconds: config.upstream.reportIntervalSeconds,
         }, this.#clock.now()),
         onSync: (listener) => sync.onOutcome(listener),
         minIntervalMs: config.upstream.reportIntervalSeconds * 1000,
-      }, log));
+      }, log);
+      await this.#startPart('site reporter', reporter);
       await this.#startPart('upstream sync', sync);
       const rollouts = new RolloutGuard(catalog, devices, metrics, log, this.#clock);
       await this.#startPart('rollout guard', rollouts);
@@ -166,6 +168,7 @@ export class Gateway {
       const listener = createRequestListener({
         config, log, trust, auth, catalog, admission, blobs, hotBlobs, devices, deviceAdmission, answers, deltas, collector, sync, metrics, database, discovery, rollouts,
         tls: () => this.#tlsStatus(),
+        siteReport: () => (config.upstream.report ? reporter.status() : null),
         configFile: this.#configFile,
         clock: this.#clock,
         gatewayId: id,

@@ -144,6 +144,7 @@ export class Admission {
           ...accepted,
           signature: claim.signature,
           keyId: claim.keyId,
+          signatureSeq: claim.seq ?? null,
           createdAt: candidate.createdAt ?? createdAt,
         },
         bytes,

@@ -16,6 +16,8 @@ export interface ModelRecord {
   program?: ProgramSummary | null;
   signature: string | null;
   keyId: string | null;
+  /** The sequence a v2 signature covers; null for v1 or unsigned, absent on older records. */
+  signatureSeq?: string | null;
   createdAt: string;
 }
 

@@ -7,7 +7,8 @@ import { integerOption, option, positional, required, UsageError, type Args } fr
 import { CliError } from './cli-error.ts';
 import { defineCommand } from './command.ts';
 import { ClientError, GatewayClient } from './gateway-client.ts';
-import { describeModelFile, signWithKeyFile } from './key-commands.ts';
+import type { SignatureClaim } from '../signing/trust.ts';
+import { describeModelFile, SIGNING_FLAGS, signingChoice, signWithKeyFile } from './key-commands.ts';
 
 const print = (value: unknown) => console.log(JSON.stringify(value, null, 2));
 const segment = encodeURIComponent;
@@ -47,9 +48,11 @@ export const push = defineCommand({
   name: 'push',
   summary: 'upload a model (with its sha256, optionally signed) and optionally assign it',
   description: `Uploads a model with its sha256, so the gateway refuses a corrupted transfer, and signs it
-on the way with --sign-key. With --assign, also assigns it to SELECTOR (a MAC,
-group:<name> or default). A gateway busy with other pushes (503 busy) is waited out as it
-asks (Retry-After) and tried again, up to 5 times.`,
+on the way with --sign-key: ed25519 over
+modelferry-v2:<name>:<version>:<sha256>:<size>:<seq>, with --seq or the time in
+milliseconds, so that devices refuse an older signed model replayed later. With --assign,
+also assigns it to SELECTOR (a MAC, group:<name> or default). A gateway busy with other
+pushes (503 busy) is waited out as it asks (Retry-After) and tried again, up to 5 times.`,
   operands: [{ name: 'FILE' }],
   client: true,
   flags: {
@@ -57,42 +60,25 @@ asks (Retry-After) and tried again, up to 5 times.`,
     version: { placeholder: 'VERSION', required: true, help: 'version, e.g. 2026.11.24-3' },
     assign: { placeholder: 'SELECTOR', help: 'then assign it to a MAC, group:<name> or default' },
     force: FORCE,
-    'sign-key': { placeholder: 'PRIVATE_KEY_FILE', help: 'sign with this private key (from keygen)' },
-    signature: { placeholder: 'BASE64', help: 'a signature made elsewhere (with --key-id)' },
-    'key-id': { placeholder: 'HEX', help: 'the key id of --signature' },
+    ...SIGNING_FLAGS,
   },
   async run(args) {
     const file = positional(args, 0, 'FILE');
     const name = required(args, 'name');
     const version = required(args, 'version');
-    const signKey = option(args, 'sign-key');
-    const givenSignature = option(args, 'signature');
-    if (signKey !== undefined && givenSignature !== undefined) throw new UsageError('give either --sign-key or --signature with --key-id, not both');
-    if ((givenSignature === undefined) !== (option(args, 'key-id') === undefined)) throw new UsageError('--signature and --key-id go together');
+    const signing = signingChoice(args);
     const client = GatewayClient.fromArgs(args);
     const selector = option(args, 'assign');
     const { sha256, size } = await describeModelFile(file, 'FILE');
-    const headers: Record<string, string> = {
-      'Content-Type': 'application/octet-stream',
-      'Content-Length': String(size),
-      'X-Content-SHA256': sha256,
-    };
-    if (signKey !== undefined) {
-      const { signature, keyId } = await signWithKeyFile(signKey, '--sign-key', { name, version, sha256, size });
-      headers['X-Signature'] = signature;
-      headers['X-Signature-Key-Id'] = keyId;
-    } else if (givenSignature !== undefined) {
-      headers['X-Signature'] = givenSignature;
-      headers['X-Signature-Key-Id'] = required(args, 'key-id');
-    }
+    const claim = signing.kind === 'key'
+      ? await signWithKeyFile(signing.keyFile, '--sign-key', { name, version, sha256, size, seq: signing.seq })
+      : signing.kind === 'given' ? signing.claim : undefined;
     if (selector !== undefined) await checkSelectorReachesDevices(client, selector, args);
-    const { status } = await whenNotBusy(() => client.request('PUT', `/v1/models/${segment(name)}/${segment(version)}`, {
-      body: Readable.toWeb(createReadStream(file)) as ReadableStream, headers,
-    }));
-    console.log(`${status === 201 ? 'stored' : 'already stored'} ${name}@${version} (sha256 ${sha256}, ${size} bytes)`);
+    const status = await pushModel(client, { name, version, sha256, size, claim }, () => Readable.toWeb(createReadStream(file)) as ReadableStream);
+    console.log(`${status === 201 ? 'stored' : 'already stored'} ${name}@${version} (sha256 ${sha256}, ${size} bytes${claim?.seq ? `, signature sequence ${claim.seq}` : ''})`);
     if (selector !== undefined) {
       try {
-        await client.request('PUT', `/v1/assignments/${segment(selector)}`, { json: { model: name, version } });
+        printAssignmentWarnings((await client.request<AssignmentAnswer>('PUT', `/v1/assignments/${segment(selector)}`, { json: { model: name, version } })).body);
       } catch (error) {
         // The model is stored: say so, so a pipeline's log shows which half to do again.
         if (!(error instanceof ClientError)) throw error;
@@ -104,6 +90,42 @@ asks (Retry-After) and tried again, up to 5 times.`,
     return 0;
   },
 });
+
+/** The gateway's answer to PUT /v1/assignments/{selector}, as far as the CLI reads it. */
+export interface AssignmentAnswer {
+  rollout: { percent: number } | null;
+  compatibility?: { incompatible: Array<{ mac: string; reasons: string[] }> };
+  warnings?: Array<{ code: string; message: string }>;
+}
+
+/** What the gateway warned of when it took an assignment (devices that will refuse it), on stderr. */
+export function printAssignmentWarnings(answer: AssignmentAnswer): void {
+  for (const warning of answer.warnings ?? []) console.error(`warning: ${warning.message}`);
+}
+
+/**
+ * PUT /v1/models/{name}/{version} with its digest and signature headers, waiting out a busy
+ * gateway; `body` makes the bytes afresh for each try. The answer's status (201 stored, 200
+ * already stored).
+ */
+export async function pushModel(
+  client: GatewayClient,
+  model: { name: string; version: string; sha256: string; size: number; claim: SignatureClaim | undefined },
+  body: () => ReadableStream | Buffer,
+): Promise<number> {
+  const headers: Record<string, string> = {
+    'Content-Type': 'application/octet-stream',
+    'Content-Length': String(model.size),
+    'X-Content-SHA256': model.sha256,
+  };
+  if (model.claim?.signature) {
+    headers['X-Signature'] = model.claim.signature;
+    headers['X-Signature-Key-Id'] = model.claim.keyId!;
+    if (model.claim.seq) headers['X-Signature-Seq'] = model.claim.seq;
+  }
+  const { status } = await whenNotBusy(() => client.request('PUT', `/v1/models/${segment(model.name)}/${segment(model.version)}`, { body: body(), headers }));
+  return status;
+}
 
 /** Tries a push again this many times when the gateway is busy with others (503 busy). */
 const BUSY_RETRIES = 5;
@@ -185,11 +207,11 @@ and nothing changes.`,
       }
     }
     const query = args.flags.has('strict') ? '?strict=true' : '';
-    const { body } = await client.request<{ rollout: { percent: number } | null; compatibility?: { incompatible: Array<{ mac: string; reasons: string[] }> } }>(
-      'PUT', `/v1/assignments/${segment(selector)}${query}`, { json: { model, version, rollout } });
+    const { body } = await client.request<AssignmentAnswer>('PUT', `/v1/assignments/${segment(selector)}${query}`, { json: { model, version, rollout } });
     for (const device of body.compatibility?.incompatible ?? []) {
       console.error(`warning: ${device.mac} cannot run ${model}@${version} (${device.reasons.join(', ')}); it keeps what it runs`);
     }
+    printAssignmentWarnings(body);
     if (rollout) rollout.percent = body.rollout?.percent;
     console.log(`assigned ${model}@${version} to ${selector}${rollout ? ` for ${rollout.percent}% (others: ${rollout.previous.model}@${rollout.previous.version})` : ''}`);
     return 0;

@@ -5,6 +5,7 @@ import { fleet } from './fleet-command.ts';
 import type { Command } from './command.ts';
 import * as keys from './key-commands.ts';
 import * as program from './program-commands.ts';
+import { rollback } from './rollback-command.ts';
 import { serve } from './serve.ts';
 import * as store from './store-commands.ts';
 
@@ -25,6 +26,7 @@ export const commands: readonly Command[] = [
   catalog.deleteModel,
   catalog.devices,
   catalog.check,
+  rollback,
   program.inspect,
   program.rollout,
   store.sync,

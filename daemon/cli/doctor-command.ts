@@ -56,7 +56,7 @@ export async function doctor(args: Args): Promise<number> {
     if (config.tls.enabled) findings.push(await checkPort(config.http.host, config.tls.port, undefined, 'tls.port'));
     findings.push(checkTls(config));
     findings.push(await checkMdns(config.mdns));
-    findings.push(await checkUpstream(config.upstream.url, config.upstream.token));
+    findings.push(await checkUpstream(config.upstream.url, config.upstream.token, undefined, config.upstream.s3));
   } else {
     findings.push({ check: 'others', verdict: 'warn', message: 'folders, disk, port, mDNS and upstream not checked', fix: 'fix the configuration first' });
   }

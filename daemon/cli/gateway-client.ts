@@ -20,6 +20,8 @@ export interface RequestOptions {
   body?: string | Buffer | ReadableStream;
   json?: unknown;
   headers?: Record<string, string>;
+  /** The answer's body as bytes (a model), not as text or JSON. */
+  bytes?: boolean;
 }
 
 /**
@@ -60,7 +62,8 @@ export class GatewayClient {
       const cause = (error as { cause?: { code?: string; message?: string } }).cause;
       throw new ClientError('unreachable', 0, unreachable(this.baseUrl, cause?.code ?? cause?.message ?? (error as Error).message));
     }
-    const text = await response.text();
+    const received = Buffer.from(await response.arrayBuffer());
+    const text = received.toString('utf8');
     let parsed: unknown = text;
     if (response.headers.get('content-type')?.includes('json') && text) parsed = JSON.parse(text);
     if (!response.ok) {
@@ -72,7 +75,7 @@ export class GatewayClient {
       throw new ClientError(error ?? 'http_error', response.status, `${response.status} ${error ?? response.statusText}: ${message ?? text}${hint}`,
         Number.isInteger(retryAfter) && retryAfter >= 0 ? retryAfter : undefined);
     }
-    return { status: response.status, body: parsed as T };
+    return { status: response.status, body: (options.bytes ? received : parsed) as T };
   }
 }
 

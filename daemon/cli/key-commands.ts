@@ -3,7 +3,9 @@ import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { describeFsError, errnoOf } from '../fs-errors.ts';
 import { generateKeyPair, parsePublicKey, signModel, type SignedFields, type Signature } from '../signing/signature.ts';
 import { digestFile } from '../store/file-digest.ts';
-import { option, positional, required } from './args.ts';
+import { isSignatureSeq } from '../contract/identifiers.ts';
+import type { SignatureClaim } from '../signing/trust.ts';
+import { option, positional, required, UsageError, type Args } from './args.ts';
 import { CliError } from './cli-error.ts';
 import { defineCommand } from './command.ts';
 
@@ -40,26 +42,76 @@ the firmware). Refuses to overwrite either file.`,
   },
 });
 
+export const SEQ_FLAG = {
+  placeholder: 'N',
+  help: 'the sequence the signature covers (0 to 2^64-1; default: the time in milliseconds): devices refuse a model whose sequence is below one they accepted',
+} as const;
+
+/** The flags of a command that signs on the way (push, publish). */
+export const SIGNING_FLAGS = {
+  'sign-key': { placeholder: 'PRIVATE_KEY_FILE', help: 'sign with this private key (from keygen): a v2 signature over --seq' },
+  seq: SEQ_FLAG,
+  signature: { placeholder: 'BASE64', help: 'a signature made elsewhere (with --key-id, and --seq when it is v2)' },
+  'key-id': { placeholder: 'HEX', help: 'the key id of --signature' },
+} as const;
+
+/** How a push or publish is signed: here with a key, with a signature made elsewhere, or not. */
+export type SigningChoice =
+  | { kind: 'key'; keyFile: string; seq: string }
+  | { kind: 'given'; claim: SignatureClaim }
+  | { kind: 'unsigned' };
+
+/**
+ * --sign-key signs v2 with --seq, or the time in milliseconds (later signings sort after
+ * earlier ones without any state kept); --signature and --key-id pass on a signature made
+ * elsewhere, v2 when --seq says its sequence.
+ */
+export function signingChoice(args: Args, now: () => number = Date.now): SigningChoice {
+  const keyFile = option(args, 'sign-key');
+  const signature = option(args, 'signature');
+  const keyId = option(args, 'key-id');
+  const seq = seqOption(args);
+  if (keyFile !== undefined && signature !== undefined) throw new UsageError('give either --sign-key or --signature with --key-id, not both');
+  if ((signature === undefined) !== (keyId === undefined)) throw new UsageError('--signature and --key-id go together');
+  if (keyFile !== undefined) return { kind: 'key', keyFile, seq: seq ?? String(now()) };
+  if (signature !== undefined) return { kind: 'given', claim: { signature, keyId: keyId!, seq: seq ?? null } };
+  if (seq !== undefined) throw new UsageError('--seq is the sequence of a signature: give it with --sign-key, or with --signature and --key-id');
+  return { kind: 'unsigned' };
+}
+
+/** --seq N, refused in words unless it is a sequence. */
+export function seqOption(args: Args): string | undefined {
+  const seq = option(args, 'seq');
+  if (seq !== undefined && !isSignatureSeq(seq)) {
+    throw new UsageError(`--seq takes a whole number from 0 to 18446744073709551615 without leading zeros, not "${seq}"`);
+  }
+  return seq;
+}
+
 export const sign = defineCommand({
   name: 'sign',
-  summary: 'print the signature of a model for X-Signature / X-Signature-Key-Id',
-  description: `Prints {"name", "version", "sha256", "size", "signature", "keyId"} for the model as it
-will be pushed: the values for the X-Signature and X-Signature-Key-Id headers, or for the
-"signature" and "keyId" of an inbox sidecar.`,
+  summary: 'print the signature of a model for X-Signature / X-Signature-Key-Id / X-Signature-Seq',
+  description: `Prints {"name", "version", "sha256", "size", "signature", "keyId", "signatureSeq"} for the
+model as it will be pushed: the values for the X-Signature, X-Signature-Key-Id and
+X-Signature-Seq headers, or for the "signature", "keyId" and "signatureSeq" of an inbox
+sidecar. The signature is v2: ed25519 over
+modelferry-v2:<name>:<version>:<sha256>:<size>:<signatureSeq>.`,
   operands: [{ name: 'FILE' }],
   flags: {
     name: { placeholder: 'NAME', required: true, help: 'model name' },
     version: { placeholder: 'VERSION', required: true, help: 'version' },
     key: { placeholder: 'PRIVATE_KEY_FILE', required: true, help: 'the private key keygen wrote (PREFIX.key)' },
+    seq: SEQ_FLAG,
   },
   async run(args) {
     const file = positional(args, 0, 'FILE');
     const name = required(args, 'name');
     const version = required(args, 'version');
     const keyFile = required(args, 'key');
+    const seq = seqOption(args) ?? String(Date.now());
     const { sha256, size } = await describeModelFile(file, 'FILE');
-    const signed = await signWithKeyFile(keyFile, '--key', { name, version, sha256, size });
-    console.log(JSON.stringify({ name, version, sha256, size, ...signed }, null, 2));
+    const { signature, keyId } = await signWithKeyFile(keyFile, '--key', { name, version, sha256, size, seq });
+    console.log(JSON.stringify({ name, version, sha256, size, signature, keyId, signatureSeq: seq }, null, 2));
     return 0;
   },
 });
@@ -76,11 +128,16 @@ export async function describeModelFile(file: string, what: string): Promise<{ s
   }
 }
 
-/**
- * Signs with the private key in `keyFile`. The common mistake, the public half, is named as
- * such with the file that is probably meant.
- */
+/** Signs with the private key in `keyFile` (see readSigningKey). */
 export async function signWithKeyFile(keyFile: string, flag: string, fields: SignedFields): Promise<Signature> {
+  return signWith(await readSigningKey(keyFile, flag), fields);
+}
+
+/**
+ * The PEM private key in `keyFile`, checked to be one. The common mistake, the public half,
+ * is named as such with the file that is probably meant.
+ */
+export async function readSigningKey(keyFile: string, flag: string): Promise<{ pem: string; keyFile: string; flag: string }> {
   let text: string;
   try {
     text = await readFile(keyFile, 'utf8');
@@ -96,10 +153,14 @@ export async function signWithKeyFile(keyFile: string, flag: string, fields: Sig
     }
     throw new CliError(`${flag} ${keyFile} is not a private key: expected the PEM file modelferry keygen wrote (PREFIX.key)`);
   }
+  return { pem: text, keyFile, flag };
+}
+
+export function signWith(key: { pem: string; keyFile: string; flag: string }, fields: SignedFields): Signature {
   try {
-    return signModel(text, fields);
+    return signModel(key.pem, fields);
   } catch (error) {
-    throw new CliError(`${flag} ${keyFile}: ${(error as Error).message}`);
+    throw new CliError(`${key.flag} ${key.keyFile}: ${(error as Error).message}`);
   }
 }
 

@@ -1,8 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { describeFsError } from '../fs-errors.ts';
-import { option, positional, required, UsageError } from './args.ts';
+import { option, positional, required } from './args.ts';
 import { CliError } from './cli-error.ts';
 import { defineCommand } from './command.ts';
+import { SIGNING_FLAGS, signingChoice } from './key-commands.ts';
 import { GatewayClient } from './gateway-client.ts';
 
 const print = (value: unknown) => console.log(JSON.stringify(value, null, 2));
@@ -23,24 +24,20 @@ MAC, group:<name> or default) in the store. Prints what it did as JSON.`,
     name: { placeholder: 'NAME', required: true, help: 'model name, [a-z0-9][a-z0-9._-]' },
     version: { placeholder: 'VERSION', required: true, help: 'version, e.g. 2026.11.24-3' },
     assign: { placeholder: 'SELECTOR', help: 'also assign it in the store to a MAC, group:<name> or default' },
-    'sign-key': { placeholder: 'PRIVATE_KEY_FILE', help: 'sign with this private key (from keygen)' },
-    signature: { placeholder: 'BASE64', help: 'a signature made elsewhere (with --key-id)' },
-    'key-id': { placeholder: 'HEX', help: 'the key id of --signature' },
+    ...SIGNING_FLAGS,
   },
   async run(args) {
     const store = positional(args, 0, 'STORE');
     const file = positional(args, 1, 'FILE');
     // Loaded here so that other commands do not pay for the store code.
     const { publish: publishToStore } = await import('../publish/publish.ts');
-    const signKey = option(args, 'sign-key');
-    const signature = option(args, 'signature');
-    if (signKey !== undefined && signature !== undefined) throw new UsageError('give either --sign-key or --signature with --key-id, not both');
+    const signing = signingChoice(args);
     let signKeyPem: string | undefined;
-    if (signKey !== undefined) {
+    if (signing.kind === 'key') {
       try {
-        signKeyPem = await readFile(signKey, 'utf8');
+        signKeyPem = await readFile(signing.keyFile, 'utf8');
       } catch (error) {
-        throw new CliError(describeFsError(error, `--sign-key ${signKey}`));
+        throw new CliError(describeFsError(error, `--sign-key ${signing.keyFile}`));
       }
     }
     const result = await publishToStore({
@@ -50,7 +47,8 @@ MAC, group:<name> or default) in the store. Prints what it did as JSON.`,
       version: required(args, 'version'),
       assign: option(args, 'assign'),
       signKeyPem,
-      signature: signature === undefined ? undefined : { signature, keyId: required(args, 'key-id') },
+      seq: signing.kind === 'key' ? signing.seq : undefined,
+      signature: signing.kind === 'given' ? signing.claim : undefined,
     });
     print(result);
     return 0;

@@ -13,6 +13,9 @@ const DIGEST = /^[0-9a-f]{64}$/;
 const MODEL_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 const VERSION = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/;
 const KEY_ID = /^[0-9a-f]{16}$/;
+/** Decimal, no sign, no leading zero; at most 20 digits (the range is checked apart). */
+const SIGNATURE_SEQ = /^(0|[1-9][0-9]{0,19})$/;
+const MAX_SIGNATURE_SEQ = 2n ** 64n - 1n;
 
 export const LATEST = 'latest';
 
@@ -26,6 +29,12 @@ export const versionTextSchema = z.string().regex(VERSION, 'must be a version');
 export const versionSchema = versionTextSchema.refine((value) => value !== LATEST, '"latest" is reserved and cannot name a stored version');
 /** An ed25519 key id: the first 16 hex characters of the sha256 of the raw public key. */
 export const keyIdSchema = z.string().regex(KEY_ID, 'must be 16 lower-case hex characters');
+/**
+ * The sequence a v2 signature covers: an unsigned 64-bit number in decimal, carried as a
+ * string everywhere (JSON numbers lose integers past 2^53). Devices refuse a model whose
+ * sequence is below one they already accepted for the same name.
+ */
+export const signatureSeqSchema = z.string().refine(isSignatureSeq, 'must be a decimal number from 0 to 18446744073709551615, without sign or leading zeros');
 /** A MAC as the gateway answers with it (lower case, colons). */
 export const canonicalMacSchema = z.string().regex(MAC_CANONICAL, 'must be a MAC address in the form aa:bb:cc:dd:ee:ff');
 
@@ -57,6 +66,17 @@ export function isDigest(input: string): boolean {
 
 export function isKeyId(input: string): boolean {
   return KEY_ID.test(input);
+}
+
+export function isSignatureSeq(input: string): boolean {
+  return SIGNATURE_SEQ.test(input) && BigInt(input) <= MAX_SIGNATURE_SEQ;
+}
+
+/** Orders two sequences (canonical decimals) as numbers; null (a v1 signature, or none) counts as 0. */
+export function compareSignatureSeq(a: string | null | undefined, b: string | null | undefined): number {
+  const x = BigInt(a ?? 0);
+  const y = BigInt(b ?? 0);
+  return x < y ? -1 : x > y ? 1 : 0;
 }
 
 export function parseDigest(input: string): string {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { canonicalMacSchema, digestSchema, keyIdSchema, modelNameSchema, versionSchema } from './identifiers.ts';
+import { canonicalMacSchema, digestSchema, keyIdSchema, modelNameSchema, signatureSeqSchema, versionSchema } from './identifiers.ts';
 
 // A model as it travels: in a device's poll answer (docs/design.md "Device poll") and in a
 // manifest ("Central store format"). The field order is fixed here once: a poll answer's ETag
@@ -14,12 +14,18 @@ export const wireModelSchema = z.object({
   url: z.string().min(1),
   signature: z.string().nullable(),
   keyId: keyIdSchema.nullable(),
+  /**
+   * The sequence the signature covers (a decimal string, see signatureSeqSchema): a v2
+   * signature, `modelferry-v2:<name>:<version>:<sha256>:<size>:<signatureSeq>`. null: a v1
+   * signature (sequence 0), or none. Absent in what older stores wrote: null.
+   */
+  signatureSeq: signatureSeqSchema.nullable().default(null),
 });
 
 export type WireModel = z.infer<typeof wireModelSchema>;
 
-/** The fields a stored model has in common with its wire form. */
-export type ModelFields = Omit<WireModel, 'url'>;
+/** The fields a stored model has in common with its wire form (records stored before sequences have none). */
+export type ModelFields = Omit<WireModel, 'url' | 'signatureSeq'> & { signatureSeq?: string | null };
 
 /** The wire form of a stored model, with `url` saying where its bytes are. */
 export function wireModel(model: ModelFields, url: string): WireModel {
@@ -31,6 +37,7 @@ export function wireModel(model: ModelFields, url: string): WireModel {
     url,
     signature: model.signature,
     keyId: model.keyId,
+    signatureSeq: model.signatureSeq ?? null,
   };
 }
 

@@ -9,6 +9,7 @@ import { request as httpsRequest } from 'node:https';
 import { ConfigError } from '../errors.ts';
 import type { Config } from '../config/schema.ts';
 import { diskSpace } from '../metrics.ts';
+import { NO_S3_SETTINGS, type S3Settings } from '../s3/s3-access.ts';
 import { existingCredentials, generatedFilesOf } from '../tls/tls-credentials.ts';
 
 // What `modelferry doctor` looks at. Each check says what it found and, when something is
@@ -237,8 +238,9 @@ export async function checkMdns(config: Pick<Config['mdns'], 'enabled'>, interfa
 }
 
 /** The upstream store answers its manifest (when one is configured). */
-export async function checkUpstream(url: string | null | undefined, token: string | null | undefined, timeoutMs = 10_000): Promise<Finding> {
+export async function checkUpstream(url: string | null | undefined, token: string | null | undefined, timeoutMs = 10_000, s3: S3Settings = NO_S3_SETTINGS): Promise<Finding> {
   if (!url) return ok('upstream', 'none configured: the gateway serves what is pushed to it');
+  if (url.startsWith('s3://')) return checkBucketUpstream(url, s3);
   let shown: string;
   try {
     const parsed = new URL(url);
@@ -260,6 +262,23 @@ export async function checkUpstream(url: string | null | undefined, token: strin
   } catch (error) {
     const cause = (error as { cause?: { code?: string } }).cause;
     return failed('upstream', `${shown} is unreachable (${cause?.code ?? (error as Error).name})`, 'check the network, DNS and upstream.url; devices are still served from the cache meanwhile');
+  }
+}
+
+/** A bucket store: its manifest read as a sync reads it, signed; S3's refusal says what to fix. */
+async function checkBucketUpstream(url: string, s3: S3Settings): Promise<Finding> {
+  const { openStore } = await import('../central-store/store-objects.ts');
+  try {
+    const store = await openStore(url.slice(0, url.lastIndexOf('/')), { s3 });
+    try {
+      const manifest = await store.read(url.slice(url.lastIndexOf('/') + 1));
+      if (manifest === null) return failed('upstream', `${url} does not exist`, 'publish to the store first (modelferry publish), or check the prefix in upstream.url');
+      return ok('upstream', `${url} answers`);
+    } finally {
+      store.close();
+    }
+  } catch (error) {
+    return failed('upstream', (error as Error).message, 'see docs/central-store.md "Many sites on S3"');
   }
 }
 

@@ -15,6 +15,7 @@ import type { BlobCollector } from '../gc/blob-collector.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { HotBlobs } from '../store/hot-blobs.ts';
 import type { Database } from '../store/database.ts';
+import type { ReporterStatus } from '../site-reports/site-reporter.ts';
 import type { UpstreamSync } from '../sync/upstream-sync.ts';
 import type { TokenAuth } from './auth.ts';
 
@@ -47,6 +48,8 @@ export interface Services {
   discovery: () => DiscoveryStatus;
   rollouts: RolloutGuard;
   clock: Clock;
+  /** The site report's writes into the store (upstream.report); null when reports are off. */
+  siteReport: () => ReporterStatus | null;
   /** HTTPS as /healthz shows it: its port and the pin of its certificate; null when off. */
   tls: () => { port: number; fingerprint: string } | null;
 }

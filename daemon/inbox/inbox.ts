@@ -249,7 +249,7 @@ export class Inbox {
       version: claimed.version,
       sha256: meta?.sha256 ?? null,
       size: programInfo.size,
-      claim: { signature: meta?.signature ?? null, keyId: meta?.keyId ?? null },
+      claim: { signature: meta?.signature ?? null, keyId: meta?.keyId ?? null, seq: meta?.signatureSeq ?? null },
     };
     const { created, record } = await this.#admission.admit([candidate], this.#admission.streamed({
       client: 'inbox',

@@ -14,6 +14,7 @@ export const sidecarSchema = z.strictObject({
   assign: z.string().optional(),
   signature: z.string().optional(),
   keyId: z.string().optional(),
+  signatureSeq: z.string().optional(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lower-case hex characters').optional(),
 });
 
@@ -31,7 +32,7 @@ export function parseSidecar(text: string): Sidecar {
   if (!result.success) {
     const issue = result.error.issues[0]!;
     if (issue.code === 'unrecognized_keys') {
-      throw new Error(`it has ${issue.keys.length > 1 ? 'fields' : 'a field'} the gateway does not know: ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}; known fields are name, version, assign, signature, keyId, sha256`);
+      throw new Error(`it has ${issue.keys.length > 1 ? 'fields' : 'a field'} the gateway does not know: ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}; known fields are name, version, assign, signature, keyId, signatureSeq, sha256`);
     }
     const field = issue.path.length > 0 ? issue.path.join('.') : 'the file';
     throw new Error(`${field}: ${issue.message}; a sidecar looks like {"name": "kws", "version": "2026.11.24-3", "assign": "default"}`);

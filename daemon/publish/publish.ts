@@ -17,9 +17,11 @@ export interface PublishRequest {
   version: string;
   /** A selector to assign the model to (replacing that selector's assignment). */
   assign?: string | undefined;
-  /** A signature made elsewhere, or a private key (PEM) to sign with here. */
+  /** A signature made elsewhere (with its sequence, when v2), or a private key (PEM) to sign with here. */
   signature?: SignatureClaim | undefined;
   signKeyPem?: string | undefined;
+  /** The sequence to sign with `signKeyPem` (a v2 signature); absent: v1. */
+  seq?: string | undefined;
   /** How long to wait for another publish to the same store to finish. */
   lockTimeoutMs?: number;
 }
@@ -52,7 +54,7 @@ export async function publish(request: PublishRequest): Promise<PublishResult> {
   // Only programs: a store is for devices, and a gateway refuses other bytes by default.
   acceptFormat(await inspectProgramFile(request.file, size), ['executorch']);
   let claim: SignatureClaim = request.signature ?? { signature: null, keyId: null };
-  if (request.signKeyPem !== undefined) claim = signModel(request.signKeyPem, { name, version, sha256, size });
+  if (request.signKeyPem !== undefined) claim = signModel(request.signKeyPem, { name, version, sha256, size, seq: request.seq ?? null });
   // Without trust keys this checks the signature's form only; devices verify it.
   new TrustPolicy({ keys: [], requireSignatures: false }).check({ name, version, sha256, size }, claim);
 
@@ -93,6 +95,7 @@ async function publishTo(store: StoreObjects, publication: Publication, lockTime
       url: artifact,
       signature: claim.signature,
       keyId: claim.keyId,
+      signatureSeq: claim.seq ?? null,
       createdAt: new Date().toISOString(),
     }];
     let assignments = current.assignments;

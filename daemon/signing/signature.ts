@@ -1,17 +1,27 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 
-// End-to-end model signatures (docs/design.md "Signatures"). The pipeline signs, the gateway and the
-// devices verify; the gateway never holds a private key.
+// End-to-end model signatures (docs/design.md "Signatures"). The pipeline signs, the gateway
+// and the devices verify; the gateway never holds a private key.
 
 export interface SignedFields {
   name: string;
   version: string;
   sha256: string;
   size: number;
+  /**
+   * The signing order (a canonical decimal, see signatureSeqSchema): a v2 signature covers
+   * it, and devices refuse a model whose sequence is below one they accepted. null or absent:
+   * a v1 signature, which counts as sequence 0.
+   */
+  seq?: string | null;
 }
 
-export function signedMessage({ name, version, sha256, size }: SignedFields): Buffer {
-  return Buffer.from(`modelferry-v1:${name}:${version}:${sha256}:${size}`, 'utf8');
+/** `modelferry-v2:<name>:<version>:<sha256>:<size>:<seq>`, or v1 without the sequence, in UTF-8. */
+export function signedMessage({ name, version, sha256, size, seq }: SignedFields): Buffer {
+  const text = seq === null || seq === undefined
+    ? `modelferry-v1:${name}:${version}:${sha256}:${size}`
+    : `modelferry-v2:${name}:${version}:${sha256}:${size}:${seq}`;
+  return Buffer.from(text, 'utf8');
 }
 
 /** First 16 hex characters of the sha256 of the raw 32-byte public key. */
@@ -68,6 +78,8 @@ export function generateKeyPair(): KeyPair {
 export interface Signature {
   signature: string;
   keyId: string;
+  /** The sequence the signature covers (v2); null for a v1 signature. */
+  seq: string | null;
 }
 
 export function signModel(privateKeyPem: string, fields: SignedFields): Signature {
@@ -77,7 +89,14 @@ export function signModel(privateKeyPem: string, fields: SignedFields): Signatur
   return {
     signature: sign(null, signedMessage(fields), privateKey).toString('base64'),
     keyId: keyIdOf(rawOf(publicKey)),
+    seq: fields.seq ?? null,
   };
+}
+
+/** The public key of a private one (PEM), as `parsePublicKey` gives it. */
+export function publicKeyOf(privateKeyPem: string): PublicKey {
+  const raw = rawOf(createPublicKey(createPrivateKey(privateKeyPem)));
+  return parsePublicKey(raw.toString('base64'));
 }
 
 export function verifyModel(key: KeyObject, fields: SignedFields, signature: Buffer): boolean {

@@ -1,4 +1,4 @@
-import { isKeyId } from '../contract/identifiers.ts';
+import { isKeyId, isSignatureSeq } from '../contract/identifiers.ts';
 import { ConfigError, fail } from '../errors.ts';
 import { parsePublicKey, verifyModel, type PublicKey, type SignedFields } from './signature.ts';
 
@@ -11,6 +11,8 @@ export interface TrustSettings {
 export interface SignatureClaim {
   signature: string | null;
   keyId: string | null;
+  /** The sequence of a v2 signature (X-Signature-Seq); null or absent: v1. */
+  seq?: string | null;
 }
 
 /**
@@ -53,8 +55,10 @@ export class TrustPolicy {
 
   /** Checks what can be checked before the body arrives, so a doomed push fails fast. */
   precheck(claim: SignatureClaim): void {
+    const seq = claim.seq ?? null;
     if (claim.signature === null) {
       if (claim.keyId !== null) fail('invalid_signature', 'X-Signature-Key-Id was sent without X-Signature');
+      if (seq !== null) fail('invalid_signature', 'X-Signature-Seq was sent without X-Signature: a sequence is part of a signature (modelferry-v2)');
       if (this.#requireSignatures) fail('signature_required', 'this gateway requires signed models (trust.requireSignatures); send X-Signature and X-Signature-Key-Id');
       return;
     }
@@ -65,19 +69,28 @@ export class TrustPolicy {
     if (claim.keyId === null || !isKeyId(claim.keyId)) {
       fail('invalid_signature', 'a signature needs its key id: 16 lower-case hex characters in X-Signature-Key-Id');
     }
+    if (seq !== null && !isSignatureSeq(seq)) {
+      fail('invalid_signature', `X-Signature-Seq ${JSON.stringify(seq.slice(0, 40))} is not a sequence: a decimal number from 0 to 18446744073709551615, without sign or leading zeros`);
+    }
     if (this.#keys.size > 0 && !this.#keys.has(claim.keyId)) {
       fail('unknown_key', `key id ${claim.keyId} is not among this gateway's trusted keys (trust.keys)`);
     }
   }
 
-  /** Verifies the signature over the received bytes' digest and size. */
-  check(fields: SignedFields, claim: SignatureClaim): void {
+  /**
+   * Verifies the signature over the received bytes' digest and size, and the sequence it
+   * claims (a v2 signature verifies only with the sequence it was made over; a v1 one only
+   * without any).
+   */
+  check(fields: Omit<SignedFields, 'seq'>, claim: SignatureClaim): void {
     this.precheck(claim);
     if (claim.signature === null || claim.keyId === null) return;
     const key = this.#keys.get(claim.keyId);
     if (!key) return;
-    if (!verifyModel(key.key, fields, Buffer.from(claim.signature, 'base64'))) {
-      fail('invalid_signature', `the signature does not verify for ${fields.name}@${fields.version} (sha256 ${fields.sha256}, ${fields.size} bytes) with key ${claim.keyId}`);
+    const seq = claim.seq ?? null;
+    if (!verifyModel(key.key, { ...fields, seq }, Buffer.from(claim.signature, 'base64'))) {
+      const over = seq === null ? 'as a v1 signature (no X-Signature-Seq)' : `with sequence ${seq} (X-Signature-Seq)`;
+      fail('invalid_signature', `the signature does not verify for ${fields.name}@${fields.version} (sha256 ${fields.sha256}, ${fields.size} bytes) ${over} with key ${claim.keyId}`);
     }
   }
 }

@@ -7,7 +7,7 @@ import { siteReportSchema, type SiteReport } from './site-report.ts';
 // (site-report.ts): one row per gateway, for `modelferry fleet` (text or JSON) and for the
 // static page it can write into the store (`fleet.html`).
 
-/** A gateway that has not reported for this many of its sync periods is stale. */
+/** A gateway that has not reported for this many of its sync periods (or report intervals, when longer) is stale. */
 export const STALE_PERIODS = 3;
 /** The sync period assumed for a gateway whose report does not say (the default schedule). */
 const DEFAULT_PERIOD_SECONDS = 300;
@@ -69,7 +69,7 @@ export async function readFleet(store: StoreObjects, now: Date): Promise<Fleet> 
 
 function rowOf(report: SiteReport, now: Date): SiteRow {
   const ageSeconds = Math.max(0, Math.round((now.getTime() - Date.parse(report.reportedAt)) / 1000));
-  const period = report.syncPeriodSeconds ?? DEFAULT_PERIOD_SECONDS;
+  const period = Math.max(report.syncPeriodSeconds ?? DEFAULT_PERIOD_SECONDS, report.reportIntervalSeconds ?? 0);
   return {
     gateway: report.gateway,
     name: report.name,

@@ -35,6 +35,8 @@ export const siteReportSchema = z.object({
   reportedAt: z.iso.datetime({ offset: true }),
   /** How often this gateway syncs (from its schedule): a report older than 3 periods is stale. */
   syncPeriodSeconds: z.number().positive().nullable(),
+  /** The least time between two of its reports (upstream.reportIntervalSeconds). */
+  reportIntervalSeconds: z.number().positive().nullable(),
   lastSync: z.object({
     at: z.string(),
     result: z.enum(['updated', 'unchanged', 'failed', 'skipped']),
@@ -84,6 +86,7 @@ export interface SiteFacts {
   lastOutcome: SyncOutcome | null;
   lastSuccessAt: string | null;
   syncPeriodSeconds: number | null;
+  reportIntervalSeconds: number | null;
 }
 
 /** The site as the report says it, as of `now`. */
@@ -124,6 +127,7 @@ export function siteReport(facts: SiteFacts, now: Date): SiteReport {
     version: facts.version,
     reportedAt: now.toISOString(),
     syncPeriodSeconds: facts.syncPeriodSeconds,
+    reportIntervalSeconds: facts.reportIntervalSeconds,
     lastSync: outcome === null ? null : { at: outcome.finishedAt, result: outcome.result, revision: outcome.revision, error: outcome.error },
     lastSuccessAt: facts.lastSuccessAt,
     revision: catalog.revision,

@@ -158,7 +158,7 @@ function candidateOf(model: ManifestModel): Candidate {
     version: model.version,
     sha256: model.sha256,
     size: model.size,
-    claim: { signature: model.signature, keyId: model.keyId },
+    claim: { signature: model.signature, keyId: model.keyId, seq: model.signatureSeq },
     createdAt: model.createdAt,
   };
 }

@@ -262,41 +262,65 @@ test('keygen --out PREFIX writes PREFIX.key (mode 0600) and PREFIX.pub, and refu
   t.is(await readFile(`${other}.pub`, 'utf8'), 'somebody else\n');
 });
 
-test('sign prints an ed25519 signature over "modelferry-v1:<name>:<version>:<sha256>:<size>" that node:crypto verifies', async (t) => {
+test('sign prints an ed25519 signature over "modelferry-v2:<name>:<version>:<sha256>:<size>:<seq>" that node:crypto verifies, --seq or the time in milliseconds', async (t) => {
   const { keyFile, publicKey } = await writeKeyPair(await tempDir(t), 'k');
-  const result = await runCli(['sign', ADD, '--name', 'kws', '--version', '2026.11.24-3', '--key', keyFile]);
+  const result = await runCli(['sign', ADD, '--name', 'kws', '--version', '2026.11.24-3', '--key', keyFile, '--seq', '9007199254740993']);
   t.is(result.code, 0, result.stderr);
   const out = JSON.parse(result.stdout);
-  t.like(out, { name: 'kws', version: '2026.11.24-3', sha256: ADD_SHA256, size: 1072 });
+  t.like(out, { name: 'kws', version: '2026.11.24-3', sha256: ADD_SHA256, size: 1072, signatureSeq: '9007199254740993' });
 
   const raw = Buffer.from(publicKey, 'base64');
   const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: raw.toString('base64url') }, format: 'jwk' });
   const signature = Buffer.from(out.signature, 'base64');
   t.is(signature.length, 64);
-  const message = Buffer.from(`modelferry-v1:kws:2026.11.24-3:${ADD_SHA256}:1072`, 'utf8');
+  const message = Buffer.from(`modelferry-v2:kws:2026.11.24-3:${ADD_SHA256}:1072:9007199254740993`, 'utf8');
   t.true(verify(null, message, key, signature));
-  t.false(verify(null, Buffer.from(`modelferry-v1:kws:2026.11.24-4:${ADD_SHA256}:1072`, 'utf8'), key, signature));
+  t.false(verify(null, Buffer.from(`modelferry-v2:kws:2026.11.24-3:${ADD_SHA256}:1072:9007199254740992`, 'utf8'), key, signature));
   t.is(out.keyId, createHash('sha256').update(raw).digest('hex').slice(0, 16));
+
+  const before = Date.now();
+  const timed = JSON.parse((await runCli(['sign', ADD, '--name', 'kws', '--version', '2026.11.24-3', '--key', keyFile])).stdout);
+  t.true(Number(timed.signatureSeq) >= before && Number(timed.signatureSeq) <= Date.now(), `${timed.signatureSeq} is the time in milliseconds`);
+  t.true(verify(null, Buffer.from(`modelferry-v2:kws:2026.11.24-3:${ADD_SHA256}:1072:${timed.signatureSeq}`, 'utf8'), key, Buffer.from(timed.signature, 'base64')));
 });
 
-test('push --sign-key is accepted by a gateway that requires signatures, and an unsigned push fails with signature_required', async (t) => {
+test('push --sign-key signs v2 (the time in milliseconds, or --seq) and is accepted by a gateway that requires signatures; an unsigned push fails with signature_required', async (t) => {
   const { keyFile, publicKey, privateKeyPem } = await writeKeyPair(await tempDir(t), 'signer');
   const strict = await startDaemon(t, { config: { trust: { keys: [{ publicKey }], requireSignatures: true } } });
   const args = ['--gateway', strict.url, '--token', ALL_TOKEN];
 
+  const before = Date.now();
   const signed = await runCli(['push', ADD, '--name', 'signed', '--version', '1', '--sign-key', keyFile, '--assign', 'default', ...args]);
   t.is(signed.code, 0, signed.stderr);
+  const record = await json(await strict.fetch('/v1/models/signed/1', { token: ADMIN_TOKEN }));
+  t.true(Number(record.signatureSeq) >= before && Number(record.signatureSeq) <= Date.now(), `sequence ${record.signatureSeq} is the time in milliseconds`);
+  t.regex(signed.stdout, new RegExp(`^stored signed@1 \\(sha256 ${ADD_SHA256}, 1072 bytes, signature sequence ${record.signatureSeq}\\)$`, 'm'));
   // ed25519 signatures are deterministic: this is the one the CLI must have sent.
   const expected = {
-    signature: sign(null, Buffer.from(`modelferry-v1:signed:1:${ADD_SHA256}:1072`), privateKeyPem).toString('base64'),
+    signature: sign(null, Buffer.from(`modelferry-v2:signed:1:${ADD_SHA256}:1072:${record.signatureSeq}`), privateKeyPem).toString('base64'),
     keyId: createHash('sha256').update(Buffer.from(publicKey, 'base64')).digest('hex').slice(0, 16),
+    signatureSeq: record.signatureSeq,
   };
-  const record = await json(await strict.fetch('/v1/models/signed/1', { token: ADMIN_TOKEN }));
-  t.is(record.signature, expected.signature);
-  t.is(record.keyId, expected.keyId);
+  t.like(record, expected);
   // Passed through to devices.
   const answer = await json(await strict.fetch('/v1/devices/02:00:00:00:04:01/model'));
-  t.like(answer.model, { signature: expected.signature, keyId: expected.keyId });
+  t.like(answer.model, expected);
+
+  const chosen = await runCli(['push', MUL, '--name', 'signed', '--version', '2', '--sign-key', keyFile, '--seq', '18446744073709551615', ...args]);
+  t.is(chosen.code, 0, chosen.stderr);
+  t.like(await json(await strict.fetch('/v1/models/signed/2', { token: ADMIN_TOKEN })), {
+    signatureSeq: '18446744073709551615',
+    signature: sign(null, Buffer.from(`modelferry-v2:signed:2:${MUL_SHA256}:1032:18446744073709551615`), privateKeyPem).toString('base64'),
+  });
+  for (const bad of ['18446744073709551616', '042', 'soon']) {
+    const refused = await runCli(['push', MUL, '--name', 'signed', '--version', '3', '--sign-key', keyFile, '--seq', bad, ...args]);
+    t.is(refused.code, 2, bad);
+    t.regex(refused.stderr, new RegExp(`--seq takes a whole number from 0 to 18446744073709551615 without leading zeros, not "${bad}"`));
+  }
+  const seqAlone = await runCli(['push', MUL, '--name', 'signed', '--version', '3', '--seq', '5', ...args]);
+  t.is(seqAlone.code, 2);
+  t.regex(seqAlone.stderr, /--seq is the sequence of a signature: give it with --sign-key, or with --signature and --key-id/);
+  t.is((await strict.fetch('/v1/models/signed/3', { token: ADMIN_TOKEN })).status, 404);
 
   const unsigned = await runCli(['push', MUL, '--name', 'unsigned', '--version', '1', ...args]);
   t.is(unsigned.code, 1);

@@ -13,7 +13,7 @@ const stored = {
 
 test('a model\'s wire form has the contract\'s fields in the contract\'s order, nothing stored beside them', (t) => {
   const wire = wireModel(stored, artifactPath(DIGEST));
-  t.deepEqual(Object.keys(wire), ['name', 'version', 'sha256', 'size', 'url', 'signature', 'keyId']);
+  t.deepEqual(Object.keys(wire), ['name', 'version', 'sha256', 'size', 'url', 'signature', 'keyId', 'signatureSeq']);
   t.is(wire.url, `/v1/artifacts/${DIGEST}`);
 });
 

@@ -148,6 +148,8 @@ export async function levelLogBytes(gw: TestGateway): Promise<number> {
 export interface Signed {
   signature: string;
   keyId: string;
+  /** The sequence of a v2 signature (X-Signature-Seq); absent or null for v1. */
+  seq?: string | null;
 }
 
 export interface PushedModel {
@@ -157,11 +159,12 @@ export interface PushedModel {
   size: number;
   signature: string | null;
   keyId: string | null;
+  signatureSeq: string | null;
 }
 
 /**
  * PUT /v1/models/{name}/{version} as the pipeline sends it (the push token unless `token`
- * says otherwise; `signed` adds X-Signature and X-Signature-Key-Id), answer unchecked.
+ * says otherwise; `signed` adds X-Signature, X-Signature-Key-Id and X-Signature-Seq), answer unchecked.
  */
 export function push(
   gw: TestGateway,
@@ -174,6 +177,7 @@ export function push(
   if (init.signed) {
     headers['X-Signature'] = init.signed.signature;
     headers['X-Signature-Key-Id'] = init.signed.keyId;
+    if (init.signed.seq != null) headers['X-Signature-Seq'] = init.signed.seq;
   }
   return gw.fetch(`/v1/models/${name}/${version}`, { method: 'PUT', token: init.token ?? PUSH_TOKEN, body: bytes, headers });
 }
@@ -193,6 +197,7 @@ export async function pushed(t: ExecutionContext, gw: TestGateway, name: string,
     size: bytes.length,
     signature: signed?.signature ?? null,
     keyId: signed?.keyId ?? null,
+    signatureSeq: signed?.seq ?? null,
   };
 }
 
@@ -289,6 +294,7 @@ export function expectedAnswer(mac: string, model: PushedModel, poll: { interval
       url: `/v1/artifacts/${model.sha256}`,
       signature: model.signature,
       keyId: model.keyId,
+      signatureSeq: model.signatureSeq,
     },
     poll,
   };

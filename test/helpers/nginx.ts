@@ -25,7 +25,8 @@ export interface Nginx {
   accessLog(): Promise<AccessLine[]>;
 }
 
-export async function startNginx(t: HasTeardown, root: string): Promise<Nginx> {
+/** `connections`: worker_connections (a load simulation needs more than a test). */
+export async function startNginx(t: HasTeardown, root: string, options: { connections?: number } = {}): Promise<Nginx> {
   const dir = await tempDir(t, 'modelferry-nginx-');
   const log = path.join(dir, 'access.log');
   for (let attempt = 1; ; attempt++) {
@@ -36,7 +37,7 @@ user root;
 worker_processes 1;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
-events { worker_connections 64; }
+events { worker_connections ${options.connections ?? 64}; }
 http {
   log_format store '$request_method $uri $status $bytes_sent $body_bytes_sent "$http_range"';
   access_log ${log} store;

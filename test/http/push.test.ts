@@ -315,6 +315,7 @@ test('a push signed with a trusted key is stored with its signature, which reach
     url: `/v1/artifacts/${ADD_SHA256}`,
     signature: signed.signature,
     keyId: key.keyId,
+    signatureSeq: null,
   });
 });
 

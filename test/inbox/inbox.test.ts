@@ -9,6 +9,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { tempDir, until } from '../helpers/harness.ts';
 import { ADD_SHA256, fixture, makeProgram, sha256 } from '../helpers/programs.ts';
 import { ALL_TOKEN } from '../helpers/tokens.ts';
+import { generateKeyPair, signModel } from '../../daemon/signing/signature.ts';
 
 // docs/drop-folder.md: the drop folder, with real files, real chokidar, real rsync, in-place writers,
 // a writer killed half-way, a restart with files waiting and hostile drops.
@@ -97,6 +98,23 @@ test('a .pte with a .json sidecar takes name, version and assign from the sideca
   await writeFile(path.join(inbox, 'build-18.json'), JSON.stringify({ name: 'vad', version: '18', sha256: sha256(fixture('mul.pte')) }));
   await filed(inbox, 'accepted', 'build-18.pte');
   t.is((await model(gw, 'vad', '18')).status, 200);
+});
+
+test('a sidecar carries a v2 signature as modelferry sign prints it (signature, keyId, signatureSeq); one whose sequence was changed is refused', async (t) => {
+  const key = generateKeyPair();
+  const { gw, inbox } = await inboxGateway(t, { 'trust.keys': JSON.stringify([{ publicKey: key.publicKey }]) });
+  const bytes = fixture('add.pte');
+  const { signature, keyId } = signModel(key.privateKeyPem, { name: 'kws', version: '5', sha256: ADD_SHA256, size: bytes.length, seq: '9007199254740993' });
+  await writeFile(path.join(inbox, 'signed.json'), JSON.stringify({ name: 'kws', version: '5', signature, keyId, signatureSeq: '9007199254740993' }));
+  await writeFile(path.join(inbox, 'signed.pte'), bytes);
+  await filed(inbox, 'accepted', 'signed.pte');
+  t.like((await model(gw, 'kws', '5')).body, { signature, keyId, signatureSeq: '9007199254740993' });
+
+  const six = signModel(key.privateKeyPem, { name: 'kws', version: '6', sha256: ADD_SHA256, size: bytes.length, seq: '7' });
+  await writeFile(path.join(inbox, 'replayed.json'), JSON.stringify({ name: 'kws', version: '6', signature: six.signature, keyId, signatureSeq: '8' }));
+  await writeFile(path.join(inbox, 'replayed.pte'), bytes);
+  t.regex(await refusal(inbox, 'replayed.pte'), /signature/i);
+  t.is((await model(gw, 'kws', '6')).status, 404);
 });
 
 testNeeding('rsync')('rsync (temporary .name.XXXXXX, then rename) is taken after the rename, with the exact bytes', async (t) => {

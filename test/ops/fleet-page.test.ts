@@ -22,6 +22,7 @@ function siteReport(gateway: string, name: string, ageMinutes: number, devices: 
     format: 'modelferry-site-report/1', gateway, name, version: '0.1.0',
     reportedAt: new Date(Date.now() - ageMinutes * 60_000).toISOString(),
     syncPeriodSeconds: 300,
+    reportIntervalSeconds: 60,
     lastSync: { at: new Date().toISOString(), result: 'unchanged', revision: 'r1', error: null },
     lastSuccessAt: null, revision: 'r1',
     models: { count: 1, bytes: 1072, listed: [] },
@@ -41,6 +42,8 @@ test('the fleet page shows every site in one table, stale and failing sites mark
       failures: { count: 2, listed: [{ mac: 'aa:bb:cc:00:00:02', model: 'kws', version: '2', reason: HOSTILE_ERROR, rolledBack: true, at: null }] },
     }),
     siteReport('c000000000000003', 'site-c', 45, { total: 7, inSync: 7 }),
+    // Reports hourly (upstream.reportIntervalSeconds 3600): 45 minutes is not long for it.
+    siteReport('e000000000000005', 'site-e', 45, { total: 3, inSync: 3 }, { reportIntervalSeconds: 3600 }),
   ];
   for (const report of reports) await writeFile(path.join(dir, 'gateways', `${report.gateway}.json`), JSON.stringify(report));
   const store = new FolderObjects(dir);
@@ -57,7 +60,8 @@ test('the fleet page shows every site in one table, stale and failing sites mark
   await page.goto(url);
 
   const rows = await page.locator('tr.site').evaluateAll((items) => items.map((tr) => tr.getAttribute('data-gateway')));
-  t.deepEqual(rows, ['c000000000000003', 'b000000000000002', 'a000000000000001'], 'stale first, then failing, then by name');
+  t.deepEqual(rows, ['c000000000000003', 'b000000000000002', 'a000000000000001', 'e000000000000005'], 'stale first, then failing, then by name');
+  t.is(await page.locator('tr.site.stale').count(), 1);
   t.regex((await page.locator('tr.site.stale').textContent())!, /site-c.*45 min ago stale/);
   // The marking is real styling: the inline style passed the page's own CSP.
   const color = (selector: string) => page.locator(selector).first().evaluate((td) => (globalThis as unknown as { getComputedStyle(e: unknown): { color: string } }).getComputedStyle(td).color);

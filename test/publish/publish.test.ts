@@ -1,3 +1,4 @@
+import { createPublicKey, verify } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
@@ -43,6 +44,31 @@ test('the CLI writes artifacts/<sha256> and a manifest that validates, with the 
   const again = await runCli(['publish', store, fixturePath('mul.pte'), '--name', 'kws', '--version', '2026.11.24-3']);
   t.is(again.code, 1);
   t.regex(again.stderr, /version_conflict/);
+});
+
+test('publish --sign-key signs v2 over --seq (else the time in milliseconds) and writes signatureSeq as a string; --seq without a signature writes nothing', async (t) => {
+  const store = await storeDir(t);
+  const dir = path.dirname(store);
+  const key = path.join(dir, 'signing.key');
+  const pair = generateKeyPair();
+  await writeFile(key, pair.privateKeyPem);
+  const result = await runCli(['publish', store, fixturePath('add.pte'), '--name', 'kws', '--version', '1', '--sign-key', key, '--seq', '9007199254740993']);
+  t.is(result.code, 0, result.stderr);
+  const text = await readFile(path.join(store, 'manifest.json'), 'utf8');
+  t.regex(text, /"signatureSeq": "9007199254740993"/);
+  const [model] = (await manifestOf(store)).models;
+  const message = Buffer.from(`modelferry-v2:kws:1:${sha256(fixture('add.pte'))}:1072:9007199254740993`);
+  t.true(verify(null, message, createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(pair.publicKey, 'base64').toString('base64url') }, format: 'jwk' }), Buffer.from(model!.signature!, 'base64')));
+
+  const before = Date.now();
+  t.is((await runCli(['publish', store, fixturePath('mul.pte'), '--name', 'kws', '--version', '2', '--sign-key', key])).code, 0);
+  const timed = (await manifestOf(store)).models.find((m) => m.version === '2')!;
+  t.true(Number(timed.signatureSeq) >= before && Number(timed.signatureSeq) <= Date.now());
+
+  const alone = await runCli(['publish', store, fixturePath('mul.pte'), '--name', 'kws', '--version', '3', '--seq', '5']);
+  t.is(alone.code, 2);
+  t.regex(alone.stderr, /--seq is the sequence of a signature/);
+  t.is((await manifestOf(store)).models.length, 2);
 });
 
 test('publishing the same bytes again is idempotent and leaves manifest.json untouched (its ETag stays)', async (t) => {

@@ -113,7 +113,7 @@ test('a signature over other bytes (another sha256 or size) is invalid_signature
   const claim = claimFor(trusted.privateKeyPem);
   t.notThrows(() => policy.precheck(claim));
   const error = refusedAs(t, 'invalid_signature', () => policy.check({ ...FIELDS, sha256: 'fa143f48550cdbf7ca7a161d9a6c7f79604284a3fe004f8710dc18b728f40a6e', size: 1032 }, claim));
-  t.is(error?.message, `the signature does not verify for kws@1.0.0 (sha256 fa143f48550cdbf7ca7a161d9a6c7f79604284a3fe004f8710dc18b728f40a6e, 1032 bytes) with key ${trusted.keyId}`);
+  t.is(error?.message, `the signature does not verify for kws@1.0.0 (sha256 fa143f48550cdbf7ca7a161d9a6c7f79604284a3fe004f8710dc18b728f40a6e, 1032 bytes) as a v1 signature (no X-Signature-Seq) with key ${trusted.keyId}`);
   refusedAs(t, 'invalid_signature', () => policy.check({ ...FIELDS, size: FIELDS.size + 1 }, claim));
 });
 

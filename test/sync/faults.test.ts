@@ -32,7 +32,7 @@ interface Primed {
  * A gateway synced to kws@1 (assigned to default); then the store moves on to kws@2, so a
  * sync that got through would change what devices see.
  */
-async function primed(t: ExecutionContext, overrides: ConfigOverrides = {}, sign?: (name: string, version: string, bytes: Buffer) => { signature: string; keyId: string }): Promise<Primed> {
+async function primed(t: ExecutionContext, overrides: ConfigOverrides = {}, sign?: (name: string, version: string, bytes: Buffer) => { signature: string; keyId: string; seq?: string | null }): Promise<Primed> {
   const store = await storeDir(t);
   const v1 = fixture('add.pte');
   await publishBytes(store, 'kws', '1', v1, { assign: 'default', signature: sign?.('kws', '1', v1) });
@@ -200,6 +200,34 @@ test('under trust.requireSignatures, a model whose signature does not verify, or
   t.regex((await syncStatus(h.gw)).lastError.message, /requires signed models/);
   await recovers(t, h);
   t.true((await deviceView(h.gw, MAC)).poll.body.includes(sign('kws', '2', h.v2).signature), 'the signature reaches devices');
+});
+
+test('a store signed with sequences: the sync verifies each signatureSeq with its signature and devices get it; a changed sequence fails the sync: manifest_invalid', async (t) => {
+  const key = generateKeyPair();
+  const seqOf = { '1': '1733000000000', '2': '9007199254740993' } as Record<string, string>;
+  const sign = (name: string, version: string, bytes: Buffer) => signModel(key.privateKeyPem, { name, version, sha256: sha256(bytes), size: bytes.length, seq: seqOf[version]! });
+  const h = await primed(t, { 'trust.keys': JSON.stringify([{ publicKey: key.publicKey }]), 'trust.requireSignatures': 'true' }, sign);
+  const manifestFile = path.join(h.store, 'manifest.json');
+  const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
+  t.deepEqual(manifest.models.map((m: any) => m.signatureSeq), ['1733000000000', '9007199254740993'], 'publish writes the sequence as a string');
+  const replayed = { ...manifest, models: manifest.models.map((m: any) => m.version === '2' ? { ...m, signatureSeq: '9007199254740992' } : m) };
+  h.server.fault('/manifest.json', { kind: 'body', body: JSON.stringify(replayed) });
+  await failsUnseen(t, h, 'manifest_invalid');
+  t.regex((await syncStatus(h.gw)).lastError.message, /kws@2: the signature does not verify .* with sequence 9007199254740992/);
+  await recovers(t, h);
+  t.true((await deviceView(h.gw, MAC)).poll.body.includes('"signatureSeq":"9007199254740993"'), 'devices get the sequence');
+});
+
+test('a manifest from an older store, without signatureSeq, syncs as v1 signatures', async (t) => {
+  const key = generateKeyPair();
+  const sign = (name: string, version: string, bytes: Buffer) => signModel(key.privateKeyPem, { name, version, sha256: sha256(bytes), size: bytes.length });
+  const h = await primed(t, { 'trust.keys': JSON.stringify([{ publicKey: key.publicKey }]), 'trust.requireSignatures': 'true' }, sign);
+  const manifest = JSON.parse(await readFile(path.join(h.store, 'manifest.json'), 'utf8'));
+  t.deepEqual(manifest.models.map((m: any) => m.signatureSeq), [null, null], 'v1 signatures');
+  const older = { ...manifest, models: manifest.models.map(({ signatureSeq: _, ...m }: any) => m) };
+  h.server.fault('/manifest.json', { kind: 'body', body: JSON.stringify(older) });
+  await synced(t, h.gw, 'updated', 3);
+  t.true((await deviceView(h.gw, MAC)).poll.body.includes('"signatureSeq":null'));
 });
 
 test('a manifest that changes while the sync downloads: the sync follows it and applies the newer one whole', async (t) => {

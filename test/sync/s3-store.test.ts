@@ -3,6 +3,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import test from 'ava';
+import { checkUpstream } from '../../daemon/doctor/checks.ts';
 import { isModelferryError } from '../../daemon/errors.ts';
 import { publish } from '../../daemon/publish/publish.ts';
 import { poll } from '../helpers/api.ts';
@@ -98,6 +99,16 @@ test('a wrong secret fails the sync as upstream_denied naming the secret, and th
   t.true(lines.some((line) => line.includes('SignatureDoesNotMatch')), 'the failure is logged');
   t.false(lines.some((line) => line.includes(wrong)), 'the secret is not');
   t.is((await poll(gw, 'aa:bb:cc:dd:ee:01')).status, 404, 'nothing was applied');
+});
+
+test('modelferry doctor reads an s3:// manifest as a sync does: the right key answers, a wrong secret is named', async (t) => {
+  const s3 = await S3Store.start(t);
+  await publishTo(t, s3, 'site-a', 'kws', '1', fixture('add.pte'));
+  t.like(await checkUpstream('s3://models/site-a/manifest.json', null, 10_000, s3.settings()), { verdict: 'ok' });
+  const wrong = await checkUpstream('s3://models/site-a/manifest.json', null, 10_000, s3.settings({ secretAccessKey: 'wrong-secret-000000' }));
+  t.like(wrong, { verdict: 'fail' });
+  t.regex(JSON.stringify(wrong), /SignatureDoesNotMatch/);
+  t.regex(JSON.stringify(await checkUpstream('s3://models/site-b/manifest.json', null, 10_000, s3.settings())), /s3:\/\/models\/site-b\/manifest\.json does not exist/);
 });
 
 test('a wrong key id is InvalidAccessKeyId, named with the key id to check', async (t) => {

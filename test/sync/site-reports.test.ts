@@ -75,6 +75,8 @@ test('after a sync a gateway writes its site into the store (name, version, last
   t.is(puts(), 1);
   for (let i = 0; i < 3; i++) await synced(t, gw, 'unchanged');
   t.is(puts(), 1, 'syncs within the minute do not write again at once');
+  const health = await (await gw.fetch('/healthz')).json() as { upstream: { report: { lastWrittenAt: string; lastError: null; writes: number } } };
+  t.like(health.upstream.report, { lastWrittenAt: first!.reportedAt, lastError: null, writes: 1 });
 });
 
 test('the reporter writes after each sync and when the fleet changes, never more often than its interval; a folder store works too', async (t) => {
@@ -174,6 +176,7 @@ const sample: SiteReport = {
   version: '0.1.0',
   reportedAt: new Date().toISOString(),
   syncPeriodSeconds: 300,
+  reportIntervalSeconds: 60,
   lastSync: null,
   lastSuccessAt: null,
   revision: 'r1',

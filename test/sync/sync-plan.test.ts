@@ -15,7 +15,7 @@ const B = 'b'.repeat(64);
 const STORE = new URL('https://store.example/site/manifest.json');
 
 const model = (name: string, version: string, sha256: string, size: number, url = `artifacts/${sha256}`): Manifest['models'][number] => ({
-  name, version, sha256, size, url, signature: null, keyId: null, createdAt: '2026-11-24T12:00:00Z',
+  name, version, sha256, size, url, signature: null, keyId: null, signatureSeq: null, createdAt: '2026-11-24T12:00:00Z',
 });
 
 const manifest = (models: Manifest['models'], extra: Partial<Manifest> = {}): Manifest => ({

@@ -5,6 +5,7 @@ import { fail } from '../../errors.ts';
 import { parseGroupName, parseMac, parseModelName, parseSelector, parseVersionRef, selectorKey } from '../../contract/identifiers.ts';
 import { assignmentHealth, emptyHealth } from '../../devices/fleet-status.ts';
 import { checkCompatibility, type Incompatibility } from '../../devices/compatibility.ts';
+import { rollbackWarnings } from '../../devices/rollback-warnings.ts';
 import { readJsonAs } from '../json-body.ts';
 import { JSON_BODY_LIMIT, type Services } from '../services.ts';
 
@@ -82,9 +83,10 @@ export function assignmentRoutes(router: Router, services: Services): void {
     }
     const existed = catalog.layer('local').assignments.some((a) => a.selector === selector);
     await catalog.setAssignment(assignment);
-    log.info({ selector, model: assignment.model, version: assignment.version, rollout: assignment.rollout, incompatible: compatibility.incompatible.length, client: ctx.state.client }, 'assignment set');
+    const warnings = rollbackWarningsFor(selector, assignment);
+    log.info({ selector, model: assignment.model, version: assignment.version, rollout: assignment.rollout, incompatible: compatibility.incompatible.length, rollbackRefusals: warnings.reduce((n, w) => n + w.devices, 0), client: ctx.state.client }, 'assignment set');
     ctx.status = existed ? 200 : 201;
-    ctx.body = { ...assignment, compatibility };
+    ctx.body = { ...assignment, compatibility, warnings };
   });
 
   /**
@@ -111,6 +113,14 @@ export function assignmentRoutes(router: Router, services: Services): void {
       else summary.incompatible.push({ mac: device.mac, reasons: check.reasons, missing: check.missing });
     }
     return summary;
+  }
+
+  /** The assigned model, and with a staged rollout the previous one too: what devices under it may be offered. */
+  function rollbackWarningsFor(selector: string, assignment: Assignment) {
+    const current = catalog.current;
+    const offered = (assignment.rollout ? [assignment, assignment.rollout.previous] : [assignment])
+      .flatMap((ref) => current.resolveRef(ref) ?? []);
+    return rollbackWarnings(current, services.devices.records(), selector, offered);
   }
 
   const rolloutAction = (action: 'halt' | 'resume' | 'promote') => async (ctx: import('koa').Context) => {

@@ -23,7 +23,7 @@ export function healthRoutes(router: Router, services: Services): void {
 
   const upstreamHealth = () => {
     const { configured, url, state, breaker, lastSuccessAt, lastError, revision, bytesFetched } = sync.status();
-    return { configured, url, state, breaker, lastSuccessAt, lastError, revision, bytesFetched };
+    return { configured, url, state, breaker, lastSuccessAt, lastError, revision, bytesFetched, report: services.siteReport() };
   };
 
   const blobBytes = () => {

@@ -35,7 +35,7 @@ export function modelRoutes(router: Router, services: Services): void {
       version: ctx.params.version!,
       sha256: declaredDigest(ctx),
       size: ctx.get('Content-Length') === '' ? null : Number(ctx.get('Content-Length')),
-      claim: { signature: ctx.get('X-Signature') || null, keyId: ctx.get('X-Signature-Key-Id') || null },
+      claim: { signature: ctx.get('X-Signature') || null, keyId: ctx.get('X-Signature-Key-Id') || null, seq: ctx.get('X-Signature-Seq') || null },
     };
 
     // Once the client has sent everything, the gateway is the slow one (fsync on an SD card,
