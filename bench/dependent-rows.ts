@@ -29,14 +29,36 @@ export interface Measured {
   raw: Record<string, unknown>;
 }
 
-async function push(base: string, name: string, version: string, bytes: Buffer): Promise<void> {
+export async function push(base: string, name: string, version: string, bytes: Buffer): Promise<void> {
   await expectOk(fetch(`${base}/v1/models/${name}/${version}`, { method: 'PUT', body: bytes, headers: auth }));
 }
 
-async function assignDefault(base: string, model: string): Promise<void> {
-  await expectOk(fetch(`${base}/v1/assignments/default`, {
-    method: 'PUT', headers: { ...auth, 'Content-Type': 'application/json' }, body: JSON.stringify({ model, version: 'latest' }),
+/** PUT /v1/assignments/{selector}: `model` at `version` (default `latest`). */
+export async function assign(base: string, selector: string, model: string, version = 'latest'): Promise<void> {
+  await expectOk(fetch(`${base}/v1/assignments/${selector}`, {
+    method: 'PUT', headers: { ...auth, 'Content-Type': 'application/json' }, body: JSON.stringify({ model, version }),
   }));
+}
+
+/**
+ * The firmware's simulator: an existing build, otherwise one of the bench's own in `dir`
+ * (so as not to race the firmware tests' build folder); a string is why there is none.
+ */
+export async function simulator(root: string, dir: string): Promise<{ path: string } | string> {
+  const firmware = path.join(root, 'firmware');
+  if (!existsSync(path.join(firmware, 'host', 'CMakeLists.txt'))) return 'the firmware simulator (firmware/host, modelferry-sim) is not part of this checkout yet';
+  const existing = path.join(firmware, 'build', 'host', 'modelferry-sim');
+  if (existsSync(existing)) return { path: existing };
+  const build = path.join(dir, 'sim-build');
+  const built = path.join(build, 'modelferry-sim');
+  if (existsSync(built)) return { path: built };
+  if (!await which('cmake')) return 'cmake is not installed, so modelferry-sim cannot be built';
+  try {
+    await run('sh', ['-c', `cmake -S '${path.join(firmware, 'host')}' -B '${build}' >/dev/null && cmake --build '${build}' -j2 --target modelferry-sim`], { maxBuffer: 16 << 20 });
+  } catch (error) {
+    return `modelferry-sim did not build: ${(error as Error).message.split('\n')[0]}`;
+  }
+  return { path: built };
 }
 
 export async function incrementalSync(root: string, entry: string[], dir: string, children: ChildProcess[]): Promise<Skipped | Measured> {
@@ -54,7 +76,7 @@ export async function incrementalSync(root: string, entry: string[], dir: string
   for (let i = 0; i < 200; i += 8) {
     await Promise.all(Array.from({ length: 8 }, (_, j) => push(up, `model-${i + j}`, '1', makeProgram(blobSize))));
   }
-  await assignDefault(up, 'model-0');
+  await assign(up, 'default', 'model-0');
   const downstream = await startGateway(entry, await configFor(downDir, 18111, {
     upstream: { url: `${up}/v1/manifest`, token: TOKEN, schedule: '0 0 1 1 *' },
   }), 18111, children);
@@ -80,28 +102,16 @@ export async function incrementalSync(root: string, entry: string[], dir: string
 export async function fleetConvergence(root: string, entry: string[], dir: string, children: ChildProcess[], rounds = 5, count = 200): Promise<Skipped | Measured> {
   const name = `fleet convergence: ${count} modelferry-sim devices long-polling, push to all installed (median of ${rounds})`;
   const target = '≤ 5 s';
-  const firmware = path.join(root, 'firmware');
-  if (!existsSync(path.join(firmware, 'host', 'CMakeLists.txt'))) return { name, target, skipped: 'the firmware simulator (firmware/host, modelferry-sim) is not part of this checkout yet' };
-  // An existing build is used; otherwise one of the bench's own, so as not to race the
-  // firmware tests' build folder.
-  const existing = path.join(firmware, 'build', 'host', 'modelferry-sim');
-  const build = path.join(dir, 'sim-build');
-  const sim = existsSync(existing) ? existing : path.join(build, 'modelferry-sim');
-  if (!existsSync(sim)) {
-    if (!await which('cmake')) return { name, target, skipped: 'cmake is not installed, so modelferry-sim cannot be built' };
-    try {
-      await run('sh', ['-c', `cmake -S '${path.join(firmware, 'host')}' -B '${build}' >/dev/null && cmake --build '${build}' -j2 --target modelferry-sim`], { maxBuffer: 16 << 20 });
-    } catch (error) {
-      return { name, target, skipped: `modelferry-sim did not build: ${(error as Error).message.split('\n')[0]}` };
-    }
-  }
+  const found = await simulator(root, dir);
+  if (typeof found === 'string') return { name, target, skipped: found };
+  const sim = found.path;
   const fleetDir = path.join(dir, 'sims');
   await mkdir(fleetDir);
   const base = 'http://127.0.0.1:18120';
   const gateway = await startGateway(entry, await configFor(fleetDir, 18120), 18120, children);
   let version = 1;
   await push(base, 'fleet', String(version), makeProgram(64 * 1024));
-  await assignDefault(base, 'fleet');
+  await assign(base, 'default', 'fleet');
   const sims: ChildProcess[] = [];
   try {
     for (let i = 0; i < count; i++) {

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { makeProgram, sha256 } from '../test/helpers/programs.ts';
 import { pinnedPollThroughput } from './admission.ts';
+import { deltaRows } from './deltas.ts';
 import { firmwareCodeSize, fleetConvergence, incrementalSync, type Measured, type Skipped } from './dependent-rows.ts';
 import { seedFleet } from './fleet-state.ts';
 import { longPollWakeStall, measureLongPolls, measurePollWrites } from './long-polls.ts';
@@ -160,6 +161,7 @@ async function main(): Promise<void> {
         dependent.push({ name: measure.name, target: '', skipped: `failed: ${(error as Error).message}` });
       }
     }
+    dependent.push(...await deltaRows(ROOT, entry, dir, children));
     try {
       dependent.push(await pinnedPollThroughput(entry, dir, children, ROUNDS, SECONDS));
     } catch (error) {

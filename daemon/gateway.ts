@@ -128,7 +128,7 @@ export class Gateway {
       await this.#startPart('device admission', deviceAdmission);
       await this.#startPart('deltas', deltas);
       await this.#startPart('poll answers', answers);
-      await this.#startPart('delta warm-up', new DeltaWarmup(catalog, devices, answers));
+      await this.#startPart('delta warm-up', new DeltaWarmup({ catalog, devices, answers, deltas }));
       await this.#startPart('blob collector', collector);
       const id = await gatewayIdOf(database);
       // Before the sync, so that the report of its first run is not missed.

@@ -95,10 +95,10 @@ export class DeltaStore {
   }
 
   async start(): Promise<void> {
-    const tmp = path.join(this.#settings.dir, 'tmp');
-    await rm(tmp, { recursive: true, force: true });
-    await makeDirectory(tmp);
-    for (const name of await readdir(this.#settings.dir)) {
+    // The folder is made with the first delta: a gateway that never makes one leaves the
+    // cache folder to its blobs.
+    await rm(path.join(this.#settings.dir, 'tmp'), { recursive: true, force: true });
+    for (const name of await readdir(this.#settings.dir).catch(() => [] as string[])) {
       const match = NAME.exec(name);
       if (!match) continue;
       const file = path.join(this.#settings.dir, name);
@@ -214,11 +214,21 @@ export class DeltaStore {
     const started = Date.now();
     let claim;
     try {
+      await makeDirectory(path.dirname(temp));
       // A delta is at most a few bytes over the full size (all of it inserted).
       claim = await disk.claim(this.#settings.dir, full + 1024, 'a delta');
-      const made = await runDeltaJob(blobs.pathOf(from), blobs.pathOf(to), temp, source + full, JOB_TIMEOUT_MS, this.#stopping.signal);
-      const worth = made.size < this.#settings.maxShare() * full && made.size <= this.#settings.maxBytes();
-      log.info({ from, to, size: made.size, full, share: Number((made.size / full).toFixed(3)), offered: worth, ms: Date.now() - started, cpuMs: made.cpuMs, maxRssBytes: made.maxRssBytes }, worth ? 'delta made' : 'delta made, not worth offering');
+      const maxShare = this.#settings.maxShare();
+      const made = await runDeltaJob(blobs.pathOf(from), blobs.pathOf(to), temp, source + full, maxShare, JOB_TIMEOUT_MS, this.#stopping.signal);
+      const cost = { ms: Date.now() - started, cpuMs: made.cpuMs, maxRssBytes: made.maxRssBytes };
+      if ('estimate' in made) {
+        // Most of the model is new (a retrain): not worth the seconds a delta would take.
+        log.info({ from, to, full, share: made.estimate, ...cost }, 'delta not made: most of the model is new');
+        metrics.deltasMade.inc({ outcome: 'too_large' });
+        this.#remember(key, { kind: 'too_large', size: Math.round(made.estimate * full) });
+        return;
+      }
+      const worth = made.size < maxShare * full && made.size <= this.#settings.maxBytes();
+      log.info({ from, to, size: made.size, full, share: Number((made.size / full).toFixed(3)), offered: worth, ...cost }, worth ? 'delta made' : 'delta made, not worth offering');
       metrics.deltasMade.inc({ outcome: worth ? 'offered' : 'too_large' });
       if (!worth) {
         this.#remember(key, { kind: 'too_large', size: made.size });

@@ -2,13 +2,8 @@ import { spawn } from 'node:child_process';
 import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
-/** What a delta job reports (delta-job.ts). */
-export interface DeltaJobResult {
-  size: number;
-  sha256: string;
-  cpuMs: number;
-  maxRssBytes: number;
-}
+/** What a delta job reports (delta-job.ts): the delta it wrote, or the share of the target it found new and wrote nothing. */
+export type DeltaJobResult = ({ size: number; sha256: string } | { estimate: number }) & { cpuMs: number; maxRssBytes: number };
 
 // From the sources (tests, `npm run bench`) the job is TypeScript and needs the loader the
 // gateway itself runs under; compiled (dist/), it is plain JavaScript.
@@ -20,10 +15,10 @@ const JOB = fileURLToPath(new URL(FROM_SOURCES ? './delta-job.ts' : './delta-job
  * blobs need (a delta takes about 16 times the model's size in V8's heap, measured in
  * bench/delta-cost.ts), so a job that goes astray stops instead of taking a Pi's memory.
  */
-export function deltaJobCommand(from: string, to: string, out: string, inputBytes: number): string[] {
+export function deltaJobCommand(from: string, to: string, out: string, inputBytes: number, maxShare: number): string[] {
   const heapMiB = 64 + 16 * Math.ceil(inputBytes / 2 ** 20);
   const loader = FROM_SOURCES ? ['--import', import.meta.resolve('tsx')] : [];
-  return [process.execPath, ...loader, `--max-old-space-size=${heapMiB}`, '--max-semi-space-size=1', JOB, from, to, out];
+  return [process.execPath, ...loader, `--max-old-space-size=${heapMiB}`, '--max-semi-space-size=1', JOB, from, to, out, String(maxShare)];
 }
 
 /**
@@ -31,8 +26,8 @@ export function deltaJobCommand(from: string, to: string, out: string, inputByte
  * with its report; rejects when it fails, or is still running after `timeoutMs` (then it is
  * killed), or `signal` aborts (the gateway stops).
  */
-export function runDeltaJob(from: string, to: string, out: string, inputBytes: number, timeoutMs: number, signal: AbortSignal): Promise<DeltaJobResult> {
-  const [node, ...args] = deltaJobCommand(from, to, out, inputBytes);
+export function runDeltaJob(from: string, to: string, out: string, inputBytes: number, maxShare: number, timeoutMs: number, signal: AbortSignal): Promise<DeltaJobResult> {
+  const [node, ...args] = deltaJobCommand(from, to, out, inputBytes, maxShare);
   return new Promise((resolve, reject) => {
     const child = spawn(node!, args, { stdio: ['ignore', 'pipe', 'pipe'], signal, timeout: timeoutMs, killSignal: 'SIGKILL' });
     try {

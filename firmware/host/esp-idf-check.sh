@@ -8,7 +8,9 @@
 # espressif/mdns (esp-protocols/components/mdns). Needs Debian's gcc-xtensa-lx106 and
 # picolibc-xtensa-lx106-elf, libcjson-dev and libsodium-dev (their headers only). Without
 # mbedtls include folders, mbedtls/ssl.h is a stand-in naming the two types
-# esp_crt_bundle.h uses. Checks both trust choices (certificate bundle, pinned PEM).
+# esp_crt_bundle.h uses, and the gateway-pins choice (which calls mbedtls) is not checked.
+# With them (for ESP-IDF 6: Mbed TLS 4's include/ and TF-PSA-Crypto's include/ and
+# drivers/builtin/include/), every trust choice is: certificate bundle, pinned PEM, pins.
 set -euo pipefail
 idf=${1:?IDF_PATH}; mdns=${2:?MDNS_COMPONENT}; shift 2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -155,12 +157,22 @@ kconfig >"$work/bundle/sdkconfig.h"
 kconfig >"$work/pem/sdkconfig.h"
 printf '#define CONFIG_MODELFERRY_TLS_CERT_BUNDLE 1\n' >>"$work/bundle/sdkconfig.h"
 printf '#define CONFIG_MODELFERRY_TLS_PINNED_PEM 1\n#define CONFIG_MODELFERRY_TLS_CA_PEM_FILE "gateway-ca.pem"\n#define CONFIG_MODELFERRY_TLS_SKIP_NAME_CHECK 1\n' >>"$work/pem/sdkconfig.h"
+variants="bundle pem"
+if [ $# -gt 0 ]; then
+  mkdir -p "$work/pins"
+  kconfig >"$work/pins/sdkconfig.h"
+  printf '#define CONFIG_MODELFERRY_TLS_GATEWAY_PINS 1\n#undef CONFIG_MODELFERRY_GATEWAY_PINS\n#define CONFIG_MODELFERRY_GATEWAY_PINS "%s"\n' \
+    "0000000000000000000000000000000000000000000000000000000000000000" >>"$work/pins/sdkconfig.h"
+  variants="$variants pins"
+else
+  echo "esp-idf-check: no mbedtls include folders given: the gateway-pins choice is not checked"
+fi
 
 cc=(xtensa-lx106-elf-gcc --specs=/usr/lib/xtensa-lx106-elf/picolibc.specs -fsyntax-only -std=gnu11
   -Wall -Wextra -Wformat=2 -Werror
   -U__INT32_TYPE__ -D__INT32_TYPE__=long -U__UINT32_TYPE__ "-D__UINT32_TYPE__=long unsigned int"
   -U__INT_LEAST32_TYPE__ -D__INT_LEAST32_TYPE__=long -U__UINT_LEAST32_TYPE__ "-D__UINT_LEAST32_TYPE__=long unsigned int")
-for variant in bundle pem; do
+for variant in $variants; do
   "${cc[@]}" -I"$work/$variant" "${inc[@]}" -I"$mdns/include" -I"$component/include" \
     -I"$component/port/esp-idf/include" -I"$component/core" -I/usr/include/cjson -I"$work/sodium" \
     "$component"/port/esp-idf/*.c "$here/../main/main.c"

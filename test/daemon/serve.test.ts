@@ -49,7 +49,7 @@ test('with no config file serve runs on the embedded default, keeping state in t
   t.deepEqual(daemon.logs().find((line) => line.msg === 'configuration loaded')?.files, [path.join(ROOT, 'config', 'default.yaml')]);
 
   t.true(existsSync(path.join(state, 'CURRENT')), 'a LevelDB database in the XDG state folder');
-  t.deepEqual(await readdir(cache), ['deltas'], 'the cache folder holds only the delta store until an upstream or a delta fills it');
+  t.deepEqual(await readdir(cache), [], 'the cache folder stays empty until an upstream or a delta fills it');
   t.deepEqual(await readdir(path.join(state, 'blobs')), ['tmp'], 'pushed blobs go under the state folder');
 
   const health = await fetch(`http://127.0.0.1:${port}/healthz`);

@@ -4,11 +4,12 @@ import test, { type ExecutionContext } from 'ava';
 import YAML from 'yaml';
 import { applyDelta } from 'fossil-delta';
 import { pollAnswerSchema } from '../../daemon/contract/model-wire.ts';
+import { newShare } from '../../daemon/deltas/make-delta.ts';
 import { assign, expectError, expectUnauthorized, poll, pushed, sendJson, untilLongPollsHeld, type PushedModel } from '../helpers/api.ts';
 import { startDaemon, testConfig } from '../helpers/daemon-process.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { until } from '../helpers/harness.ts';
-import { modelVersions, seededBytes } from '../helpers/model-versions.ts';
+import { MODEL_CHANGES, modelVersions, seededBytes } from '../helpers/model-versions.ts';
 import { sha256 } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, ALL_TOKEN } from '../helpers/tokens.ts';
 
@@ -54,7 +55,8 @@ async function fetchDelta(gw: TestGateway, url: string, headers: Record<string, 
 }
 
 async function deltaFiles(gw: TestGateway): Promise<string[]> {
-  return (await readdir(path.join(gw.config.paths.cache, 'deltas'))).filter((name) => name !== 'tmp').sort();
+  const names = await readdir(path.join(gw.config.paths.cache, 'deltas')).catch(() => [] as string[]);
+  return names.filter((name) => name !== 'tmp').sort();
 }
 
 test('a device that applies deltas is offered one from the model it runs, beside the full artifact, and it makes the new bytes', async (t) => {
@@ -75,6 +77,21 @@ test('a device that applies deltas is offered one from the model it runs, beside
   const made = gw.logs().find((line) => line.msg === 'delta made');
   t.truthy(made, 'the gateway logs the delta it made');
   t.is(made!.size, bytes.length);
+});
+
+test('the delta of a pushed model, from the version devices run, is made before it is assigned: the first poll after the assignment gets it', async (t) => {
+  const gw = await startGateway(t, {}, { logs: true });
+  const { before, after } = modelVersions(SIZE, 'fine-tuned head', t.title);
+  const v1 = await pushed(t, gw, 'kws', '1', before);
+  await assign(t, gw, 'default', { model: 'kws', version: '1' });
+  await report(t, gw, DEVICE, v1);
+  const v2 = await pushed(t, gw, 'kws', '2', after);
+  await until('the delta made', async () => gw.logs().find((line) => line.msg === 'delta made' && line.to === v2.sha256));
+  t.false('delta' in (await poll(gw, DEVICE)).json, 'not assigned yet: v1 is the answer');
+  await assign(t, gw, 'default', { model: 'kws', version: '2' });
+  const answer = await poll(gw, DEVICE);
+  t.is(answer.json.model.sha256, v2.sha256);
+  t.is(answer.json.delta?.from, v1.sha256);
 });
 
 test('a delta is served as an artifact is: ETag and Repr-Digest of its bytes, Range, If-Range, 304, HEAD, 416', async (t) => {
@@ -98,6 +115,17 @@ test('a delta is served as an artifact is: ETag and Repr-Digest of its bytes, Ra
   await expectError(t, await gw.fetch(delta.url, { headers: { Range: `bytes=${delta.size}-` } }), 416, 'range_not_satisfiable');
 });
 
+test('the share of a model found new, from samples, tells a retrain from the changes a delta is worth for', (t) => {
+  const shares = Object.fromEntries(MODEL_CHANGES.map((change) => {
+    const { before, after } = modelVersions(SIZE, change, 'share');
+    return [change, newShare(before, after)];
+  }));
+  t.true(shares['fine-tuned head']! <= 0.1, JSON.stringify(shares));
+  t.true(shares['two regions']! <= 0.1);
+  t.true(shares['re-export']! <= 0.05);
+  t.true(shares['full retrain']! >= 0.9);
+});
+
 test('only a device that says it applies deltas, runs another model the gateway holds, gets one', async (t) => {
   const { gw, v1, v2 } = await updated(t);
   await deltaOffered(gw);
@@ -114,12 +142,12 @@ test('only a device that says it applies deltas, runs another model the gateway 
   }
 });
 
-test('a full retrain gets no delta: it is not smaller than deltas.maxShare of the full size', async (t) => {
+test('a full retrain gets no delta: its bytes are found new before any delta is made', async (t) => {
   const { gw } = await updated(t, 'full retrain');
   await poll(gw, DEVICE);
-  const line = await until('the delta judged', async () => gw.logs().find((l) => typeof l.msg === 'string' && l.msg.startsWith('delta made')));
-  t.is(line.msg, 'delta made, not worth offering');
-  t.true((line.share as number) > 0.6);
+  const line = await until('the delta judged', async () => gw.logs().find((l) => typeof l.msg === 'string' && l.msg.startsWith('delta')));
+  t.is(line.msg, 'delta not made: most of the model is new');
+  t.true((line.share as number) >= 0.8);
   const answer = await poll(gw, DEVICE);
   t.false('delta' in answer.json);
   t.deepEqual(await deltaFiles(gw), [], 'nothing kept for it');
@@ -204,6 +232,7 @@ test('with deltas.waitSeconds 0 a held long poll is answered with the full artif
 
 test('deltas are kept under cache.deltaBytes, the least recently used dropped first', async (t) => {
   const gw = await startGateway(t, { 'cache.deltaBytes': String(14 * 1024) });
+  t.deepEqual(await readdir(gw.config.paths.cache), [], 'no folder for deltas before the first one');
   const target = modelVersions(SIZE, 'fine-tuned head', 'lru').after;
   // Three older versions, each differing from the target in its head (2 %: about 5 KiB of delta).
   const olds: PushedModel[] = [];
@@ -217,11 +246,11 @@ test('deltas are kept under cache.deltaBytes, the least recently used dropped fi
   const devices = ['aa:bb:cc:00:01:01', 'aa:bb:cc:00:01:02', 'aa:bb:cc:00:01:03'];
   const pair = (i: number) => `${olds[i]!.sha256}-${v.sha256}`;
   await report(t, gw, devices[0]!, olds[0]!);
-  await deltaOffered(gw, devices[0]);
+  const first = (await deltaOffered(gw, devices[0])).json.delta;
   await report(t, gw, devices[1]!, olds[1]!);
   await deltaOffered(gw, devices[1]);
-  // The first one is used again: the second is now the least recently used.
-  await deltaOffered(gw, devices[0]);
+  // The first one is downloaded again: the second is now the least recently used.
+  t.is((await fetchDelta(gw, first.url)).response.status, 200);
   await report(t, gw, devices[2]!, olds[2]!);
   await deltaOffered(gw, devices[2]);
   const files = await deltaFiles(gw);
@@ -245,7 +274,7 @@ test('deltas go with the blobs they come from, and survive a restart otherwise',
   // A leftover of a delta being written when the gateway stopped.
   await writeFile(path.join(gw.config.paths.cache, 'deltas', 'tmp', 'leftover.part'), 'half a delta');
   await gw.restart();
-  t.deepEqual(await readdir(path.join(gw.config.paths.cache, 'deltas', 'tmp')), [], 'unfinished deltas are removed at start');
+  t.deepEqual(await readdir(path.join(gw.config.paths.cache, 'deltas', 'tmp')).catch(() => []), [], 'unfinished deltas are removed at start');
   t.is((await poll(gw, DEVICE)).json.delta?.sha256, delta.sha256, 'the delta is offered again at once after the restart');
   t.is((await gw.fetch(delta.url)).status, 200);
 

@@ -180,11 +180,11 @@ export function startSim(t: HasTeardown, args: string[], env?: NodeJS.ProcessEnv
   return sim;
 }
 
-/** An ed25519 pipeline key: the raw public key in base64 (for trust.keys and --public-key) and a signer. */
+/** An ed25519 pipeline key: the raw public key in base64 (for trust.keys and --public-key) and a signer (v2 with a sequence). */
 export interface PipelineKey {
   publicKey: string;
   keyId: string;
-  sign(name: string, version: string, bytes: Buffer): string;
+  sign(name: string, version: string, bytes: Buffer, seq?: string): string;
 }
 
 export function pipelineKey(): PipelineKey {
@@ -193,12 +193,13 @@ export function pipelineKey(): PipelineKey {
   return {
     publicKey: raw.toString('base64'),
     keyId: createHash('sha256').update(raw).digest('hex').slice(0, 16),
-    sign: (name, version, bytes) => signWith(privateKey, name, version, bytes),
+    sign: (name, version, bytes, seq) => signWith(privateKey, name, version, bytes, seq),
   };
 }
 
-function signWith(key: KeyObject, name: string, version: string, bytes: Buffer): string {
-  const message = `modelferry-v1:${name}:${version}:${sha256(bytes)}:${bytes.length}`;
+function signWith(key: KeyObject, name: string, version: string, bytes: Buffer, seq?: string): string {
+  const fields = `${name}:${version}:${sha256(bytes)}:${bytes.length}`;
+  const message = seq === undefined ? `modelferry-v1:${fields}` : `modelferry-v2:${fields}:${seq}`;
   return sign(null, Buffer.from(message, 'utf8'), key).toString('base64');
 }
 

@@ -166,6 +166,14 @@ export class LanHost {
   }
 
   /**
+   * Shapes what the LAN sends to this host, as a slow link would: a token bucket (tc tbf) on
+   * its port of the bridge, at `rate` with `burst` (tc's units: '16mbit', '32kbit').
+   */
+  async shapeDownlink(rate: string, burst: string, latency = '2000ms'): Promise<void> {
+    await exec('ip', ['netns', 'exec', this.#bridgeNs, 'tc', 'qdisc', 'add', 'dev', this.#port, 'root', 'tbf', 'rate', rate, 'burst', burst, 'latency', latency]);
+  }
+
+  /**
    * Unplugs the host and plugs it back: eth0 is deleted and a new one made with the same
    * hardware and IP addresses, as when a Wi-Fi adapter drops off and reconnects. Sockets
    * keep their bindings; multicast group memberships on the old interface are gone.

@@ -35,7 +35,7 @@ static void usage(FILE *to)
             "                      [--max-download-rate BYTES_PER_SECOND] [--stats] [--no-deltas]\n"
             "                      [--confirm-boots N] [--confirm-timeout SECONDS]\n"
             "                      [--reject-model SHA256] [--crash-model SHA256]\n"
-            "                      [--always-authenticate] [--print-key]\n"
+            "                      [--always-authenticate] [--print-key] [--pin-gateway HEX]...\n"
             "With no --gateway the gateway is found by mDNS (%s). --once does one poll and update\n"
             "cycle and exits 0 when the device then runs its assigned model, confirmed, 1 otherwise.\n"
             "--slot-bytes is the largest model a slot holds (rounded up to 4 KiB; the slot file adds\n"
@@ -52,7 +52,10 @@ static void usage(FILE *to)
             "The device's Ed25519 key is made on first start and kept in DIR; --print-key prints\n"
             "MAC,PUBLIC_KEY (a line of the CSV `modelferry devices preauthorize` reads) and exits.\n"
             "--always-authenticate proves the key to each gateway before asking it anything\n"
-            "(otherwise when a request answers 401).\n",
+            "(otherwise when a request answers 401).\n"
+            "--pin-gateway HEX (64 hex: sha256 of a gateway certificate's SubjectPublicKeyInfo, as\n"
+            "`modelferry doctor` and /healthz give it; at most 4): only gateways that prove one of\n"
+            "these over TLS are used (TXT tls=1, https to tlsport, or an https --gateway).\n",
             "_modelferry._tcp");
 }
 
@@ -188,13 +191,14 @@ int main(int argc, char **argv)
         {"confirm-boots", required_argument, 0, 'B'}, {"confirm-timeout", required_argument, 0, 'W'},
         {"no-deltas", no_argument, 0, 'N'},
         {"always-authenticate", no_argument, 0, 'A'}, {"print-key", no_argument, 0, 'P'},
+        {"pin-gateway", required_argument, 0, 'G'},
         {0, 0, 0, 0},
     };
-    static uint8_t keys[MAX_KEYS][32];
+    static uint8_t keys[MAX_KEYS][32], pins[MF_PINS_MAX][32];
     static const char *operators[MAX_NAMES], *delegates[MAX_NAMES];
     const char *mac_text = NULL, *dir = NULL, *gateway = NULL;
     int once = 0, stats = 0, print_key = 0;
-    size_t key_count = 0;
+    size_t key_count = 0, pin_count = 0;
     uint64_t slot_bytes = 0x2EF000, power_cut = 0, max_rate = 0, v;
     int have_power_cut = 0;
     mf_config cfg;
@@ -281,6 +285,13 @@ int main(int argc, char **argv)
             cfg.confirm_timeout_s = (uint32_t)v;
             break;
         case 'A': cfg.always_authenticate = 1; break;
+        case 'G':
+            if (pin_count == MF_PINS_MAX || mf_hex_decode(optarg, pins[pin_count], 32) != 0) {
+                fprintf(stderr, "modelferry-sim: --pin-gateway takes 64 lower-case hex characters (at most %d)\n", MF_PINS_MAX);
+                return 2;
+            }
+            pin_count++;
+            break;
         case 'P': print_key = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -310,6 +321,8 @@ int main(int argc, char **argv)
     }
     cfg.trusted_keys = (const uint8_t(*)[32])keys;
     cfg.trusted_key_count = key_count;
+    cfg.gateway_pins = (const uint8_t(*)[32])pins;
+    cfg.gateway_pin_count = pin_count;
     cfg.on_event = on_event;
     cfg.on_activate = on_activate;
     static mf_client client;

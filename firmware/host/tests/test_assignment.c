@@ -60,6 +60,39 @@ static void signed_body(void)
     CHECK_EQ(parse_with("\"signature\":null", "\"signature\":\"!!!not base64!!!\""), MF_ERR_PROTOCOL);
 }
 
+/* signatureSeq: absent or null (v1), or a decimal u64 in a string beside a signature. */
+static void signed_sequence(void)
+{
+    const char *nulls = "\"signature\":null,\"keyId\":null";
+    char body[4096], with[512], why[96];
+    mf_assignment a;
+    const char *at = strstr(good, nulls);
+    static const struct { const char *seq; int ok; uint64_t value; } cases[] = {
+        {"null", 1, 0}, {"\"0\"", 1, 0}, {"\"1764892800123\"", 1, 1764892800123ull},
+        {"\"18446744073709551615\"", 1, UINT64_MAX}, {"\"18446744073709551616\"", 0, 0},
+        {"\"99999999999999999999\"", 0, 0}, {"\"123456789012345678901\"", 0, 0}, {"\"01\"", 0, 0},
+        {"\"-1\"", 0, 0}, {"\"+1\"", 0, 0}, {"\"1a\"", 0, 0}, {"\"\"", 0, 0}, {"\" 1\"", 0, 0}, {"5", 0, 0},
+        {"[\"5\"]", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(with, sizeof with, "\"signature\":" SIG ",\"keyId\":\"0123456789abcdef\",\"signatureSeq\":%s", cases[i].seq);
+        snprintf(body, sizeof body, "%.*s%s%s", (int)(at - good), good, with, at + strlen(nulls));
+        mf_err err = mf_assignment_parse(body, strlen(body), &a, why, sizeof why);
+        if (!cases[i].ok) {
+            CHECK_EQ(err, MF_ERR_PROTOCOL);
+            CHECK_STR(why, "model.signatureSeq");
+            continue;
+        }
+        CHECK_EQ(err, MF_OK);
+        CHECK_EQ(a.has_seq, strcmp(cases[i].seq, "null") != 0);
+        CHECK(a.seq == cases[i].value);
+    }
+    /* Absent: v1. A sequence without a signature: refused (it is part of one). */
+    CHECK_EQ(parse(good), MF_OK);
+    CHECK_EQ(parse_with(nulls, "\"signature\":null,\"keyId\":null,\"signatureSeq\":null"), MF_OK);
+    CHECK_EQ(parse_with(nulls, "\"signature\":null,\"keyId\":null,\"signatureSeq\":\"3\""), MF_ERR_PROTOCOL);
+}
+
 #define FROM "1111111111111111111111111111111111111111111111111111111111111111"
 #define DELTA_SHA "2222222222222222222222222222222222222222222222222222222222222222"
 #define DELTA "\"delta\":{\"from\":\"" FROM "\",\"url\":\"/v1/deltas/" FROM "/" SHA "\",\"size\":20995,\"sha256\":\"" DELTA_SHA "\"},"
@@ -222,6 +255,7 @@ int main(void)
 {
     RUN(good_body);
     RUN(signed_body);
+    RUN(signed_sequence);
     RUN(delta_beside_the_model);
     RUN(mistyped_and_missing);
     RUN(truncated_everywhere);

@@ -70,13 +70,23 @@ static void the_delta_is_applied_instead_of_the_model(void)
     test_device_close(&d);
 }
 
-static void a_delta_not_for_what_runs_or_deltas_off_means_the_full_artifact(void)
+static void a_delta_not_for_what_runs_elsewhere_or_deltas_off_means_the_full_artifact(void)
 {
     test_device d;
     running_a(&d);
     char other[65];
     test_sha256_hex((const uint8_t *)"another model", 13, other);
     tg_offer_delta(&gw, other, delta.buf, delta.len);
+    CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
+    runs_b(&d);
+    CHECK_EQ(gw.delta_requests, 0);
+    CHECK_EQ(gw.artifact_requests, 1);
+    test_device_close(&d);
+
+    /* A delta on another origin: not followed (nor are the device's credentials). */
+    running_a(&d);
+    tg_offer_delta(&gw, sha_a, delta.buf, delta.len);
+    snprintf(gw.delta_url, sizeof gw.delta_url, "http://127.0.0.2:%u/v1/deltas/%s/%s", server.port, sha_a, sha_b);
     CHECK_EQ(test_device_cycles(&d, 1), MF_OK);
     runs_b(&d);
     CHECK_EQ(gw.delta_requests, 0);
@@ -246,7 +256,7 @@ int main(int argc, char **argv)
     free(changed);
     static const test_scenario scenarios[] = {
         SCENARIO(the_delta_is_applied_instead_of_the_model),
-        SCENARIO(a_delta_not_for_what_runs_or_deltas_off_means_the_full_artifact),
+        SCENARIO(a_delta_not_for_what_runs_elsewhere_or_deltas_off_means_the_full_artifact),
         SCENARIO(a_delta_that_does_not_make_the_model_falls_back_in_the_same_cycle),
         SCENARIO(a_dropped_delta_resumes_with_range_after_a_reboot),
         SCENARIO(a_delta_refused_for_want_of_a_token_goes_on_after_the_proof),

@@ -46,6 +46,9 @@ static void rdlen(pkt *p, size_t at) { uint16_t len = (uint16_t)(p->n - at - 2);
 
 static void txt(pkt *p, const char *s) { u8(p, (uint8_t)strlen(s)); raw(p, s, strlen(s)); }
 
+/* TXT strings added after the usual ones (a later key overrides an earlier one). */
+static const char *extra_txt[2];
+
 /* PTR answer, then SRV, TXT, A additionals, compressed the way responders do. */
 static void response(pkt *p, const char *instance_label, uint16_t port, const char *prio, uint32_t ip, uint32_t ttl)
 {
@@ -75,6 +78,8 @@ static void response(pkt *p, const char *instance_label, uint16_t port, const ch
     if (prio) txt(p, prio);
     txt(p, "rev=abc");
     txt(p, "tls=0");
+    for (int i = 0; i < 2; i++)
+        if (extra_txt[i]) txt(p, extra_txt[i]);
     rdlen(p, at);
 
     ptr_to(p, host);
@@ -121,6 +126,23 @@ static void well_formed(void)
     response(&p, "gw", 9000, "api=/v2", 0x0A000001, 120);
     CHECK_EQ(mf_dns_parse(&set, p.b, p.n, 0), MF_OK);
     CHECK_EQ(mf_dns_candidates(&set, c, 4), 0);
+
+    /* TLS offered beside plain HTTP: tls=1 and the HTTPS port; a tlsport that is not a port
+     * reads as absent. */
+    const char *tlsports[] = {"tlsport=8443", "tlsport=65536", "tlsport=84x3", "tlsport="};
+    uint16_t expected[] = {8443, 0, 0, 0};
+    for (int i = 0; i < 4; i++) {
+        mf_dns_set_init(&set, "_modelferry._tcp.local");
+        extra_txt[0] = "tls=1";
+        extra_txt[1] = tlsports[i];
+        response(&p, "gw", 8080, "prio=1", 0x0A000001, 120);
+        extra_txt[0] = extra_txt[1] = NULL;
+        CHECK_EQ(mf_dns_parse(&set, p.b, p.n, 0), MF_OK);
+        CHECK_EQ(mf_dns_candidates(&set, c, 4), 1);
+        CHECK_EQ(c[0].tls, 1);
+        CHECK_EQ(c[0].port, 8080);
+        CHECK_EQ(c[0].tls_port, expected[i]);
+    }
 
     /* Other services and queries are ignored. */
     mf_dns_set_init(&set, "_other._tcp.local");

@@ -167,7 +167,7 @@ static void check_rolled_back(test_device *d)
     char record[512];
     size_t len;
     CHECK_EQ(mf_kv_get(d->kv, "mf_pend", record, sizeof record, &len), MF_ERR_NOT_FOUND);
-    mf_failed_record f;
+    mf_failure_state f;
     CHECK_EQ(mf_failed_load(d->kv, "mf_fail", &f), MF_OK);
     CHECK_EQ(f.rolled_back, 1);
     char hex[65];

@@ -201,25 +201,33 @@ void tg_serve(test_gateway *g, const char *name, const char *version, const uint
     g->announced_size = len;
     g->signature[0] = '\0';
     g->key_id[0] = '\0';
+    g->seq[0] = '\0';
+    g->artifact_url[0] = '\0';
+    g->delta_url[0] = '\0';
     pthread_mutex_unlock(&g->lock);
 }
 
 static void assignment_body(test_gateway *g, char *out, size_t cap)
 {
-    char sig[160], kid[40];
+    char sig[160], kid[40], seq[48] = "", url[300];
     if (g->signature[0]) snprintf(sig, sizeof sig, "\"%s\"", g->signature);
     else strcpy(sig, "null");
     if (g->key_id[0]) snprintf(kid, sizeof kid, "\"%s\"", g->key_id);
     else strcpy(kid, "null");
-    char delta[400] = "";
+    char delta[600] = "", delta_url[300];
+    if (g->delta_url[0]) snprintf(delta_url, sizeof delta_url, "%s", g->delta_url);
+    else snprintf(delta_url, sizeof delta_url, "/v1/deltas/%s/%s", g->delta_from_hex, g->sha_hex);
     if (g->delta)
-        snprintf(delta, sizeof delta, "\"delta\":{\"from\":\"%s\",\"url\":\"/v1/deltas/%s/%s\",\"size\":%llu,\"sha256\":\"%s\"},",
-                 g->delta_from_hex, g->delta_from_hex, g->sha_hex, (unsigned long long)g->delta_announced_size, g->delta_sha_hex);
+        snprintf(delta, sizeof delta, "\"delta\":{\"from\":\"%s\",\"url\":\"%s\",\"size\":%llu,\"sha256\":\"%s\"},",
+                 g->delta_from_hex, delta_url, (unsigned long long)g->delta_announced_size, g->delta_sha_hex);
+    if (g->seq[0]) snprintf(seq, sizeof seq, ",\"signatureSeq\":\"%s\"", g->seq);
+    if (g->artifact_url[0]) snprintf(url, sizeof url, "%s", g->artifact_url);
+    else snprintf(url, sizeof url, "/v1/artifacts/%s", g->sha_hex);
     snprintf(out, cap,
              "{\"device\":\"02:00:00:00:00:01\",\"model\":{\"name\":\"%s\",\"version\":\"%s\",\"sha256\":\"%s\","
-             "\"size\":%llu,\"url\":\"/v1/artifacts/%s\",\"signature\":%s,\"keyId\":%s},%s"
+             "\"size\":%llu,\"url\":\"%s\",\"signature\":%s,\"keyId\":%s%s},%s"
              "\"poll\":{\"intervalSeconds\":300,\"jitterSeconds\":30}}",
-             g->name, g->version, g->sha_hex, (unsigned long long)g->announced_size, g->sha_hex, sig, kid, delta);
+             g->name, g->version, g->sha_hex, (unsigned long long)g->announced_size, url, sig, kid, seq, delta);
 }
 
 /* What serve_bytes sends, and how it misbehaves. */

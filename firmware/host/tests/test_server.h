@@ -50,6 +50,9 @@ typedef struct {
     uint64_t announced_size;       /* size announced in the assignment */
     char signature[100];           /* "" for null */
     char key_id[17];
+    char seq[24];                  /* signatureSeq: "" for none (a v1 signature) */
+    char artifact_url[256];        /* model.url instead of /v1/artifacts/<sha> */
+    char delta_url[256];           /* delta.url instead of /v1/deltas/<from>/<sha> */
     int no_assignment;             /* 404 no_assignment */
     char etag[80];
     /* misbehaviour */

@@ -219,6 +219,17 @@ void test_sign(const test_key *k, const char *name, const char *version, const c
     sodium_bin2base64(out, 100, sig, 64, sodium_base64_VARIANT_ORIGINAL);
 }
 
+void test_sign_v2(const test_key *k, const char *name, const char *version, const char *sha_hex, uint64_t size,
+                  uint64_t seq, char out[100])
+{
+    char msg[400];
+    int n = snprintf(msg, sizeof msg, "modelferry-v2:%s:%s:%s:%llu:%llu", name, version, sha_hex, (unsigned long long)size,
+                     (unsigned long long)seq);
+    uint8_t sig[64];
+    crypto_sign_detached(sig, NULL, (const uint8_t *)msg, (size_t)n, k->sk);
+    sodium_bin2base64(out, 100, sig, 64, sodium_base64_VARIANT_ORIGINAL);
+}
+
 static void dev_event(void *ctx, const char *event, const char *detail)
 {
     test_device *d = ctx;

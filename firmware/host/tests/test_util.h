@@ -73,6 +73,9 @@ void test_keygen(test_key *k);
 /* Base64 signature of modelferry-v1:<name>:<version>:<sha256>:<size>. */
 void test_sign(const test_key *k, const char *name, const char *version, const char *sha_hex, uint64_t size,
                char out[100]);
+/* Base64 signature of modelferry-v2:<name>:<version>:<sha256>:<size>:<seq>. */
+void test_sign_v2(const test_key *k, const char *name, const char *version, const char *sha_hex, uint64_t size,
+                  uint64_t seq, char out[100]);
 
 /* A device: ports on a state folder (slots of slot_bytes each), a config, a client. */
 typedef struct {

@@ -20,6 +20,11 @@ static void key_id_and_message(void)
     char msg[256];
     mf_signed_message(&a, msg, sizeof msg);
     CHECK_STR(msg, "modelferry-v1:kws:2026.11.24-3:c9608ddefe472e0ebd8d4a900dc0957d893381c928dd1c648a439a6e88470b18:1072");
+    a.has_seq = 1;
+    a.seq = UINT64_MAX;
+    mf_signed_message(&a, msg, sizeof msg);
+    CHECK_STR(msg, "modelferry-v2:kws:2026.11.24-3:c9608ddefe472e0ebd8d4a900dc0957d893381c928dd1c648a439a6e88470b18:1072:"
+                   "18446744073709551615");
     uint8_t back[32];
     char b64[64];
     sodium_bin2base64(b64, sizeof b64, pk, 32, sodium_base64_VARIANT_ORIGINAL);
@@ -27,6 +32,42 @@ static void key_id_and_message(void)
     CHECK(memcmp(back, pk, 32) == 0);
     CHECK_EQ(mf_public_key_from_base64("AAAA", back), -1);
     CHECK_EQ(mf_public_key_from_base64("not base64 at all!", back), -1);
+}
+
+/* A v2 signature covers its sequence: it verifies with that sequence only, and a v1 one only
+ * without any; the fingerprint tells them apart. */
+static void signed_sequence(void)
+{
+    test_key k;
+    test_keygen(&k);
+    mf_assignment a = {.size = 1072, .signed_ = 1, .has_seq = 1, .seq = 1764892800123ull};
+    strcpy(a.name, "kws");
+    strcpy(a.version, "2");
+    strcpy(a.sha256_hex, "c9608ddefe472e0ebd8d4a900dc0957d893381c928dd1c648a439a6e88470b18");
+    strcpy(a.key_id, k.key_id);
+    char sig[100];
+    size_t len;
+    test_sign_v2(&k, "kws", "2", a.sha256_hex, 1072, a.seq, sig);
+    CHECK_EQ(sodium_base642bin(a.signature, 64, sig, strlen(sig), NULL, &len, NULL, sodium_base64_VARIANT_ORIGINAL), 0);
+    mf_trust trust = {(const uint8_t(*)[32])k.pk, 1};
+    CHECK_EQ(mf_verify_assignment(&trust, &a), MF_OK);
+    mf_assignment t = a;
+    t.seq++;
+    CHECK_EQ(mf_verify_assignment(&trust, &t), MF_ERR_BAD_SIGNATURE);
+    t = a;
+    t.has_seq = 0;
+    t.seq = 0;
+    CHECK_EQ(mf_verify_assignment(&trust, &t), MF_ERR_BAD_SIGNATURE);
+    uint8_t f1[32], f2[32];
+    mf_assignment_fingerprint(&a, f1);
+    mf_assignment_fingerprint(&t, f2);
+    CHECK(memcmp(f1, f2, 32) != 0);
+    /* A v1 signature presented with a sequence (0 included) does not verify. */
+    test_sign(&k, "kws", "2", a.sha256_hex, 1072, sig);
+    CHECK_EQ(sodium_base642bin(t.signature, 64, sig, strlen(sig), NULL, &len, NULL, sodium_base64_VARIANT_ORIGINAL), 0);
+    CHECK_EQ(mf_verify_assignment(&trust, &t), MF_OK);
+    t.has_seq = 1;
+    CHECK_EQ(mf_verify_assignment(&trust, &t), MF_ERR_BAD_SIGNATURE);
 }
 
 static void signature_policy(void)
@@ -115,6 +156,7 @@ int main(void)
     CHECK(sodium_init() >= 0);
     RUN(key_id_and_message);
     RUN(signature_policy);
+    RUN(signed_sequence);
     RUN(executorch_header);
     DONE();
 }

@@ -55,22 +55,31 @@ static int whole_member(const cJSON *obj, const char *key, double min, double ma
     return 1;
 }
 
-static int url_ok(const char *url, const char *sha_hex)
+/* signatureSeq: absent or null (a v1 signature, or none), or a decimal u64 as a string (JSON
+ * numbers lose integers past 2^53), without sign or leading zero. 0 when it is one. */
+static int seq_member(const cJSON *model, mf_assignment *out)
 {
-    if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) return 1;
-    /* A relative URL is the gateway's own artifact route for exactly this digest. */
-    char expected[80];
-    snprintf(expected, sizeof expected, "/v1/artifacts/%s", sha_hex);
-    return strcmp(url, expected) == 0;
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(model, "signatureSeq");
+    if (item == NULL || cJSON_IsNull(item)) return 0;
+    const char *s = cJSON_IsString(item) ? item->valuestring : "";
+    size_t n = strlen(s);
+    if (n == 0 || n > 20 || (s[0] == '0' && n > 1)) return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (d > 9 || v > (UINT64_MAX - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    out->seq = v;
+    out->has_seq = 1;
+    return 0;
 }
 
-/* A relative delta URL is the gateway's own delta route for exactly this pair. */
-static int delta_url_ok(const char *url, const char *from_hex, const char *to_hex)
+/* A relative URL is the gateway's own route for exactly this artifact or delta
+ * (`expected`); an absolute one the client holds to the gateway's origin (mf_same_origin). */
+static int url_ok(const char *url, const char *expected)
 {
-    if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) return 1;
-    char expected[160];
-    snprintf(expected, sizeof expected, "/v1/deltas/%s/%s", from_hex, to_hex);
-    return strcmp(url, expected) == 0;
+    return strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0 || strcmp(url, expected) == 0;
 }
 
 /* The optional `delta` beside the model; NULL when absent or valid, else what is wrong. */
@@ -92,7 +101,9 @@ static const char *parse_delta(const cJSON *root, mf_assignment *out)
     /* The applier counts delta bytes in 32 bits. */
     if (!whole_member(delta, "size", 1, 4294967295.0, &n)) return "delta.size";
     d->size = n;
-    if (!(s = string_member(delta, "url", MF_MODEL_URL_MAX - 1)) || !delta_url_ok(s, from_hex, out->sha256_hex)) return "delta.url";
+    char expected[160];
+    snprintf(expected, sizeof expected, "/v1/deltas/%s/%s", from_hex, out->sha256_hex);
+    if (!(s = string_member(delta, "url", MF_MODEL_URL_MAX - 1)) || !url_ok(s, expected)) return "delta.url";
     strcpy(d->url, s);
     d->present = 1;
     return NULL;
@@ -127,12 +138,14 @@ mf_err mf_assignment_parse(const char *body, size_t len, mf_assignment *out, cha
     /* 2^53: any larger size is not exactly representable in JSON numbers cJSON reads. */
     if (!whole_member(model, "size", 1, 9007199254740991.0, &n)) { problem = "model.size"; goto done; }
     out->size = n;
-    if (!(s = string_member(model, "url", MF_MODEL_URL_MAX - 1)) || !url_ok(s, out->sha256_hex)) { problem = "model.url"; goto done; }
+    char expected[80];
+    snprintf(expected, sizeof expected, "/v1/artifacts/%s", out->sha256_hex);
+    if (!(s = string_member(model, "url", MF_MODEL_URL_MAX - 1)) || !url_ok(s, expected)) { problem = "model.url"; goto done; }
     strcpy(out->url, s);
 
     sig = cJSON_GetObjectItemCaseSensitive(model, "signature");
     kid = cJSON_GetObjectItemCaseSensitive(model, "keyId");
-    if (sig == NULL || kid == NULL) { problem = "model.signature and model.keyId are required (null when unsigned)"; goto done; }
+    if (sig == NULL || kid == NULL) { problem = "model.signature, model.keyId (null when unsigned)"; goto done; }
     if (cJSON_IsNull(sig) && cJSON_IsNull(kid)) {
         out->signed_ = 0;
     } else if (cJSON_IsString(sig) && cJSON_IsString(kid)) {
@@ -141,7 +154,7 @@ mf_err mf_assignment_parse(const char *body, size_t len, mf_assignment *out, cha
         if (strlen(b64) > MF_SIGNATURE_B64_MAX ||
             sodium_base642bin(out->signature, sizeof out->signature, b64, strlen(b64), NULL, &sig_len, NULL,
                               sodium_base64_VARIANT_ORIGINAL) != 0 || sig_len != 64) {
-            problem = "model.signature is not 64 bytes of base64"; goto done;
+            problem = "model.signature"; goto done;
         }
         uint8_t kid_bytes[8];
         if (strlen(kid->valuestring) != 16 || mf_hex_decode(kid->valuestring, kid_bytes, 8) != 0) {
@@ -150,8 +163,10 @@ mf_err mf_assignment_parse(const char *body, size_t len, mf_assignment *out, cha
         strcpy(out->key_id, kid->valuestring);
         out->signed_ = 1;
     } else {
-        problem = "model.signature and model.keyId must both be strings or both null"; goto done;
+        problem = "model.signature, model.keyId (both strings or both null)"; goto done;
     }
+    /* A sequence is part of a signature (modelferry-v2). */
+    if (seq_member(model, out) != 0 || (out->has_seq && !out->signed_)) { problem = "model.signatureSeq"; goto done; }
 
     if ((problem = parse_delta(root, out)) != NULL) goto done;
 

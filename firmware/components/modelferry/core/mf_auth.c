@@ -43,7 +43,7 @@ void mf_step_auth(mf_client *c, mf_step *s)
     if (c->gateway.fresh_token) {
         /* Refused as soon as given: proving the key again at once would loop. */
         c->gateway.fresh_token = 0;
-        mf_event(c, "auth", "the gateway refused the token it had just given");
+        mf_event(c, "auth", "the token just given was refused");
         mf_step_fail(s, MF_ERR_UNAUTHORIZED, mf_gateway_failed(c));
         return;
     }
@@ -69,7 +69,7 @@ static int body_text(mf_client *c, const char *key, char *out, size_t cap)
 static mf_err post(mf_client *c, const char *what, const char *body, size_t len, int *status)
 {
     char url[MF_BASE_URL_MAX + 64];
-    snprintf(url, sizeof url, "%s/v1/devices/%s/%s", mf_gateway_url(c), c->mac, what);
+    mf_device_url(c, url, sizeof url, what);
     mf_http_request req = mf_request(c, "POST", url);
     req.bearer_token = NULL;
     req.content_type = "application/json";

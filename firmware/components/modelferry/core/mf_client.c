@@ -13,7 +13,7 @@
 typedef struct {
     const char *name;
     void (*run)(mf_client *c, mf_step *s);
-    mf_state go, idle, fail;   /* next, by outcome */
+    uint8_t go, idle, fail;    /* the next mf_state, by outcome */
 } mf_state_row;
 
 /* A failed exchange goes back to DISCOVER, which finds again only when the list of gateways
@@ -104,7 +104,7 @@ mf_err mf_client_init(mf_client *c, const mf_config *cfg, const mf_ports *ports)
     if (!c || !cfg || !ports || !ports->http || !ports->slots || !ports->kv || !ports->identity || !ports->clock ||
         !ports->random)
         return MF_ERR_INVALID_ARG;
-    if (!mf_capabilities_ok(&cfg->capabilities)) return MF_ERR_INVALID_ARG;
+    if (!mf_capabilities_ok(&cfg->capabilities) || cfg->gateway_pin_count > MF_PINS_MAX) return MF_ERR_INVALID_ARG;
     if (sodium_init() < 0) return MF_ERR_NO_MEMORY;
     memset(c, 0, sizeof *c);
     c->cfg = cfg;
@@ -174,6 +174,8 @@ mf_err mf_client_step(mf_client *c, uint32_t *next_delay_ms)
         return s.err;
     }
     mf_state next = s.outcome == MF_GO ? row->go : s.outcome == MF_IDLE ? row->idle : row->fail;
+    /* The end of a poll and what followed it: ask the next gateway before settling. */
+    if (s.outcome == MF_IDLE && c->state != MF_STATE_PENDING && mf_gateway_ask_next(c)) s.delay_ms = 0;
     if (s.outcome == MF_AUTH) {
         c->auth_then = c->state;
         next = MF_STATE_AUTH;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "modelferry/modelferry.h"
+#include "mf_records.h"
 #include "mf_slot.h"
 
 /* A download's progress (mf_progress), or a delta's (mf_delta_progress): one slot is
@@ -52,6 +53,10 @@ uint32_t mf_rand(mf_client *c);
 const char *mf_gateway_url(mf_client *c);
 void mf_gateway_answered(mf_client *c);
 uint32_t mf_gateway_failed(mf_client *c);             /* the backoff before the next try */
+/* Nothing to do here: on to the next gateway of the list (1), or back home to settle (0). */
+int mf_gateway_ask_next(mf_client *c);
+/* `<gateway>/v1/devices/<mac>/<what>` into out (MF_BASE_URL_MAX + 64); its length. */
+size_t mf_device_url(mf_client *c, char *out, size_t cap, const char *what);
 /* A request to the current gateway, with its credentials. */
 mf_http_request mf_request(mf_client *c, const char *method, const char *url);
 /* A request whose answer body (at most MF_ASSIGNMENT_BODY_MAX) lands in c->body, with
@@ -103,6 +108,14 @@ void mf_run_poll(mf_client *c, mf_step *s);
 void mf_run_decide(mf_client *c, mf_step *s);
 void mf_run_check(mf_client *c, mf_step *s);
 void mf_run_download(mf_client *c, mf_step *s);
+/* A resumable transfer (an artifact, a delta) of `total` bytes: its request for `path`
+ * (relative to the gateway, or absolute), from `start` with If-Range on the ETag
+ * `"<etag_hex>"` when start > 0; and what its answer's status and range say: 0 the body as
+ * asked, 1 the whole body to a Range request (start over), -1 refused (*err says why). */
+#define MF_TRANSFER_URL_MAX (MF_BASE_URL_MAX + MF_MODEL_URL_MAX)
+mf_http_request mf_transfer_request(mf_client *c, const char *path, const char *etag_hex, uint64_t start, uint64_t total,
+                                    char url[MF_TRANSFER_URL_MAX], char if_range[70]);
+int mf_transfer_answer(mf_client *c, const mf_http_head *head, uint64_t start, uint64_t total, mf_err *err);
 
 /* mf_delta_download.c: the delta path of DOWNLOAD. Whether the assignment's delta applies
  * to what runs (and is not one that failed already, nor is a full download to resume). */
@@ -124,11 +137,21 @@ void mf_run_auth(mf_client *c, mf_step *s);
 /* mf_install.c: the slot an update goes to (never the active one); what a valid slot holds;
  * activation: maps a slot (unless mapped) and hands it to the application. */
 int mf_free_slot(const mf_client *c);
+/* The URL is relative, or on the current gateway's origin (scheme, host, port): the only
+ * place the device sends its credentials. */
+int mf_same_origin(mf_client *c, const char *url);
+/* What is checked before a byte is fetched: signature, signed sequence, origin, size. why
+ * (MF_FAILED_DETAIL_MAX + 1) says what failed. */
+mf_err mf_check(mf_client *c, const mf_assignment *a, char *why, size_t cap);
 void mf_remember_slot(mf_client *c, int slot, const mf_slot_info *info);
 mf_err mf_activate(mf_client *c, int slot, mf_model_status status);
 
 /* mf_confirm.c */
 int mf_pending(const mf_client *c);
+/* The confirmation record of the model in `slot` (with this boot's count and signed
+ * sequence from c->confirm). */
+mf_pending_record mf_pending_of(const mf_client *c, int slot, uint32_t sequence, const uint8_t sha256[32],
+                                mf_confirm_state state);
 /* The application no longer reads this slot (unless active): unmapped, free to be written. */
 void mf_release(mf_client *c, int slot);
 /* At each step: a confirmation while nothing is pending releases the other slot. */

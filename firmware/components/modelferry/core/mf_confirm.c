@@ -57,17 +57,25 @@ void mf_confirm_start(mf_client *c, uint32_t boots)
     (void)take_flag(&c->confirm.rejected);
 }
 
+mf_pending_record mf_pending_of(const mf_client *c, int slot, uint32_t sequence, const uint8_t sha256[32],
+                                mf_confirm_state state)
+{
+    mf_pending_record r;
+    memset(&r, 0, sizeof r);
+    r.slot = (uint8_t)slot;
+    r.state = (uint8_t)state;
+    r.sequence = sequence;
+    memcpy(r.sha256, sha256, 32);
+    r.boots = c->confirm.boots;
+    r.seq = c->confirm.seq;
+    r.seq_counts = c->confirm.seq_counts;
+    return r;
+}
+
 static mf_pending_record record_of(const mf_client *c, mf_confirm_state state)
 {
     const mf_active_model *m = &c->models[c->active];
-    mf_pending_record r;
-    memset(&r, 0, sizeof r);
-    r.slot = (uint8_t)m->slot;
-    r.state = (uint8_t)state;
-    r.sequence = m->sequence;
-    memcpy(r.sha256, m->sha256, 32);
-    r.boots = c->confirm.boots;
-    return r;
+    return mf_pending_of(c, m->slot, m->sequence, m->sha256, state);
 }
 
 mf_err mf_confirm_report_failed(mf_client *c, int with_caps)
@@ -123,6 +131,8 @@ mf_err mf_confirm_boot(mf_client *c, int best)
     const mf_active_model *m = best >= 0 ? &c->models[best] : NULL;
     if (have && m && r.slot == best && r.sequence == m->sequence && memcmp(r.sha256, m->sha256, 32) == 0) {
         c->active = best;
+        c->confirm.seq = r.seq;
+        c->confirm.seq_counts = r.seq_counts;
         switch (r.state) {
         case MF_CONFIRM_PENDING: {
             uint32_t limit = c->cfg->confirm_boots ? c->cfg->confirm_boots : 1;
@@ -178,16 +188,21 @@ void mf_run_pending(mf_client *c, mf_step *s)
     }
 }
 
+/* The model is confirmed: its signed sequence becomes the lowest this device installs under
+ * its name (written before the confirmation record goes, so a cut cannot lose it). */
 void mf_run_confirm(mf_client *c, mf_step *s)
 {
-    mf_err err = mf_kv_erase(c->ports.kv, MF_KEY_PENDING);
+    mf_active_model *m = &c->models[c->active];
+    mf_err err = MF_OK;
+    if (c->confirm.seq_counts && c->confirm.seq > mf_floor_load(c->ports.kv, m->name))
+        err = mf_floor_save(c->ports.kv, m->name, c->confirm.seq);
+    if (err == MF_OK) err = mf_kv_erase(c->ports.kv, MF_KEY_PENDING);
     if (err != MF_OK) {
         /* Try again from PENDING (a power cut halts instead). */
         raise_flag(&c->confirm.confirmed);
         mf_step_fail(s, err, 1000);
         return;
     }
-    mf_active_model *m = &c->models[c->active];
     m->status = MF_MODEL_CONFIRMED;
     for (int i = 0; i < MF_SLOT_COUNT; i++) mf_release(c, i);
     mf_failure_clear(c);

@@ -35,7 +35,8 @@ int mf_delta_wanted(mf_client *c, int slot)
 {
     const mf_assignment *a = &c->assignment.model;
     const mf_active_model *m = mf_client_active(c);
-    if (!c->cfg->deltas || !a->delta.present || !m || !c->mapped[m->slot]) return 0;
+    /* A delta elsewhere than on the gateway is not fetched: the full artifact is. */
+    if (!c->cfg->deltas || !a->delta.present || !m || !c->mapped[m->slot] || !mf_same_origin(c, a->delta.url)) return 0;
     if (memcmp(m->sha256, a->delta.from, 32) != 0 || memcmp(c->delta_refused, a->delta.sha256, 32) == 0) return 0;
     if (a->size > UINT32_MAX || a->delta.size > UINT32_MAX) return 0;
     /* A download of the same model under way goes on where it stopped. */
@@ -136,33 +137,9 @@ static mf_err start(delta_ctx *x)
 static int delta_head(void *ctx, const mf_http_head *head)
 {
     delta_ctx *x = ctx;
-    mf_saw_status(x->c, head->status);
-    if (head->status == 206 && x->asked_range) {
-        if (head->range_start != (int64_t)x->start || head->range_total != (int64_t)x->delta_size ||
-            head->range_end != (int64_t)x->delta_size - 1) {
-            x->err = MF_ERR_PROTOCOL;
-            return 1;
-        }
-        return 0;
-    }
-    if (head->status == 200) {
-        if (head->content_length >= 0 && head->content_length != (int64_t)x->delta_size) {
-            x->err = MF_ERR_SIZE_MISMATCH;
-            return 1;
-        }
-        if (x->start > 0) {
-            /* A 200 to a Range request is the whole delta: the apply starts over. */
-            x->c->stats.range_restarts++;
-            mf_err err = start_over(x);
-            if (err != MF_OK) {
-                x->err = err;
-                return 1;
-            }
-        }
-        return 0;
-    }
-    x->err = head->status == 401 ? MF_ERR_UNAUTHORIZED : MF_ERR_HTTP_STATUS;
-    return 1;
+    /* The whole delta to a Range request: the apply starts over. */
+    if (mf_transfer_answer(x->c, head, x->asked_range ? x->start : 0, x->delta_size, &x->err) == 1) x->err = start_over(x);
+    return x->err != MF_OK;
 }
 
 static int delta_body(void *ctx, const uint8_t *data, size_t len)
@@ -201,18 +178,9 @@ mf_err mf_delta_download(mf_client *c, int slot, char *why, size_t why_len)
     }
     mf_report_state(c, "downloading", NULL, (double)x.d.at.written / (double)x.size);
 
-    char url[MF_BASE_URL_MAX + MF_MODEL_URL_MAX];
-    if (a->delta.url[0] == '/') snprintf(url, sizeof url, "%s%s", mf_gateway_url(c), a->delta.url);
-    else snprintf(url, sizeof url, "%s", a->delta.url);
-    char if_range[70];
-    snprintf(if_range, sizeof if_range, "\"%s\"", a->delta.sha256_hex);
+    char url[MF_TRANSFER_URL_MAX], if_range[70];
     x.asked_range = x.start > 0;
-    mf_http_request req = mf_request(c, "GET", url);
-    req.range_start = x.asked_range ? (int64_t)x.start : -1;
-    req.if_range = x.asked_range ? if_range : NULL;
-    req.timeout_ms += x.delta_size / 1024; /* >= 1 KiB/ms of slack */
-    c->stats.downloads++;
-    if (x.asked_range) c->stats.range_requests++;
+    mf_http_request req = mf_transfer_request(c, a->delta.url, a->delta.sha256_hex, x.start, x.delta_size, url, if_range);
     mf_http_sink sink = {delta_head, delta_body, &x};
     err = mf_http_perform(c->ports.http, &req, &sink);
     if (err == MF_ERR_ABORTED) err = x.err != MF_OK ? x.err : MF_ERR_PROTOCOL;

@@ -109,7 +109,7 @@ static int of_service(const mf_dns_set *set, const char *name)
     return n > s + 1 && name[n - s - 1] == '.' && strcasecmp(name + n - s, set->service) == 0;
 }
 
-static int parse_prio(const char *v, size_t len, uint16_t *out)
+static int parse_u16(const char *v, size_t len, uint16_t *out)
 {
     if (len == 0 || len > 5) return -1;
     uint32_t x = 0;
@@ -126,6 +126,7 @@ static void parse_txt(mf_dns_instance *in, const uint8_t *rd, size_t rdlen)
 {
     in->prio = 65535;
     in->tls = 0;
+    in->tls_port = 0;
     in->api_ok = 1;
     in->id[0] = '\0';
     for (size_t p = 0; p < rdlen;) {
@@ -137,9 +138,11 @@ static void parse_txt(mf_dns_instance *in, const uint8_t *rd, size_t rdlen)
         const char *v = eq ? eq + 1 : s + n;
         size_t vlen = eq ? n - klen - 1 : 0;
         if (klen == 4 && strncasecmp(s, "prio", 4) == 0) {
-            if (parse_prio(v, vlen, &in->prio) != 0) in->prio = 65535;
+            if (parse_u16(v, vlen, &in->prio) != 0) in->prio = 65535;
         } else if (klen == 3 && strncasecmp(s, "tls", 3) == 0) {
             in->tls = vlen == 1 && v[0] == '1';
+        } else if (klen == 7 && strncasecmp(s, "tlsport", 7) == 0) {
+            if (parse_u16(v, vlen, &in->tls_port) != 0) in->tls_port = 0;
         } else if (klen == 3 && strncasecmp(s, "api", 3) == 0) {
             in->api_ok = vlen == 3 && memcmp(v, "/v1", 3) == 0;
         } else if (klen == 2 && strncasecmp(s, "id", 2) == 0) {
@@ -230,6 +233,7 @@ size_t mf_dns_candidates(const mf_dns_set *set, mf_gateway_candidate *out, size_
         c->port = in->port;
         c->prio = in->prio;
         c->tls = in->tls;
+        c->tls_port = in->tls_port;
         snprintf(c->id, sizeof c->id, "%s", in->id);
     }
     return n;

@@ -25,6 +25,7 @@ typedef struct {
     int has_srv;
     uint16_t prio;
     int tls;
+    uint16_t tls_port;
     int api_ok;                     /* no TXT api, or api=/v1 */
     char id[MF_GATEWAY_ID_MAX];
     uint32_t source_ipv4;           /* who sent the SRV, host order; used when no A record came */

@@ -33,39 +33,51 @@ static mf_err save_progress(download_ctx *d, uint64_t written)
     return err;
 }
 
+mf_http_request mf_transfer_request(mf_client *c, const char *path, const char *etag_hex, uint64_t start, uint64_t total,
+                                    char url[MF_TRANSFER_URL_MAX], char if_range[70])
+{
+    snprintf(url, MF_TRANSFER_URL_MAX, "%s%s", path[0] == '/' ? mf_gateway_url(c) : "", path);
+    snprintf(if_range, 70, "\"%s\"", etag_hex);
+    mf_http_request req = mf_request(c, "GET", url);
+    req.range_start = start > 0 ? (int64_t)start : -1;
+    req.if_range = start > 0 ? if_range : NULL;
+    req.timeout_ms += (uint32_t)(total / 1024); /* >= 1 KiB/ms of slack */
+    c->stats.downloads++;
+    if (start > 0) c->stats.range_requests++;
+    return req;
+}
+
+int mf_transfer_answer(mf_client *c, const mf_http_head *head, uint64_t start, uint64_t total, mf_err *err)
+{
+    mf_saw_status(c, head->status);
+    *err = MF_OK;
+    if (head->status == 206 && start > 0) {
+        if (head->range_start != (int64_t)start || head->range_total != (int64_t)total || head->range_end != (int64_t)total - 1)
+            *err = MF_ERR_PROTOCOL;
+    } else if (head->status == 200) {
+        if (head->content_length >= 0 && (uint64_t)head->content_length != total) *err = MF_ERR_SIZE_MISMATCH;
+        else if (start > 0) {
+            c->stats.range_restarts++;
+            return 1;
+        }
+    } else {
+        *err = head->status == 416 ? MF_ERR_SIZE_MISMATCH : head->status == 401 ? MF_ERR_UNAUTHORIZED : MF_ERR_HTTP_STATUS;
+    }
+    return *err == MF_OK ? 0 : -1;
+}
+
 static int download_head(void *ctx, const mf_http_head *head)
 {
     download_ctx *d = ctx;
-    mf_saw_status(d->c, head->status);
-    if (head->status == 206 && d->asked_range) {
-        if (head->range_start != (int64_t)d->offset || head->range_total != (int64_t)d->size ||
-            head->range_end != (int64_t)d->size - 1) {
-            d->err = MF_ERR_PROTOCOL;
-            return 1;
-        }
-        return 0;
+    int answer = mf_transfer_answer(d->c, head, d->asked_range ? d->offset : 0, d->size, &d->err);
+    if (answer == 1) {
+        /* The whole artifact: start over, and say so on storage first so a power cut cannot
+         * resume on top of rewritten sectors. */
+        d->offset = 0;
+        crypto_hash_sha256_init(&d->hash);
+        d->err = save_progress(d, 0);
     }
-    if (head->status == 200) {
-        if (head->content_length >= 0 && (uint64_t)head->content_length != d->size) {
-            d->err = MF_ERR_SIZE_MISMATCH;
-            return 1;
-        }
-        if (d->offset > 0) {
-            /* A 200 to a Range request is the whole artifact: start over, and say so on
-             * storage first so a power cut cannot resume on top of rewritten sectors. */
-            d->c->stats.range_restarts++;
-            d->offset = 0;
-            crypto_hash_sha256_init(&d->hash);
-            mf_err err = save_progress(d, 0);
-            if (err != MF_OK) {
-                d->err = err;
-                return 1;
-            }
-        }
-        return 0;
-    }
-    d->err = head->status == 416 ? MF_ERR_SIZE_MISMATCH : head->status == 401 ? MF_ERR_UNAUTHORIZED : MF_ERR_HTTP_STATUS;
-    return 1;
+    return d->err != MF_OK;
 }
 
 static int download_body(void *ctx, const uint8_t *data, size_t len)
@@ -163,18 +175,9 @@ static mf_err download(mf_client *c, int slot)
     if (err != MF_OK) return err;
     mf_report_state(c, "downloading", NULL, (double)d.offset / (double)d.size);
 
-    char url[MF_BASE_URL_MAX + MF_MODEL_URL_MAX];
-    if (a->url[0] == '/') snprintf(url, sizeof url, "%s%s", mf_gateway_url(c), a->url);
-    else snprintf(url, sizeof url, "%s", a->url);
-    char if_range[70];
-    snprintf(if_range, sizeof if_range, "\"%s\"", a->sha256_hex);
+    char url[MF_TRANSFER_URL_MAX], if_range[70];
     d.asked_range = d.offset > 0;
-    mf_http_request req = mf_request(c, "GET", url);
-    req.range_start = d.asked_range ? (int64_t)d.offset : -1;
-    req.if_range = d.asked_range ? if_range : NULL;
-    req.timeout_ms += (uint32_t)(d.size / 1024); /* >= 1 KiB/ms of slack */
-    c->stats.downloads++;
-    if (d.asked_range) c->stats.range_requests++;
+    mf_http_request req = mf_transfer_request(c, a->url, a->sha256_hex, d.offset, d.size, url, if_range);
     mf_http_sink sink = {download_head, download_body, &d};
     err = mf_http_perform(c->ports.http, &req, &sink);
     if (err == MF_ERR_ABORTED) err = d.err != MF_OK ? d.err : MF_ERR_PROTOCOL;

@@ -1,33 +1,40 @@
 #include "modelferry/mf_err.h"
 
+#include <string.h>
+
+/* The codes in the order of mf_err, each ended by a NUL, and an empty one after the last. */
+static const char CODES[] = "ok\0"
+    "invalid_argument\0"
+    "no_memory\0"
+    "storage_error\0"
+    "power_lost\0"
+    "not_found\0"
+    "network_error\0"
+    "unexpected_status\0"
+    "protocol_error\0"
+    "no_assignment\0"
+    "model_too_large\0"
+    "size_mismatch\0"
+    "digest_mismatch\0"
+    "signature_required\0"
+    "unknown_key\0"
+    "invalid_signature\0"
+    "unsupported_format\0"
+    "no_gateway\0"
+    "aborted\0"
+    "model_rejected\0"
+    "not_confirmed\0"
+    "bad_delta\0"
+    "device_auth_failed\0"
+    "device_pending\0"
+    "device_rejected\0"
+    "pin_mismatch\0"
+    "rollback_refused\0"
+    "cross_origin_url\0";
+
 const char *mf_err_code(mf_err err)
 {
-    switch (err) {
-    case MF_OK: return "ok";
-    case MF_ERR_INVALID_ARG: return "invalid_argument";
-    case MF_ERR_NO_MEMORY: return "no_memory";
-    case MF_ERR_IO: return "storage_error";
-    case MF_ERR_POWER_LOST: return "power_lost";
-    case MF_ERR_NOT_FOUND: return "not_found";
-    case MF_ERR_NETWORK: return "network_error";
-    case MF_ERR_HTTP_STATUS: return "unexpected_status";
-    case MF_ERR_PROTOCOL: return "protocol_error";
-    case MF_ERR_NO_ASSIGNMENT: return "no_assignment";
-    case MF_ERR_TOO_LARGE: return "model_too_large";
-    case MF_ERR_SIZE_MISMATCH: return "size_mismatch";
-    case MF_ERR_DIGEST_MISMATCH: return "digest_mismatch";
-    case MF_ERR_UNSIGNED: return "signature_required";
-    case MF_ERR_UNKNOWN_KEY: return "unknown_key";
-    case MF_ERR_BAD_SIGNATURE: return "invalid_signature";
-    case MF_ERR_FORMAT: return "unsupported_format";
-    case MF_ERR_NO_GATEWAY: return "no_gateway";
-    case MF_ERR_ABORTED: return "aborted";
-    case MF_ERR_REJECTED: return "model_rejected";
-    case MF_ERR_NOT_CONFIRMED: return "not_confirmed";
-    case MF_ERR_BAD_DELTA: return "bad_delta";
-    case MF_ERR_UNAUTHORIZED: return "device_auth_failed";
-    case MF_ERR_DEVICE_PENDING: return "device_pending";
-    case MF_ERR_DEVICE_REJECTED: return "device_rejected";
-    }
-    return "unknown_error";
+    const char *s = CODES;
+    for (unsigned i = (unsigned)err; i > 0 && *s; i--) s += strlen(s) + 1;
+    return *s ? s : "unknown_error";
 }

@@ -1,5 +1,6 @@
 /* Talking to the gateway: which one (DISCOVER), how a failed exchange backs off and moves
- * on to the next, and requests whose answer is small enough to keep whole. */
+ * on to the next, asking the others before settling, and requests whose answer is small
+ * enough to keep whole. */
 #include "mf_client_internal.h"
 
 #include <stdio.h>
@@ -36,15 +37,19 @@ void mf_run_discover(mf_client *c, mf_step *s)
         mf_eventf(c, "discovery", "found=%zu", n);
     }
     mf_gateway_list list;
-    mf_gateway_order(cands, n, c->gateway.last_good, c->cfg->fallback_url, mf_rand(c), &list);
+    mf_tls_use tls = c->cfg->gateway_pin_count ? MF_TLS_REQUIRED : c->cfg->prefer_tls ? MF_TLS_PREFERRED : MF_TLS_IF_ONLY;
+    mf_gateway_order(cands, n, c->gateway.last_good, c->cfg->fallback_url, mf_rand(c), tls, &list);
     c->gateway.count = list.count;
     for (size_t i = 0; i < list.count; i++) strcpy(c->gateway.url[i], list.url[i]);
     c->gateway.index = 0;
+    c->gateway.home = 0;
+    c->gateway.walking = 0;
     c->gateway.listed = list.count > 0;
     c->gateway.consecutive_failures = 0;
-    /* Tokens belong to the places of the old list. */
+    /* Tokens and boot reports belong to the places of the old list. */
     memset(c->gateway.token, 0, sizeof c->gateway.token);
     c->gateway.auth_asked = 0;
+    c->report.boot_done = 0;
     if (!list.count) {
         mf_event(c, "no_gateway", "discovery found none and no fallback URL is configured");
         mf_step_fail(s, MF_ERR_NO_GATEWAY, gateway_backoff(c));
@@ -58,7 +63,7 @@ void mf_gateway_answered(mf_client *c)
 {
     c->gateway.consecutive_failures = 0;
     c->gateway.backoff_failures = 0;
-    if (strcmp(c->gateway.last_good, mf_gateway_url(c)) != 0) {
+    if (!c->gateway.walking && strcmp(c->gateway.last_good, mf_gateway_url(c)) != 0) {
         snprintf(c->gateway.last_good, sizeof c->gateway.last_good, "%s", mf_gateway_url(c));
         (void)mf_kv_set(c->ports.kv, MF_KEY_GATEWAY, c->gateway.last_good, strlen(c->gateway.last_good));
     }
@@ -69,18 +74,39 @@ void mf_gateway_answered(mf_client *c)
 uint32_t mf_gateway_failed(mf_client *c)
 {
     c->stats.polls_failed++;
-    if (++c->gateway.consecutive_failures >= c->cfg->failures_before_switch) {
+    if (c->gateway.walking) {
+        (void)mf_gateway_ask_next(c);
+    } else if (++c->gateway.consecutive_failures >= c->cfg->failures_before_switch) {
         c->gateway.consecutive_failures = 0;
         if (++c->gateway.index >= c->gateway.count) c->gateway.listed = 0;
     }
     return gateway_backoff(c);
 }
 
+/* One unanswered gateway does not hold the device back: nothing to do at this one (an
+ * answer that changed nothing, no assignment, a model refused, a failure), the next in the
+ * list is asked too, once, without wait= or ETag, before the device settles again on the
+ * first that answered (its home). So a gateway that answers 304 or no_assignment, or offers
+ * what the device refuses, cannot keep it from another gateway's update. */
+int mf_gateway_ask_next(mf_client *c)
+{
+    c->gateway.consecutive_failures = 0;
+    c->gateway.walking = c->gateway.index + 1 < c->gateway.count;
+    c->gateway.index = c->gateway.walking ? c->gateway.index + 1 : c->gateway.home;
+    return c->gateway.walking;
+}
+
+size_t mf_device_url(mf_client *c, char *out, size_t cap, const char *what)
+{
+    int n = snprintf(out, cap, "%s/v1/devices/%s/%s", mf_gateway_url(c), c->mac, what);
+    return n > 0 && (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
 mf_http_request mf_request(mf_client *c, const char *method, const char *url)
 {
     mf_http_request req = {
         .method = method, .url = url, .range_start = -1, .bearer_token = mf_credentials(c),
-        .timeout_ms = c->cfg->request_timeout_ms,
+        .pins = c->cfg->gateway_pins, .pin_count = c->cfg->gateway_pin_count, .timeout_ms = c->cfg->request_timeout_ms,
     };
     return req;
 }

@@ -67,50 +67,35 @@ static void set_backoff(mf_client *c, uint64_t from_ms)
  * a download loop. */
 void mf_failure_load(mf_client *c)
 {
-    mf_failed_record fr;
-    if (mf_failed_load(c->ports.kv, MF_KEY_FAILED, &fr) != MF_OK) return;
-    c->failure.rolled_back = fr.rolled_back;
-    memcpy(c->failure.fingerprint, fr.fingerprint, 32);
-    memcpy(c->failure.sha256, fr.sha256, 32);
-    snprintf(c->failure.name, sizeof c->failure.name, "%s", fr.name);
-    snprintf(c->failure.version, sizeof c->failure.version, "%s", fr.version);
-    c->failure.attempts = fr.attempts;
-    c->failure.err = fr.err;
-    snprintf(c->failure.detail, sizeof c->failure.detail, "%s", fr.detail);
-    set_backoff(c, c->boot_ms);
+    if (mf_failed_load(c->ports.kv, MF_KEY_FAILED, &c->failure) == MF_OK) set_backoff(c, c->boot_ms);
 }
 
-static mf_err save(mf_client *c)
+static mf_err save(mf_client *c) { return mf_failed_save(c->ports.kv, MF_KEY_FAILED, &c->failure); }
+
+/* What failed, from now: its backoff starts, storage keeps it. */
+static mf_err remember(mf_client *c, int rolled_back, const uint8_t *fingerprint, const uint8_t sha256[32], const char *name,
+                       const char *version, uint32_t attempts, mf_err why, const char *detail)
 {
-    mf_failed_record fr;
-    memset(&fr, 0, sizeof fr);
-    fr.rolled_back = c->failure.rolled_back;
-    memcpy(fr.fingerprint, c->failure.fingerprint, 32);
-    memcpy(fr.sha256, c->failure.sha256, 32);
-    snprintf(fr.name, sizeof fr.name, "%s", c->failure.name);
-    snprintf(fr.version, sizeof fr.version, "%s", c->failure.version);
-    fr.attempts = c->failure.attempts;
-    fr.err = c->failure.err;
-    snprintf(fr.detail, sizeof fr.detail, "%s", c->failure.detail);
-    return mf_failed_save(c->ports.kv, MF_KEY_FAILED, &fr);
+    c->failure.rolled_back = (uint8_t)rolled_back;
+    memcpy(c->failure.fingerprint, fingerprint, 32);
+    memcpy(c->failure.sha256, sha256, 32);
+    snprintf(c->failure.name, sizeof c->failure.name, "%s", name);
+    snprintf(c->failure.version, sizeof c->failure.version, "%s", version);
+    c->failure.attempts = attempts;
+    c->failure.err = (uint8_t)why;
+    snprintf(c->failure.detail, sizeof c->failure.detail, "%s", detail);
+    c->failure.reported = 0;
+    set_backoff(c, mf_now_ms(c));
+    c->stats.verify_failures++;
+    return save(c);
 }
 
 void mf_failure_record(mf_client *c, mf_err why, const char *detail)
 {
     const mf_assignment *a = &c->assignment.model;
     uint32_t attempts = failure_is_current(c) && !c->failure.rolled_back ? c->failure.attempts : 0;
-    c->failure.rolled_back = 0;
-    memcpy(c->failure.fingerprint, c->assignment.fingerprint, 32);
-    memcpy(c->failure.sha256, a->sha256, 32);
-    snprintf(c->failure.name, sizeof c->failure.name, "%s", a->name);
-    snprintf(c->failure.version, sizeof c->failure.version, "%s", a->version);
-    c->failure.attempts = attempts + 1;
-    c->failure.err = (uint8_t)why;
-    snprintf(c->failure.detail, sizeof c->failure.detail, "%s", detail ? detail : mf_err_code(why));
-    c->failure.reported = 0;
-    set_backoff(c, mf_now_ms(c));
-    (void)save(c);
-    c->stats.verify_failures++;
+    (void)remember(c, 0, c->assignment.fingerprint, a->sha256, a->name, a->version, attempts + 1, why,
+                   detail ? detail : mf_err_code(why));
     char error[512];
     failure_text(c, error, sizeof error);
     mf_event(c, "failed", error);
@@ -126,18 +111,8 @@ uint32_t mf_failure_rollback_attempt(mf_client *c, const uint8_t sha256[32])
 mf_err mf_failure_record_rollback(mf_client *c, const mf_active_model *from, uint32_t attempts, mf_err why,
                                   const char *detail)
 {
-    c->failure.rolled_back = 1;
-    memset(c->failure.fingerprint, 0, 32);
-    memcpy(c->failure.sha256, from->sha256, 32);
-    snprintf(c->failure.name, sizeof c->failure.name, "%s", from->name);
-    snprintf(c->failure.version, sizeof c->failure.version, "%s", from->version);
-    c->failure.attempts = attempts;
-    c->failure.err = (uint8_t)why;
-    snprintf(c->failure.detail, sizeof c->failure.detail, "%s", detail);
-    c->failure.reported = 0;
-    set_backoff(c, mf_now_ms(c));
-    c->stats.verify_failures++;
-    return save(c);
+    static const uint8_t none[32];
+    return remember(c, 1, none, from->sha256, from->name, from->version, attempts, why, detail);
 }
 
 void mf_failure_clear(mf_client *c)

@@ -59,19 +59,42 @@ static void refuse(mf_client *c, mf_step *s, mf_err why, const char *detail)
     mf_step_idle(s, why, mf_failure_delay(c, mf_next_poll_delay(c)));
 }
 
-void mf_run_check(mf_client *c, mf_step *s)
+int mf_same_origin(mf_client *c, const char *url)
 {
-    const mf_assignment *a = &c->assignment.model;
+    const char *gw = mf_gateway_url(c), *host = strstr(gw, "://");
+    size_t n = host ? (size_t)(host + 3 - gw) + strcspn(host + 3, "/") : strlen(gw);
+    return url[0] == '/' || (strncmp(url, gw, n) == 0 && url[n] == '/');
+}
+
+mf_err mf_check(mf_client *c, const mf_assignment *a, char *why, size_t cap)
+{
+    snprintf(why, cap, "before download");
     mf_err err = mf_verify_assignment(&(mf_trust){c->cfg->trusted_keys, c->cfg->trusted_key_count}, a);
-    if (err != MF_OK) {
-        refuse(c, s, err, "before download");
-        return;
+    if (err != MF_OK) return err;
+    /* A sequence counts only under a signature a trusted key made. */
+    uint64_t floor = c->cfg->trusted_key_count ? mf_floor_load(c->ports.kv, a->name) : 0;
+    if (a->seq < floor) {
+        snprintf(why, cap, "signed sequence %" PRIu64 ", below %" PRIu64 " that this device confirmed", a->seq, floor);
+        return MF_ERR_ROLLBACK;
+    }
+    if (!mf_same_origin(c, a->url)) {
+        snprintf(why, cap, "%.80s", a->url);
+        return MF_ERR_CROSS_ORIGIN;
     }
     uint32_t capacity = mf_slot_capacity(c->ports.slots, mf_free_slot(c));
     if (a->size > capacity) {
-        char why[80];
-        snprintf(why, sizeof why, "%" PRIu64 " bytes, the slot holds %" PRIu32, a->size, capacity);
-        refuse(c, s, MF_ERR_TOO_LARGE, why);
+        snprintf(why, cap, "%" PRIu64 " bytes, the slot holds %" PRIu32, a->size, capacity);
+        return MF_ERR_TOO_LARGE;
+    }
+    return MF_OK;
+}
+
+void mf_run_check(mf_client *c, mf_step *s)
+{
+    char why[MF_FAILED_DETAIL_MAX + 1];
+    mf_err err = mf_check(c, &c->assignment.model, why, sizeof why);
+    if (err != MF_OK) {
+        refuse(c, s, err, why);
         return;
     }
     mf_step_go(s);
@@ -119,12 +142,10 @@ void mf_run_commit(mf_client *c, mf_step *s)
     uint32_t sequence = next_sequence(c);
     if (err == MF_OK) err = mf_sequence_save(c->ports.kv, MF_KEY_SEQUENCE, sequence);
     /* Pending before the commit point: a committed model is never taken for confirmed. */
-    mf_pending_record r;
-    memset(&r, 0, sizeof r);
-    r.slot = (uint8_t)slot;
-    r.state = MF_CONFIRM_PENDING;
-    r.sequence = sequence;
-    memcpy(r.sha256, a->sha256, 32);
+    c->confirm.boots = 0;
+    c->confirm.seq = a->seq;
+    c->confirm.seq_counts = c->cfg->trusted_key_count > 0;
+    mf_pending_record r = mf_pending_of(c, slot, sequence, a->sha256, MF_CONFIRM_PENDING);
     if (err == MF_OK) err = mf_pending_save(c->ports.kv, MF_KEY_PENDING, &r);
     if (err == MF_OK) err = mf_slot_commit(c->ports.slots, slot, sequence, (uint32_t)a->size, a->sha256, a->name, a->version);
     if (err != MF_OK) {

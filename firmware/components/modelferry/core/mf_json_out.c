@@ -41,6 +41,12 @@ void mf_json_end(mf_json *j, char close)
     j->need_comma = 1;
 }
 
+void mf_json_field(mf_json *j, const char *key, const char *s)
+{
+    mf_json_key(j, key);
+    mf_json_string(j, s);
+}
+
 void mf_json_key(mf_json *j, const char *key)
 {
     mf_json_string(j, key);

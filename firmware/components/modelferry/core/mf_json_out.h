@@ -18,6 +18,7 @@ void mf_json_begin(mf_json *j, char open);      /* '{' or '[' */
 void mf_json_end(mf_json *j, char close);
 void mf_json_key(mf_json *j, const char *key);  /* in an object, before a value */
 void mf_json_string(mf_json *j, const char *s);
+void mf_json_field(mf_json *j, const char *key, const char *s);  /* "key":"s" */
 void mf_json_uint(mf_json *j, uint64_t v);
 void mf_json_fraction(mf_json *j, double v);    /* 0..1 with 4 decimals */
 /* Bytes the escaped string takes, quotes included. */

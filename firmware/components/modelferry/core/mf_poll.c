@@ -30,12 +30,13 @@ int mf_in_sync(const mf_client *c)
     return m && memcmp(c->assignment.model.sha256, m->sha256, 32) == 0;
 }
 
+/* etag NULL: an answer from a gateway the device is not settled on; its own ETag stays. */
 static void keep_assignment(mf_client *c, const mf_assignment *a, const char *etag)
 {
     c->assignment.model = *a;
     mf_assignment_fingerprint(a, c->assignment.fingerprint);
     c->assignment.have = 1;
-    snprintf(c->assignment.etag, sizeof c->assignment.etag, "%s", etag);
+    if (etag) snprintf(c->assignment.etag, sizeof c->assignment.etag, "%s", etag);
     mf_failure_forget_if_changed(c);
 }
 
@@ -45,16 +46,17 @@ void mf_run_poll(mf_client *c, mf_step *s)
         mf_step_auth(c, s);
         return;
     }
-    /* Long-poll only when there is nothing to do but wait for a change. */
-    int idle = c->assignment.have && c->assignment.etag[0] && (mf_in_sync(c) || mf_failure_waiting(c));
+    int walking = c->gateway.walking;
+    if (!walking) c->gateway.home = c->gateway.index;
+    /* Long-poll only at home, when there is nothing to do but wait for a change. */
+    int conditional = !walking && c->assignment.have && c->assignment.etag[0];
+    int idle = conditional && (mf_in_sync(c) || mf_failure_waiting(c));
     int wait = idle && c->cfg->long_poll_s > 0 && c->gateway.long_poll_ok;
     char url[MF_BASE_URL_MAX + 64];
-    if (wait)
-        snprintf(url, sizeof url, "%s/v1/devices/%s/model?wait=%" PRIu32, mf_gateway_url(c), c->mac, c->cfg->long_poll_s);
-    else
-        snprintf(url, sizeof url, "%s/v1/devices/%s/model", mf_gateway_url(c), c->mac);
+    size_t n = mf_device_url(c, url, sizeof url, "model");
+    if (wait) snprintf(url + n, sizeof url - n, "?wait=%" PRIu32, c->cfg->long_poll_s);
     mf_http_request req = mf_request(c, "GET", url);
-    req.if_none_match = c->assignment.have && c->assignment.etag[0] ? c->assignment.etag : NULL;
+    req.if_none_match = conditional ? c->assignment.etag : NULL;
     if (wait) req.timeout_ms += c->cfg->long_poll_s * 1000;
     int status;
     char etag[MF_ETAG_MAX];
@@ -64,6 +66,8 @@ void mf_run_poll(mf_client *c, mf_step *s)
     mf_err err = mf_request_small(c, &req, &status, etag);
     if (err != MF_OK) {
         mf_eventf(c, "poll_failed", "%s gateway=%s", mf_err_code(err), mf_gateway_url(c));
+        /* A server that cannot prove a pin will not prove it on a retry: the next one now. */
+        if (err == MF_ERR_PIN_MISMATCH) c->gateway.consecutive_failures = c->cfg->failures_before_switch;
         mf_step_fail(s, err, mf_gateway_failed(c));
         return;
     }
@@ -77,16 +81,18 @@ void mf_run_poll(mf_client *c, mf_step *s)
         mf_gateway_answered(c);
         uint64_t held = mf_now_ms(c) - started;
         /* A gateway that answers a long poll at once does not hold polls: sleep instead. */
-        if (wait && held * 2 < (uint64_t)c->cfg->long_poll_s * 1000) c->assignment.next_poll_ms = mf_next_poll_delay(c);
-        else c->assignment.next_poll_ms = wait ? mf_long_poll_delay(c) : mf_next_poll_delay(c);
+        c->assignment.next_poll_ms = wait && held * 2 >= (uint64_t)c->cfg->long_poll_s * 1000 ? mf_long_poll_delay(c)
+                                                                                                : mf_next_poll_delay(c);
         mf_step_go(s);
         return;
     }
     if (status == 404) {
         mf_gateway_answered(c);
-        c->assignment.have = 0;
-        c->assignment.etag[0] = '\0';
-        mf_event(c, "no_assignment", NULL);
+        if (!walking) {
+            c->assignment.have = 0;
+            c->assignment.etag[0] = '\0';
+        }
+        mf_event(c, "no_assignment", mf_gateway_url(c));
         mf_step_idle(s, MF_ERR_NO_ASSIGNMENT, mf_next_poll_delay(c));
         return;
     }
@@ -115,8 +121,16 @@ void mf_run_poll(mf_client *c, mf_step *s)
         return;
     }
     mf_gateway_answered(c);
-    keep_assignment(c, &a, etag);
     c->assignment.next_poll_ms = mf_long_poll_delay(c);
+    if (walking) {
+        /* Taken from another gateway only when there is something to do about it. */
+        const mf_active_model *m = mf_client_active(c);
+        if (mf_check(c, &a, why, sizeof why) != MF_OK || (m && memcmp(m->sha256, a.sha256, 32) == 0)) {
+            mf_step_idle(s, MF_OK, c->assignment.next_poll_ms);
+            return;
+        }
+    }
+    keep_assignment(c, &a, walking ? NULL : etag);
     mf_step_go(s);
 }
 

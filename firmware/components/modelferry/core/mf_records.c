@@ -1,189 +1,151 @@
 #include "mf_records.h"
 
+#include <stddef.h>
 #include <string.h>
+#include <sodium.h>
 #include "mf_slot.h"
+#include "mf_verify.h"
 
-static void put32(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24); }
-static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+/* Every record is a 4-byte magic (its format), its fields in the order of a table, and a
+ * CRC-32 of all before it (little-endian). A field is an unsigned integer (little-endian),
+ * raw bytes (digests), or text, NUL-padded to its array's size (the last byte always NUL).
+ * So a record from another firmware, of another length, or torn, reads as absent. */
+typedef enum { INT, BYTES, TEXT } kind;
+typedef struct {
+    uint16_t at;        /* offsetof in the record's struct */
+    uint8_t size;       /* sizeof the member */
+    uint8_t kind;
+} field;
 
-/* Every record: a 4-byte magic (its format), the fields, a CRC-32 of all before it. */
-static mf_err store(mf_kv *kv, const char *key, uint8_t *b, size_t len, const char *magic)
+#define FIELD(type, member, k) {offsetof(type, member), sizeof(((type *)0)->member), k}
+#define RECORD_MAX 304  /* the failed record */
+
+/* n bytes, an integer's reversed on a big-endian machine (records are little-endian). */
+static void copy(uint8_t *to, const uint8_t *from, size_t n, int integer)
 {
+    static const uint16_t one = 1;
+    int swap = integer && *(const uint8_t *)&one == 0;
+    for (size_t i = 0; i < n; i++) to[i] = from[swap ? n - 1 - i : i];
+}
+
+static mf_err save(mf_kv *kv, const char *key, const char *magic, const field *f, const void *record)
+{
+    uint8_t b[RECORD_MAX];
+    memset(b, 0, sizeof b);
     memcpy(b, magic, 4);
-    put32(b + len - 4, mf_crc32(0, b, len - 4));
-    return mf_kv_set(kv, key, b, len);
+    size_t len = 4;
+    for (; f->size; f++) {
+        const uint8_t *m = (const uint8_t *)record + f->at;
+        if (f->kind == TEXT)
+            for (size_t i = 0; i + 1 < f->size && m[i]; i++) b[len + i] = m[i];
+        else
+            copy(b + len, m, f->size, f->kind == INT);
+        len += f->size;
+    }
+    uint32_t crc = mf_crc32(0, b, len);
+    copy(b + len, (const uint8_t *)&crc, 4, 1);
+    return mf_kv_set(kv, key, b, len + 4);
 }
 
 /* MF_ERR_NOT_FOUND when absent, unreadable, of another format or torn. */
-static mf_err fetch(mf_kv *kv, const char *key, uint8_t *b, size_t len, const char *magic)
+static mf_err load(mf_kv *kv, const char *key, const char *magic, const field *f, void *record)
 {
-    size_t got = 0;
-    mf_err err = mf_kv_get(kv, key, b, len, &got);
+    uint8_t b[RECORD_MAX];
+    size_t len = 4, got = 0;
+    uint32_t crc;
+    for (const field *g = f; g->size; g++) len += g->size;
+    mf_err err = mf_kv_get(kv, key, b, sizeof b, &got);
     if (err != MF_OK) return err == MF_ERR_IO ? MF_ERR_NOT_FOUND : err;
-    if (got != len || memcmp(b, magic, 4) != 0 || get32(b + len - 4) != mf_crc32(0, b, len - 4)) return MF_ERR_NOT_FOUND;
+    copy((uint8_t *)&crc, b + len, 4, 1);
+    if (got != len + 4 || memcmp(b, magic, 4) != 0 || crc != mf_crc32(0, b, len)) return MF_ERR_NOT_FOUND;
+    for (len = 4; f->size; len += f->size, f++) {
+        uint8_t *m = (uint8_t *)record + f->at;
+        copy(m, b + len, f->size, f->kind == INT);
+        if (f->kind == TEXT) m[f->size - 1] = '\0';
+    }
     return MF_OK;
 }
 
-/* Text fields are stored NUL-padded to their full size. */
-static void put_text(uint8_t *p, const char *text, size_t size)
-{
-    size_t n = strlen(text);
-    memcpy(p, text, n < size ? n : size);
-}
+/* "MFP1" */
+static const field PROGRESS[] = {
+    FIELD(mf_progress, slot, INT), FIELD(mf_progress, sha256, BYTES), FIELD(mf_progress, size, INT),
+    FIELD(mf_progress, written, INT), {0, 0, 0},
+};
+/* "MFD1" */
+static const field DELTA_PROGRESS[] = {
+    FIELD(mf_delta_progress, slot, INT), FIELD(mf_delta_progress, sha256, BYTES),
+    FIELD(mf_delta_progress, delta_sha256, BYTES), FIELD(mf_delta_progress, size, INT),
+    FIELD(mf_delta_progress, delta_size, INT), FIELD(mf_delta_progress, at.phase, INT),
+    FIELD(mf_delta_progress, at.count, INT), FIELD(mf_delta_progress, at.offset, INT),
+    FIELD(mf_delta_progress, at.written, INT), FIELD(mf_delta_progress, at.consumed, INT), {0, 0, 0},
+};
+/* "MFF2". An MFF1 record (an older firmware's, keyed on the sha256 alone) reads as absent:
+ * that model is tried once more. */
+static const field FAILED[] = {
+    FIELD(mf_failure_state, rolled_back, INT), FIELD(mf_failure_state, fingerprint, BYTES),
+    FIELD(mf_failure_state, sha256, BYTES), FIELD(mf_failure_state, name, TEXT), FIELD(mf_failure_state, version, TEXT),
+    FIELD(mf_failure_state, attempts, INT), FIELD(mf_failure_state, err, INT), FIELD(mf_failure_state, detail, TEXT),
+    {0, 0, 0},
+};
+/* "MFQ2". An MFQ1 record (without the signed sequence) reads as absent: the model it was for
+ * counts as confirmed, and raises no floor. */
+static const field PENDING[] = {
+    FIELD(mf_pending_record, slot, INT), FIELD(mf_pending_record, state, INT), FIELD(mf_pending_record, sequence, INT),
+    FIELD(mf_pending_record, sha256, BYTES), FIELD(mf_pending_record, boots, INT), FIELD(mf_pending_record, attempts, INT),
+    FIELD(mf_pending_record, err, INT), FIELD(mf_pending_record, detail, TEXT), FIELD(mf_pending_record, seq, INT),
+    FIELD(mf_pending_record, seq_counts, INT), {0, 0, 0},
+};
+/* "MFS1" and "MFR1": one number. */
+static const field U32[] = {{0, 4, INT}, {0, 0, 0}};
+static const field U64[] = {{0, 8, INT}, {0, 0, 0}};
 
-static void get_text(char *out, const uint8_t *p, size_t size)
-{
-    memcpy(out, p, size);
-    out[size] = '\0';
-}
-
-#define PROGRESS_BYTES 49   /* "MFP1", slot, sha256, size, written, crc */
-/* "MFF2", rolled_back, fingerprint, sha256, name, version, attempts, err, detail, crc. An
- * MFF1 record (an older firmware's, keyed on the sha256 alone) reads as absent: that model
- * is tried once more. */
-#define NAME_BYTES (MF_MODEL_NAME_MAX + 1)
-#define VERSION_BYTES (MF_MODEL_VERSION_MAX + 1)
-#define DETAIL_BYTES (MF_FAILED_DETAIL_MAX + 1)
-#define FAILED_BYTES (4 + 1 + 32 + 32 + NAME_BYTES + VERSION_BYTES + 4 + 1 + DETAIL_BYTES + 4)
-/* "MFQ1", slot, state, sequence, sha256, boots, attempts, err, detail, crc */
-#define PENDING_BYTES (4 + 1 + 1 + 4 + 32 + 4 + 4 + 1 + DETAIL_BYTES + 4)
-#define SEQUENCE_BYTES 12   /* "MFS1", sequence, crc */
-/* "MFD1", slot, sha256, delta sha256, size, delta size, phase, count, offset, written, consumed, crc */
-#define DELTA_PROGRESS_BYTES (4 + 1 + 32 + 32 + 4 + 4 + 1 + 4 * 4 + 4)
-
-mf_err mf_progress_save(mf_kv *kv, const char *key, const mf_progress *p)
-{
-    uint8_t b[PROGRESS_BYTES];
-    b[4] = p->slot;
-    memcpy(b + 5, p->sha256, 32);
-    put32(b + 37, p->size);
-    put32(b + 41, p->written);
-    return store(kv, key, b, sizeof b, "MFP1");
-}
-
-mf_err mf_progress_load(mf_kv *kv, const char *key, mf_progress *p)
-{
-    uint8_t b[PROGRESS_BYTES];
-    mf_err err = fetch(kv, key, b, sizeof b, "MFP1");
-    if (err != MF_OK) return err;
-    p->slot = b[4];
-    memcpy(p->sha256, b + 5, 32);
-    p->size = get32(b + 37);
-    p->written = get32(b + 41);
-    return MF_OK;
-}
+mf_err mf_progress_save(mf_kv *kv, const char *key, const mf_progress *p) { return save(kv, key, "MFP1", PROGRESS, p); }
+mf_err mf_progress_load(mf_kv *kv, const char *key, mf_progress *p) { return load(kv, key, "MFP1", PROGRESS, p); }
 
 mf_err mf_delta_progress_save(mf_kv *kv, const char *key, const mf_delta_progress *p)
 {
-    uint8_t b[DELTA_PROGRESS_BYTES];
-    b[4] = p->slot;
-    memcpy(b + 5, p->sha256, 32);
-    memcpy(b + 37, p->delta_sha256, 32);
-    put32(b + 69, p->size);
-    put32(b + 73, p->delta_size);
-    b[77] = p->at.phase;
-    put32(b + 78, p->at.count);
-    put32(b + 82, p->at.offset);
-    put32(b + 86, p->at.written);
-    put32(b + 90, p->at.consumed);
-    return store(kv, key, b, sizeof b, "MFD1");
+    return save(kv, key, "MFD1", DELTA_PROGRESS, p);
 }
 
 mf_err mf_delta_progress_load(mf_kv *kv, const char *key, mf_delta_progress *p)
 {
-    uint8_t b[DELTA_PROGRESS_BYTES];
-    mf_err err = fetch(kv, key, b, sizeof b, "MFD1");
-    if (err != MF_OK) return err;
-    p->slot = b[4];
-    memcpy(p->sha256, b + 5, 32);
-    memcpy(p->delta_sha256, b + 37, 32);
-    p->size = get32(b + 69);
-    p->delta_size = get32(b + 73);
-    p->at.phase = b[77];
-    p->at.count = get32(b + 78);
-    p->at.offset = get32(b + 82);
-    p->at.written = get32(b + 86);
-    p->at.consumed = get32(b + 90);
-    return MF_OK;
+    return load(kv, key, "MFD1", DELTA_PROGRESS, p);
 }
 
-mf_err mf_failed_save(mf_kv *kv, const char *key, const mf_failed_record *f)
-{
-    uint8_t b[FAILED_BYTES];
-    memset(b, 0, sizeof b);
-    uint8_t *p = b + 4;
-    *p++ = f->rolled_back;
-    memcpy(p, f->fingerprint, 32);
-    memcpy(p + 32, f->sha256, 32);
-    p += 64;
-    put_text(p, f->name, NAME_BYTES - 1);
-    put_text(p + NAME_BYTES, f->version, VERSION_BYTES - 1);
-    p += NAME_BYTES + VERSION_BYTES;
-    put32(p, f->attempts);
-    p[4] = f->err;
-    put_text(p + 5, f->detail, DETAIL_BYTES - 1);
-    return store(kv, key, b, sizeof b, "MFF2");
-}
+mf_err mf_failed_save(mf_kv *kv, const char *key, const mf_failure_state *f) { return save(kv, key, "MFF2", FAILED, f); }
+mf_err mf_failed_load(mf_kv *kv, const char *key, mf_failure_state *f) { return load(kv, key, "MFF2", FAILED, f); }
+mf_err mf_pending_save(mf_kv *kv, const char *key, const mf_pending_record *r) { return save(kv, key, "MFQ2", PENDING, r); }
+mf_err mf_pending_load(mf_kv *kv, const char *key, mf_pending_record *r) { return load(kv, key, "MFQ2", PENDING, r); }
 
-mf_err mf_failed_load(mf_kv *kv, const char *key, mf_failed_record *f)
-{
-    uint8_t b[FAILED_BYTES];
-    mf_err err = fetch(kv, key, b, sizeof b, "MFF2");
-    if (err != MF_OK) return err;
-    const uint8_t *p = b + 4;
-    f->rolled_back = *p++;
-    memcpy(f->fingerprint, p, 32);
-    memcpy(f->sha256, p + 32, 32);
-    p += 64;
-    get_text(f->name, p, NAME_BYTES - 1);
-    get_text(f->version, p + NAME_BYTES, VERSION_BYTES - 1);
-    p += NAME_BYTES + VERSION_BYTES;
-    f->attempts = get32(p);
-    f->err = p[4];
-    get_text(f->detail, p + 5, DETAIL_BYTES - 1);
-    return MF_OK;
-}
-
-mf_err mf_pending_save(mf_kv *kv, const char *key, const mf_pending_record *r)
-{
-    uint8_t b[PENDING_BYTES];
-    memset(b, 0, sizeof b);
-    b[4] = r->slot;
-    b[5] = r->state;
-    put32(b + 6, r->sequence);
-    memcpy(b + 10, r->sha256, 32);
-    put32(b + 42, r->boots);
-    put32(b + 46, r->attempts);
-    b[50] = r->err;
-    put_text(b + 51, r->detail, DETAIL_BYTES - 1);
-    return store(kv, key, b, sizeof b, "MFQ1");
-}
-
-mf_err mf_pending_load(mf_kv *kv, const char *key, mf_pending_record *r)
-{
-    uint8_t b[PENDING_BYTES];
-    mf_err err = fetch(kv, key, b, sizeof b, "MFQ1");
-    if (err != MF_OK) return err;
-    r->slot = b[4];
-    r->state = b[5];
-    r->sequence = get32(b + 6);
-    memcpy(r->sha256, b + 10, 32);
-    r->boots = get32(b + 42);
-    r->attempts = get32(b + 46);
-    r->err = b[50];
-    get_text(r->detail, b + 51, DETAIL_BYTES - 1);
-    return MF_OK;
-}
-
-mf_err mf_sequence_save(mf_kv *kv, const char *key, uint32_t sequence)
-{
-    uint8_t b[SEQUENCE_BYTES];
-    put32(b + 4, sequence);
-    return store(kv, key, b, sizeof b, "MFS1");
-}
+mf_err mf_sequence_save(mf_kv *kv, const char *key, uint32_t sequence) { return save(kv, key, "MFS1", U32, &sequence); }
 
 uint32_t mf_sequence_load(mf_kv *kv, const char *key)
 {
-    uint8_t b[SEQUENCE_BYTES];
-    return fetch(kv, key, b, sizeof b, "MFS1") == MF_OK ? get32(b + 4) : 0;
+    uint32_t sequence = 0;
+    return load(kv, key, "MFS1", U32, &sequence) == MF_OK ? sequence : 0;
+}
+
+/* "mf_r" and 10 hex characters of sha256(name): NVS keys are at most 15 characters, names
+ * up to 64. */
+static void floor_key(const char *name, char key[16])
+{
+    uint8_t digest[32];
+    crypto_hash_sha256(digest, (const unsigned char *)name, strlen(name));
+    memcpy(key, "mf_r", 4);
+    mf_hex_encode(digest, 5, key + 4);
+}
+
+mf_err mf_floor_save(mf_kv *kv, const char *name, uint64_t seq)
+{
+    char key[16];
+    floor_key(name, key);
+    return save(kv, key, "MFR1", U64, &seq);
+}
+
+uint64_t mf_floor_load(mf_kv *kv, const char *name)
+{
+    char key[16];
+    uint64_t seq = 0;
+    floor_key(name, key);
+    return load(kv, key, "MFR1", U64, &seq) == MF_OK ? seq : 0;
 }

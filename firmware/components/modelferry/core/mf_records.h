@@ -29,16 +29,6 @@ typedef struct {
     mf_delta_position at;
 } mf_delta_progress;
 
-typedef struct {
-    uint8_t rolled_back;        /* 1: keyed on sha256 (a model rolled back from); 0: on fingerprint */
-    uint8_t fingerprint[32];    /* mf_assignment_fingerprint of what failed */
-    uint8_t sha256[32];
-    char name[MF_MODEL_NAME_MAX + 1], version[MF_MODEL_VERSION_MAX + 1];
-    uint32_t attempts;
-    uint8_t err;                /* mf_err */
-    char detail[MF_FAILED_DETAIL_MAX + 1];
-} mf_failed_record;
-
 typedef enum {
     MF_CONFIRM_PENDING = 1,     /* activated, awaiting the application */
     MF_CONFIRM_ROLLING_BACK,    /* going back to the other slot: finish it at boot */
@@ -56,6 +46,8 @@ typedef struct {
     uint32_t attempts;          /* ROLLING_BACK: the failed record's attempt count to write */
     uint8_t err;                /* ROLLING_BACK, FAILED: why */
     char detail[MF_FAILED_DETAIL_MAX + 1];
+    uint64_t seq;               /* its signed sequence, */
+    uint8_t seq_counts;         /* ... verified by a trusted key: the floor once it is confirmed */
 } mf_pending_record;
 
 mf_err mf_progress_save(mf_kv *kv, const char *key, const mf_progress *p);
@@ -64,12 +56,18 @@ mf_err mf_progress_load(mf_kv *kv, const char *key, mf_progress *p);
 /* MF_ERR_NOT_FOUND when absent, unreadable, or a download's progress (mf_progress). */
 mf_err mf_delta_progress_save(mf_kv *kv, const char *key, const mf_delta_progress *p);
 mf_err mf_delta_progress_load(mf_kv *kv, const char *key, mf_delta_progress *p);
-mf_err mf_failed_save(mf_kv *kv, const char *key, const mf_failed_record *f);
-mf_err mf_failed_load(mf_kv *kv, const char *key, mf_failed_record *f);
+/* What failed last (the client's, but the time and whether this boot reported it). Loaded
+ * only when the record is whole. */
+mf_err mf_failed_save(mf_kv *kv, const char *key, const mf_failure_state *f);
+mf_err mf_failed_load(mf_kv *kv, const char *key, mf_failure_state *f);
 mf_err mf_pending_save(mf_kv *kv, const char *key, const mf_pending_record *p);
 mf_err mf_pending_load(mf_kv *kv, const char *key, mf_pending_record *p);
 mf_err mf_sequence_save(mf_kv *kv, const char *key, uint32_t sequence);
 /* 0 when absent or unreadable. */
 uint32_t mf_sequence_load(mf_kv *kv, const char *key);
+/* Per model name, the highest signed sequence this device confirmed (anti-rollback): a key
+ * of its own per name, from the name's sha256. 0 when absent or unreadable. */
+mf_err mf_floor_save(mf_kv *kv, const char *name, uint64_t seq);
+uint64_t mf_floor_load(mf_kv *kv, const char *name);
 
 #endif

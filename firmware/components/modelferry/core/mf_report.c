@@ -60,8 +60,7 @@ static void write_capabilities(mf_client *c, mf_json *j)
     uint32_t other = mf_slot_capacity(c->ports.slots, 1);
     mf_json_uint(j, other < slot_bytes ? other : slot_bytes);
     if (caps->runtime) {
-        mf_json_key(j, "runtime");
-        mf_json_string(j, caps->runtime);
+        mf_json_field(j, "runtime", caps->runtime);
     }
     if (c->cfg->deltas) {
         /* The format core/mf_delta.c applies (docs/design.md "Deltas"). */
@@ -81,34 +80,27 @@ mf_err mf_report(mf_client *c, const char *state, const char *error, const char 
     mf_json j;
     mf_json_init(&j, c->report.buf, c->report.cap);
     mf_json_begin(&j, '{');
-    mf_json_key(&j, "state");
-    mf_json_string(&j, state);
+    mf_json_field(&j, "state", state);
     const mf_active_model *m = mf_client_active(c);
     if (m) {
-        mf_json_key(&j, "sha256");
-        mf_json_string(&j, m->sha256_hex);
-        mf_json_key(&j, "model");
-        mf_json_string(&j, m->name);
-        mf_json_key(&j, "version");
-        mf_json_string(&j, m->version);
+        mf_json_field(&j, "sha256", m->sha256_hex);
+        mf_json_field(&j, "model", m->name);
+        mf_json_field(&j, "version", m->version);
     }
     if (rolled_back_from) {
-        mf_json_key(&j, "rolledBackFrom");
-        mf_json_string(&j, rolled_back_from);
+        mf_json_field(&j, "rolledBackFrom", rolled_back_from);
     }
     if (error) {
         char bounded[512]; /* the contract's bound on `error` */
         snprintf(bounded, sizeof bounded, "%s", error);
-        mf_json_key(&j, "error");
-        mf_json_string(&j, bounded);
+        mf_json_field(&j, "error", bounded);
     }
     if (progress >= 0) {
         mf_json_key(&j, "progress");
         mf_json_fraction(&j, progress);
     }
     if (c->cfg->firmware_version) {
-        mf_json_key(&j, "firmware");
-        mf_json_string(&j, c->cfg->firmware_version);
+        mf_json_field(&j, "firmware", c->cfg->firmware_version);
     }
     long heap = mf_identity_free_heap(c->ports.identity);
     if (heap >= 0) {
@@ -122,7 +114,7 @@ mf_err mf_report(mf_client *c, const char *state, const char *error, const char 
     if (j.overflow) return MF_ERR_NO_MEMORY;
 
     char url[MF_BASE_URL_MAX + 64];
-    snprintf(url, sizeof url, "%s/v1/devices/%s/report", mf_gateway_url(c), c->mac);
+    mf_device_url(c, url, sizeof url, "report");
     mf_http_request req = mf_request(c, "POST", url);
     req.content_type = "application/json";
     req.body = (const uint8_t *)j.buf;
@@ -162,7 +154,8 @@ static mf_err report_standing(mf_client *c, int with_caps)
  * refuses the capabilities (older gateways bound reports to 4 KiB) still gets the rest. */
 void mf_run_boot_report(mf_client *c, mf_step *s)
 {
-    if (c->report.boot_done) {
+    uint32_t bit = 1u << c->gateway.index;
+    if (c->report.boot_done & bit) {
         mf_step_go(s);
         return;
     }
@@ -172,7 +165,7 @@ void mf_run_boot_report(mf_client *c, mf_step *s)
         mf_step_auth(c, s);
         return;
     }
-    if (err == MF_OK) c->report.boot_done = 1;
+    if (err == MF_OK) c->report.boot_done |= bit;
     if (err == MF_ERR_NETWORK) {
         mf_step_fail(s, err, mf_gateway_failed(c));
         return;

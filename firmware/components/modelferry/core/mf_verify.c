@@ -48,13 +48,15 @@ int mf_public_key_from_base64(const char *b64, uint8_t out[32])
 
 size_t mf_signed_message(const mf_assignment *a, char *out, size_t cap)
 {
-    int n = snprintf(out, cap, "modelferry-v1:%s:%s:%s:%" PRIu64, a->name, a->version, a->sha256_hex, a->size);
+    int n = snprintf(out, cap, "modelferry-v%c:%s:%s:%s:%" PRIu64, a->has_seq ? '2' : '1', a->name, a->version,
+                     a->sha256_hex, a->size);
+    if (n >= 0 && a->has_seq && (size_t)n < cap) n += snprintf(out + n, cap - (size_t)n, ":%" PRIu64, a->seq);
     return n < 0 ? 0 : (size_t)n;
 }
 
 void mf_assignment_fingerprint(const mf_assignment *a, uint8_t out[32])
 {
-    char message[16 + 2 * 65 + 65 + 24];
+    char message[MF_SIGNED_MESSAGE_MAX];
     size_t len = mf_signed_message(a, message, sizeof message);
     crypto_hash_sha256_state st;
     crypto_hash_sha256_init(&st);
@@ -76,7 +78,7 @@ mf_err mf_verify_assignment(const mf_trust *trust, const mf_assignment *a)
         char id[17];
         mf_key_id(trust->keys[i], id);
         if (strcmp(id, a->key_id) != 0) continue;
-        char message[16 + 2 * 65 + 65 + 24];
+        char message[MF_SIGNED_MESSAGE_MAX];
         size_t len = mf_signed_message(a, message, sizeof message);
         if (len == 0 || len >= sizeof message) return MF_ERR_BAD_SIGNATURE;
         if (crypto_sign_verify_detached(a->signature, (const unsigned char *)message, len, trust->keys[i]) != 0)

@@ -33,7 +33,11 @@ mf_err mf_verify_assignment(const mf_trust *trust, const mf_assignment *a);
  * message (name, version, sha256, size), the signature and its keyId. */
 void mf_assignment_fingerprint(const mf_assignment *a, uint8_t out[32]);
 
-/* Writes `modelferry-v1:<name>:<version>:<sha256>:<size>`; returns its length. */
+/* The longest: the v2 prefix, name, version, sha256, a 2^53 size, a 20-digit sequence. */
+#define MF_SIGNED_MESSAGE_MAX (14 + 65 + 65 + 65 + 17 + 21)
+
+/* Writes `modelferry-v1:<name>:<version>:<sha256>:<size>`, or with a signed sequence
+ * `modelferry-v2:<name>:<version>:<sha256>:<size>:<seq>`; returns its length. */
 size_t mf_signed_message(const mf_assignment *a, char *out, size_t cap);
 
 #endif

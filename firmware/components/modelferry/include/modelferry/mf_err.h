@@ -32,7 +32,10 @@ typedef enum {
     MF_ERR_BAD_DELTA,        /* a delta that does not make the assigned model (the full artifact is fetched instead) */
     MF_ERR_UNAUTHORIZED,     /* the gateway wants the device's key proven (401), or refused the proof */
     MF_ERR_DEVICE_PENDING,   /* the gateway waits for an operator to accept this device (403) */
-    MF_ERR_DEVICE_REJECTED   /* an operator rejected this device on that gateway (403) */
+    MF_ERR_DEVICE_REJECTED,  /* an operator rejected this device on that gateway (403) */
+    MF_ERR_PIN_MISMATCH,     /* the server's certificate has none of the pinned public keys */
+    MF_ERR_ROLLBACK,         /* the model's signed sequence is below one this device confirmed */
+    MF_ERR_CROSS_ORIGIN      /* the artifact's URL is on another host than the gateway */
 } mf_err;
 
 /* Short stable code, e.g. "digest_mismatch". Never NULL. */

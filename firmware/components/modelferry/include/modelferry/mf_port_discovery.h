@@ -15,6 +15,7 @@ typedef struct {
     uint16_t port;
     uint16_t prio;                /* TXT prio, 65535 when absent or invalid */
     int tls;                      /* TXT tls=1 */
+    uint16_t tls_port;            /* TXT tlsport, 0 when absent or invalid */
     char id[MF_GATEWAY_ID_MAX];   /* TXT id, may be empty */
 } mf_gateway_candidate;
 

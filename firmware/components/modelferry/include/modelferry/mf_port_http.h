@@ -16,6 +16,11 @@ typedef struct {
     int64_t range_start;         /* >= 0: send `Range: bytes=<start>-`; -1: no Range */
     const char *if_range;        /* ETag for If-Range with range_start, or NULL */
     const char *bearer_token;    /* Authorization: Bearer, or NULL */
+    /* With any: an https URL whose server certificate's public key (the sha256 of its DER
+     * SubjectPublicKeyInfo) is one of these, whatever it names, whoever signed it, whatever
+     * its dates (MF_ERR_PIN_MISMATCH otherwise); none: the port's own trust. */
+    const uint8_t (*pins)[32];
+    size_t pin_count;
     const char *content_type;    /* for a body */
     const uint8_t *body;
     size_t body_len;

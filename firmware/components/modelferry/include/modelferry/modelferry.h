@@ -53,6 +53,8 @@ typedef struct {
     int signed_;                 /* signature and keyId both present */
     uint8_t signature[64];
     char key_id[17];
+    int has_seq;                 /* signatureSeq given: a v2 signature (else v1, sequence 0) */
+    uint64_t seq;
     mf_delta_offer delta;
     uint32_t poll_interval_s;
     uint32_t poll_jitter_s;
@@ -114,6 +116,11 @@ typedef struct {
     uint32_t discovery_timeout_ms;
     const uint8_t (*trusted_keys)[32]; /* raw ed25519 public keys; none: signatures unchecked */
     size_t trusted_key_count;
+    const uint8_t (*gateway_pins)[32]; /* sha256 of gateways' SubjectPublicKeyInfo: with any,
+                                        * only gateways that prove one over TLS are used */
+    size_t gateway_pin_count;          /* at most MF_PINS_MAX */
+    int prefer_tls;                    /* unpinned: TLS where a gateway offers it (the HTTP
+                                        * port checks certificates its own way) */
     uint32_t poll_interval_s;          /* until the gateway's answer says otherwise */
     uint32_t poll_jitter_s;
     uint32_t long_poll_s;              /* `wait=` asked of the gateway; 0: never long-poll */
@@ -186,6 +193,23 @@ typedef enum {
 #define MF_BODY_CAP 4097
 #define MF_FAILED_DETAIL_MAX 95
 #define MF_TOKEN_MAX 65
+#define MF_PINS_MAX 4
+
+/* What failed last: an assignment (checks, download, verification: tried again after its
+ * backoff, or at once when the gateway assigns anything with another fingerprint), or a
+ * model rolled back from (tried again after its backoff, or when another sha256 is
+ * assigned). The key-value store keeps it but for the last two fields. */
+typedef struct {
+    uint32_t attempts;             /* 0: none */
+    uint8_t rolled_back;           /* keyed on the sha256 rather than the fingerprint */
+    uint8_t fingerprint[32];
+    uint8_t sha256[32];
+    char name[MF_MODEL_NAME_MAX + 1], version[MF_MODEL_VERSION_MAX + 1];
+    uint8_t err;                   /* mf_err */
+    char detail[MF_FAILED_DETAIL_MAX + 1];
+    uint64_t not_before_ms;
+    int reported;                  /* this boot's reports said so */
+} mf_failure_state;
 
 /* The client's state. The application owns it (static or on its heap) and reads it only
  * through the functions below; its fields are here so it needs no allocation. */
@@ -208,6 +232,8 @@ typedef struct mf_client {
         uint32_t boots;                /* boots it has been pending at */
         uint64_t deadline_ms;
         uint8_t err;                   /* why it is rolled back, or failed (MF_MODEL_FAILED) */
+        uint8_t seq_counts;            /* its signed sequence, verified: the floor once confirmed */
+        uint64_t seq;
         char detail[MF_FAILED_DETAIL_MAX + 1];
         int release_rejected;          /* the application said it no longer reads it */
         int reported;                  /* MF_MODEL_FAILED: this boot's reports said so */
@@ -223,6 +249,8 @@ typedef struct mf_client {
         uint32_t backoff_failures;     /* with any, since the last answer */
         char last_good[MF_BASE_URL_MAX];
         int long_poll_ok;              /* it accepts our wait= */
+        size_t home;                   /* the one the device settles on: the first that answered */
+        int walking;                   /* asking the others before settling (no wait=, no ETag) */
         char token[MF_GATEWAYS_MAX][MF_TOKEN_MAX]; /* device tokens, each sent to its gateway only */
         uint32_t auth_asked;           /* a bit per gateway: it answered 401 */
         int fresh_token;               /* the token AUTH just got was not used yet */
@@ -236,24 +264,10 @@ typedef struct mf_client {
         uint32_t next_poll_ms;         /* the delay the last poll decided on */
     } assignment;
 
-    /* What failed last: an assignment (checks, download, verification: tried again after its
-     * backoff, or at once when the gateway assigns anything with another fingerprint), or a
-     * model rolled back from (tried again after its backoff, or when another sha256 is
-     * assigned). */
-    struct {
-        uint32_t attempts;             /* 0: none */
-        uint8_t rolled_back;           /* keyed on the sha256 rather than the fingerprint */
-        uint8_t fingerprint[32];
-        uint8_t sha256[32];
-        char name[MF_MODEL_NAME_MAX + 1], version[MF_MODEL_VERSION_MAX + 1];
-        uint8_t err;                   /* mf_err */
-        char detail[MF_FAILED_DETAIL_MAX + 1];
-        uint64_t not_before_ms;
-        int reported;                  /* this boot's reports said so */
-    } failure;
+    mf_failure_state failure;
 
     struct {
-        int boot_done;
+        uint32_t boot_done;            /* a bit per gateway of the list: it had this boot's report */
         char last_state[16];
         char last_sha[65];
         char *buf;                     /* allocated once, at init */

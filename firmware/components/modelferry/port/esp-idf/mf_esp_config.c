@@ -20,6 +20,10 @@ mf_random *mf_esp_random(void);
 
 static uint8_t keys[MAX_KEYS][32];
 static char keys_text[] = CONFIG_MODELFERRY_TRUSTED_KEYS;
+#ifdef CONFIG_MODELFERRY_TLS_GATEWAY_PINS
+static uint8_t pins[MF_PINS_MAX][32];
+static char pins_text[] = CONFIG_MODELFERRY_GATEWAY_PINS;
+#endif
 static char operators_text[] = CONFIG_MODELFERRY_OPERATORS;
 static char delegates_text[] = CONFIG_MODELFERRY_DELEGATES;
 static const char *operators[MAX_NAMES], *delegates[MAX_NAMES];
@@ -72,6 +76,18 @@ mf_err mf_esp_config_from_kconfig(mf_config *cfg)
         if (mf_public_key_from_base64(key_strings[i], keys[i]) != 0) return MF_ERR_INVALID_ARG;
     cfg->trusted_keys = (const uint8_t(*)[32])keys;
     cfg->trusted_key_count = n;
+#if defined(CONFIG_MODELFERRY_TLS_GATEWAY_PINS)
+    /* Built to pin: never start without a pin that decodes. */
+    const char *pin_strings[MF_PINS_MAX + 1];
+    n = split(pins_text, pin_strings, MF_PINS_MAX + 1);
+    if (n == 0 || n > MF_PINS_MAX) return MF_ERR_INVALID_ARG;
+    for (size_t i = 0; i < n; i++)
+        if (mf_hex_decode(pin_strings[i], pins[i], 32) != 0) return MF_ERR_INVALID_ARG;
+    cfg->gateway_pins = (const uint8_t(*)[32])pins;
+    cfg->gateway_pin_count = n;
+#elif defined(CONFIG_MODELFERRY_TLS_PINNED_PEM)
+    cfg->prefer_tls = 1;
+#endif
 
     cfg->capabilities.operators = operators;
     cfg->capabilities.operator_count = split(operators_text, operators, MAX_NAMES);

@@ -16,7 +16,7 @@ static struct mf_discovery discovery;
 
 mf_discovery *mf_esp_discovery(void) { return &discovery; }
 
-static uint16_t parse_prio(const char *v)
+static uint16_t parse_u16(const char *v)
 {
     if (!v || !*v || strlen(v) > 5) return 65535;
     unsigned long x = 0;
@@ -51,8 +51,9 @@ mf_err mf_discovery_browse(mf_discovery *d, const char *service, uint32_t timeou
         for (size_t i = 0; i < r->txt_count; i++) {
             const char *k = r->txt[i].key, *v = r->txt[i].value;
             if (!k) continue;
-            if (strcmp(k, "prio") == 0) c.prio = parse_prio(v);
+            if (strcmp(k, "prio") == 0) c.prio = parse_u16(v);
             else if (strcmp(k, "tls") == 0) c.tls = v && strcmp(v, "1") == 0;
+            else if (strcmp(k, "tlsport") == 0) c.tls_port = parse_u16(v) == 65535 ? 0 : parse_u16(v);
             else if (strcmp(k, "api") == 0) api_ok = v && strcmp(v, "/v1") == 0;
             else if (strcmp(k, "id") == 0 && v) snprintf(c.id, sizeof c.id, "%s", v);
         }

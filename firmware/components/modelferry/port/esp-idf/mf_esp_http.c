@@ -1,7 +1,8 @@
 /* HTTP with esp_http_client: open, write the body, fetch the headers (captured by the event
  * handler), then read the body in buffer-sized pieces into the sink. An https gateway's
  * certificate is checked against the Kconfig choice MODELFERRY_TLS_TRUST: ESP-IDF's
- * certificate bundle, or a CA certificate embedded from a PEM file. */
+ * certificate bundle, a CA certificate embedded from a PEM file, or the pinned public keys
+ * of the gateways (firmware/README.md "TLS to the gateway, and pinning"). */
 #include "modelferry/mf_port_http.h"
 
 #include <inttypes.h>
@@ -15,6 +16,11 @@
 #ifdef CONFIG_MODELFERRY_TLS_CERT_BUNDLE
 #include "esp_crt_bundle.h"
 #endif
+#ifdef CONFIG_MODELFERRY_TLS_GATEWAY_PINS
+#include <sodium.h>
+#include "mbedtls/ssl.h"
+#include "mbedtls/x509_crt.h"
+#endif
 
 #include "mf_http_parse.h"
 
@@ -25,6 +31,47 @@ struct mf_http {
 };
 
 static struct mf_http http;
+
+#ifdef CONFIG_MODELFERRY_TLS_GATEWAY_PINS
+/* The pins of the request under way. esp_http_client's TLS settings are fixed at init, but
+ * the hook below runs at each handshake, and every request makes a connection of its own. */
+static const uint8_t (*request_pins)[32];
+static size_t request_pin_count;
+static int pin_refused;
+/* mbedtls wants a CA chain to verify against: an empty one, trusted by nothing (as ESP-IDF's
+ * bundle does); the pin decides. */
+static mbedtls_x509_crt no_ca;
+
+/* Called by mbedtls for each certificate of the chain, the server's own last (depth 0), with
+ * what it found wrong (not trusted, another name than the address connected to, dates). The
+ * chain is accepted when the server certificate's public key is pinned, whatever the rest
+ * says; refused otherwise. The handshake itself proves the server holds that key. */
+static int check_pin(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+    (void)ctx;
+    if (depth > 0) {
+        *flags = 0;
+        return 0;
+    }
+    uint8_t digest[32];
+    crypto_hash_sha256(digest, crt->pk_raw.p, crt->pk_raw.len);
+    *flags = MBEDTLS_X509_BADCERT_NOT_TRUSTED;
+    for (size_t i = 0; i < request_pin_count; i++)
+        if (sodium_memcmp(digest, request_pins[i], 32) == 0) *flags = 0;
+    pin_refused = *flags != 0;
+    return 0;
+}
+
+/* In place of esp_crt_bundle_attach: esp-tls calls it with each connection's
+ * mbedtls_ssl_config, after setting MBEDTLS_SSL_VERIFY_REQUIRED. */
+static esp_err_t attach_pins(void *conf)
+{
+    mbedtls_x509_crt_init(&no_ca);
+    mbedtls_ssl_conf_ca_chain(conf, &no_ca, NULL);
+    mbedtls_ssl_conf_verify(conf, check_pin, NULL);
+    return ESP_OK;
+}
+#endif
 
 #ifdef CONFIG_MODELFERRY_TLS_PINNED_PEM
 /* CONFIG_MODELFERRY_TLS_CA_PEM_FILE, embedded (NUL-terminated) by the component's CMakeLists.txt. */
@@ -56,6 +103,8 @@ mf_http *mf_esp_http_new(void)
         .keep_alive_enable = false,
 #if defined(CONFIG_MODELFERRY_TLS_CERT_BUNDLE)
         .crt_bundle_attach = esp_crt_bundle_attach,
+#elif defined(CONFIG_MODELFERRY_TLS_GATEWAY_PINS)
+        .crt_bundle_attach = attach_pins,
 #elif defined(CONFIG_MODELFERRY_TLS_PINNED_PEM)
         .cert_pem = modelferry_ca_pem,
 #ifdef CONFIG_MODELFERRY_TLS_SKIP_NAME_CHECK
@@ -92,8 +141,21 @@ mf_err mf_http_perform(mf_http *h, const mf_http_request *req, const mf_http_sin
     header(c, "Authorization", req->bearer_token ? auth : NULL);
     header(c, "Content-Type", req->content_type);
 
+#ifdef CONFIG_MODELFERRY_TLS_GATEWAY_PINS
+    request_pins = req->pins;
+    request_pin_count = req->pin_count;
+    pin_refused = 0;
+#endif
+    /* A pin cannot be proven over plain HTTP. */
+    if (req->pin_count && strncmp(req->url, "https://", 8) != 0) return MF_ERR_INVALID_ARG;
+
     mf_err result = MF_OK;
-    if (esp_http_client_open(c, (int)req->body_len) != ESP_OK) return MF_ERR_NETWORK;
+    if (esp_http_client_open(c, (int)req->body_len) != ESP_OK) {
+#ifdef CONFIG_MODELFERRY_TLS_GATEWAY_PINS
+        if (pin_refused) return MF_ERR_PIN_MISMATCH;
+#endif
+        return MF_ERR_NETWORK;
+    }
     if (req->body_len && esp_http_client_write(c, (const char *)req->body, (int)req->body_len) != (int)req->body_len) {
         result = MF_ERR_NETWORK;
         goto out;
