@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import aws4 from 'aws4';
@@ -10,10 +10,16 @@ import { stopServer, tempDir, type HasTeardown } from './harness.ts';
 // bucket made at start. s3rver 3.x checks a SigV4 request's key id but not its signature
 // ("Signature version 4 calculation is unimplemented" in its authentication middleware),
 // so this front checks the signature first and answers SignatureDoesNotMatch as S3 does.
+// s3rver has no bucket policies either: the front also plays one, for a second key that may
+// read and not write (a gateway's least-privilege key), answering its writes AccessDenied.
 // Every request is recorded, so a test can count what a sync or a report costs the store.
 
 export const S3_KEY_ID = 'S3RVER';
 export const S3_SECRET = 'S3RVER';
+/** A key whose policy allows s3:GetObject and s3:ListBucket only. */
+export const S3_READER_KEY_ID = 'AKIAGATEWAYREADER';
+export const S3_READER_SECRET = 'reader-secret-0123456789abcdefghijklmnopq';
+const SECRETS: Record<string, string> = { [S3_KEY_ID]: S3_SECRET, [S3_READER_KEY_ID]: S3_READER_SECRET };
 
 export interface S3Request {
   method: string;
@@ -24,18 +30,27 @@ export interface S3Request {
   status: number;
 }
 
+const SIGV4 = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/\d{8}\/([^/]+)\/s3\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]+)$/;
+
 /**
- * Whether a SigV4-signed request's signature is the one the secret S3RVER makes of the
- * headers it names (anonymous requests and other key ids are left to s3rver).
+ * Whether a SigV4-signed request's signature is the one its key's secret makes of the
+ * headers it names (anonymous requests and unknown key ids are left to s3rver).
  */
 function signatureMatches(req: IncomingMessage): boolean {
-  const auth = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/\d{8}\/([^/]+)\/s3\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]+)$/.exec(String(req.headers.authorization ?? ''));
-  if (!auth || auth[1] !== S3_KEY_ID) return true;
+  const auth = SIGV4.exec(String(req.headers.authorization ?? ''));
+  const secret = auth ? SECRETS[auth[1]!] : undefined;
+  if (!auth || secret === undefined) return true;
   const headers: Record<string, string> = {};
   for (const name of auth[3]!.split(';')) headers[name] = String(req.headers[name] ?? '');
   const again = { host: String(req.headers.host), path: req.url ?? '/', method: req.method, service: 's3', region: auth[2]!, headers };
-  aws4.sign(again, { accessKeyId: S3_KEY_ID, secretAccessKey: S3_SECRET });
+  aws4.sign(again, { accessKeyId: auth[1]!, secretAccessKey: secret });
   return /Signature=([0-9a-f]+)$/.exec(String((again.headers as Record<string, string>).Authorization))?.[1] === auth[4];
+}
+
+const isRead = (method: string | undefined) => method === 'GET' || method === 'HEAD';
+
+function answerError(res: ServerResponse, code: string, message: string): void {
+  res.writeHead(403, { 'Content-Type': 'application/xml' }).end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`);
 }
 
 export class S3Store {
@@ -66,9 +81,17 @@ export class S3Store {
       res.on('finish', () => { record.status = res.statusCode; });
       if (!signatureMatches(req)) {
         req.resume();
-        res.writeHead(403, { 'Content-Type': 'application/xml' }).end('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SignatureDoesNotMatch</Code>'
-          + '<Message>The request signature we calculated does not match the signature you provided. Check your key and signing method.</Message></Error>');
+        answerError(res, 'SignatureDoesNotMatch', 'The request signature we calculated does not match the signature you provided. Check your key and signing method.');
         return;
+      }
+      if (SIGV4.exec(String(req.headers.authorization ?? ''))?.[1] === S3_READER_KEY_ID) {
+        if (!isRead(req.method)) {
+          req.resume();
+          answerError(res, 'AccessDenied', 'Access Denied');
+          return;
+        }
+        // Allowed by its policy, and already checked: s3rver knows one key id only.
+        req.headers.authorization = String(req.headers.authorization).replace(`Credential=${S3_READER_KEY_ID}/`, `Credential=${S3_KEY_ID}/`);
       }
       handle(req, res);
     });
@@ -77,6 +100,11 @@ export class S3Store {
     store.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     t.teardown(() => store.close());
     return store;
+  }
+
+  /** `upstream.s3` for this endpoint with the read-only key (a gateway's least privilege). */
+  readerSettings(): S3Settings {
+    return this.settings({ accessKeyId: S3_READER_KEY_ID, secretAccessKey: S3_READER_SECRET });
   }
 
   /** `upstream.s3` for this endpoint, with the right credentials unless told otherwise. */

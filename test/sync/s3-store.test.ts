@@ -1,6 +1,4 @@
 import { writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import test from 'ava';
 import { checkUpstream } from '../../daemon/doctor/checks.ts';
@@ -11,7 +9,7 @@ import { startGateway } from '../helpers/gateway.ts';
 import { tempDir } from '../helpers/harness.ts';
 import { runCli } from '../helpers/daemon-process.ts';
 import { fixture, fixturePath, makeProgram, sha256 } from '../helpers/programs.ts';
-import { S3_KEY_ID, S3_SECRET, S3Store } from '../helpers/s3-store.ts';
+import { S3_KEY_ID, S3_READER_KEY_ID, S3_SECRET, S3Store } from '../helpers/s3-store.ts';
 import { NEVER, syncNow, synced, syncStatus, syncingGateway, startRunDone } from './sync-helpers.ts';
 
 // A private bucket as the central store (docs/central-store.md "Many sites on S3"), against
@@ -155,23 +153,18 @@ test("a gateway whose clock is off is told by how much, from S3's RequestTimeToo
   t.regex(answer.body.message, /this machine's clock is off by 20 min [67] s \(ahead of the store's\) \(403 RequestTimeTooSkewed/);
 });
 
-test('AccessDenied on a write names the permission and the key; an S3 error body is read, whatever else the server is', async (t) => {
-  // What a bucket policy answers a pipeline key without s3:PutObject (s3rver has no policies).
-  const server = createServer((req, res) => {
-    req.resume();
-    if (req.method === 'GET') {
-      res.writeHead(404, { 'Content-Type': 'application/xml' }).end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>');
-      return;
-    }
-    res.writeHead(403, { 'Content-Type': 'application/xml' }).end('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message><RequestId>1</RequestId></Error>');
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const file = path.join(await tempDir(t), 'kws.pte');
-  await writeFile(file, fixture('add.pte'));
-  await refusal(t, publish({
-    store: 's3://models/site-a', file, name: 'kws', version: '1',
-    access: { s3: { endpoint, region: 'eu-west-1', accessKeyId: 'AKIAPIPELINE', secretAccessKey: 'x'.repeat(40), secretAccessKeyFile: null, forcePathStyle: true }, env: {} },
-  }), 'upstream_denied', /denied s3:PutObject on s3:\/\/models\/site-a\/artifacts\/[0-9a-f]{64} to access key id AKIAPIPELINE \(403 AccessDenied\)/);
+test("a gateway's read-only key syncs the bucket; a publish with it is refused AccessDenied naming the permission and the key, and writes nothing", async (t) => {
+  const s3 = await S3Store.start(t);
+  await publishTo(t, s3, 'site-a', 'kws', '1', fixture('add.pte'), { assign: 'default' });
+  const gw = await syncingGateway(t, 's3://models/site-a/manifest.json', { 'upstream.s3': JSON.stringify(s3.readerSettings()) });
+  t.like(await startRunDone(gw), { state: 'ok', lastOutcome: { result: 'updated', fetched: 1 } });
+  t.is((await poll(gw, 'aa:bb:cc:dd:ee:01')).json.model.sha256, sha256(fixture('add.pte')));
+
+  const before = s3.requests.length;
+  const file = path.join(await tempDir(t), 'mul.pte');
+  await writeFile(file, fixture('mul.pte'));
+  await refusal(t, publish({ store: 's3://models/site-a', file, name: 'kws', version: '2', access: { s3: s3.readerSettings(), env: {} } }),
+    'upstream_denied', new RegExp(`denied s3:PutObject on s3://models/site-a/artifacts/${sha256(fixture('mul.pte'))} to access key id ${S3_READER_KEY_ID} \\(403 AccessDenied\\)`));
+  t.deepEqual(s3.requests.slice(before).filter((r) => r.method === 'PUT').map((r) => r.status), [403], 'one write tried, refused; the manifest was not touched');
+  t.like(await synced(t, gw, 'unchanged'), { fetched: 0 });
 });

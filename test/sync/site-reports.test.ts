@@ -12,7 +12,7 @@ import { runCli } from '../helpers/daemon-process.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { tempDir, until } from '../helpers/harness.ts';
 import { fixture } from '../helpers/programs.ts';
-import { S3_KEY_ID, S3_SECRET, S3Store } from '../helpers/s3-store.ts';
+import { S3_KEY_ID, S3_READER_KEY_ID, S3_SECRET, S3Store } from '../helpers/s3-store.ts';
 import { report } from '../ops/fleet-scenario.ts';
 import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 import { NEVER, startRunDone, synced } from './sync-helpers.ts';
@@ -77,6 +77,25 @@ test('after a sync a gateway writes its site into the store (name, version, last
   t.is(puts(), 1, 'syncs within the minute do not write again at once');
   const health = await (await gw.fetch('/healthz')).json() as { upstream: { report: { lastWrittenAt: string; lastError: null; writes: number } } };
   t.like(health.upstream.report, { lastWrittenAt: first!.reportedAt, lastError: null, writes: 1 });
+});
+
+test('a gateway whose key may only read syncs as usual; its report is refused, and /healthz says which permission it lacks', async (t) => {
+  const s3 = await S3Store.start(t);
+  await publishModel(t, s3);
+  const gw = await startGateway(t, {
+    'upstream.url': 's3://models/fleet/manifest.json',
+    'upstream.s3': JSON.stringify(s3.readerSettings()),
+    'upstream.schedule': NEVER,
+    'upstream.report': 'true',
+  });
+  t.like(await startRunDone(gw), { state: 'ok', lastOutcome: { result: 'updated' } });
+  const health = await until('the refused report', async () => {
+    const body = await (await gw.fetch('/healthz')).json() as { status: string; upstream: { state: string; report: { lastError: { message: string } | null; writes: number } } };
+    return body.upstream.report.lastError ? body : undefined;
+  });
+  t.like(health, { upstream: { state: 'ok', report: { writes: 0 } } });
+  t.regex(health.upstream.report.lastError!.message, new RegExp(`denied s3:PutObject on s3://models/fleet/gateways/[^ ]+\\.json to access key id ${S3_READER_KEY_ID} \\(403 AccessDenied\\)`));
+  t.deepEqual(s3.requests.filter((r) => r.url.startsWith('/models/fleet/gateways/') && r.status < 300), [], 'nothing written');
 });
 
 test('the reporter writes after each sync and when the fleet changes, never more often than its interval; a folder store works too', async (t) => {
