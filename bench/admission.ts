@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
-import { generateKeyPairSync, sign } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { deviceKey, provenToken } from '../test/helpers/device-keys.ts';
 import { makeProgram } from '../test/helpers/programs.ts';
 import type { Measured } from './dependent-rows.ts';
 import { TOKEN, expectOk, startGateway, stopChild } from './servers.ts';
@@ -26,25 +26,13 @@ async function servingGateway(entry: string[], dir: string, port: number, policy
   return gateway;
 }
 
-/** A device token, proven as the firmware proves it: a challenge signed with the device's own key. */
-async function deviceToken(base: string): Promise<string> {
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url').toString('base64');
-  const { challenge } = await (await expectOk(fetch(`${base}/v1/devices/${MAC}/challenge`, { method: 'POST' }))).json() as { challenge: string };
-  const signature = sign(null, Buffer.from(`modelferry-device-v1:${MAC}:${challenge}`), privateKey).toString('base64');
-  const answer = await expectOk(fetch(`${base}/v1/devices/${MAC}/token`, {
-    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ publicKey: raw, challenge, signature }),
-  }));
-  return (await answer.json() as { token: string }).token;
-}
-
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 export async function pinnedPollThroughput(entry: string[], dir: string, children: ChildProcess[], rounds: number, seconds: number): Promise<Measured> {
   const open = await servingGateway(entry, path.join(dir, 'admission-open'), 18110, 'open', children);
   const pinned = await servingGateway(entry, path.join(dir, 'admission-pinned'), 18111, 'pinned', children);
   try {
-    const token = await deviceToken('http://127.0.0.1:18111');
+    const token = await provenToken('http://127.0.0.1:18111', deviceKey(MAC));
     const results: Array<{ open: WrkResult; pinned: WrkResult }> = [];
     for (let round = 0; round < rounds; round++) {
       const runOpen = () => wrk({ url: `http://127.0.0.1:18110/v1/devices/${MAC}/model`, connections: 256, seconds });

@@ -1,8 +1,8 @@
-import { generateKeyPairSync, sign } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { runCli } from '../helpers/daemon-process.ts';
+import { deviceKey, proofOf } from '../helpers/device-keys.ts';
 import { tempDir } from '../helpers/harness.ts';
 import { ADD_SHA256, fixturePath, makeProgram } from '../helpers/programs.ts';
 import { testNeeding } from '../helpers/requirements.ts';
@@ -124,12 +124,7 @@ test('under pinned, reports spoofed by another host for admitted devices are ref
     }
     // Its own key over a fresh challenge: the MAC is pinned to the device's key.
     const challenge = JSON.parse((await intruder.http(`${gw.url}/v1/devices/${mac}/challenge`, { method: 'POST' })).body) as { challenge: string };
-    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-    const proof = {
-      publicKey: Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url').toString('base64'),
-      challenge: challenge.challenge,
-      signature: sign(null, Buffer.from(`modelferry-device-v1:${mac}:${challenge.challenge}`), privateKey).toString('base64'),
-    };
+    const proof = proofOf(deviceKey(mac), challenge.challenge);
     const stolen = await intruder.http(`${gw.url}/v1/devices/${mac}/token`, { method: 'POST', body: JSON.stringify(proof), headers: { 'Content-Type': 'application/json' } });
     t.is(stolen.status, 401, stolen.body);
     t.is((JSON.parse(stolen.body) as { error: string }).error, 'device_auth_failed');

@@ -1,6 +1,6 @@
-import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
 import { assign, expectError, inventoryOf, poll, pushed, sendJson } from '../helpers/api.ts';
+import { deviceKey, proofOf, type DeviceKey } from '../helpers/device-keys.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { ADD_SHA256, fixture } from '../helpers/programs.ts';
 import { ADMIN_TOKEN, TEST_TOKENS } from '../helpers/tokens.ts';
@@ -11,37 +11,18 @@ import { ADMIN_TOKEN, TEST_TOKENS } from '../helpers/tokens.ts';
 // an operator accepts it or its key was preauthorized. A request without the MAC's token
 // gets 401 and changes nothing.
 
-interface Device {
-  mac: string;
-  privateKey: KeyObject;
-  /** The raw 32-byte public key, base64, as a device sends it. */
-  publicKey: string;
-}
-
-function device(mac: string): Device {
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  const raw = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
-  return { mac, privateKey, publicKey: raw.toString('base64') };
-}
-
 async function challengeOf(gw: TestGateway, mac: string): Promise<string> {
   const response = await gw.fetch(`/v1/devices/${mac}/challenge`, { method: 'POST' });
   const body = await response.json() as { challenge: string; expiresInSeconds: number };
   return body.challenge;
 }
 
-/** The signed answer to a challenge, as the firmware builds it. */
-function proof(dev: Device, challenge: string, key = dev.privateKey) {
-  const signature = sign(null, Buffer.from(`modelferry-device-v1:${dev.mac}:${challenge}`), key).toString('base64');
-  return { publicKey: dev.publicKey, challenge, signature };
-}
-
-async function tokenRequest(gw: TestGateway, dev: Device, body: unknown): Promise<Response> {
+async function tokenRequest(gw: TestGateway, dev: DeviceKey, body: unknown): Promise<Response> {
   return gw.fetch(`/v1/devices/${dev.mac}/token`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
 }
 
-async function deviceToken(t: ExecutionContext, gw: TestGateway, dev: Device): Promise<string> {
-  const response = await tokenRequest(gw, dev, proof(dev, await challengeOf(gw, dev.mac)));
+async function deviceToken(t: ExecutionContext, gw: TestGateway, dev: DeviceKey): Promise<string> {
+  const response = await tokenRequest(gw, dev, proofOf(dev, await challengeOf(gw, dev.mac)));
   const body = await response.json() as { token: string; expiresInSeconds: number };
   t.is(response.status, 200, JSON.stringify(body));
   return body.token;
@@ -67,7 +48,7 @@ async function servedGateway(t: ExecutionContext, policy: string): Promise<TestG
 
 test('pinned: the first key a device proves is pinned and its token admits it; without the token a poll or report is 401 and nothing is stored', async (t) => {
   const gw = await servedGateway(t, 'pinned');
-  const dev = device('02:aa:00:00:00:01');
+  const dev = deviceKey('02:aa:00:00:00:01');
   await expectError(t, await gw.fetch(`/v1/devices/${dev.mac}/model`), 401, 'unauthorized', 'device token');
   const token = await deviceToken(t, gw, dev);
   const answered = await poll(gw, dev.mac, { token });
@@ -78,7 +59,7 @@ test('pinned: the first key a device proves is pinned and its token admits it; w
   t.like(before, { admission: 'pinned', state: 'installed' });
 
   // Spoofed: a report for the admitted MAC with no token, or with another device's token.
-  const other = device('02:aa:00:00:00:02');
+  const other = deviceKey('02:aa:00:00:00:02');
   const otherToken = await deviceToken(t, gw, other);
   for (const credential of [undefined, otherToken, TEST_TOKENS[0]!.token]) {
     await expectError(t, await report(gw, dev.mac, { state: 'failed', sha256: ADD_SHA256, error: 'spoofed', capabilities: { operators: ['aten::nothing.out'] } }, credential), 401, 'unauthorized');
@@ -89,10 +70,10 @@ test('pinned: the first key a device proves is pinned and its token admits it; w
 
 test('pinned: another key for a pinned MAC is refused, logged and counted; an operator can accept the new key after a reflash', async (t) => {
   const gw = await servedGateway(t, 'pinned');
-  const dev = device('02:aa:00:00:00:11');
+  const dev = deviceKey('02:aa:00:00:00:11');
   const first = await deviceToken(t, gw, dev);
-  const impostor = { ...device(dev.mac) };
-  await expectError(t, await tokenRequest(gw, impostor, proof(impostor, await challengeOf(gw, dev.mac))), 401, 'device_auth_failed', 'known with another key');
+  const impostor = { ...deviceKey(dev.mac) };
+  await expectError(t, await tokenRequest(gw, impostor, proofOf(impostor, await challengeOf(gw, dev.mac))), 401, 'device_auth_failed', 'known with another key');
   t.is(await refusals(gw, 'key_mismatch'), 1);
   t.is((await poll(gw, dev.mac, { token: first })).status, 200, 'the pinned device is unaffected');
 
@@ -105,14 +86,14 @@ test('pinned: another key for a pinned MAC is refused, logged and counted; an op
 
 test('a challenge answers once: a replayed token request fails, as do a challenge for another MAC, a wrong signature and a malformed key', async (t) => {
   const gw = await servedGateway(t, 'pinned');
-  const dev = device('02:aa:00:00:00:21');
-  const answer = proof(dev, await challengeOf(gw, dev.mac));
+  const dev = deviceKey('02:aa:00:00:00:21');
+  const answer = proofOf(dev, await challengeOf(gw, dev.mac));
   t.is((await tokenRequest(gw, dev, answer)).status, 200);
   await expectError(t, await tokenRequest(gw, dev, answer), 401, 'device_auth_failed', 'already used');
-  const elsewhere = device('02:aa:00:00:00:22');
-  await expectError(t, await tokenRequest(gw, dev, proof(dev, await challengeOf(gw, elsewhere.mac))), 401, 'device_auth_failed');
-  await expectError(t, await tokenRequest(gw, dev, proof(dev, await challengeOf(gw, dev.mac), device(dev.mac).privateKey)), 401, 'device_auth_failed', 'does not verify');
-  await expectError(t, await tokenRequest(gw, dev, { ...proof(dev, await challengeOf(gw, dev.mac)), publicKey: 'bm90IGEga2V5' }), 400, 'invalid_body', '32-byte');
+  const elsewhere = deviceKey('02:aa:00:00:00:22');
+  await expectError(t, await tokenRequest(gw, dev, proofOf(dev, await challengeOf(gw, elsewhere.mac))), 401, 'device_auth_failed');
+  await expectError(t, await tokenRequest(gw, dev, proofOf(dev, await challengeOf(gw, dev.mac), deviceKey(dev.mac).privateKey)), 401, 'device_auth_failed', 'does not verify');
+  await expectError(t, await tokenRequest(gw, dev, { ...proofOf(dev, await challengeOf(gw, dev.mac)), publicKey: 'bm90IGEga2V5' }), 400, 'invalid_body', '32-byte');
   await expectError(t, await tokenRequest(gw, dev, { ...answer, extra: 1 }), 400, 'invalid_body');
   t.is(await refusals(gw, 'challenge'), 2);
   t.is(await refusals(gw, 'signature'), 1);
@@ -134,8 +115,8 @@ test('pipeline and sync tokens are not device credentials: refused on poll and r
 
 test('accepted: a new device waits as pending (listed, on the status page) and installs once an operator accepts it; a rejected one is refused', async (t) => {
   const gw = await servedGateway(t, 'accepted');
-  const dev = device('02:aa:00:00:00:41');
-  await expectError(t, await tokenRequest(gw, dev, proof(dev, await challengeOf(gw, dev.mac))), 403, 'device_pending', 'modelferry devices accept');
+  const dev = deviceKey('02:aa:00:00:00:41');
+  await expectError(t, await tokenRequest(gw, dev, proofOf(dev, await challengeOf(gw, dev.mac))), 403, 'device_pending', 'modelferry devices accept');
   const pending = await (await gw.fetch('/v1/admission?state=pending', { token: ADMIN_TOKEN })).json() as any;
   t.like(pending, { policy: 'accepted', devices: [{ mac: dev.mac, publicKey: dev.publicKey, state: 'pending' }] });
   const page = await (await gw.fetch('/')).text();
@@ -154,13 +135,13 @@ test('accepted: a new device waits as pending (listed, on the status page) and i
 
   t.is((await gw.fetch(`/v1/devices/${dev.mac}/reject`, { method: 'POST', token: ADMIN_TOKEN })).status, 200);
   t.is((await poll(gw, dev.mac, { token })).status, 401, 'its token ended');
-  await expectError(t, await tokenRequest(gw, dev, proof(dev, await challengeOf(gw, dev.mac))), 403, 'device_rejected');
+  await expectError(t, await tokenRequest(gw, dev, proofOf(dev, await challengeOf(gw, dev.mac))), 403, 'device_rejected');
   await expectError(t, await gw.fetch('/v1/devices/02:aa:00:00:00:49/accept', { method: 'POST', token: ADMIN_TOKEN }), 404, 'device_not_found');
 });
 
 test('accepted: a preauthorized device gets its token at once; a preauthorization with a bad key is refused whole', async (t) => {
   const gw = await servedGateway(t, 'accepted');
-  const [a, b] = [device('02:aa:00:00:00:51'), device('02:aa:00:00:00:52')];
+  const [a, b] = [deviceKey('02:aa:00:00:00:51'), deviceKey('02:aa:00:00:00:52')];
   await expectError(t, await sendJson(gw, 'POST', '/v1/admission/preauthorize', { devices: [{ mac: a.mac, publicKey: a.publicKey }, { mac: b.mac, publicKey: 'short' }] }), 400, 'invalid_body', b.mac);
   t.deepEqual((await (await gw.fetch('/v1/admission', { token: ADMIN_TOKEN })).json() as any).devices, [], 'nothing was stored');
   const response = await sendJson(gw, 'POST', '/v1/admission/preauthorize', { devices: [a, b].map(({ mac, publicKey }) => ({ mac, publicKey })) });

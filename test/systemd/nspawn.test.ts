@@ -6,6 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { ROOT, cleanEnv } from '../helpers/daemon-process.ts';
+import { deviceKey, proofOf } from '../helpers/device-keys.ts';
 import { until } from '../helpers/harness.ts';
 import { Container, debianRootfs } from '../helpers/nspawn.ts';
 import { ADD_SHA256, fixturePath } from '../helpers/programs.ts';
@@ -78,8 +79,9 @@ const gatewayLines = (entries: JournalEntry[]) => entries.filter((entry) => entr
   .map((entry) => ({ priority: entry.PRIORITY, line: JSON.parse(entry.MESSAGE) as GatewayLine }));
 
 /** An HTTP request from inside the container (curl), answering status and body. */
-async function request(pathname: string, token?: string): Promise<{ status: number; body: string }> {
-  const { stdout } = await container.exec('curl', '-s', '-w', '\n%{http_code}', ...(token ? ['-H', `Authorization: Bearer ${token}`] : []), `http://127.0.0.1:8080${pathname}`);
+async function request(pathname: string, token?: string, json?: unknown): Promise<{ status: number; body: string }> {
+  const post = json === undefined ? [] : ['-X', 'POST', '-H', 'Content-Type: application/json', '--data-binary', JSON.stringify(json)];
+  const { stdout } = await container.exec('curl', '-s', '-w', '\n%{http_code}', ...post, ...(token ? ['-H', `Authorization: Bearer ${token}`] : []), `http://127.0.0.1:8080${pathname}`);
   const cut = stdout.lastIndexOf('\n');
   return { status: Number(stdout.slice(cut + 1)), body: stdout.slice(0, cut) };
 }
@@ -174,10 +176,15 @@ test.serial('systemd restarts the gateway after a SIGKILL, and a model pushed an
     return (await request('/healthz').catch(() => undefined))?.status === 200 ? state : undefined;
   });
   t.is(after.NRestarts, '1');
-  const answer = await request('/v1/devices/02:00:00:00:00:01/model');
+  // The installer's config pins device keys: a device proves its own key for a token first.
+  const device = deviceKey('02:00:00:00:00:01');
+  t.is((await request(`/v1/devices/${device.mac}/model`)).status, 401);
+  const { challenge } = JSON.parse((await request(`/v1/devices/${device.mac}/challenge`, undefined, {})).body) as { challenge: string };
+  const { token } = JSON.parse((await request(`/v1/devices/${device.mac}/token`, undefined, proofOf(device, challenge))).body) as { token: string };
+  const answer = await request(`/v1/devices/${device.mac}/model`, token);
   t.is(answer.status, 200);
-  t.like(JSON.parse(answer.body), { model: { name: 'kws', version: '1', sha256: ADD_SHA256 } });
-  await container.exec('curl', '-sf', '-o', '/var/tmp/downloaded.pte', `http://127.0.0.1:8080/v1/artifacts/${ADD_SHA256}`);
+  t.like(JSON.parse(answer.body), { model: { name: 'kws', version: '1', sha256: ADD_SHA256 }, admission: 'pinned' });
+  await container.exec('curl', '-sf', '-H', `Authorization: Bearer ${token}`, '-o', '/var/tmp/downloaded.pte', `http://127.0.0.1:8080/v1/artifacts/${ADD_SHA256}`);
   t.is((await container.exec('sha256sum', '/var/tmp/downloaded.pte')).stdout.split(' ')[0], ADD_SHA256);
 });
 

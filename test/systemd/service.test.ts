@@ -5,6 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { ROOT, cleanEnv, freePort, spawnModelferry, type LogLine } from '../helpers/daemon-process.ts';
+import { deviceKey, provenToken } from '../helpers/device-keys.ts';
 import { fetchWithToken, tempDir } from '../helpers/harness.ts';
 import { fixture } from '../helpers/programs.ts';
 import { releaseCopy } from '../helpers/release-copy.ts';
@@ -106,10 +107,13 @@ testNeeding('root', 'systemd-sysusers')('the installed unit, run as its user: co
   t.is((await call('/v1/models/kws/1', ops, { method: 'PUT', body: fixture('add.pte') })).status, 201);
   const assign = (version: string, token: string) => call('/v1/assignments/default', token, { method: 'PUT', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model: 'kws', version }) });
   t.is((await assign('1', ops)).status, 201);
-  const first = await daemon.fetch('/v1/devices/02:00:00:00:12:01/model');
+  // The installed config pins device keys: the device proves its own for a token.
+  const device = deviceKey('02:00:00:00:12:01');
+  const deviceAuth = { Authorization: `Bearer ${await provenToken(daemon.url, device)}` };
+  const first = await daemon.fetch(`/v1/devices/${device.mac}/model`, { headers: deviceAuth });
   t.is(first.status, 200);
   let settled = false;
-  const held = daemon.fetch('/v1/devices/02:00:00:00:12:01/model?wait=120', { headers: { 'If-None-Match': first.headers.get('etag')! } }).finally(() => { settled = true; });
+  const held = daemon.fetch(`/v1/devices/${device.mac}/model?wait=120`, { headers: { ...deviceAuth, 'If-None-Match': first.headers.get('etag')! } }).finally(() => { settled = true; });
 
   // 1. In place (an editor that rewrites the file): the ops token is rotated.
   const ops2 = `rotated-ops-${'a'.repeat(40)}`;
