@@ -107,6 +107,9 @@ class CountingObjects implements StoreObjects {
   async list(): Promise<string[]> {
     return [];
   }
+  async listPrefixes(): Promise<{ names: string[]; more: boolean }> {
+    return { names: [], more: false };
+  }
   async lock(): Promise<() => Promise<void>> {
     return async () => {};
   }

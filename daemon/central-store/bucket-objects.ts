@@ -5,7 +5,7 @@ import { fail } from '../errors.ts';
 import { resolveS3Access, s3ObjectOf, NO_S3_SETTINGS, type S3Object } from '../s3/s3-access.ts';
 import { S3Refusal } from '../s3/s3-error.ts';
 import { bodyError, readLimited, UpstreamHttp } from '../sync/upstream-http.ts';
-import type { StoreAccess, StoredObject, StoreObjects, WriteOptions } from './store-objects.ts';
+import type { PrefixListing, StoreAccess, StoredObject, StoreObjects, WriteOptions } from './store-objects.ts';
 
 /** Timeouts of the `modelferry` command's and a gateway's report requests. */
 const TIMEOUTS = { connectMs: 10_000, headersMs: 60_000, bodyIdleMs: 60_000 };
@@ -86,19 +86,43 @@ export class BucketObjects implements StoreObjects {
 
   async list(prefix: string): Promise<string[]> {
     const keys: string[] = [];
+    for await (const xml of this.#listing(prefix, {})) {
+      for (const match of xml.matchAll(/<Key>([^<]*)<\/Key>/g)) keys.push(this.#relative(unescapeKey(match[1]!)));
+    }
+    return keys;
+  }
+
+  async listPrefixes(limit: number): Promise<PrefixListing> {
+    const names: string[] = [];
+    // With a delimiter S3 folds every key below a name into one common prefix: a page per
+    // thousand names, however many artifacts lie under them.
+    for await (const xml of this.#listing('', { delimiter: '/' })) {
+      for (const match of xml.matchAll(/<CommonPrefixes>\s*<Prefix>([^<]*)<\/Prefix>/g)) {
+        const name = this.#relative(unescapeKey(match[1]!)).replace(/\/$/, '');
+        // A key such as `//x` makes an empty name: no prefix a store writes.
+        if (name !== '') names.push(name);
+      }
+      if (names.length > limit) break;
+    }
+    return { names: names.slice(0, limit), more: names.length > limit };
+  }
+
+  /** ListObjectsV2 of the keys under `prefix`, page by page. */
+  async *#listing(prefix: string, extra: Record<string, string>): AsyncGenerator<string> {
+    // Always sent, empty at the bucket's top: an IAM condition on s3:prefix ("") can then match it.
     const full = this.#object(prefix).key;
     let token: string | undefined;
     do {
-      const query = new URLSearchParams({ 'list-type': '2', prefix: full, ...(token ? { 'continuation-token': token } : {}) });
+      const query = new URLSearchParams({ 'list-type': '2', prefix: full, ...extra, ...(token ? { 'continuation-token': token } : {}) });
       const res = await this.#http.s3('GET', { bucket: this.#bucket, key: '' }, { query: query.toString(), action: 'LIST', signal: this.#signal });
       const xml = (await readAll(res, `the listing of ${this.nameOf(prefix)}`)).toString('utf8');
-      for (const match of xml.matchAll(/<Key>([^<]*)<\/Key>/g)) {
-        const key = unescapeKey(match[1]!);
-        keys.push(this.#prefix ? key.slice(this.#prefix.length + 1) : key);
-      }
+      yield xml;
       token = /<IsTruncated>true<\/IsTruncated>/.test(xml) ? /<NextContinuationToken>([^<]*)<\/NextContinuationToken>/.exec(xml)?.[1] : undefined;
     } while (token);
-    return keys;
+  }
+
+  #relative(key: string): string {
+    return this.#prefix ? key.slice(this.#prefix.length + 1) : key;
   }
 
   async lock(): Promise<() => Promise<void>> {

@@ -1,11 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, opendir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fail } from '../errors.ts';
 import { syncDir, writeFully } from '../store/blob-store.ts';
-import type { StoredObject, StoreObjects, WriteOptions } from './store-objects.ts';
+import type { PrefixListing, StoredObject, StoreObjects, WriteOptions } from './store-objects.ts';
 
 const LOCK = '.modelferry-publish.lock';
 /** A lock older than this was left by a writer that died; it is taken over. */
@@ -61,6 +61,26 @@ export class FolderObjects implements StoreObjects {
       throw error;
     });
     return names.filter((name) => !name.startsWith('.')).map((name) => path.posix.join(prefix, name));
+  }
+
+  async listPrefixes(limit: number): Promise<PrefixListing> {
+    const names: string[] = [];
+    let more = false;
+    // Streamed, and given up at the limit: the top folder may hold many entries.
+    const dir = await opendir(this.where).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return null;
+      throw error;
+    });
+    if (dir === null) return { names, more };
+    for await (const entry of dir) {
+      if (!entry.isDirectory() || entry.name.startsWith('.')) continue;
+      if (names.length === limit) {
+        more = true;
+        break;
+      }
+      names.push(entry.name);
+    }
+    return { names: names.sort(), more };
   }
 
   /** One writer per store folder at a time, so two pipelines cannot lose each other's models. */

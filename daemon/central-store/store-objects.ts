@@ -20,6 +20,12 @@ export interface WriteOptions {
   replacing?: string | null;
 }
 
+export interface PrefixListing {
+  names: string[];
+  /** There were more than the limit; `names` holds that many of them. */
+  more: boolean;
+}
+
 export interface StoreObjects {
   /** The store as messages name it: `/srv/store` or `s3://bucket/prefix`. */
   readonly where: string;
@@ -35,6 +41,12 @@ export interface StoreObjects {
   writeBytes(key: string, bytes: Buffer, options: WriteOptions): Promise<void>;
   /** The keys under `prefix` (`gateways/`), relative to the store. */
   list(prefix: string): Promise<string[]>;
+  /**
+   * The names one level down (`site-a` for `site-a/...`), at most `limit` of them, sorted:
+   * a bucket's common prefixes (a listing with delimiter `/`), a folder's folders. Never
+   * every object below, which can be thousands of artifacts.
+   */
+  listPrefixes(limit: number): Promise<PrefixListing>;
   /** Holds off other writers that take it, where the store has a way (a folder's lock file). */
   lock(timeoutMs: number): Promise<() => Promise<void>>;
   close(): void;
