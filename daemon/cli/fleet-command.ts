@@ -3,17 +3,21 @@ import { defineCommand } from './command.ts';
 
 export const fleet = defineCommand({
   name: 'fleet',
-  summary: 'one table of every site, from the reports gateways write into the store',
+  summary: 'one table of every site, from the reports gateways write into the store and its prefixes',
   description: `Reads the reports that gateways with upstream.report: true write into the store
-(STORE/gateways/<gateway id>.json) and prints one table of sites: gateway, when it last
-reported, devices in sync of all, failed, pending, halted rollouts and its last sync. A
-gateway that has not reported for 3 of its sync periods is marked STALE. STORE is a folder
-or s3://BUCKET/PREFIX (credentials, region and endpoint from AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT_URL; it needs s3:ListBucket on the
-prefix and s3:GetObject). --json prints the same as JSON; --write-page also writes the
-table as a static page, STORE/fleet.html (no scripts, nothing loaded from elsewhere).`,
+(STORE/gateways/<gateway id>.json) and into each prefix one level below it
+(STORE/site-a/gateways/...), so that the top of a bucket with a prefix per site gives every
+site, and prints one table: the prefix a report came from, gateway, when it last reported,
+devices in sync of all, failed, pending, halted rollouts and its last sync. A gateway that
+has not reported for 3 of its sync periods is marked STALE. At most 10,000 prefixes are
+read; the output says when there were more. STORE is a folder or s3://BUCKET[/PREFIX]
+(credentials, region and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION
+and AWS_ENDPOINT_URL; it needs s3:ListBucket on STORE with delimiter / and on the
+gateways/ prefixes, and s3:GetObject). --json prints the same as JSON; --write-page also
+writes the table as a static page, STORE/fleet.html (no scripts, nothing loaded from
+elsewhere).`,
   flags: {
-    store: { placeholder: 'STORE', required: true, help: 'the store: a folder or s3://BUCKET/PREFIX' },
+    store: { placeholder: 'STORE', required: true, help: 'the store: a folder or s3://BUCKET[/PREFIX]; its prefixes one level down are read too' },
     json: { kind: 'boolean', help: 'print JSON for scripts' },
     'write-page': { kind: 'boolean', help: 'also write STORE/fleet.html' },
   },

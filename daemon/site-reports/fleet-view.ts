@@ -5,16 +5,25 @@ import { siteReportSchema, type SiteReport } from './site-report.ts';
 
 // Many sites at a glance, from the reports their gateways write into the store
 // (site-report.ts): one row per gateway, for `modelferry fleet` (text or JSON) and for the
-// static page it can write into the store (`fleet.html`).
+// static page it can write into the store (`fleet.html`). A bucket holds a prefix per site
+// (docs/central-store.md "Many sites on S3"), so the store's top gives the whole fleet: its
+// own gateways/ and the gateways/ of each prefix one level down.
 
 /** A gateway that has not reported for this many of its sync periods (or report intervals, when longer) is stale. */
 export const STALE_PERIODS = 3;
 /** The sync period assumed for a gateway whose report does not say (the default schedule). */
 const DEFAULT_PERIOD_SECONDS = 300;
-/** Reports read at once. */
+/** Reports (and listings) read at once. */
 const READS_AT_ONCE = 16;
+/**
+ * Prefixes one level down whose reports are read at the most: each costs a listing, so a
+ * bucket with more (or a prefix given by mistake) does not turn into an endless run.
+ */
+export const MAX_PREFIXES = 10_000;
 
 export interface SiteRow {
+  /** The prefix below the store whose gateways/ holds the report (`site-a`); '' for the store's own. */
+  prefix: string;
   gateway: string;
   name: string;
   version: string;
@@ -37,40 +46,62 @@ export interface Fleet {
   sites: SiteRow[];
   /** Objects under gateways/ that are not reports this version can read. */
   unreadable: Array<{ key: string; reason: string }>;
+  /** The prefixes one level down that were read; `more` when there were more than `limit`. */
+  prefixes: { read: number; limit: number; more: boolean };
 }
 
-/** Every report in the store, as rows: stale and failing sites first, then by name. */
-export async function readFleet(store: StoreObjects, now: Date): Promise<Fleet> {
-  const keys = (await store.list('gateways/')).filter((key) => key.endsWith('.json')).sort();
+/**
+ * Every report in the store and in the prefixes one level down (`site-a/gateways/`), as
+ * rows: stale and failing sites first, then by prefix and name.
+ */
+export async function readFleet(store: StoreObjects, now: Date, prefixLimit = MAX_PREFIXES): Promise<Fleet> {
+  const below = await store.listPrefixes(prefixLimit);
+  const prefixes = ['', ...below.names];
+  const listed = await atOnce(prefixes, async (prefix) => (await store.list(prefix === '' ? 'gateways/' : `${prefix}/gateways/`))
+    .filter((key) => key.endsWith('.json'))
+    .map((key) => ({ prefix, key })));
   const sites: SiteRow[] = [];
   const unreadable: Fleet['unreadable'] = [];
-  for (let i = 0; i < keys.length; i += READS_AT_ONCE) {
-    await Promise.all(keys.slice(i, i + READS_AT_ONCE).map(async (key) => {
-      const found = await store.read(key);
-      if (found === null) return;
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(found.bytes.toString('utf8'));
-      } catch {
-        unreadable.push({ key, reason: 'not JSON' });
-        return;
-      }
-      const result = siteReportSchema.safeParse(parsed);
-      if (!result.success) {
-        unreadable.push({ key, reason: `${result.error.issues[0]!.path.join('.')}: ${result.error.issues[0]!.message}` });
-        return;
-      }
-      sites.push(rowOf(result.data, now));
-    }));
-  }
-  sites.sort((a, b) => Number(b.stale) - Number(a.stale) || b.devices.failed - a.devices.failed || a.name.localeCompare(b.name) || a.gateway.localeCompare(b.gateway));
-  return { store: store.where, generatedAt: now.toISOString(), sites, unreadable: unreadable.sort((a, b) => a.key.localeCompare(b.key)) };
+  await atOnce(listed.flat(), async ({ prefix, key }) => {
+    const found = await store.read(key);
+    if (found === null) return;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(found.bytes.toString('utf8'));
+    } catch {
+      unreadable.push({ key, reason: 'not JSON' });
+      return;
+    }
+    const result = siteReportSchema.safeParse(parsed);
+    if (!result.success) {
+      unreadable.push({ key, reason: `${result.error.issues[0]!.path.join('.')}: ${result.error.issues[0]!.message}` });
+      return;
+    }
+    sites.push(rowOf(prefix, result.data, now));
+  });
+  sites.sort((a, b) => Number(b.stale) - Number(a.stale) || b.devices.failed - a.devices.failed
+    || a.prefix.localeCompare(b.prefix) || a.name.localeCompare(b.name) || a.gateway.localeCompare(b.gateway));
+  return {
+    store: store.where,
+    generatedAt: now.toISOString(),
+    sites,
+    unreadable: unreadable.sort((a, b) => a.key.localeCompare(b.key)),
+    prefixes: { read: below.names.length, limit: prefixLimit, more: below.more },
+  };
 }
 
-function rowOf(report: SiteReport, now: Date): SiteRow {
+/** `work` on every item, READS_AT_ONCE at a time, so that a store of many sites is not asked all at once. */
+async function atOnce<T, R>(items: T[], work: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
+  for (let i = 0; i < items.length; i += READS_AT_ONCE) results.push(...await Promise.all(items.slice(i, i + READS_AT_ONCE).map(work)));
+  return results;
+}
+
+function rowOf(prefix: string, report: SiteReport, now: Date): SiteRow {
   const ageSeconds = Math.max(0, Math.round((now.getTime() - Date.parse(report.reportedAt)) / 1000));
   const period = Math.max(report.syncPeriodSeconds ?? DEFAULT_PERIOD_SECONDS, report.reportIntervalSeconds ?? 0);
   return {
+    prefix,
     gateway: report.gateway,
     name: report.name,
     version: report.version,
@@ -100,14 +131,35 @@ function cells(row: SiteRow): string[] {
   ];
 }
 
+/** Whether rows need a prefix column: some report came from a prefix below the store. */
+function byPrefix(fleet: Fleet): boolean {
+  return fleet.sites.some((site) => site.prefix !== '');
+}
+
+const prefixCell = (row: SiteRow) => row.prefix === '' ? '-' : row.prefix;
+
+/** What was left unread when the store had more prefixes than are read; null when none was. */
+function prefixesLeftOut(fleet: Fleet): string | null {
+  if (!fleet.prefixes.more) return null;
+  const limit = fleet.prefixes.limit.toLocaleString('en-US');
+  return `${fleet.store} has more than ${limit} prefixes: the reports under ${limit} of them are shown, the others were not read`;
+}
+
 /** The fleet as a plain-text table for a terminal. */
 export function fleetTable(fleet: Fleet): string {
-  if (fleet.sites.length === 0) return `no gateway has reported into ${fleet.store} yet (upstream.report: true on each gateway)`;
-  const rows = [[...HEADINGS], ...fleet.sites.map(cells)];
-  const widths = HEADINGS.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+  const leftOut = prefixesLeftOut(fleet);
+  if (fleet.sites.length === 0) {
+    const none = `no gateway has reported into ${fleet.store} yet (STORE/gateways/ or STORE/PREFIX/gateways/; upstream.report: true on each gateway)`;
+    return leftOut === null ? none : `${none}\n${leftOut}`;
+  }
+  const withPrefix = byPrefix(fleet);
+  const headings = withPrefix ? ['prefix', ...HEADINGS] : [...HEADINGS];
+  const rows = [headings, ...fleet.sites.map((site) => (withPrefix ? [prefixCell(site), ...cells(site)] : cells(site)))];
+  const widths = headings.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
   const lines = rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd());
   const stale = fleet.sites.filter((s) => s.stale).length;
   lines.push('', `${fleet.sites.length} gateway${fleet.sites.length === 1 ? '' : 's'}, ${stale} stale (no report for ${STALE_PERIODS} sync periods)`);
+  if (leftOut !== null) lines.push(leftOut);
   for (const { key, reason } of fleet.unreadable) lines.push(`unreadable: ${key}: ${reason}`);
   return lines.join('\n');
 }
@@ -119,7 +171,7 @@ h1{font-size:1.3em}.muted{opacity:.7}table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.3em .5em;border-bottom:1px solid var(--line);vertical-align:top}
 tr.stale td{color:var(--warn)}
 td.failed.some{color:var(--bad);font-weight:bold}td.insync.all{color:var(--good)}
-.halted{color:var(--bad)}details{margin:.2em 0}code{font-size:.95em}
+.halted{color:var(--bad)}.leftout{color:var(--warn)}details{margin:.2em 0}code{font-size:.95em}
 `;
 
 /** Self-contained (no script, nothing loaded from elsewhere): what `fleet --write-page` puts in the store. */
@@ -127,11 +179,15 @@ export const FLEET_PAGE_CSP = `default-src 'none'; style-src 'sha256-${createHas
 
 /** The same table as a static page, with each site's failed devices under it. */
 export function fleetPage(fleet: Fleet): string {
+  const withPrefix = byPrefix(fleet);
+  const headings = withPrefix ? ['prefix', ...HEADINGS] : [...HEADINGS];
+  const leftOut = prefixesLeftOut(fleet);
   const rows = fleet.sites.map((site) => {
     const [gateway, , inSync, failed, pending, halted, lastSync] = cells(site);
-    const failures = site.failures.length === 0 ? '' : `<tr class="failures"><td colspan="7"><details><summary>${site.devices.failed} failed device${site.devices.failed === 1 ? '' : 's'}</summary><ul>${
+    const failures = site.failures.length === 0 ? '' : `<tr class="failures"><td colspan="${headings.length}"><details><summary>${site.devices.failed} failed device${site.devices.failed === 1 ? '' : 's'}</summary><ul>${
       site.failures.map((f) => `<li><code>${escapeHtml(f.mac)}</code> ${escapeHtml(f.model ?? '?')}@${escapeHtml(f.version ?? '?')}${f.rolledBack ? ' (rolled back)' : ''}: ${escapeHtml(f.reason ?? 'no reason given')}</li>`).join('')}</ul></details></td></tr>`;
-    return `<tr class="site${site.stale ? ' stale' : ''}" data-gateway="${escapeHtml(site.gateway)}">`
+    return `<tr class="site${site.stale ? ' stale' : ''}" data-gateway="${escapeHtml(site.gateway)}"${withPrefix ? ` data-prefix="${escapeHtml(site.prefix)}"` : ''}>`
+      + (withPrefix ? `<td class="prefix">${escapeHtml(prefixCell(site))}</td>` : '')
       + `<td>${escapeHtml(gateway!)}</td>`
       + `<td class="age"><time datetime="${escapeHtml(site.reportedAt)}">${escapeHtml(agoMs(site.ageSeconds * 1000))}</time>${site.stale ? ' <b>stale</b>' : ''}</td>`
       + `<td class="insync${site.devices.inSync === site.devices.total && site.devices.total > 0 ? ' all' : ''}">${escapeHtml(inSync!)}</td>`
@@ -149,7 +205,8 @@ export function fleetPage(fleet: Fleet): string {
 <body>
 <h1>modelferry fleet</h1>
 <p class="muted"><code>${escapeHtml(fleet.store)}</code>: ${fleet.sites.length} gateway${fleet.sites.length === 1 ? '' : 's'}, ${fleet.sites.filter((s) => s.stale).length} stale (no report for ${STALE_PERIODS} sync periods); written <time datetime="${escapeHtml(fleet.generatedAt)}">${escapeHtml(fleet.generatedAt.replace('T', ' ').slice(0, 19))} UTC</time> by <code>modelferry fleet --write-page</code></p>
-<table><thead><tr>${HEADINGS.map((h) => `<th>${escapeHtml(h)}</th>`).join('')}</tr></thead>
+${leftOut === null ? '' : `<p class="leftout">${escapeHtml(leftOut)}</p>`}
+<table><thead><tr>${headings.map((h) => `<th>${escapeHtml(h)}</th>`).join('')}</tr></thead>
 <tbody>${rows.join('\n')}</tbody></table>
 ${fleet.unreadable.length === 0 ? '' : `<p class="muted">unreadable: ${fleet.unreadable.map((u) => `<code>${escapeHtml(u.key)}</code> (${escapeHtml(u.reason)})`).join(', ')}</p>`}
 </body></html>

@@ -1,10 +1,11 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import { FolderObjects } from '../../daemon/central-store/folder-objects.ts';
 import { openStore } from '../../daemon/central-store/store-objects.ts';
 import { createLogger } from '../../daemon/log.ts';
 import { publish } from '../../daemon/publish/publish.ts';
+import { fleetTable, readFleet } from '../../daemon/site-reports/fleet-view.ts';
 import { siteReportSchema, type SiteReport } from '../../daemon/site-reports/site-report.ts';
 import { SiteReporter } from '../../daemon/site-reports/site-reporter.ts';
 import { assign, poll, pushed } from '../helpers/api.ts';
@@ -20,9 +21,9 @@ import { NEVER, startRunDone, synced } from './sync-helpers.ts';
 // Every gateway reports its site into the store (gateways/<id>.json), and `modelferry
 // fleet` reads them all (docs/central-store.md "Every site reports").
 
-async function reportingGateway(t: import('ava').ExecutionContext, s3: S3Store, name: string, interval = 60): Promise<TestGateway> {
+async function reportingGateway(t: import('ava').ExecutionContext, s3: S3Store, name: string, interval = 60, prefix = 'fleet'): Promise<TestGateway> {
   const gw = await startGateway(t, {
-    ...s3.upstream('fleet'),
+    ...s3.upstream(prefix),
     'upstream.schedule': NEVER,
     'upstream.report': 'true',
     'upstream.reportIntervalSeconds': String(interval),
@@ -32,9 +33,9 @@ async function reportingGateway(t: import('ava').ExecutionContext, s3: S3Store, 
   return gw;
 }
 
-async function reportOf(s3: S3Store, gw: TestGateway): Promise<SiteReport | undefined> {
+async function reportOf(s3: S3Store, gw: TestGateway, prefix = 'fleet'): Promise<SiteReport | undefined> {
   const id = (await (await gw.fetch('/healthz')).json() as { gateway: string }).gateway;
-  const store = await openStore('s3://models/fleet', { s3: s3.settings(), env: {} });
+  const store = await openStore(`s3://models/${prefix}`, { s3: s3.settings(), env: {} });
   try {
     // s3rver (unlike S3) rewrites an object in place: a read during a gateway's write may
     // break off or see part of it. Such a read counts as none yet.
@@ -52,10 +53,10 @@ async function reportOf(s3: S3Store, gw: TestGateway): Promise<SiteReport | unde
   }
 }
 
-async function publishModel(t: import('ava').ExecutionContext, s3: S3Store): Promise<void> {
+async function publishModel(t: import('ava').ExecutionContext, s3: S3Store, prefix = 'fleet'): Promise<void> {
   const file = path.join(await tempDir(t), 'kws.pte');
   await writeFile(file, fixture('add.pte'));
-  await publish({ store: 's3://models/fleet', file, name: 'kws', version: '1', assign: 'default', access: { s3: s3.settings(), env: {} } });
+  await publish({ store: `s3://models/${prefix}`, file, name: 'kws', version: '1', assign: 'default', access: { s3: s3.settings(), env: {} } });
 }
 
 const awsEnv = (s3: S3Store) => ({ ...process.env, AWS_ACCESS_KEY_ID: S3_KEY_ID, AWS_SECRET_ACCESS_KEY: S3_SECRET, AWS_ENDPOINT_URL: s3.endpoint, AWS_REGION: 'us-east-1' });
@@ -186,6 +187,75 @@ test('modelferry fleet reads three gateways from the bucket: one table, failed d
   const html = await (await fetch(`${s3.endpoint}/models/fleet/fleet.html`)).text();
   t.regex(html, /<tr class="site stale" data-gateway="quiet0000000001">/);
   t.true(html.includes('arena too small: &#60;needs 96 KiB&#62;'), 'device text is escaped');
+});
+
+test('modelferry fleet at the top of a bucket reads the reports of every site prefix: one table of three gateways under site-a and site-b, each with its prefix, and no listing of the artifacts', async (t) => {
+  const s3 = await S3Store.start(t);
+  // site-c has a store (an artifact, a manifest) and no gateway that reports.
+  for (const site of ['site-a', 'site-b', 'site-c']) await publishModel(t, s3, site);
+  const gateways = [
+    { prefix: 'site-a', gw: await reportingGateway(t, s3, 'hall-1', 60, 'site-a') },
+    { prefix: 'site-a', gw: await reportingGateway(t, s3, 'hall-2', 60, 'site-a') },
+    { prefix: 'site-b', gw: await reportingGateway(t, s3, 'yard', 60, 'site-b') },
+  ];
+  for (const { prefix, gw } of gateways) await until(`the report of a gateway of ${prefix}`, () => reportOf(s3, gw, prefix));
+  const listingsBefore = s3.requests.length;
+
+  const table = await runCli(['fleet', '--store', 's3://models'], { env: awsEnv(s3) });
+  t.is(table.code, 0, table.stderr);
+  const lines = table.stdout.split('\n');
+  t.regex(lines[0]!, /^prefix\s+gateway\s+last seen\s+in sync\s+failed\s+pending\s+halted rollouts\s+last sync$/);
+  t.regex(lines[1]!, /^site-a\s+hall-1 \([0-9a-f]{16}\)\s+\d+ s ago\s+0\/0\s/, 'by prefix, then name');
+  t.regex(lines[2]!, /^site-a\s+hall-2 \([0-9a-f]{16}\)\s/);
+  t.regex(lines[3]!, /^site-b\s+yard \([0-9a-f]{16}\)\s/);
+  t.is(lines[4], '');
+  t.is(lines[5], '3 gateways, 0 stale (no report for 3 sync periods)');
+
+  // The top is listed once with a delimiter (site-a/, site-b/, site-c/), then each prefix's
+  // gateways/: never a listing that would name every artifact.
+  const listings = s3.requests.slice(listingsBefore).filter((r) => r.url.includes('list-type=2')).map((r) => new URL(r.url, s3.endpoint).searchParams);
+  t.deepEqual(listings.filter((q) => q.get('delimiter') === '/').map((q) => q.get('prefix')), ['']);
+  t.deepEqual(listings.filter((q) => q.get('delimiter') === null).map((q) => q.get('prefix')).sort(), ['gateways/', 'site-a/gateways/', 'site-b/gateways/', 'site-c/gateways/']);
+
+  const json = await runCli(['fleet', '--store', 's3://models', '--json'], { env: awsEnv(s3) });
+  t.is(json.code, 0, json.stderr);
+  const fleet = JSON.parse(json.stdout) as { store: string; sites: Array<{ prefix: string; name: string }>; prefixes: unknown };
+  t.is(fleet.store, 's3://models');
+  t.deepEqual(fleet.sites.map((s) => [s.prefix, s.name]), [['site-a', 'hall-1'], ['site-a', 'hall-2'], ['site-b', 'yard']]);
+  t.deepEqual(fleet.prefixes, { read: 3, limit: 10_000, more: false });
+
+  const page = await runCli(['fleet', '--store', 's3://models', '--write-page'], { env: awsEnv(s3) });
+  t.is(page.code, 0, page.stderr);
+  t.regex(page.stdout, /wrote s3:\/\/models\/fleet\.html/);
+  const html = await (await fetch(`${s3.endpoint}/models/fleet.html`)).text();
+  t.is([...html.matchAll(/<tr class="site" data-gateway="[0-9a-f]{16}" data-prefix="(site-[ab])"><td class="prefix">site-[ab]<\/td>/g)].map((m) => m[1]).join(' '), 'site-a site-a site-b');
+  t.regex(html, /<th>prefix<\/th><th>gateway<\/th>/);
+});
+
+test('a folder store\'s sub-folders are its prefixes: fleet on the folder shows their reports and its own, and says when it read only the first of too many prefixes', async (t) => {
+  const dir = await tempDir(t);
+  const write = async (folder: string, gateway: string, name: string) => {
+    await mkdir(path.join(dir, folder, 'gateways'), { recursive: true });
+    await writeFile(path.join(dir, folder, 'gateways', `${gateway}.json`), JSON.stringify({ ...sample, gateway, name, reportedAt: new Date().toISOString() }));
+  };
+  await write('.', 'top0000000000001', 'shared');
+  await write('plant-1', 'p100000000000001', 'press');
+  await write('plant-2', 'p200000000000001', 'paint');
+  await write('plant-2', 'p200000000000002', 'weld');
+  // Not a site: the store's own artifacts and a dot-folder (a sync tool's temporary).
+  await mkdir(path.join(dir, 'artifacts'));
+  await write('.partial', 'hidden0000000001', 'hidden');
+
+  const table = await runCli(['fleet', '--store', dir]);
+  t.is(table.code, 0, table.stderr);
+  const rows = table.stdout.split('\n').slice(1, 5).map((line) => line.split(/\s{2,}/).slice(0, 2).join(' | '));
+  t.deepEqual(rows, ['- | shared (top0000000000001)', 'plant-1 | press (p100000000000001)', 'plant-2 | paint (p200000000000001)', 'plant-2 | weld (p200000000000002)']);
+  t.regex(table.stdout, /4 gateways, 0 stale/);
+  t.notRegex(table.stdout, /hidden|more than/);
+
+  const fleet = await readFleet(new FolderObjects(dir), new Date(), 2);
+  t.deepEqual(fleet.prefixes, { read: 2, limit: 2, more: true });
+  t.true(fleetTable(fleet).split('\n').includes(`${dir} has more than 2 prefixes: the reports under 2 of them are shown, the others were not read`));
 });
 
 const sample: SiteReport = {
