@@ -47,7 +47,7 @@ export async function holdPoll(
   }
   const resumeIdleTimeout = pauseIdleTimeout(req);
   const seconds = forDelta ? Math.min(waitSeconds, answers.deltaWaitSeconds) : waitSeconds;
-  const changed = await answers.waitForChange(mac, answer.etag, address, seconds * 1000, closedSignal(res));
+  const changed = await answers.waitForChange(mac, answer.etag, address, seconds * 1000, closedSignal(res), forDelta);
   resumeIdleTimeout();
   // Released by shutdown: the device should not send its next poll on this connection.
   const closeConnection = answers.stopped;

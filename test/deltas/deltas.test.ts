@@ -214,6 +214,25 @@ test('a poll whose answer changed while its delta is made: a long poll waits for
   else t.pass('the plain poll was answered with the full artifact');
 });
 
+test('a long poll held for a delta that turns out not worth making (a retrain) is answered as soon as that is known, not after deltas.waitSeconds', async (t) => {
+  const gw = await startGateway(t, { 'deltas.waitSeconds': '600', 'devices.maxWaitSeconds': '600' }, { logs: true });
+  const { before, after } = modelVersions(4 * SIZE, 'full retrain', t.title);
+  const v1 = await pushed(t, gw, 'kws', '1', before);
+  await assign(t, gw, 'default', { model: 'kws', version: '1' });
+  await report(t, gw, DEVICE, v1);
+  const old = await poll(gw, DEVICE);
+  const v2 = await pushed(t, gw, 'kws', '2', after);
+  await assign(t, gw, 'default', { model: 'kws', version: '2' });
+  let answered = false;
+  const long = poll(gw, DEVICE, { etag: old.etag!, wait: 600 }).finally(() => { answered = true; });
+  await until('the retrain judged', async () => gw.logs().find((l) => l.msg === 'delta not made: most of the model is new'));
+  // The judgement may come before the poll is held; either way nothing is left to wait for.
+  await until('the long poll answered', async () => (answered ? true : undefined), 10_000);
+  const answer = await long;
+  t.is(answer.json.model.sha256, v2.sha256);
+  t.false('delta' in answer.json, 'the full artifact');
+});
+
 test('with deltas.waitSeconds 0 a held long poll is answered with the full artifact as soon as the model changes', async (t) => {
   const gw = await startGateway(t, { 'deltas.waitSeconds': '0' });
   const { before, after } = modelVersions(SIZE, 'fine-tuned head', t.title);
