@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { makeDelta, newShare } from './make-delta.ts';
 
@@ -19,7 +20,7 @@ if (!from || !to || !out || !(Number(maxShare) > 0)) {
 const [source, target] = [await readFile(from), await readFile(to)];
 const usage = () => {
   const cpu = process.cpuUsage();
-  return { cpuMs: Math.round((cpu.user + cpu.system) / 1000), maxRssBytes: process.resourceUsage().maxRSS * 1024 };
+  return { cpuMs: Math.round((cpu.user + cpu.system) / 1000), maxRssBytes: peakRssBytes() };
 };
 const estimate = newShare(source, target);
 if (estimate >= (1 + Number(maxShare)) / 2) {
@@ -34,4 +35,19 @@ if (estimate >= (1 + Number(maxShare)) / 2) {
     await file.close();
   }
   process.stdout.write(`${JSON.stringify({ size: delta.length, sha256: createHash('sha256').update(delta).digest('hex'), ...usage() })}\n`);
+}
+
+/**
+ * This process's own peak memory. Linux keeps getrusage's maxrss across fork and exec, so
+ * there it would report the gateway's size when it started the job; VmHWM belongs to the
+ * memory of this program alone.
+ */
+function peakRssBytes(): number {
+  try {
+    const kib = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    if (kib !== undefined) return Number(kib) * 1024;
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS * 1024;
 }
