@@ -32,6 +32,8 @@ export class S3Refusal extends ModelferryError {
 export interface S3Exchange {
   method: string;
   object: S3Object;
+  /** The prefix a listing asked for (ListBucket is granted per prefix). */
+  listing?: string;
   access: S3Access;
   status: number;
   /** The response's headers (x-amz-bucket-region, date). */
@@ -45,7 +47,7 @@ const ACTION: Record<string, string> = { GET: 's3:GetObject', HEAD: 's3:GetObjec
 /** A refusal from S3 as an error that says what to fix. */
 export function s3Failure(exchange: S3Exchange, body: S3ErrorBody): S3Refusal {
   const { method, object, access, status } = exchange;
-  const where = object.key === '' ? `the bucket ${object.bucket}` : `s3://${object.bucket}/${object.key}`;
+  const where = exchange.listing !== undefined ? `the listing of s3://${object.bucket}/${exchange.listing}` : object.key === '' ? `the bucket ${object.bucket}` : `s3://${object.bucket}/${object.key}`;
   const keyId = access.credentials?.accessKeyId ?? null;
   // A HEAD answer has no body: its status is all there is.
   const code = body.code ?? (status === 404 ? (object.key === '' ? 'NoSuchBucket' : 'NoSuchKey') : status === 403 ? 'AccessDenied' : null);

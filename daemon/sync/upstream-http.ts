@@ -68,7 +68,8 @@ export class UpstreamHttp {
     const status = res.statusCode ?? 0;
     if ((status >= 200 && status < 300) || status === 304 || status === 416) return res;
     const text = method === 'HEAD' ? '' : await readText(res, S3_ERROR_BYTES);
-    throw s3Failure({ method: options.action ?? method, object, access: route.access, status, headers: res.headers, sentAt }, parseS3Error(text));
+    const listing = options.action === 'LIST' ? new URLSearchParams(options.query).get('prefix') ?? '' : undefined;
+    throw s3Failure({ method: options.action ?? method, object, ...(listing === undefined ? {} : { listing }), access: route.access, status, headers: res.headers, sentAt }, parseS3Error(text));
   }
 
   #send(method: string, url: URL, headers: Record<string, string>, signal: AbortSignal, body?: RequestBody): Promise<IncomingMessage> {

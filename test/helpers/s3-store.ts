@@ -16,7 +16,7 @@ import { stopServer, tempDir, type HasTeardown } from './harness.ts';
 
 export const S3_KEY_ID = 'S3RVER';
 export const S3_SECRET = 'S3RVER';
-/** A key whose policy allows s3:GetObject and s3:ListBucket only. */
+/** A key whose policy allows s3:GetObject only, as docs/central-store.md gives a gateway. */
 export const S3_READER_KEY_ID = 'AKIAGATEWAYREADER';
 export const S3_READER_SECRET = 'reader-secret-0123456789abcdefghijklmnopq';
 const SECRETS: Record<string, string> = { [S3_KEY_ID]: S3_SECRET, [S3_READER_KEY_ID]: S3_READER_SECRET };
@@ -47,7 +47,11 @@ function signatureMatches(req: IncomingMessage): boolean {
   return /Signature=([0-9a-f]+)$/.exec(String((again.headers as Record<string, string>).Authorization))?.[1] === auth[4];
 }
 
-const isRead = (method: string | undefined) => method === 'GET' || method === 'HEAD';
+/** s3:GetObject: a GET or HEAD of an object (a path-style `/bucket/key`), not a listing of the bucket. */
+function isObjectRead(req: IncomingMessage): boolean {
+  const key = new URL(req.url ?? '/', 'http://s3').pathname.split('/').slice(2).join('/');
+  return (req.method === 'GET' || req.method === 'HEAD') && key !== '';
+}
 
 function answerError(res: ServerResponse, code: string, message: string): void {
   res.writeHead(403, { 'Content-Type': 'application/xml' }).end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`);
@@ -85,7 +89,7 @@ export class S3Store {
         return;
       }
       if (SIGV4.exec(String(req.headers.authorization ?? ''))?.[1] === S3_READER_KEY_ID) {
-        if (!isRead(req.method)) {
+        if (!isObjectRead(req)) {
           req.resume();
           answerError(res, 'AccessDenied', 'Access Denied');
           return;

@@ -13,7 +13,7 @@ import { runCli } from '../helpers/daemon-process.ts';
 import { startGateway, type TestGateway } from '../helpers/gateway.ts';
 import { tempDir, until } from '../helpers/harness.ts';
 import { fixture } from '../helpers/programs.ts';
-import { S3_KEY_ID, S3_READER_KEY_ID, S3_SECRET, S3Store } from '../helpers/s3-store.ts';
+import { S3_KEY_ID, S3_READER_KEY_ID, S3_READER_SECRET, S3_SECRET, S3Store } from '../helpers/s3-store.ts';
 import { report } from '../ops/fleet-scenario.ts';
 import { ADMIN_TOKEN } from '../helpers/tokens.ts';
 import { NEVER, startRunDone, synced } from './sync-helpers.ts';
@@ -230,6 +230,11 @@ test('modelferry fleet at the top of a bucket reads the reports of every site pr
   const html = await (await fetch(`${s3.endpoint}/models/fleet.html`)).text();
   t.is([...html.matchAll(/<tr class="site" data-gateway="[0-9a-f]{16}" data-prefix="(site-[ab])"><td class="prefix">site-[ab]<\/td>/g)].map((m) => m[1]).join(' '), 'site-a site-a site-b');
   t.regex(html, /<th>prefix<\/th><th>gateway<\/th>/);
+
+  // A gateway's key (s3:GetObject only) may not list: fleet says which listing, and for whom.
+  const denied = await runCli(['fleet', '--store', 's3://models'], { env: { ...awsEnv(s3), AWS_ACCESS_KEY_ID: S3_READER_KEY_ID, AWS_SECRET_ACCESS_KEY: S3_READER_SECRET } });
+  t.is(denied.code, 1);
+  t.regex(denied.stderr, new RegExp(`denied s3:ListBucket on the listing of s3://models/ to access key id ${S3_READER_KEY_ID} \\(403 AccessDenied\\)`));
 });
 
 test('a folder store\'s sub-folders are its prefixes: fleet on the folder shows their reports and its own, and says when it read only the first of too many prefixes', async (t) => {
