@@ -34,8 +34,6 @@ interface Waiter {
   done: (answer: PollAnswer | undefined) => void;
   /** Set while its new answer waits for a delta: then it is answered with or without one. */
   deltaTimer?: NodeJS.Timeout;
-  /** `etag` is already new to the device, held only for its delta (see waitForChange). */
-  forDelta: boolean;
 }
 
 /** A wake-up pass yields to the event loop after this long or this many answered waiters,
@@ -157,18 +155,15 @@ export class PollAnswers {
    * being made, is ready or waited for deltas.waitSeconds), or after `timeoutMs` with the
    * new answer if there is one and undefined if not; with undefined at shutdown or when
    * `signal` aborts (the device hung up). Resolves with undefined at once when the limits
-   * allow no more long polls (mayHold). `forDelta`: the answer `etag` names is one the device
-   * has not had yet, held for its delta; it is released as soon as that delta is ready or
-   * found not worth making, even when its ETag stays the same (a delta not offered).
+   * allow no more long polls (mayHold).
    */
-  waitForChange(mac: string, etag: string, address: string, timeoutMs: number, signal: AbortSignal, forDelta = false): Promise<PollAnswer | undefined> {
+  waitForChange(mac: string, etag: string, address: string, timeoutMs: number, signal: AbortSignal): Promise<PollAnswer | undefined> {
     if (!this.mayHold(address)) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       const waiter: Waiter = {
         mac,
         etag,
         address,
-        forDelta,
         done: (answer) => {
           clearTimeout(timer);
           clearTimeout(waiter.deltaTimer);
@@ -241,8 +236,7 @@ export class PollAnswers {
    */
   #release(waiter: Waiter): boolean {
     const answer = this.answerFor(waiter.mac);
-    const settled = waiter.forDelta && !(answer.kind === 'model' && answer.deltaPending);
-    if (answer.kind === 'model' && answer.etag === waiter.etag && !settled) return false;
+    if (answer.kind === 'model' && answer.etag === waiter.etag) return false;
     if (answer.kind === 'model' && answer.deltaPending) {
       waiter.deltaTimer ??= setTimeout(() => waiter.done(this.answerFor(waiter.mac)), this.#deltas.waitSeconds() * 1000);
       return false;

@@ -47,7 +47,9 @@ export async function holdPoll(
   }
   const resumeIdleTimeout = pauseIdleTimeout(req);
   const seconds = forDelta ? Math.min(waitSeconds, answers.deltaWaitSeconds) : waitSeconds;
-  const changed = await answers.waitForChange(mac, answer.etag, address, seconds * 1000, closedSignal(res), forDelta);
+  // Held for its delta, the poll waits as what the device has (its If-None-Match), so it is
+  // answered once the delta is settled: made, or found not worth it (the ETag then stays).
+  const changed = await answers.waitForChange(mac, forDelta ? ifNoneMatch : answer.etag, address, seconds * 1000, closedSignal(res));
   resumeIdleTimeout();
   // Released by shutdown: the device should not send its next poll on this connection.
   const closeConnection = answers.stopped;
